@@ -1,0 +1,65 @@
+"""The ``coel`` command line: one entry point, one subcommand per capability.
+
+Subcommands import their modules lazily so ``coel --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def _add_profile(sub: argparse._SubParsersAction) -> None:
+    from coel_env import profiler
+
+    p = sub.add_parser(
+        "profile",
+        help="measure expert FFN latency and host<->device copies with torch",
+        description=profiler.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    profiler.add_arguments(p)
+    p.set_defaults(func=profiler.main)
+
+
+def _add_cost(sub: argparse._SubParsersAction) -> None:
+    from coel_env import cost_cli
+
+    p = sub.add_parser(
+        "cost",
+        help="validate the fitted cost model, or predict a layer's latency",
+        description=cost_cli.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cost_cli.add_arguments(p)
+
+
+_SUBCOMMANDS = (_add_profile, _add_cost)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="coel",
+        description="CoEL-Gym: MoE LLM deployment on edge-server networks.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for add in _SUBCOMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        rc = args.func(args)
+    except ValueError as exc:  # bad input: one clear line, no traceback
+        print(f"coel {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return int(rc or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,345 @@
+"""The MoE cost model: latency, transfers, memory and energy from fitted device profiles.
+
+Pure functions over a catalog model (:mod:`coel_env.catalog`) and a device
+profile (:mod:`coel_env.profiles`); token counts may be numpy arrays. Units are
+in the names: ``_ms`` milliseconds, ``_bytes``, ``_gbit_s`` gigabits per
+second (network links), ``_j`` joules.
+
+A whole MoE layer in eager PyTorch (the Hugging Face ``SparseMoeBlock`` loop) is
+modelled from first principles on the measured expert data:
+
+* router: the gate matmul plus softmax, top-k, normalisation and the one-hot
+  expert mask (:data:`ROUTER_OPS` dispatched kernels);
+* per active expert: ``torch.where`` on the expert mask (which synchronises the
+  host with the device, so dispatch does not overlap the previous expert's
+  kernels), a gather of its tokens, the expert FFN (the fitted expert model),
+  the scale by routing weights and a scatter-add (:data:`DISPATCH_OPS` kernels
+  besides the FFN, moving ``3 * tokens * d_model`` activations);
+* shared experts on the whole batch (Qwen adds a sigmoid gate);
+* in ``cudagraph`` mode the same kernels without host dispatch floors.
+
+The dense part (attention projections and attention over the KV cache) is
+separate: :func:`attention_latency_ms`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from coel_env.catalog import BITS, MoEModel, get_model, weight_bytes
+from coel_env.profiles import DeviceProfile, KernelFit, get_device, n_ops
+from coel_env.quality import bits_loss, quantization_loss, token_keep_loss
+
+__all__ = [
+    "BITS",
+    "ROUTER_OPS",
+    "DISPATCH_OPS",
+    "expert_latency_ms",
+    "ffn_latency_ms",
+    "fetch_latency_ms",
+    "attention_latency_ms",
+    "moe_layer_latency_ms",
+    "moe_layer_breakdown",
+    "activation_bytes",
+    "transfer_latency_ms",
+    "expert_memory_bytes",
+    "model_memory_bytes",
+    "energy_j",
+    "bits_loss",
+    "quantization_loss",
+    "token_keep_loss",
+]
+
+#: Kernels the router launches: gate linear, softmax, top-k, renormalise (2), one-hot mask.
+ROUTER_OPS = 6
+#: Kernels per active expert besides its FFN: where (host sync), gather, index weights,
+#: scale, index_add_.
+DISPATCH_OPS = 5
+#: Kernels of Qwen's shared-expert gate: linear, sigmoid, mul; plus the add of the output.
+SHARED_GATE_OPS = 4
+ACT_BYTES = 2  # bf16 activations
+
+
+def _model(model: str | MoEModel) -> MoEModel:
+    return model if isinstance(model, MoEModel) else get_model(model)
+
+
+def _tokens(tokens, field: str = "tokens") -> np.ndarray:
+    t = np.asarray(tokens, dtype=float)
+    if not np.all(np.isfinite(t)):
+        raise ValueError(f"{field} must be finite numbers; got {tokens!r}")
+    if (t < 0).any():
+        raise ValueError(f"{field}={t[t < 0].flat[0]:g} is not allowed; must be >= 0")
+    return t
+
+
+def _check_bits(bits: int) -> int:
+    if isinstance(bits, bool) or bits not in BITS:
+        raise ValueError(
+            f"bits={bits!r} is not allowed; allowed bit widths: {', '.join(map(str, BITS))}"
+        )
+    return int(bits)
+
+
+def ffn_latency_ms(
+    device: str | DeviceProfile,
+    d_model: int,
+    d_ff: int,
+    gated: bool,
+    tokens,
+    *,
+    bits: int = 16,
+    mode: str = "eager",
+) -> np.ndarray:
+    """Latency of one FFN (an expert of any shape) for ``tokens`` tokens; 0 where tokens == 0."""
+    dev = get_device(device)
+    fit, _ = dev.kernel_for(_check_bits(bits), mode)
+    t = _tokens(tokens)
+    n_params = (3 if gated else 2) * d_model * d_ff
+    w = weight_bytes(n_params, bits)
+    ms = fit.latency_ms(w, 2.0 * t * n_params, n_ops(gated))
+    return np.where(t > 0, ms, 0.0)
+
+
+def expert_latency_ms(
+    model: str | MoEModel,
+    device: str | DeviceProfile,
+    tokens,
+    *,
+    bits: int = 16,
+    mode: str = "eager",
+) -> np.ndarray:
+    """Latency of one routed expert of ``model`` on ``device`` (GPU or host CPU).
+
+    Args:
+        model: catalog name or model.
+        device: device name or profile (a GPU, or a CPU for host execution).
+        tokens: tokens the expert processes (scalar or array, >= 0).
+        bits: weight bit width, one of 16, 8, 4, 3, 2.
+        mode: ``"eager"`` or ``"cudagraph"``.
+
+    Returns:
+        Milliseconds, the shape of ``tokens`` (0 where no token).
+    """
+    m = _model(model)
+    return ffn_latency_ms(device, m.d_model, m.d_ff_expert, m.gated, tokens, bits=bits, mode=mode)
+
+
+def fetch_latency_ms(
+    model: str | MoEModel, device: str | DeviceProfile, n_experts=1, *, bits: int = 16
+) -> np.ndarray:
+    """Copy ``n_experts`` routed experts' weights host -> GPU over the server's PCIe link.
+
+    Zero on unified memory (Jetson): the GPU reads host memory directly.
+    """
+    m, dev = _model(model), get_device(device)
+    if dev.kind != "gpu":
+        raise ValueError(f"device={dev.name!r} is a CPU; fetching experts needs a GPU device")
+    n = _tokens(n_experts, "n_experts")
+    if dev.unified_memory or dev.pcie is None:
+        return np.zeros_like(n)
+    return np.where(n > 0, n * dev.pcie.copy_ms(m.expert_bytes(_check_bits(bits))), 0.0)
+
+
+def _kernel16(dev: DeviceProfile, mode: str) -> KernelFit:
+    return dev.kernel_for(16, mode)[0]
+
+
+def attention_latency_ms(
+    model: str | MoEModel,
+    device: str | DeviceProfile,
+    *,
+    batch: int = 1,
+    kv_len: int = 512,
+    phase: str = "decode",
+    tokens: int | None = None,
+    mode: str = "eager",
+) -> dict[str, float]:
+    """Dense part of one layer: projections and attention, fitted to the H200 rows.
+
+    Decode processes one new token per sequence against ``kv_len`` cached ones;
+    prefill processes ``tokens`` (default ``kv_len``) with causal attention.
+    DeepSeek's MLA uses its ranks: projection weights from the MLA shapes and a
+    compressed KV cache of ``kv_lora_rank + qk_rope_head_dim`` values per token.
+
+    Returns:
+        ``{"proj_ms", "sdpa_ms", "total_ms"}``.
+    """
+    m, dev = _model(model), get_device(device)
+    if phase not in ("decode", "prefill"):
+        raise ValueError(f"phase={phase!r} is not allowed; allowed: 'decode', 'prefill'")
+    for name, v in (("batch", batch), ("kv_len", kv_len)):
+        if not (isinstance(v, int | np.integer) and v >= 1):
+            raise ValueError(f"{name}={v!r} is not allowed; must be an integer >= 1")
+    q_tokens = 1 if phase == "decode" else (kv_len if tokens is None else int(tokens))
+    a = m.attention
+    proj_params = m.attention.params(m.d_model)  # one layer
+    k16 = _kernel16(dev, mode)
+    kernel = k16.without_dispatch()
+    n_tok = batch * q_tokens
+    proj_ms = float(
+        kernel.latency_ms(2.0 * proj_params, 2.0 * proj_params * n_tok, 4) - kernel.c_ms
+    )
+    if a.is_mla:  # absorbed MLA: scores over the latent (rank + rope), values in the latent
+        qk_dim, v_dim = a.kv_lora_rank + a.qk_rope_head_dim, a.kv_lora_rank
+    else:
+        qk_dim = v_dim = a.head_dim
+    kv_bytes = ACT_BYTES * batch * kv_len * a.kv_cache_values_per_token
+    flops = 2.0 * n_tok * kv_len * a.n_heads * (qk_dim + v_dim)
+    if phase == "prefill":
+        flops /= 2
+    att = dev.attention
+    if att is not None:
+        proj_ms += att.proj_c_ms
+        sdpa_ms = att.sdpa_c_ms + float(
+            np.exp(
+                np.logaddexp(
+                    3 * np.log(kv_bytes / 1e6 / att.sdpa_gbps),
+                    3 * np.log(flops / 1e9 / att.sdpa_tflops),
+                )
+                / 3
+            )
+        )
+    else:  # a CPU: the same roofline through its bf16 kernel model
+        proj_ms += k16.c_ms + 4 * k16.op_ms
+        sdpa_ms = float(k16.latency_ms(kv_bytes, flops, 3))
+    return {"proj_ms": proj_ms, "sdpa_ms": sdpa_ms, "total_ms": proj_ms + sdpa_ms}
+
+
+def _expert_bits(m: MoEModel, bits) -> np.ndarray:
+    b = np.broadcast_to(np.asarray(bits), (m.n_experts,))
+    for v in np.unique(b):
+        _check_bits(int(v) if float(v).is_integer() else v)
+    return b.astype(int)
+
+
+def moe_layer_breakdown(
+    model: str | MoEModel,
+    device: str | DeviceProfile,
+    expert_tokens: Sequence[float] | np.ndarray,
+    *,
+    bits=16,
+    mode: str = "eager",
+) -> dict[str, float]:
+    """Parts of :func:`moe_layer_latency_ms`: router, experts, dispatch, shared, total [ms]."""
+    m, dev = _model(model), get_device(device)
+    et = _tokens(expert_tokens, "expert_tokens")
+    if et.shape != (m.n_experts,):
+        raise ValueError(
+            f"expert_tokens has shape {et.shape}; {m.name} needs one count per routed expert "
+            f"({m.n_experts})"
+        )
+    b = _expert_bits(m, bits)
+    batch = et.sum() / m.top_k
+    out = {"batch_tokens": float(batch), "active_experts": int((et > 0).sum())}
+    if batch == 0:
+        return {**out, "router_ms": 0.0, "experts_ms": 0.0, "dispatch_ms": 0.0, "shared_ms": 0.0,
+                "total_ms": 0.0}  # fmt: skip
+    k16 = _kernel16(dev, mode)
+    d, e = m.d_model, m.n_experts
+    router = float(k16.latency_ms(ACT_BYTES * d * e, 2.0 * batch * d * e, ROUTER_OPS))
+    experts = 0.0
+    for bw in np.unique(b):
+        sel = (b == bw) & (et > 0)
+        if sel.any():
+            experts += float(expert_latency_ms(m, dev, et[sel], bits=int(bw), mode=mode).sum())
+    active = et[et > 0]
+    moved = 3.0 * ACT_BYTES * active * d  # gather, scale, scatter-add of each expert's tokens
+    dispatch = float(k16.latency_ms(moved, np.ones_like(moved), DISPATCH_OPS).sum())
+    shared = 0.0
+    if m.n_shared_experts:
+        d_ff_s = m.d_ff_shared * m.n_shared_experts  # DeepSeek merges its shared experts
+        shared = float(ffn_latency_ms(dev, d, d_ff_s, m.gated, batch, bits=16, mode=mode))
+        gate_ops = SHARED_GATE_OPS if m.shared_expert_gate else 1
+        shared += float(k16.latency_ms(ACT_BYTES * d * batch, 2.0 * batch * d, gate_ops))
+    total = router + experts + dispatch + shared
+    return {**out, "router_ms": router, "experts_ms": experts, "dispatch_ms": dispatch,
+            "shared_ms": shared, "total_ms": total}  # fmt: skip
+
+
+def moe_layer_latency_ms(
+    model: str | MoEModel,
+    device: str | DeviceProfile,
+    expert_tokens: Sequence[float] | np.ndarray,
+    *,
+    bits=16,
+    mode: str = "eager",
+) -> float:
+    """Latency of one whole MoE layer (router, routed and shared experts, dispatch).
+
+    Args:
+        model: catalog name or model.
+        device: device name or profile.
+        expert_tokens: one token count per routed expert; the batch is
+            ``sum(expert_tokens) / top_k`` tokens.
+        bits: one bit width, or one per routed expert.
+        mode: ``"eager"`` (one kernel launch per op) or ``"cudagraph"``.
+
+    Returns:
+        Milliseconds.
+    """
+    return moe_layer_breakdown(model, device, expert_tokens, bits=bits, mode=mode)["total_ms"]
+
+
+def activation_bytes(tokens, d_model: int, *, keep_ratio=1.0, bytes_per_value: int = ACT_BYTES):
+    """Bytes of activations for ``tokens`` tokens after keeping ``keep_ratio`` of them."""
+    k = np.asarray(keep_ratio, dtype=float)
+    if (~((k > 0) & (k <= 1))).any():
+        raise ValueError(f"keep_ratio={keep_ratio!r} is not allowed; must be in (0, 1]")
+    return np.ceil(_tokens(tokens) * k) * d_model * bytes_per_value
+
+
+def transfer_latency_ms(
+    tokens,
+    d_model: int,
+    *,
+    bandwidth_gbit_s: float,
+    latency_ms: float,
+    keep_ratio=1.0,
+    bytes_per_value: int = ACT_BYTES,
+) -> np.ndarray:
+    """Send activations between servers: ``latency + bytes * 8 / bandwidth``.
+
+    ``tokens x d_model x bytes x keep_ratio`` go over a link of
+    ``bandwidth_gbit_s`` gigabits per second and ``latency_ms`` one-way latency.
+    """
+    if not (math.isfinite(bandwidth_gbit_s) and bandwidth_gbit_s > 0):
+        raise ValueError(f"bandwidth_gbit_s={bandwidth_gbit_s!r} is not allowed; must be > 0")
+    if not (math.isfinite(latency_ms) and latency_ms >= 0):
+        raise ValueError(f"latency_ms={latency_ms!r} is not allowed; must be >= 0")
+    nbytes = activation_bytes(
+        tokens, d_model, keep_ratio=keep_ratio, bytes_per_value=bytes_per_value
+    )
+    return np.where(nbytes > 0, latency_ms + nbytes * 8 / (bandwidth_gbit_s * 1e6), 0.0)
+
+
+def expert_memory_bytes(model: str | MoEModel, bits) -> int:
+    """Memory of a set of routed experts: one bit width per expert (any array shape)."""
+    m = _model(model)
+    b = np.asarray(bits)
+    if b.size == 0:
+        return 0
+    bad = ~np.isin(b, BITS)
+    if bad.any():
+        _check_bits(b[bad].flat[0])
+    sizes = {k: m.expert_bytes(k) for k in BITS}
+    return int(
+        sum(sizes[int(k)] * int(n) for k, n in zip(*np.unique(b, return_counts=True), strict=True))
+    )
+
+
+def model_memory_bytes(model: str | MoEModel, expert_bits=16, *, non_expert_bits: int = 16) -> int:
+    """Whole-model memory: non-expert weights plus every routed expert at its bit width."""
+    m = _model(model)
+    eb = np.broadcast_to(np.asarray(expert_bits), (m.n_moe_layers, m.n_experts))
+    return m.non_expert_bytes(_check_bits(non_expert_bits)) + expert_memory_bytes(m, eb)
+
+
+def energy_j(device: str | DeviceProfile, busy_ms, idle_ms=0.0) -> np.ndarray:
+    """Energy of a device: busy time at busy power plus idle time at idle power [J]."""
+    dev = get_device(device)
+    busy, idle = _tokens(busy_ms, "busy_ms"), _tokens(idle_ms, "idle_ms")
+    return (dev.power_busy_w * busy + dev.power_idle_w * idle) / 1000.0

@@ -1,0 +1,285 @@
+"""``coel cost``: check the fitted cost model against measurements, or ask it about a layer.
+
+coel cost validate [--markdown]
+    per measured device, mode and kernel kind: rows, median / mean / max
+    absolute percentage error of the fitted expert model against every
+    measured row (with the run factors of secondary files, and without);
+    the attention fit; the derived devices against published decode
+    throughput (../shared/data/devices) when --devices-dir is given.
+coel cost layer --model M --device D --tokens T [--bits B] [--mode eager|cudagraph]
+    one MoE layer's predicted latency with its parts, for T tokens routed
+    by the model's top-k over its experts (uniform routing, or --skew).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from coel_env import cost, profiles
+from coel_env.catalog import BITS, model_names
+
+# Dense Llama-family shapes for checking derived GPUs against published decode throughput.
+# Source: the config.json of meta-llama/Meta-Llama-3-8B (32 layers, d 4096, ff 14336, 32/8
+# heads of 128, vocab 128256) and meta-llama/Llama-3.2-3B (28, 3072, 8192, 24/8 of 128,
+# vocab 128256, tied embeddings). Llama 3.1 8B has the Llama 3 8B shape.
+DENSE_SHAPES = {
+    "llama-3-8b": dict(n_layers=32, d_model=4096, d_ff=14336, heads=32, kv_heads=8, head_dim=128,
+                       vocab=128256),
+    "llama-3.2-3b": dict(n_layers=28, d_model=3072, d_ff=8192, heads=24, kv_heads=8,
+                         head_dim=128, vocab=128256),
+}  # fmt: skip
+# (device, published row) pairs that are comparable: same GPU, single card, a Llama 3 model.
+# llama.cpp Q4_K_M is ~4.85 bits per weight (llama.cpp quantize table); F16 is 16.
+_LLAMACPP = "llamacpp_llama3_gpu_tokens_per_s.csv"
+_ORIN = "jetson_orin_nano_mlc_int4_decode_tokens_per_s.csv"
+_CHECKS = (
+    ("rtx-4090", _LLAMACPP, "4090 24GB", "LLaMA-3-8B"),
+    ("a100-80gb", _LLAMACPP, "A100 PCIe 80GB", "LLaMA-3-8B"),
+    ("jetson-orin-nano-8gb", _ORIN, None, "Llama 3.1 8B"),
+    ("jetson-orin-nano-8gb", _ORIN, None, "Llama 3.2 3B"),
+)
+_DENSE_FOR = {
+    "LLaMA-3-8B": "llama-3-8b",
+    "Llama 3.1 8B": "llama-3-8b",
+    "Llama 3.2 3B": "llama-3.2-3b",
+}
+KV_LEN_CHECK = 512  # short context of the decode benchmarks
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="cost_command", metavar="{validate,layer}")
+    sub.required = True
+    v = sub.add_parser("validate", help="fitted model against every measured row")
+    v.add_argument("--markdown", action="store_true", help="print markdown tables")
+    v.add_argument(
+        "--devices-dir",
+        type=Path,
+        help="folder with the published decode-throughput CSVs (../shared/data/devices)",
+    )
+    v.add_argument("--json", action="store_true", help="print one JSON object")
+    v.set_defaults(func=validate_main)
+    lay = sub.add_parser("layer", help="one MoE layer's predicted latency with its parts")
+    lay.add_argument("--model", required=True, help=f"one of: {', '.join(model_names())}")
+    lay.add_argument("--device", required=True, help="a device name (see coel cost validate)")
+    lay.add_argument("--tokens", required=True, type=int, help="tokens in the batch (>= 1)")
+    lay.add_argument("--bits", type=int, default=16, help=f"weight bits, one of {BITS}")
+    lay.add_argument("--mode", default="eager", choices=profiles.MODES)
+    lay.add_argument(
+        "--skew",
+        type=float,
+        default=0.0,
+        help="Zipf exponent of expert popularity (0: uniform routing)",
+    )
+    lay.add_argument("--kv-len", type=int, default=512, help="KV length for the attention part")
+    lay.set_defaults(func=layer_main)
+
+
+def expert_tokens_for(n_experts: int, top_k: int, tokens: int, skew: float = 0.0) -> np.ndarray:
+    """Expected tokens per expert when ``tokens`` tokens each pick ``top_k`` experts.
+
+    Popularity follows a Zipf law of exponent ``skew`` (0 = uniform); each
+    expert's share is capped at one pick per token, the excess spread over the rest.
+    """
+    if tokens < 1:
+        raise ValueError(f"tokens={tokens!r} is not allowed; must be an integer >= 1")
+    if skew < 0:
+        raise ValueError(f"skew={skew!r} is not allowed; must be >= 0")
+    pop = 1.0 / np.arange(1, n_experts + 1) ** skew
+    share = pop / pop.sum() * top_k
+    for _ in range(n_experts):  # water-filling: no expert above 1 pick per token
+        over = share > 1
+        if not over.any():
+            break
+        excess = (share[over] - 1).sum()
+        share[over] = 1
+        share[~over] += excess * share[~over] / share[~over].sum()
+    return share * tokens
+
+
+def layer_main(args: argparse.Namespace) -> int:
+    from coel_env.catalog import get_model
+
+    m = get_model(args.model)
+    dev = profiles.get_device(args.device)
+    et = expert_tokens_for(m.n_experts, m.top_k, args.tokens, args.skew)
+    parts = cost.moe_layer_breakdown(m, dev, et, bits=args.bits, mode=args.mode)
+    att = cost.attention_latency_ms(m, dev, batch=args.tokens, kv_len=args.kv_len, mode=args.mode)
+    tag = "measured" if dev.measured else "derived"
+    print(f"{m.name} on {dev.name} ({tag}), {args.tokens} tokens, {args.bits} bits, {args.mode}")
+    print(f"  active experts   {parts['active_experts']:>10d}")
+    for k in ("router_ms", "experts_ms", "dispatch_ms", "shared_ms", "total_ms"):
+        print(f"  moe {k:<13s}{parts[k]:>10.4f}")
+    print(f"  attention (decode, KV {args.kv_len}): proj {att['proj_ms']:.4f} ms, "
+          f"sdpa {att['sdpa_ms']:.4f} ms")  # fmt: skip
+    print(f"  layer total      {parts['total_ms'] + att['total_ms']:>10.4f} ms")
+    return 0
+
+
+def validation_table() -> list[dict]:
+    """One row per measured (device, mode, kind): errors with and without run factors."""
+    out = []
+    for name in ("h200", "xeon-16c", "epyc-2c"):
+        dev = profiles.get_device(name)
+        rows = profiles.measured_rows(name)
+        for (mode, kind), fit in sorted(dev.kernels.items()):
+            g = rows[(rows["mode"] == mode) & (rows.kind == kind)]
+            tag = f"[{mode}/{kind}]"
+            rf = {k.split(" [")[0]: v for k, v in dev.run_factors.items() if k.endswith(tag)}
+            meas = g.median_ms.values
+            err = np.abs(profiles.predict_rows(fit, g, rf) / meas - 1) * 100
+            raw = np.abs(profiles.predict_rows(fit, g, {}) / meas - 1) * 100
+            out.append(
+                dict(
+                    device=name, mode=mode, kind=kind, rows=len(g),
+                    median_ape=float(np.median(err)), mean_ape=float(err.mean()),
+                    max_ape=float(err.max()),
+                    mean_ape_no_run_factor=float(raw.mean()),
+                    weight_gbps=fit.weight_gbps, tflops=fit.tflops, c_ms=fit.c_ms,
+                    op_ms=fit.op_ms, p=fit.p,
+                    run_factors="; ".join(f"{k}: floor x{a:.2f}, kernel x{b:.2f}"
+                                          for k, (a, b) in rf.items()),
+                )
+            )  # fmt: skip
+    return out
+
+
+def attention_table() -> list[dict]:
+    """The H200 dense-part fit against every row of the attention file."""
+    from coel_env.catalog import CATALOG
+
+    df = pd.read_csv(profiles._data_path("h200_gpu_attention.csv"))
+    by_shape = {"switch-base": "switch-base-8"}
+    out = []
+    for col in ("proj_ms", "sdpa_ms", "total_ms"):
+        errs = []
+        for r in df.itertuples():
+            name = by_shape.get(r.model, r.model)
+            if name not in CATALOG:
+                continue
+            pred = cost.attention_latency_ms(
+                name, "h200", batch=int(r.batch), kv_len=int(r.kv_len), phase=r.phase,
+                tokens=int(r.tokens),
+            )[col]  # fmt: skip
+            errs.append(abs(pred / getattr(r, col) - 1) * 100)
+        e = np.array(errs)
+        out.append(dict(part=col, rows=len(e), median_ape=float(np.median(e)),
+                        mean_ape=float(e.mean()), max_ape=float(e.max())))  # fmt: skip
+    return out
+
+
+def dense_decode_tok_s(device: str, shape: str, bits: int, efficient_int4: bool) -> float:
+    """Predicted decode tokens/s of a dense Llama model (one sequence, CUDA-graph mode).
+
+    ``efficient_int4``: stream 4-bit weights at the bf16 kernel's bandwidth (as
+    llama.cpp's and MLC's fused kernels do) instead of PyTorch's W4A16 GEMV.
+    """
+    s = DENSE_SHAPES[shape]
+    dev = profiles.get_device(device)
+    ffn = 3 * s["d_model"] * s["d_ff"]
+    proj = s["d_model"] * s["head_dim"] * (2 * s["heads"] + 2 * s["kv_heads"])
+    head = s["d_model"] * s["vocab"]
+    k_bits = 16 if efficient_int4 else bits
+    fit = dev.kernel_for(k_bits, "cudagraph")[0]
+    from coel_env.catalog import weight_bytes
+
+    def mm(n_params: int) -> float:
+        return float(fit.latency_ms(weight_bytes(n_params, bits), 2.0 * n_params, 1))
+
+    kv_bytes = 2 * 2 * KV_LEN_CHECK * s["kv_heads"] * s["head_dim"]
+    att = dev.attention
+    sdpa = att.sdpa_c_ms + kv_bytes / 1e6 / att.sdpa_gbps
+    per_layer = mm(ffn) + mm(proj) + sdpa
+    return 1000.0 / (s["n_layers"] * per_layer + mm(head))
+
+
+def derived_check_table(devices_dir: Path) -> list[dict]:
+    """Derived GPUs against published decode throughput, where a comparable row exists."""
+    out = []
+    for device, fname, gpu, model in _CHECKS:
+        path = devices_dir / fname
+        if not path.is_file():
+            raise ValueError(f"--devices-dir: {str(path)!r} does not exist")
+        with path.open() as f:
+            rows = list(csv.DictReader(f))
+        for prec, bits in (("Q4_K_M", 4), ("F16", 16)) if gpu else (("INT4", 4),):
+            if gpu:
+                key = ("text_generation_tg", gpu, model, prec)
+                hit = [
+                    r
+                    for r in rows
+                    if (r["metric"], r["gpu_config"], r["model"], r["precision"]) == key
+                ]
+                if not hit or hit[0]["tokens_per_s"] == "OOM":
+                    continue
+                published = float(hit[0]["tokens_per_s"])
+                source = f"llama.cpp {gpu} {model} {prec}"
+            else:
+                hit = [r for r in rows if r["model"] == model]
+                published = float(hit[0]["jetson_orin_nano_original_tok_s"])
+                source = f"MLC INT4 Orin Nano (original) {model}"
+            shape = _DENSE_FOR[model]
+            row = dict(device=device, published=source, published_tok_s=published)
+            for label, eff in (("pytorch_kernels", False), ("efficient_int4", True)):
+                if bits == 16 and eff:
+                    continue
+                pred = dense_decode_tok_s(device, shape, bits, eff)
+                row[f"pred_{label}_tok_s"] = pred
+                row[f"err_{label}_pct"] = (pred / published - 1) * 100
+            out.append(row)
+    return out
+
+
+def _print_table(rows: list[dict], cols: list[str], markdown: bool) -> None:
+    def fmt(v):
+        return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+    if markdown:
+        print("| " + " | ".join(cols) + " |")
+        print("|" + "---|" * len(cols))
+        for r in rows:
+            print("| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |")
+    else:
+        w = [max(len(c), *(len(fmt(r.get(c, ""))) for r in rows)) for c in cols]
+        print("  ".join(c.ljust(n) for c, n in zip(cols, w, strict=True)))
+        for r in rows:
+            print("  ".join(fmt(r.get(c, "")).ljust(n) for c, n in zip(cols, w, strict=True)))
+    print()
+
+
+def validate_main(args: argparse.Namespace) -> int:
+    table = validation_table()
+    att = attention_table()
+    checks = derived_check_table(args.devices_dir) if args.devices_dir else []
+    if args.json:
+        print(json.dumps({"experts": table, "attention": att, "derived_checks": checks}, indent=1))
+        return 0
+    md = args.markdown
+    print("Expert FFN latency model against every measured row (APE = absolute % error)\n")
+    cols = ["device", "mode", "kind", "rows", "median_ape", "mean_ape", "max_ape"]
+    cols += ["mean_ape_no_run_factor", "weight_gbps", "tflops", "op_ms"]
+    _print_table(table, cols, md)
+    rf = [r for r in table if r["run_factors"]]
+    if rf:
+        print("Run factors of secondary measurement files:\n")
+        _print_table(rf, ["device", "mode", "kind", "run_factors"], md)
+    print("H200 dense part (attention projections + SDPA) against h200_gpu_attention.csv\n")
+    _print_table(att, ["part", "rows", "median_ape", "mean_ape", "max_ape"], md)
+    if checks:
+        print("Derived GPUs against published decode throughput (tokens/s)\n")
+        cols = [
+            "device",
+            "published",
+            "published_tok_s",
+            "pred_pytorch_kernels_tok_s",
+            "err_pytorch_kernels_pct",
+            "pred_efficient_int4_tok_s",
+            "err_efficient_int4_pct",
+        ]
+        _print_table(checks, cols, md)
+    return 0
