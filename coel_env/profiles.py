@@ -610,8 +610,8 @@ _DERIVED_GPUS = {
 }  # fmt: skip
 
 # Derived host CPUs, scaled per core from the measured 2-core EPYC VM (bandwidth per core,
-# throughput per core x clock), with bandwidth capped at 80% of the DRAM figure. The rule is
-# checked on the measured 16-core Xeon by `coel cost validate` (derivation check).
+# throughput per core x clock), with bandwidth capped at 80% of the DRAM figure (assumed
+# achievable share). No edge CPU was measured, so the rule itself is unchecked.
 #   Orin Nano CPU: 6x Cortex-A78AE @ 1.5 GHz, shares 68 GB/s (NVIDIA datasheet).
 #   AGX Orin CPU: 12x Cortex-A78AE @ 2.2 GHz, shares 204.8 GB/s (NVIDIA datasheet).
 #   edge-x86-8c / -16c: an 8-core (2-channel DDR4-3200, 51.2 GB/s) and a 16-core (4-channel,
