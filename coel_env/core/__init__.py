@@ -1,0 +1,1 @@
+"""The CoEL world: a simulator core that knows nothing of gymnasium."""

@@ -1,0 +1,303 @@
+"""Deployment plans: where every expert lives, at which bit width, and how it runs.
+
+A :class:`Plan` holds one :class:`ModelPlan` per deployed model. Placement is a
+small integer array so that the simulator can evaluate it with numpy:
+
+* ``location[l, e, s]`` is :data:`ABSENT`, :data:`GPU` or :data:`HOST`: expert
+  ``e`` of MoE layer ``l`` on server ``s``, in GPU memory or in host memory.
+  Replicas are allowed (several servers non-absent).
+* ``bits[l, e]``: the expert's weight bit width (all replicas alike).
+* ``home``: the servers that run the model's dense part (attention,
+  embeddings, router, shared experts) and take its requests; a request goes to
+  the nearest home.
+* ``host_policy[l]``: for experts in host memory of a server, run them on
+  that server's host CPU (:data:`RUN_ON_CPU`) or copy them over PCIe to the
+  GPU when tokens arrive (:data:`FETCH`), per layer.
+* ``keep_ratio``: the share of tokens kept (pruning/fusion) in activations
+  sent between servers.
+
+:func:`check_plan` returns an explicit :class:`InfeasibilityReport` (which
+server, which memory, by how much) instead of raising, so policies can be
+penalised rather than crash.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+import numpy as np
+
+from coel_env.catalog import BITS, MoEModel, get_model
+
+ABSENT, GPU, HOST = 0, 1, 2
+RUN_ON_CPU, FETCH = 0, 1
+#: Token keep ratios a plan may use for inter-server activations (discrete, for the MILP
+#: and the action space alike); 1.0 means no pruning.
+KEEP_RATIOS = (1.0, 0.75, 0.5, 0.25)
+GB = 1e9
+
+
+@dataclass(frozen=True, eq=False)
+class ModelPlan:
+    """The deployment of one model. Arrays are copied and made read-only."""
+
+    model: str
+    location: np.ndarray  # int8 [L, E, S]
+    bits: np.ndarray  # int8 [L, E]
+    home: tuple[int, ...]
+    host_policy: np.ndarray  # int8 [L]
+    keep_ratio: float = 1.0
+
+    def __post_init__(self) -> None:
+        m = get_model(self.model)
+        loc = np.array(self.location, dtype=np.int8)
+        bits = np.array(self.bits, dtype=np.int8)
+        pol = np.array(self.host_policy, dtype=np.int8)
+        shape = (m.n_moe_layers, m.n_experts)
+        if loc.ndim != 3 or loc.shape[:2] != shape:
+            raise ValueError(
+                f"location of {self.model} has shape {loc.shape}; expected "
+                f"({shape[0]}, {shape[1]}, n_servers)"
+            )
+        if not np.isin(loc, (ABSENT, GPU, HOST)).all():
+            bad = loc[~np.isin(loc, (ABSENT, GPU, HOST))].flat[0]
+            raise ValueError(
+                f"location value {bad} is not allowed; allowed: 0 absent, 1 GPU, 2 host"
+            )
+        if bits.shape != shape:
+            raise ValueError(f"bits of {self.model} has shape {bits.shape}; expected {shape}")
+        if not np.isin(bits, BITS).all():
+            bad = bits[~np.isin(bits, BITS)].flat[0]
+            raise ValueError(
+                f"bits={bad} is not allowed; allowed bit widths: {', '.join(map(str, BITS))}"
+            )
+        if pol.shape != (m.n_moe_layers,) or not np.isin(pol, (RUN_ON_CPU, FETCH)).all():
+            raise ValueError(
+                f"host_policy of {self.model} must be {m.n_moe_layers} values in "
+                f"{{0 run on CPU, 1 fetch}}; got shape {pol.shape}"
+            )
+        if not self.home:
+            raise ValueError(f"home of {self.model} is empty; at least one server must run it")
+        n = loc.shape[2]
+        bad_home = [h for h in self.home if not (0 <= h < n)]
+        if bad_home:
+            raise ValueError(f"home server {bad_home[0]} is not allowed; servers are 0..{n - 1}")
+        if self.keep_ratio not in KEEP_RATIOS:
+            raise ValueError(
+                f"keep_ratio={self.keep_ratio!r} is not allowed; allowed: {KEEP_RATIOS}"
+            )
+        for name, arr in (("location", loc), ("bits", bits), ("host_policy", pol)):
+            arr.setflags(write=False)
+            object.__setattr__(self, name, arr)
+        object.__setattr__(self, "home", tuple(int(h) for h in self.home))
+
+    @property
+    def spec(self) -> MoEModel:
+        return get_model(self.model)
+
+    @property
+    def n_servers(self) -> int:
+        return int(self.location.shape[2])
+
+    def replicas(self) -> np.ndarray:
+        """Number of servers holding each expert, [L, E]."""
+        return (self.location != ABSENT).sum(axis=2)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ModelPlan):
+            return NotImplemented
+        return (
+            self.model == other.model
+            and self.home == other.home
+            and self.keep_ratio == other.keep_ratio
+            and np.array_equal(self.location, other.location)
+            and np.array_equal(self.bits, other.bits)
+            and np.array_equal(self.host_policy, other.host_policy)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A deployment of several models over the same servers."""
+
+    models: Mapping[str, ModelPlan] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        mp = dict(self.models)
+        sizes = {p.n_servers for p in mp.values()}
+        if len(sizes) > 1:
+            raise ValueError(f"model plans disagree on the number of servers: {sorted(sizes)}")
+        for k, p in mp.items():
+            if k != p.model:
+                raise ValueError(f"plan key {k!r} holds a plan for {p.model!r}")
+        object.__setattr__(self, "models", MappingProxyType(mp))
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One reason a plan cannot run."""
+
+    kind: str  # "gpu_memory", "host_memory", "missing_server", "no_replica", "server_down"
+    server: int | None
+    model: str | None
+    detail: str
+    over_gb: float = 0.0
+
+    def __str__(self) -> str:
+        return self.detail
+
+
+@dataclass(frozen=True)
+class InfeasibilityReport:
+    """Every violation of a plan; ``feasible`` when there is none."""
+
+    violations: tuple[Violation, ...] = ()
+
+    @property
+    def feasible(self) -> bool:
+        return not self.violations
+
+    def __str__(self) -> str:
+        if self.feasible:
+            return "feasible"
+        return "infeasible: " + "; ".join(str(v) for v in self.violations)
+
+
+def memory_use_gb(
+    plan: Plan, n_servers: int, kv_reserve_gb: Mapping[str, float] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """GPU and host memory each server needs for ``plan`` [GB], shape [n_servers] each.
+
+    The dense part (non-expert weights at 16 bits, plus a KV-cache reserve per
+    model, ``kv_reserve_gb``) sits on each home server's GPU.
+    """
+    gpu = np.zeros(n_servers)
+    host = np.zeros(n_servers)
+    for name, mp in plan.models.items():
+        m = mp.spec
+        size = {b: m.expert_bytes(b) / GB for b in BITS}
+        eb = np.vectorize(size.__getitem__, otypes=[float])(mp.bits)  # [L, E]
+        gpu += np.einsum("le,les->s", eb, (mp.location == GPU).astype(float))
+        host += np.einsum("le,les->s", eb, (mp.location == HOST).astype(float))
+        dense = m.non_expert_bytes(16) / GB + (kv_reserve_gb or {}).get(name, 0.0)
+        for h in mp.home:
+            gpu[h] += dense
+    return gpu, host
+
+
+def check_plan(
+    plan: Plan,
+    gpu_capacity_gb: Sequence[float],
+    host_capacity_gb: Sequence[float],
+    *,
+    up: Sequence[bool] | None = None,
+    unified: Sequence[bool] | None = None,
+    kv_reserve_gb: Mapping[str, float] | None = None,
+) -> InfeasibilityReport:
+    """Check a plan against server capacities and availability.
+
+    Args:
+        plan: the plan.
+        gpu_capacity_gb: GPU memory per server [GB].
+        host_capacity_gb: host memory per server [GB].
+        up: which servers are present (a server that left holds nothing).
+        unified: servers whose GPU and host share one memory pool (Jetson):
+            GPU and host use count against ``gpu_capacity_gb`` together.
+        kv_reserve_gb: GPU memory reserved per model on each home server.
+
+    Returns:
+        An :class:`InfeasibilityReport` naming each server, memory and excess.
+    """
+    n = len(gpu_capacity_gb)
+    up_arr = np.ones(n, bool) if up is None else np.asarray(up, bool)
+    uni = np.zeros(n, bool) if unified is None else np.asarray(unified, bool)
+    out: list[Violation] = []
+    for name, mp in plan.models.items():
+        if mp.n_servers != n:
+            out.append(
+                Violation(
+                    "missing_server",
+                    None,
+                    name,
+                    f"{name}: plan has {mp.n_servers} servers, the world has {n}",
+                )
+            )
+            continue
+        held = mp.location != ABSENT
+        down = ~up_arr
+        if (held[:, :, down]).any() or any(down[h] for h in mp.home):
+            s = int(
+                np.flatnonzero(down & (held.any(axis=(0, 1)) | np.isin(np.arange(n), mp.home)))[0]
+            )
+            out.append(Violation("server_down", s, name, f"{name}: server {s} is not present"))
+        missing = ~(held & up_arr[None, None, :]).any(axis=2)
+        if missing.any():
+            layer, e = map(int, np.argwhere(missing)[0])
+            out.append(
+                Violation(
+                    "no_replica",
+                    None,
+                    name,
+                    f"{name}: {int(missing.sum())} experts have no replica on a "
+                    f"present server (first: layer {layer} expert {e})",
+                )
+            )
+    if any(v.kind == "missing_server" for v in out):
+        return InfeasibilityReport(tuple(out))
+    gpu, host = memory_use_gb(plan, n, kv_reserve_gb)
+    gcap = np.asarray(gpu_capacity_gb, float)
+    hcap = np.asarray(host_capacity_gb, float)
+    gpu_need = np.where(uni, gpu + host, gpu)
+    for s in range(n):
+        if gpu_need[s] > gcap[s] + 1e-9:
+            what = "unified memory" if uni[s] else "GPU memory"
+            out.append(
+                Violation(
+                    "gpu_memory",
+                    s,
+                    None,
+                    f"server {s}: {what} needs {gpu_need[s]:.2f} GB of "
+                    f"{gcap[s]:.2f} GB (over by {gpu_need[s] - gcap[s]:.2f} GB)",
+                    float(gpu_need[s] - gcap[s]),
+                )
+            )
+        if not uni[s] and host[s] > hcap[s] + 1e-9:
+            out.append(
+                Violation(
+                    "host_memory",
+                    s,
+                    None,
+                    f"server {s}: host memory needs {host[s]:.2f} GB of "
+                    f"{hcap[s]:.2f} GB (over by {host[s] - hcap[s]:.2f} GB)",
+                    float(host[s] - hcap[s]),
+                )
+            )
+    return InfeasibilityReport(tuple(out))
+
+
+def single_server_plan(
+    model: str, server: int, n_servers: int, gpu_budget_gb: float, *, bits: int = 16
+) -> ModelPlan:
+    """Everything on one server: as many experts on the GPU as fit (layer by layer,
+    expert index order), the rest in host memory and run on the host CPU.
+
+    ``gpu_budget_gb`` is what the experts may use after the dense part.
+    """
+    m = get_model(model)
+    per = m.expert_bytes(bits) / GB
+    n_fit = int(max(gpu_budget_gb, 0.0) // per) if per > 0 else 0
+    loc = np.zeros((m.n_moe_layers, m.n_experts, n_servers), np.int8)
+    flat = np.full(m.n_moe_layers * m.n_experts, HOST, np.int8)
+    flat[: min(n_fit, flat.size)] = GPU
+    loc[:, :, server] = flat.reshape(m.n_moe_layers, m.n_experts)
+    return ModelPlan(
+        model=model,
+        location=loc,
+        bits=np.full((m.n_moe_layers, m.n_experts), bits, np.int8),
+        home=(server,),
+        host_policy=np.zeros(m.n_moe_layers, np.int8),
+    )
