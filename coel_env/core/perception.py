@@ -1,0 +1,159 @@
+"""Perception: servers broadcast their status to neighbours and keep stale views.
+
+Every ``period_s`` each present server sends a status message (a vector of
+resource figures: free GPU and host memory, utilisation, queue, link state,
+hosted experts, demand per model, and each model's requirements) to every
+present server within ``hops`` hops. A message arrives after the path's
+latency and is lost with probability ``loss_prob``; each observer keeps, per
+source, the newest status it has received and the time it was sent. The age of
+what observer ``o`` knows about ``s`` is ``now - sent_time``: without losses it
+never exceeds ``period_s`` plus the path latency (tested).
+
+Bytes are counted on links: a message of ``message_bytes`` crossing ``k`` hops
+loads ``k`` links, so a round costs ``message_bytes * sum(hops)`` link-bytes.
+
+All arrays are dense ``[observer, source]`` numpy arrays so that a round is a
+few vectorised operations; messages still in flight at the end of an epoch
+are kept (one slot per pair; a newer message supersedes an older one still in
+flight, which would otherwise arrive later than it and carry older news).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class PerceptionConfig:
+    """Broadcast settings.
+
+    Attributes:
+        period_s: time between two broadcasts of a server [s].
+        hops: radius of a broadcast [network hops], >= 1.
+        loss_prob: probability that one message is lost, in [0, 1).
+        header_bytes: bytes of a message besides its fields (IP/UDP headers: 28,
+            plus an 8-byte timestamp and 4-byte sender id; our framing).
+    """
+
+    period_s: float = 1.0
+    hops: int = 2
+    loss_prob: float = 0.0
+    header_bytes: int = 40
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.period_s, int | float) and math.isfinite(self.period_s)):
+            raise ValueError(f"period_s={self.period_s!r} is not allowed; must be a number > 0")
+        if self.period_s <= 0:
+            raise ValueError(f"period_s={self.period_s!r} is not allowed; must be > 0")
+        if isinstance(self.hops, bool) or not isinstance(self.hops, int) or self.hops < 1:
+            raise ValueError(f"hops={self.hops!r} is not allowed; must be an integer >= 1")
+        if not (0.0 <= self.loss_prob < 1.0):
+            raise ValueError(f"loss_prob={self.loss_prob!r} is not allowed; must be in [0, 1)")
+        if self.header_bytes < 0:
+            raise ValueError(f"header_bytes={self.header_bytes!r} is not allowed; must be >= 0")
+
+
+class Perception:
+    """Broadcast views of ``n`` servers over fixed path latencies and hop counts.
+
+    Args:
+        config: broadcast settings.
+        latency_ms: one-way path latency [n, n] (inf where unreachable).
+        hops: hop counts [n, n].
+        n_fields: length of a status vector.
+        field_bytes: bytes of the status fields of one message.
+    """
+
+    def __init__(
+        self,
+        config: PerceptionConfig,
+        latency_ms: np.ndarray,
+        hops: np.ndarray,
+        n_fields: int,
+        field_bytes: int,
+    ) -> None:
+        lat = np.asarray(latency_ms, float)
+        hp = np.asarray(hops, float)
+        if lat.ndim != 2 or lat.shape[0] != lat.shape[1] or hp.shape != lat.shape:
+            raise ValueError(f"latency_ms {lat.shape} and hops {hp.shape} must be equal [n, n]")
+        self.config = config
+        self.n = lat.shape[0]
+        self.n_fields = int(n_fields)
+        self.message_bytes = int(config.header_bytes + field_bytes)
+        self.set_paths(lat, hp)
+        self.reset()
+
+    def set_paths(self, latency_ms: np.ndarray, hops: np.ndarray) -> None:
+        """New path latencies and hop counts (links degraded, failed or recovered)."""
+        self._lat_s = np.asarray(latency_ms, float) / 1000.0
+        self._hops = np.asarray(hops, float)
+        reach = (self._hops <= self.config.hops) & np.isfinite(self._lat_s)
+        np.fill_diagonal(reach, False)
+        self._reach = reach  # [observer, source] (paths are symmetric)
+
+    def reset(self) -> None:
+        """Forget everything: each server knows only itself."""
+        n, f = self.n, self.n_fields
+        self.status = np.zeros((n, n, f))
+        self.sent_s = np.full((n, n), -np.inf)
+        self._fl_status = np.zeros((n, n, f))
+        self._fl_sent = np.full((n, n), -np.inf)
+        self._fl_arrive = np.full((n, n), np.inf)
+        self._next_round_s = 0.0
+
+    def _deliver(self, until_s: float) -> None:
+        due = self._fl_arrive <= until_s
+        if due.any():
+            newer = due & (self._fl_sent > self.sent_s)
+            self.status[newer] = self._fl_status[newer]
+            self.sent_s[newer] = self._fl_sent[newer]
+            self._fl_arrive[due] = np.inf
+
+    def advance(
+        self, t1_s: float, truth: np.ndarray, rng: np.random.Generator, up: np.ndarray | None = None
+    ) -> float:
+        """Run every broadcast round up to ``t1_s`` and deliver what has arrived.
+
+        Args:
+            t1_s: end of the epoch [s].
+            truth: the true status vectors [n, n_fields] during this epoch.
+            rng: random generator for message loss.
+            up: which servers are present (absent ones neither send nor receive).
+
+        Returns:
+            Link-bytes of the broadcasts sent in this epoch.
+        """
+        truth = np.asarray(truth, float)
+        if truth.shape != (self.n, self.n_fields):
+            raise ValueError(f"truth has shape {truth.shape}; expected {(self.n, self.n_fields)}")
+        alive = np.ones(self.n, bool) if up is None else np.asarray(up, bool)
+        link_bytes = 0.0
+        period = self.config.period_s
+        while self._next_round_s < t1_s:
+            t = self._next_round_s
+            self._deliver(t)
+            send = self._reach & alive[:, None] & alive[None, :]
+            link_bytes += self.message_bytes * float(self._hops[send].sum())
+            if self.config.loss_prob > 0:
+                send &= rng.random(send.shape) >= self.config.loss_prob
+            self._fl_status[send] = np.broadcast_to(truth[None, :, :], self.status.shape)[send]
+            self._fl_sent[send] = t
+            self._fl_arrive[send] = t + self._lat_s[send]
+            self._next_round_s = t + period
+        self._deliver(t1_s)
+        # a server always knows itself, now
+        idx = np.arange(self.n)
+        self.status[idx, idx] = truth
+        self.sent_s[idx, idx] = t1_s
+        return link_bytes
+
+    def age_s(self, now_s: float) -> np.ndarray:
+        """Age of each observer's knowledge of each source [n, n] (inf: never heard)."""
+        return now_s - self.sent_s
+
+    def view(self, observer: int, now_s: float) -> tuple[np.ndarray, np.ndarray]:
+        """What ``observer`` believes: status [n, n_fields] and age [n] (inf: unknown)."""
+        return self.status[observer], now_s - self.sent_s[observer]
