@@ -96,12 +96,25 @@ def ffn_latency_ms(
 ) -> np.ndarray:
     """Latency of one FFN (an expert of any shape) for ``tokens`` tokens; 0 where tokens == 0."""
     dev = get_device(device)
-    fit, _ = dev.kernel_for(_check_bits(bits), mode)
     t = _tokens(tokens)
     n_params = (3 if gated else 2) * d_model * d_ff
-    w = weight_bytes(n_params, bits)
-    ms = fit.latency_ms(w, 2.0 * t * n_params, n_ops(gated))
+    w = weight_bytes(n_params, _check_bits(bits))
+    ms = _call_ms(dev, bits, mode, w, 2.0 * t * n_params, n_ops(gated))
     return np.where(t > 0, ms, 0.0)
+
+
+def _call_ms(dev: DeviceProfile, bits: int, mode: str, w, flops, ops) -> np.ndarray:
+    """Latency of kernel calls; a CUDA-graph replay is never slower than the eager call.
+
+    The eager and CUDA-graph fits are separate; their kernel terms differ by a
+    few percent, which on a slower derived device could make the replay the
+    slower of the two. Replay runs the same kernels without launches, so take
+    the smaller.
+    """
+    ms = dev.kernel_for(bits, mode)[0].latency_ms(w, flops, ops)
+    if mode == "cudagraph":
+        ms = np.minimum(ms, dev.kernel_for(bits, "eager")[0].latency_ms(w, flops, ops))
+    return ms
 
 
 def expert_latency_ms(
@@ -139,9 +152,10 @@ def fetch_latency_ms(
     if dev.kind != "gpu":
         raise ValueError(f"device={dev.name!r} is a CPU; fetching experts needs a GPU device")
     n = _tokens(n_experts, "n_experts")
+    bits = _check_bits(bits)
     if dev.unified_memory or dev.pcie is None:
         return np.zeros_like(n)
-    return np.where(n > 0, n * dev.pcie.copy_ms(m.expert_bytes(_check_bits(bits))), 0.0)
+    return np.where(n > 0, n * dev.pcie.copy_ms(m.expert_bytes(bits)), 0.0)
 
 
 def _kernel16(dev: DeviceProfile, mode: str) -> KernelFit:
@@ -233,14 +247,14 @@ def moe_layer_breakdown(
             f"({m.n_experts})"
         )
     b = _expert_bits(m, bits)
+    _kernel16(dev, mode)  # validates mode even for an empty batch
     batch = et.sum() / m.top_k
     out = {"batch_tokens": float(batch), "active_experts": int((et > 0).sum())}
     if batch == 0:
         return {**out, "router_ms": 0.0, "experts_ms": 0.0, "dispatch_ms": 0.0, "shared_ms": 0.0,
                 "total_ms": 0.0}  # fmt: skip
-    k16 = _kernel16(dev, mode)
     d, e = m.d_model, m.n_experts
-    router = float(k16.latency_ms(ACT_BYTES * d * e, 2.0 * batch * d * e, ROUTER_OPS))
+    router = float(_call_ms(dev, 16, mode, ACT_BYTES * d * e, 2.0 * batch * d * e, ROUTER_OPS))
     experts = 0.0
     for bw in np.unique(b):
         sel = (b == bw) & (et > 0)
@@ -248,13 +262,13 @@ def moe_layer_breakdown(
             experts += float(expert_latency_ms(m, dev, et[sel], bits=int(bw), mode=mode).sum())
     active = et[et > 0]
     moved = 3.0 * ACT_BYTES * active * d  # gather, scale, scatter-add of each expert's tokens
-    dispatch = float(k16.latency_ms(moved, np.ones_like(moved), DISPATCH_OPS).sum())
+    dispatch = float(_call_ms(dev, 16, mode, moved, np.ones_like(moved), DISPATCH_OPS).sum())
     shared = 0.0
     if m.n_shared_experts:
         d_ff_s = m.d_ff_shared * m.n_shared_experts  # DeepSeek merges its shared experts
         shared = float(ffn_latency_ms(dev, d, d_ff_s, m.gated, batch, bits=16, mode=mode))
         gate_ops = SHARED_GATE_OPS if m.shared_expert_gate else 1
-        shared += float(k16.latency_ms(ACT_BYTES * d * batch, 2.0 * batch * d, gate_ops))
+        shared += float(_call_ms(dev, 16, mode, ACT_BYTES * d * batch, 2.0 * batch * d, gate_ops))
     total = router + experts + dispatch + shared
     return {**out, "router_ms": router, "experts_ms": experts, "dispatch_ms": dispatch,
             "shared_ms": shared, "total_ms": total}  # fmt: skip
