@@ -1,0 +1,1291 @@
+"""Edge-server topologies: servers, links, and the path matrices the simulator reads.
+
+A :class:`Topology` is an undirected networkx graph with nodes ``0..n-1``. Each node
+carries a :class:`Server` (node attribute ``server``); each link carries
+``bandwidth_gbit_s`` and a one-way ``latency_ms``. Traffic follows the latency-shortest
+path. The path matrices of that routing (latency, hop count and bottleneck bandwidth of
+the chosen path, all pairs) are computed once per topology with
+``scipy.sparse.csgraph`` and kept as read-only numpy arrays for the simulator's hot
+path. :meth:`Topology.with_links` recomputes them when links degrade or fail.
+
+Where topologies come from:
+
+* synthetic: :func:`random_geometric` and :func:`waxman` (networkx generators);
+* the Internet Topology Zoo (Knight et al., IEEE JSAC 2011), GraphML files:
+  :func:`load_graphml`;
+* the EUA data set of base stations and users (Lai et al., ICSOC 2018), CSV files:
+  :func:`load_eua`;
+* a cloud data centre joined to any of them over WAN links: :func:`add_cloud`.
+
+Link latency model (every generator and loader)::
+
+    latency_ms = distance_km * PROPAGATION_MS_PER_KM + switch_latency_ms
+
+Distances are straight lines: Euclidean on the synthetic plane, great-circle
+(haversine) between coordinates. Real fibre routes are longer than that, so the
+propagation term is a lower bound.
+
+Randomness: every function that draws takes an ``rng: np.random.Generator`` and
+draws from nothing else (networkx generators get an integer seed drawn from it), so
+the same seed gives the same topology.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from xml.etree.ElementTree import ParseError
+
+import networkx as nx
+import numpy as np
+import pandas as pd
+from scipy.sparse.csgraph import connected_components, csgraph_from_dense, shortest_path
+
+from coel_env import profiles
+
+__all__ = [
+    "PROPAGATION_MS_PER_KM",
+    "SWITCH_LATENCY_MS",
+    "EARTH_RADIUS_KM",
+    "LINK_BANDWIDTH_GBIT_S",
+    "AREA_KM",
+    "WAN_LATENCY_MS",
+    "WAN_BANDWIDTH_GBIT_S",
+    "CLOUD_GPU",
+    "CLOUD_COST_PER_1K_TOKENS",
+    "TopologyDataWarning",
+    "Server",
+    "PathMatrices",
+    "Topology",
+    "random_geometric",
+    "waxman",
+    "load_graphml",
+    "load_eua",
+    "add_cloud",
+    "haversine_km",
+]
+
+#: One-way propagation delay in optical fibre [ms/km]. Light in silica fibre (group
+#: index ~1.47) travels at ~2/3 c, ~204,000 km/s, i.e. ~4.9 us/km; ITU-T Rec. G.114
+#: (Table 1, planning values) uses 5 us/km for optical fibre systems.
+PROPAGATION_MS_PER_KM = 0.005
+#: Per-link forwarding latency [ms]: serialisation, switching and light queueing in the
+#: router at the end of a link. Assumed: datacentre switches forward in ~1 us, IP routers
+#: in tens of us; 0.1 ms is a conservative round figure, not a measurement.
+SWITCH_LATENCY_MS = 0.1
+#: Mean Earth radius [km] (IUGG), for great-circle distances.
+EARTH_RADIUS_KM = 6371.0
+#: Range of the uniform draw of synthetic link bandwidth [Gbit/s]. Assumed: metro
+#: edge links between 1 GbE and 10 GbE.
+LINK_BANDWIDTH_GBIT_S = (1.0, 10.0)
+#: Side of the square region of synthetic topologies [km]. Assumed: a metro area.
+AREA_KM = 50.0
+#: One-way latency of an edge-to-cloud WAN link [ms]. Assumed: measured RTTs from
+#: end users to the nearest cloud region are tens of ms (Charyyev et al., "Latency
+#: comparison of cloud datacenters and edge servers", GLOBECOM 2020); 30 ms one way
+#: sits at the pessimistic end, with WAN queueing included.
+WAN_LATENCY_MS = 30.0
+#: Bandwidth of an edge-to-cloud WAN link [Gbit/s]. Assumed: a 10 GbE uplink per site.
+WAN_BANDWIDTH_GBIT_S = 10.0
+#: Device profile of the cloud node: the GPU we measured (coel_env.profiles).
+CLOUD_GPU = "h200"
+#: Price of cloud inference [USD per 1000 tokens]. Assumed order of magnitude: Mistral
+#: AI's API listed open-mixtral-8x7b at $0.7 per million tokens (2024).
+CLOUD_COST_PER_1K_TOKENS = 0.0007
+
+
+class TopologyDataWarning(UserWarning):
+    """A topology file lacked some data and documented defaults were used."""
+
+
+# ---------------------------------------------------------------------------------------
+# validation helpers
+
+
+def _require_int(value: object, field: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"{field}={value!r} is not allowed; must be an integer >= {minimum}")
+    return int(value)
+
+
+def _require_number(
+    value: object, field: str, *, minimum: float = 0.0, strict: bool = False
+) -> float:
+    ok = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+    if ok:
+        value = float(value)  # type: ignore[arg-type]
+        ok = math.isfinite(value) and (value > minimum if strict else value >= minimum)
+    if not ok:
+        rel = ">" if strict else ">="
+        raise ValueError(
+            f"{field}={value!r} is not allowed; must be a finite number {rel} {minimum}"
+        )
+    return float(value)  # type: ignore[arg-type]
+
+
+def _require_rng(rng: object) -> np.random.Generator:
+    if not isinstance(rng, np.random.Generator):
+        raise ValueError(
+            f"rng={rng!r} is not allowed; must be a numpy.random.Generator "
+            "(e.g. numpy.random.default_rng(seed))"
+        )
+    return rng
+
+
+def _names_of_kind(kind: str) -> list[str]:
+    return [d for d in profiles.device_names() if profiles.get_device(d).kind == kind]
+
+
+def _device(name: object, field: str, kind: str) -> profiles.DeviceProfile:
+    """The profile of a known device of the given kind, or a ValueError listing them."""
+    if not isinstance(name, str) or name not in profiles.device_names():
+        raise ValueError(
+            f"{field}={name!r} is not a known device; known {kind} devices: "
+            f"{', '.join(_names_of_kind(kind))}"
+        )
+    dev = profiles.get_device(name)
+    if dev.kind != kind:
+        raise ValueError(
+            f"{field}={name!r} is a {dev.kind} profile, not a {kind}; known {kind} devices: "
+            f"{', '.join(_names_of_kind(kind))}"
+        )
+    return dev
+
+
+def _check_device_mix(device_mix: object) -> tuple[list[str], np.ndarray]:
+    """Names (sorted, so the draw does not depend on insertion order) and probabilities."""
+    if not isinstance(device_mix, Mapping) or not device_mix:
+        raise ValueError(
+            f"device_mix={device_mix!r} is not allowed; must be a non-empty mapping of GPU "
+            f"profile name -> weight, e.g. {{'l4': 0.7, 'jetson-agx-orin-64gb': 0.3}}"
+        )
+    names = sorted(device_mix)
+    weights = []
+    for name in names:
+        _device(name, f"device_mix key {name!r}", "gpu")
+        weights.append(_require_number(device_mix[name], f"device_mix[{name!r}]"))
+    total = sum(weights)
+    if total <= 0:
+        raise ValueError(f"device_mix={dict(device_mix)!r} is not allowed; weights sum to 0")
+    return names, np.asarray(weights) / total
+
+
+def _draw_devices(device_mix: Mapping[str, float], n: int, rng: np.random.Generator) -> list[str]:
+    names, p = _check_device_mix(device_mix)
+    return [names[k] for k in rng.choice(len(names), size=n, p=p)]
+
+
+def _check_bandwidth_range(value: object) -> tuple[float, float]:
+    try:
+        lo, hi = value  # type: ignore[misc]
+        lo = _require_number(lo, "link_bandwidth_gbit_s[0]", strict=True)
+        hi = _require_number(hi, "link_bandwidth_gbit_s[1]", strict=True)
+    except (TypeError, ValueError) as e:
+        raise ValueError(
+            f"link_bandwidth_gbit_s={value!r} is not allowed; must be (lo, hi) with "
+            f"0 < lo <= hi [Gbit/s] ({e})"
+        ) from None
+    if lo > hi:
+        raise ValueError(f"link_bandwidth_gbit_s={value!r} is not allowed; needs lo <= hi")
+    return lo, hi
+
+
+# ---------------------------------------------------------------------------------------
+# servers
+
+
+@dataclass(frozen=True)
+class Server:
+    """One server: a GPU with its host CPU, or the cloud.
+
+    Attributes:
+        id: node id in its topology, ``0..n-1``.
+        name: human-readable name (a city, a base station, ``"s3"``).
+        gpu: GPU device profile name (:func:`coel_env.profiles.device_names`).
+        host_cpu: CPU profile name; ``None`` means the GPU profile's ``host_cpu``.
+            Always a name after construction.
+        gpu_memory_gb: GPU memory [GB]; ``None`` means the GPU profile's ``memory_gb``.
+        host_memory_gb: host memory [GB] for experts offloaded to the CPU; ``None``
+            means the host CPU profile's ``memory_gb`` (64 GB for ``edge-x86-8c``, the
+            host of the L4 and RTX 4090). On unified-memory GPUs (Jetson) CPU and GPU
+            share one pool, already counted in ``gpu_memory_gb``, so it is 0 (and any
+            other value is refused, to avoid counting the pool twice).
+        lat: latitude [deg], or ``None`` for synthetic and cloud nodes.
+        lon: longitude [deg], or ``None``.
+        is_cloud: True for the cloud node of :func:`add_cloud`.
+        cost_per_1k_tokens: price of serving on this server [USD per 1000 tokens]; 0 for
+            edge servers run by the operator.
+    """
+
+    id: int
+    name: str
+    gpu: str
+    host_cpu: str | None = None
+    gpu_memory_gb: float | None = None
+    host_memory_gb: float | None = None
+    lat: float | None = None
+    lon: float | None = None
+    is_cloud: bool = False
+    cost_per_1k_tokens: float = 0.0
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "id", _require_int(self.id, "id", 0))
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"name={self.name!r} is not allowed; must be a non-empty string")
+        gpu = _device(self.gpu, "gpu", "gpu")
+        host_cpu = self.host_cpu if self.host_cpu is not None else gpu.host_cpu
+        if host_cpu is None:
+            raise ValueError(f"host_cpu=None: gpu={self.gpu!r} names no host CPU; pass host_cpu")
+        cpu = _device(host_cpu, "host_cpu", "cpu")
+        set_(self, "host_cpu", host_cpu)
+        if self.gpu_memory_gb is None:
+            set_(self, "gpu_memory_gb", float(gpu.memory_gb))
+        else:
+            mem = _require_number(self.gpu_memory_gb, "gpu_memory_gb", strict=True)
+            set_(self, "gpu_memory_gb", mem)
+        if gpu.unified_memory:
+            if self.host_memory_gb not in (None, 0, 0.0):
+                raise ValueError(
+                    f"host_memory_gb={self.host_memory_gb!r} is not allowed for gpu="
+                    f"{self.gpu!r}: unified memory is one pool, counted in gpu_memory_gb; "
+                    "allowed: None or 0"
+                )
+            set_(self, "host_memory_gb", 0.0)
+        elif self.host_memory_gb is None:
+            set_(self, "host_memory_gb", float(cpu.memory_gb))
+        else:
+            set_(self, "host_memory_gb", _require_number(self.host_memory_gb, "host_memory_gb"))
+        if (self.lat is None) != (self.lon is None):
+            raise ValueError(
+                f"lat={self.lat!r}, lon={self.lon!r}: give both coordinates or neither"
+            )
+        if self.lat is not None:
+            set_(self, "lat", _check_coordinate(self.lat, "lat", 90.0))
+            set_(self, "lon", _check_coordinate(self.lon, "lon", 180.0))
+        if not isinstance(self.is_cloud, bool | np.bool_):
+            raise ValueError(f"is_cloud={self.is_cloud!r} is not allowed; must be a bool")
+        set_(self, "is_cloud", bool(self.is_cloud))
+        set_(
+            self,
+            "cost_per_1k_tokens",
+            _require_number(self.cost_per_1k_tokens, "cost_per_1k_tokens"),
+        )
+
+
+def _check_coordinate(value: object, field: str, bound: float) -> float:
+    v = _require_number(value, field, minimum=-math.inf)
+    if abs(v) > bound:
+        raise ValueError(f"{field}={value!r} is not allowed; must be in [-{bound:g}, {bound:g}]")
+    return v
+
+
+# ---------------------------------------------------------------------------------------
+# routing
+
+
+@dataclass(frozen=True, eq=False)
+class PathMatrices:
+    """All-pairs properties of latency-shortest-path routing, ``[n, n]`` each.
+
+    Attributes:
+        latency_ms: one-way latency of the chosen path [ms]; 0 on the diagonal,
+            ``inf`` between servers that no path joins.
+        hops: links on the chosen path (int); 0 on the diagonal, -1 where unreachable.
+        bottleneck_gbit_s: least link bandwidth on the chosen path [Gbit/s]; ``inf`` on
+            the diagonal (a local transfer crosses no link), 0 where unreachable.
+        predecessors: ``predecessors[i, j]`` is the server before ``j`` on the path from
+            ``i`` (for ``i < j``; paths for ``i > j`` are those reversed), -9999 where
+            none (scipy's convention).
+
+    All four are symmetric in the path they describe: ``(i, j)`` and ``(j, i)`` use the
+    same path, so the matrices are exactly symmetric.
+    """
+
+    latency_ms: np.ndarray
+    hops: np.ndarray
+    bottleneck_gbit_s: np.ndarray
+    predecessors: np.ndarray
+
+    @property
+    def reachable(self) -> np.ndarray:
+        """Boolean ``[n, n]``: a path joins ``i`` and ``j``."""
+        return np.isfinite(self.latency_ms)
+
+    @property
+    def connected(self) -> bool:
+        """True when every pair of servers is joined by a path."""
+        return bool(np.isfinite(self.latency_ms).all())
+
+    def path(self, src: int, dst: int) -> list[int]:
+        """The servers on the chosen path from ``src`` to ``dst`` (both included).
+
+        Returns:
+            ``[src, ..., dst]``; ``[src]`` when they are equal; ``[]`` when unreachable.
+        """
+        n = self.latency_ms.shape[0]
+        src = _require_int(src, "src", 0)
+        dst = _require_int(dst, "dst", 0)
+        if src >= n or dst >= n:
+            raise ValueError(f"src={src}, dst={dst}: server ids must be in [0, {n - 1}]")
+        if src == dst:
+            return [src]
+        if not np.isfinite(self.latency_ms[src, dst]):
+            return []
+        a, b = min(src, dst), max(src, dst)
+        out = [b]
+        while out[-1] != a:
+            out.append(int(self.predecessors[a, out[-1]]))
+        return out[::-1] if src == a else out
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    a.setflags(write=False)
+    return a
+
+
+def _route(
+    n: int, u: np.ndarray, v: np.ndarray, latency_ms: np.ndarray, bandwidth_gbit_s: np.ndarray
+) -> PathMatrices:
+    """Path matrices of latency-shortest-path routing over the given links."""
+    dense = np.full((n, n), np.inf)
+    dense[u, v] = latency_ms
+    dense[v, u] = latency_ms
+    # Dense input with null_value=inf keeps zero-latency links as links.
+    graph = csgraph_from_dense(dense, null_value=np.inf)
+    dist, pred = shortest_path(graph, method="D", directed=False, return_predecessors=True)
+    bw = np.zeros((n, n))
+    bw[u, v] = bandwidth_gbit_s
+    bw[v, u] = bandwidth_gbit_s
+
+    rows = np.arange(n)[:, None]
+    cols = np.arange(n)[None, :]
+    has_pred = pred >= 0
+    p = np.where(has_pred, pred, 0)
+    last_bw = bw[p, cols]  # bandwidth of the final link pred -> j
+    hops = np.zeros((n, n), dtype=np.int64)
+    bott = np.full((n, n), np.inf)
+    # Fixed point of hops[i, j] = hops[i, pred] + 1 over each shortest-path tree: it
+    # settles after (tree depth + 1) sweeps and the tree's fixed point is unique.
+    for _ in range(n + 1):
+        new_hops = np.where(has_pred, hops[rows, p] + 1, 0)
+        new_bott = np.where(has_pred, np.minimum(bott[rows, p], last_bw), np.inf)
+        if np.array_equal(new_hops, hops) and np.array_equal(new_bott, bott):
+            break
+        hops, bott = new_hops, new_bott
+    unreachable = ~np.isfinite(dist)
+    hops[unreachable] = -1
+    bott[unreachable] = 0.0
+    # One path per unordered pair (the one found from the lower id), mirrored.
+    upper = rows <= cols
+    dist = np.where(upper, dist, dist.T)
+    hops = np.where(upper, hops, hops.T)
+    bott = np.where(upper, bott, bott.T)
+    return PathMatrices(
+        latency_ms=_readonly(dist),
+        hops=_readonly(hops),
+        bottleneck_gbit_s=_readonly(bott),
+        predecessors=_readonly(pred.astype(np.int64)),
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# topology
+
+
+class Topology:
+    """Servers and links, with precomputed routing (immutable after construction).
+
+    Args:
+        graph: undirected ``networkx.Graph`` (not a multigraph) with nodes ``0..n-1``,
+            node attribute ``server`` (a :class:`Server` whose ``id`` is the node) and
+            link attributes ``bandwidth_gbit_s`` (> 0) and ``latency_ms`` (>= 0, one
+            way). It must be connected. It is copied and frozen.
+        users: optional int array: ``users[k]`` is the server user ``k`` is attached to
+            (used to weight request origins).
+        name: a label for reports.
+
+    Attributes:
+        name: the label.
+        graph: the frozen copy of the graph (its attribute dicts are not deep-frozen;
+            do not edit them).
+        servers: ``Server`` per node, by id.
+        n: number of servers.
+        edges: links as ``(u, v)`` with ``u < v``, sorted; link arrays follow this order.
+        edge_bandwidth_gbit_s: bandwidth per link [Gbit/s], ``[n_edges]``.
+        edge_latency_ms: one-way latency per link [ms], ``[n_edges]``.
+        paths: :class:`PathMatrices` of the intact topology.
+        latency_ms, hops, bottleneck_gbit_s: shortcuts to ``paths``' matrices.
+        users: the user -> server array, or None.
+    """
+
+    def __init__(
+        self, graph: nx.Graph, *, users: np.ndarray | None = None, name: str = "topology"
+    ) -> None:
+        if not isinstance(graph, nx.Graph) or graph.is_directed() or graph.is_multigraph():
+            raise ValueError(
+                f"graph={type(graph).__name__} is not allowed; must be an undirected, simple "
+                "networkx.Graph"
+            )
+        n = graph.number_of_nodes()
+        if n < 1:
+            raise ValueError("graph has 0 nodes; a topology needs at least 1 server")
+        if set(graph.nodes) != set(range(n)):
+            bad = sorted((x for x in graph.nodes if x not in range(n)), key=str)[:5]
+            raise ValueError(f"graph nodes must be the integers 0..{n - 1}; found e.g. {bad!r}")
+        servers = []
+        for i in range(n):
+            s = graph.nodes[i].get("server")
+            if not isinstance(s, Server):
+                raise ValueError(f"node {i}: attribute 'server'={s!r} is not a Server")
+            if s.id != i:
+                raise ValueError(f"node {i}: server.id={s.id} must equal the node id {i}")
+            servers.append(s)
+        links = []
+        for a, b, d in graph.edges(data=True):
+            if a == b:
+                raise ValueError(f"link ({a}, {b}) is a self-loop; not allowed")
+            u, v = min(a, b), max(a, b)
+            bw = _require_number(
+                d.get("bandwidth_gbit_s"), f"link ({u}, {v}) bandwidth_gbit_s", strict=True
+            )
+            lat = _require_number(d.get("latency_ms"), f"link ({u}, {v}) latency_ms")
+            links.append((u, v, bw, lat))
+        links.sort()
+        if n > 1 and not nx.is_connected(graph):
+            sizes = sorted((len(c) for c in nx.connected_components(graph)), reverse=True)
+            raise ValueError(
+                f"graph is disconnected: {len(sizes)} components of sizes {sizes}; "
+                "a topology must be connected"
+            )
+        if not isinstance(name, str):
+            raise ValueError(f"name={name!r} is not allowed; must be a string")
+
+        g = nx.Graph()
+        g.graph.update(graph.graph)
+        for i in range(n):
+            g.add_node(i, **dict(graph.nodes[i]))
+        for u, v, _, _ in links:
+            g.add_edge(u, v, **dict(graph.edges[u, v]))
+        nx.freeze(g)
+
+        self.name = name
+        self.graph = g
+        self.servers: tuple[Server, ...] = tuple(servers)
+        self.n = n
+        self.edges: tuple[tuple[int, int], ...] = tuple((u, v) for u, v, _, _ in links)
+        self.edge_bandwidth_gbit_s = _readonly(np.array([x[2] for x in links], dtype=float))
+        self.edge_latency_ms = _readonly(np.array([x[3] for x in links], dtype=float))
+        self._edge_u = _readonly(np.array([x[0] for x in links], dtype=np.int64))
+        self._edge_v = _readonly(np.array([x[1] for x in links], dtype=np.int64))
+        self._edge_index = {e: k for k, e in enumerate(self.edges)}
+        self.paths = _route(
+            n, self._edge_u, self._edge_v, self.edge_latency_ms, self.edge_bandwidth_gbit_s
+        )
+        self.latency_ms = self.paths.latency_ms
+        self.hops = self.paths.hops
+        self.bottleneck_gbit_s = self.paths.bottleneck_gbit_s
+        self.users = None if users is None else _readonly(_check_users(users, n))
+        self._cache: dict[object, object] = {}  # lazily computed, never exposed mutable
+        self._frozen = True
+
+    def __setattr__(self, key: str, value: object) -> None:
+        if getattr(self, "_frozen", False):
+            raise AttributeError(f"Topology is immutable; cannot set {key!r}")
+        object.__setattr__(self, key, value)
+
+    def __repr__(self) -> str:
+        clouds = len(self.cloud_ids)
+        users = "" if self.users is None else f", users={len(self.users)}"
+        return (
+            f"Topology({self.name!r}, n={self.n}, links={len(self.edges)}, clouds={clouds}{users})"
+        )
+
+    @classmethod
+    def from_links(
+        cls,
+        servers: Sequence[Server],
+        links: Iterable[tuple[int, int, float, float]],
+        *,
+        users: np.ndarray | None = None,
+        name: str = "topology",
+    ) -> Topology:
+        """Build from servers (ids ``0..n-1``) and ``(u, v, bandwidth_gbit_s, latency_ms)``."""
+        g = nx.Graph()
+        for s in servers:
+            if not isinstance(s, Server):
+                raise ValueError(f"servers contains {s!r}; must be Server objects")
+            g.add_node(s.id, server=s)
+        for link in links:
+            u, v, bw, lat = link
+            if u not in g or v not in g:
+                raise ValueError(f"link {link!r} names a server that is not in servers")
+            if g.has_edge(u, v):
+                raise ValueError(f"link {link!r} is given twice")
+            g.add_edge(u, v, bandwidth_gbit_s=bw, latency_ms=lat)
+        return cls(g, users=users, name=name)
+
+    @property
+    def cloud_ids(self) -> tuple[int, ...]:
+        """Ids of cloud servers."""
+        return tuple(s.id for s in self.servers if s.is_cloud)
+
+    @property
+    def edge_ids(self) -> tuple[int, ...]:
+        """Ids of edge (non-cloud) servers."""
+        return tuple(s.id for s in self.servers if not s.is_cloud)
+
+    def edge_index(self, u: int, v: int) -> int:
+        """Position of link ``(u, v)`` (either order) in :attr:`edges`."""
+        key = (min(u, v), max(u, v))
+        if key not in self._edge_index:
+            raise ValueError(f"link ({u}, {v}) is not a link of {self.name!r}")
+        return self._edge_index[key]
+
+    def neighbors_within(self, h: int) -> list[np.ndarray]:
+        """Servers at most ``h`` links away, per server (itself excluded).
+
+        Distance here is the least number of links in the graph, not the hop count of
+        the latency-shortest path in :attr:`hops` (which can be longer).
+
+        Args:
+            h: hop radius, >= 0 (0 gives empty arrays).
+
+        Returns:
+            one sorted read-only int array of server ids per server.
+        """
+        h = _require_int(h, "h", 0)
+        if ("within", h) not in self._cache:
+            if "min_hops" not in self._cache:
+                adj = np.zeros((self.n, self.n))
+                adj[self._edge_u, self._edge_v] = 1.0
+                d = shortest_path(adj, method="D", directed=False, unweighted=True)
+                self._cache["min_hops"] = d
+            d = self._cache["min_hops"]
+            self._cache[("within", h)] = tuple(
+                _readonly(np.flatnonzero((d[i] <= h) & (np.arange(self.n) != i)))
+                for i in range(self.n)
+            )
+        return list(self._cache[("within", h)])
+
+    def with_links(
+        self,
+        bandwidth_scale: np.ndarray | None = None,
+        *,
+        latency_scale: np.ndarray | None = None,
+        failed: Iterable[tuple[int, int]] = (),
+    ) -> PathMatrices:
+        """Path matrices after links degrade or fail; the topology itself is unchanged.
+
+        A failed link is removed. If that disconnects the graph, unreachable pairs get
+        latency ``inf``, bottleneck bandwidth 0 and hops -1 (see :class:`PathMatrices`).
+
+        Args:
+            bandwidth_scale: factor per link (> 0), in :attr:`edges` order; None keeps 1.
+            latency_scale: factor per link (> 0) on its latency; None keeps 1.
+            failed: links ``(u, v)`` (either order) that are down.
+
+        Returns:
+            the new :class:`PathMatrices` (routing recomputed on the new latencies).
+        """
+        m = len(self.edges)
+        bw = self.edge_bandwidth_gbit_s * _check_scale(bandwidth_scale, "bandwidth_scale", m)
+        lat = self.edge_latency_ms * _check_scale(latency_scale, "latency_scale", m)
+        up = np.ones(m, dtype=bool)
+        for e in failed:
+            try:
+                u, v = e
+            except (TypeError, ValueError):
+                raise ValueError(f"failed contains {e!r}; must be (u, v) link pairs") from None
+            up[self.edge_index(u, v)] = False
+        return _route(self.n, self._edge_u[up], self._edge_v[up], lat[up], bw[up])
+
+
+def _check_scale(scale: np.ndarray | None, field: str, m: int) -> np.ndarray:
+    if scale is None:
+        return np.ones(m)
+    a = np.asarray(scale, dtype=float)
+    if a.shape != (m,):
+        raise ValueError(f"{field} has shape {a.shape}; must be ({m},), one factor per link")
+    if not (np.isfinite(a).all() and (a > 0).all()):
+        raise ValueError(
+            f"{field} has values {a[~(np.isfinite(a) & (a > 0))][:5]!r}; every factor must be "
+            "finite and > 0 (remove a link with failed=)"
+        )
+    return a
+
+
+def _check_users(users: object, n: int) -> np.ndarray:
+    a = np.asarray(users)
+    if a.ndim != 1 or not (a.size == 0 or np.issubdtype(a.dtype, np.integer)):
+        raise ValueError(f"users has shape {a.shape}, dtype {a.dtype}; must be a 1-D int array")
+    if a.size and (a.min() < 0 or a.max() >= n):
+        raise ValueError(f"users holds server ids outside [0, {n - 1}]")
+    return a.astype(np.int64)
+
+
+# ---------------------------------------------------------------------------------------
+# geometry and graph assembly
+
+
+def haversine_km(
+    lat1: np.ndarray | float,
+    lon1: np.ndarray | float,
+    lat2: np.ndarray | float,
+    lon2: np.ndarray | float,
+) -> np.ndarray:
+    """Great-circle distance [km] between points given in degrees (broadcasts)."""
+    p1, p2 = np.radians(lat1), np.radians(lat2)
+    dphi = p2 - p1
+    dlmb = np.radians(np.asarray(lon2) - np.asarray(lon1))
+    a = np.sin(dphi / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dlmb / 2) ** 2
+    return 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
+
+
+def _pairwise_haversine(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+    d = haversine_km(lat[:, None], lon[:, None], lat[None, :], lon[None, :])
+    return np.maximum(d, d.T)  # exact symmetry
+
+
+def _connect_components(dist_km: np.ndarray, edges: set[tuple[int, int]]) -> int:
+    """Join components by their nearest pair of nodes until connected; returns links added.
+
+    Each round links the component holding node 0 to the nearest node outside it
+    (Prim's rule on components), so the result is deterministic.
+    """
+    n = dist_km.shape[0]
+    added = 0
+    while True:
+        adj = np.zeros((n, n))
+        for u, v in edges:
+            adj[u, v] = adj[v, u] = 1.0
+        k, labels = connected_components(adj, directed=False)
+        if k <= 1:
+            return added
+        inside = np.flatnonzero(labels == labels[0])
+        outside = np.flatnonzero(labels != labels[0])
+        sub = dist_km[np.ix_(inside, outside)]
+        a, b = np.unravel_index(int(np.argmin(sub)), sub.shape)
+        u, v = int(inside[a]), int(outside[b])
+        edges.add((min(u, v), max(u, v)))
+        added += 1
+
+
+def _assemble(
+    *,
+    servers: list[Server],
+    edges: Sequence[tuple[int, int]],
+    latency_ms: np.ndarray,
+    bandwidth_gbit_s: np.ndarray,
+    meta: Mapping[str, object],
+    name: str,
+    node_attrs: Sequence[Mapping[str, object]] | None = None,
+    users: np.ndarray | None = None,
+) -> Topology:
+    g = nx.Graph()
+    g.graph.update(meta)
+    for i, s in enumerate(servers):
+        g.add_node(i, server=s, **(dict(node_attrs[i]) if node_attrs else {}))
+    for (u, v), lat, bw in zip(edges, latency_ms, bandwidth_gbit_s, strict=True):
+        g.add_edge(u, v, latency_ms=float(lat), bandwidth_gbit_s=float(bw))
+    return Topology(g, users=users, name=name)
+
+
+def _planar(
+    pos_unit: np.ndarray,
+    edges: Iterable[tuple[int, int]],
+    *,
+    area_km: float,
+    device_mix: Mapping[str, float],
+    rng: np.random.Generator,
+    link_bandwidth_gbit_s: tuple[float, float],
+    switch_latency_ms: float,
+    name: str,
+    meta: dict[str, object],
+) -> Topology:
+    """A synthetic topology from unit-square positions and a link set."""
+    n = pos_unit.shape[0]
+    pos_km = pos_unit * area_km
+    diff = pos_km[:, None, :] - pos_km[None, :, :]
+    dist = np.sqrt((diff**2).sum(-1))
+    links = {(min(u, v), max(u, v)) for u, v in edges if u != v}
+    meta["repaired_links"] = _connect_components(dist, links)
+    ordered = sorted(links)
+    lo, hi = link_bandwidth_gbit_s
+    bw = rng.uniform(lo, hi, size=len(ordered))
+    lat = np.array([dist[u, v] for u, v in ordered]) * PROPAGATION_MS_PER_KM + switch_latency_ms
+    gpus = _draw_devices(device_mix, n, rng)
+    servers = [Server(id=i, name=f"s{i}", gpu=gpus[i]) for i in range(n)]
+    attrs = [{"pos_km": (float(x), float(y))} for x, y in pos_km]
+    return _assemble(
+        servers=servers, edges=ordered, latency_ms=lat, bandwidth_gbit_s=bw,
+        meta=meta, name=name, node_attrs=attrs,
+    )  # fmt: skip
+
+
+def _seed(rng: np.random.Generator) -> int:
+    return int(rng.integers(2**32))
+
+
+# ---------------------------------------------------------------------------------------
+# generators
+
+
+def random_geometric(
+    n: int,
+    *,
+    radius: float | None = None,
+    area_km: float = AREA_KM,
+    device_mix: Mapping[str, float],
+    rng: np.random.Generator,
+    link_bandwidth_gbit_s: tuple[float, float] = LINK_BANDWIDTH_GBIT_S,
+    switch_latency_ms: float = SWITCH_LATENCY_MS,
+    name: str = "random-geometric",
+) -> Topology:
+    """Servers at uniform points of a square, linked when closer than ``radius``.
+
+    ``networkx.random_geometric_graph`` on the unit square, positions scaled to
+    ``area_km``. A disconnected draw is joined by adding links between the nearest
+    pairs of nodes of different components (count in ``graph.graph["repaired_links"]``),
+    which always terminates, keeps every drawn link, and adds the fewest links needed.
+
+    Args:
+        n: number of servers, >= 1.
+        radius: link radius as a fraction of the square's side; None means 1.5 times
+            the connectivity threshold ``sqrt(ln n / (pi n))`` of random geometric
+            graphs (Penrose, 1997), so most draws need no repair.
+        area_km: side of the square [km].
+        device_mix: GPU profile name -> weight; each server's GPU is drawn from it.
+        rng: the only source of randomness.
+        link_bandwidth_gbit_s: ``(lo, hi)`` of the uniform per-link bandwidth draw.
+        switch_latency_ms: per-link forwarding latency [ms].
+        name: the topology's label.
+
+    Returns:
+        the topology; node attribute ``pos_km`` holds each server's position.
+    """
+    n = _require_int(n, "n", 1)
+    if radius is None:
+        radius = 1.5 * math.sqrt(math.log(n) / (math.pi * n)) if n > 1 else 1.0
+    radius = _require_number(radius, "radius", strict=True)
+    area_km = _require_number(area_km, "area_km", strict=True)
+    switch_latency_ms = _require_number(switch_latency_ms, "switch_latency_ms")
+    bw_range = _check_bandwidth_range(link_bandwidth_gbit_s)
+    _check_device_mix(device_mix)
+    rng = _require_rng(rng)
+    g = nx.random_geometric_graph(n, radius, seed=_seed(rng))
+    pos = np.array([g.nodes[i]["pos"] for i in range(n)], dtype=float).reshape(n, 2)
+    meta: dict[str, object] = {
+        "generator": "random_geometric",
+        "radius": radius,
+        "area_km": area_km,
+    }
+    return _planar(
+        pos, g.edges, area_km=area_km, device_mix=device_mix, rng=rng,
+        link_bandwidth_gbit_s=bw_range, switch_latency_ms=switch_latency_ms, name=name, meta=meta,
+    )  # fmt: skip
+
+
+def waxman(
+    n: int,
+    *,
+    alpha: float = 0.4,
+    beta: float = 0.4,
+    area_km: float = AREA_KM,
+    device_mix: Mapping[str, float],
+    rng: np.random.Generator,
+    link_bandwidth_gbit_s: tuple[float, float] = LINK_BANDWIDTH_GBIT_S,
+    switch_latency_ms: float = SWITCH_LATENCY_MS,
+    name: str = "waxman",
+) -> Topology:
+    """Waxman random graph: servers at uniform points, linked with a distance-decaying chance.
+
+    ``networkx.waxman_graph`` on the unit square: a pair at distance ``d`` is linked
+    with probability ``beta * exp(-d / (alpha * L))``, ``L`` the largest distance
+    (Waxman, IEEE JSAC 1988). Positions are scaled to ``area_km``; a disconnected draw
+    is repaired as in :func:`random_geometric`.
+
+    Args:
+        n: number of servers, >= 1.
+        alpha: distance scale, > 0 (larger: more long links). Default 0.4 (assumed;
+            networkx's 0.1 leaves most small graphs disconnected).
+        beta: link density, in (0, 1]. Default 0.4 (networkx's default).
+        area_km: side of the square [km].
+        device_mix: GPU profile name -> weight; each server's GPU is drawn from it.
+        rng: the only source of randomness.
+        link_bandwidth_gbit_s: ``(lo, hi)`` of the uniform per-link bandwidth draw.
+        switch_latency_ms: per-link forwarding latency [ms].
+        name: the topology's label.
+    """
+    n = _require_int(n, "n", 1)
+    alpha = _require_number(alpha, "alpha", strict=True)
+    beta = _require_number(beta, "beta", strict=True)
+    if beta > 1:
+        raise ValueError(f"beta={beta!r} is not allowed; must be in (0, 1]")
+    area_km = _require_number(area_km, "area_km", strict=True)
+    switch_latency_ms = _require_number(switch_latency_ms, "switch_latency_ms")
+    bw_range = _check_bandwidth_range(link_bandwidth_gbit_s)
+    _check_device_mix(device_mix)
+    rng = _require_rng(rng)
+    # networkx derives L from the node pairs and fails without a pair; any L serves n = 1.
+    g = nx.waxman_graph(n, beta=beta, alpha=alpha, L=None if n > 1 else 1.0, seed=_seed(rng))
+    pos = np.array([g.nodes[i]["pos"] for i in range(n)], dtype=float).reshape(n, 2)
+    meta: dict[str, object] = {
+        "generator": "waxman", "alpha": alpha, "beta": beta, "area_km": area_km,
+    }  # fmt: skip
+    return _planar(
+        pos, g.edges, area_km=area_km, device_mix=device_mix, rng=rng,
+        link_bandwidth_gbit_s=bw_range, switch_latency_ms=switch_latency_ms, name=name, meta=meta,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------
+# loaders
+
+
+def _existing_file(path: str | Path, field: str) -> Path:
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"{field}={str(path)!r}: no such file")
+    return p
+
+
+def _file_float(value: object, where: str) -> float:
+    try:
+        v = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        v = math.nan
+    if not math.isfinite(v):
+        raise ValueError(f"{where}={value!r} is not allowed; must be a finite number")
+    return v
+
+
+def load_graphml(
+    path: str | Path,
+    *,
+    device_mix: Mapping[str, float],
+    rng: np.random.Generator,
+    default_bandwidth_gbit_s: float = 1.0,
+    default_latency_ms: float | None = None,
+    largest_component: bool = False,
+    switch_latency_ms: float = SWITCH_LATENCY_MS,
+    name: str | None = None,
+) -> Topology:
+    """A topology from an Internet Topology Zoo GraphML file.
+
+    Nodes are relabelled ``0..n-1`` in file order, named by their ``label``. Link
+    latency is the haversine distance between the ends' ``Latitude``/``Longitude``
+    at :data:`PROPAGATION_MS_PER_KM`, plus ``switch_latency_ms``. Link bandwidth is
+    ``LinkSpeedRaw`` [bit/s] / 1e9. Parallel links collapse to one with the largest
+    known bandwidth; self-loops are dropped. Each server's GPU is drawn from
+    ``device_mix`` (the only use of ``rng``).
+
+    Missing data, with a :class:`TopologyDataWarning` that says how much was filled:
+
+    * nodes without coordinates (e.g. Cernet's foreign peers): their links get
+      ``default_latency_ms`` if given, else the median latency of the located links;
+      a file with no usable coordinates at all needs ``default_latency_ms``;
+    * links without ``LinkSpeedRaw``: ``default_bandwidth_gbit_s``.
+
+    Counts of what was filled are kept in ``graph.graph`` (``nodes_without_coordinates``,
+    ``links_default_latency``, ``links_default_bandwidth``, ``parallel_links_collapsed``,
+    ``self_loops_dropped``, ``nodes_dropped``).
+
+    Args:
+        path: the GraphML file.
+        device_mix: GPU profile name -> weight.
+        rng: the only source of randomness.
+        default_bandwidth_gbit_s: bandwidth of links without ``LinkSpeedRaw`` [Gbit/s].
+        default_latency_ms: latency of links with an unlocated end [ms] (one way,
+            forwarding included); None uses the median of the located links.
+        largest_component: keep only the largest connected component (with a warning)
+            instead of refusing a disconnected graph.
+        switch_latency_ms: per-link forwarding latency [ms].
+        name: the topology's label; None uses the file's network label or its stem.
+
+    Raises:
+        ValueError: missing or malformed file, no nodes, non-numeric coordinates or
+            speeds, no coordinates and no ``default_latency_ms``, a disconnected graph
+            (naming the component sizes) without ``largest_component``, bad arguments.
+    """
+    p = _existing_file(path, "path")
+    default_bandwidth_gbit_s = _require_number(
+        default_bandwidth_gbit_s, "default_bandwidth_gbit_s", strict=True
+    )
+    if default_latency_ms is not None:
+        default_latency_ms = _require_number(default_latency_ms, "default_latency_ms")
+    switch_latency_ms = _require_number(switch_latency_ms, "switch_latency_ms")
+    _check_device_mix(device_mix)
+    rng = _require_rng(rng)
+    try:
+        raw = nx.read_graphml(p)
+    except (ParseError, nx.NetworkXError, KeyError, TypeError, ValueError, UnicodeError) as e:
+        raise ValueError(
+            f"path={str(p)!r}: not readable as GraphML ({type(e).__name__}: {e})"
+        ) from e
+    nodes = list(raw.nodes)
+    if not nodes:
+        raise ValueError(f"path={str(p)!r}: the graph has no nodes")
+    index = {node: i for i, node in enumerate(nodes)}
+    names = [str(raw.nodes[x].get("label", x)) for x in nodes]
+
+    coords: list[tuple[float, float] | None] = []
+    for x, nm in zip(nodes, names, strict=True):
+        d = raw.nodes[x]
+        if d.get("Latitude") is None or d.get("Longitude") is None:
+            coords.append(None)
+            continue
+        la = _file_float(d["Latitude"], f"{p.name}: node {nm!r} Latitude")
+        lo = _file_float(d["Longitude"], f"{p.name}: node {nm!r} Longitude")
+        coords.append(
+            (
+                _check_coordinate(la, f"{p.name}: node {nm!r} Latitude", 90.0),
+                _check_coordinate(lo, f"{p.name}: node {nm!r} Longitude", 180.0),
+            )
+        )
+
+    speeds: dict[tuple[int, int], float | None] = {}
+    parallel = self_loops = 0
+    for a, b, d in raw.edges(data=True):
+        i, j = index[a], index[b]
+        if i == j:
+            self_loops += 1
+            continue
+        key = (min(i, j), max(i, j))
+        speed = None
+        if d.get("LinkSpeedRaw") is not None:
+            where = f"{p.name}: link {names[key[0]]!r}-{names[key[1]]!r} LinkSpeedRaw"
+            speed = _file_float(d["LinkSpeedRaw"], where) / 1e9
+            if speed <= 0:
+                raise ValueError(f"{where}={d['LinkSpeedRaw']!r} is not allowed; must be > 0")
+        if key in speeds:
+            parallel += 1
+            known = [s for s in (speeds[key], speed) if s is not None]
+            speed = max(known) if known else None
+        speeds[key] = speed
+
+    # Connectivity.
+    h = nx.Graph()
+    h.add_nodes_from(range(len(nodes)))
+    h.add_edges_from(speeds)
+    keep = list(range(len(nodes)))
+    if len(nodes) > 1 and not nx.is_connected(h):
+        comps = sorted(
+            (sorted(c) for c in nx.connected_components(h)), key=lambda c: (-len(c), c[0])
+        )
+        sizes = [len(c) for c in comps]
+        if not largest_component:
+            raise ValueError(
+                f"path={str(p)!r}: the graph is disconnected: {len(comps)} components of "
+                f"sizes {sizes}; pass largest_component=True to keep the largest"
+            )
+        keep = comps[0]
+        warnings.warn(
+            f"{p.name}: graph is disconnected (component sizes {sizes}); kept the largest "
+            f"({len(keep)} of {len(nodes)} nodes)",
+            TopologyDataWarning,
+            stacklevel=2,
+        )
+    new = {old: k for k, old in enumerate(keep)}
+    links = sorted((new[u], new[v]) for u, v in speeds if u in new and v in new)
+    link_speed = [speeds[(keep[u], keep[v])] for u, v in links]
+    kept_coords = [coords[old] for old in keep]
+    kept_names = [names[old] for old in keep]
+    n = len(keep)
+
+    # Latency.
+    located = [
+        k
+        for k, (u, v) in enumerate(links)
+        if kept_coords[u] is not None and kept_coords[v] is not None
+    ]
+    lat_ms = np.full(len(links), np.nan)
+    if located:
+        uu = np.array([links[k][0] for k in located])
+        vv = np.array([links[k][1] for k in located])
+        la = np.array([c[0] if c else np.nan for c in kept_coords])
+        lo = np.array([c[1] if c else np.nan for c in kept_coords])
+        dist = haversine_km(la[uu], lo[uu], la[vv], lo[vv])
+        lat_ms[located] = dist * PROPAGATION_MS_PER_KM + switch_latency_ms
+    unlocated_links = len(links) - len(located)
+    unlocated_nodes = [kept_names[k] for k, c in enumerate(kept_coords) if c is None]
+    if unlocated_links:
+        if default_latency_ms is not None:
+            fill, how = default_latency_ms, "default_latency_ms"
+        elif located:
+            fill, how = float(np.median(lat_ms[located])), "the median of the located links"
+        else:
+            raise ValueError(
+                f"path={str(p)!r}: no node has Latitude/Longitude ({len(unlocated_nodes)} of "
+                f"{n} nodes lack them), so link latency cannot be computed; pass "
+                "default_latency_ms"
+            )
+        lat_ms[np.isnan(lat_ms)] = fill
+        warnings.warn(
+            f"{p.name}: {len(unlocated_nodes)} of {n} nodes have no Latitude/Longitude "
+            f"({', '.join(unlocated_nodes[:10])}); their {unlocated_links} of {len(links)} "
+            f"links use latency {fill:.3g} ms ({how})",
+            TopologyDataWarning,
+            stacklevel=2,
+        )
+
+    # Bandwidth.
+    missing_bw = sum(s is None for s in link_speed)
+    bw = np.array([default_bandwidth_gbit_s if s is None else s for s in link_speed], dtype=float)
+    if missing_bw:
+        if missing_bw == len(links):
+            what = f"no link has LinkSpeedRaw: all {len(links)} links use"
+        else:
+            what = f"{missing_bw} of {len(links)} links have no LinkSpeedRaw; they use"
+        warnings.warn(
+            f"{p.name}: {what} default_bandwidth_gbit_s={default_bandwidth_gbit_s:g}",
+            TopologyDataWarning,
+            stacklevel=2,
+        )
+
+    gpus = _draw_devices(device_mix, n, rng)
+    servers = [
+        Server(
+            id=k, name=kept_names[k], gpu=gpus[k],
+            lat=None if kept_coords[k] is None else kept_coords[k][0],
+            lon=None if kept_coords[k] is None else kept_coords[k][1],
+        )
+        for k in range(n)
+    ]  # fmt: skip
+    meta = {
+        "source": str(p),
+        "network": str(raw.graph.get("Network", raw.graph.get("label", p.stem))),
+        "nodes_without_coordinates": len(unlocated_nodes),
+        "links_default_latency": unlocated_links,
+        "links_default_bandwidth": missing_bw,
+        "parallel_links_collapsed": parallel,
+        "self_loops_dropped": self_loops,
+        "nodes_dropped": len(nodes) - n,
+    }
+    label = name if name is not None else str(raw.graph.get("label", p.stem))
+    return _assemble(
+        servers=servers, edges=links, latency_ms=lat_ms, bandwidth_gbit_s=bw, meta=meta,
+        name=label,
+    )  # fmt: skip
+
+
+def _read_csv(path: str | Path, field: str, required: Sequence[str]) -> tuple[pd.DataFrame, dict]:
+    """A CSV with its columns looked up case-insensitively: (frame, lower name -> column)."""
+    p = _existing_file(path, field)
+    try:
+        df = pd.read_csv(p)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise ValueError(f"{field}={str(p)!r}: not readable as CSV ({e})") from e
+    cols = {str(c).strip().lower(): c for c in df.columns}
+    missing = [r for r in required if r.lower() not in cols]
+    if missing:
+        raise ValueError(
+            f"{field}={str(p)!r}: missing column(s) {missing}; required (any case): "
+            f"{list(required)}; found: {[str(c) for c in df.columns]}"
+        )
+    if df.empty:
+        raise ValueError(f"{field}={str(p)!r}: no data rows")
+    return df, cols
+
+
+def _csv_coordinates(
+    df: pd.DataFrame, cols: dict, field: str, path: str | Path
+) -> tuple[np.ndarray, np.ndarray]:
+    out = []
+    for key, bound in (("latitude", 90.0), ("longitude", 180.0)):
+        col = cols[key]
+        values = pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=float)
+        bad = ~np.isfinite(values) | (np.abs(values) > bound)
+        if bad.any():
+            r = int(np.flatnonzero(bad)[0])
+            raise ValueError(
+                f"{field}={str(path)!r}: column {col!r} line {r + 2}: value "
+                f"{df[col].iloc[r]!r} is not allowed; must be a number in "
+                f"[-{bound:g}, {bound:g}] ({int(bad.sum())} bad rows)"
+            )
+        out.append(values)
+    return out[0], out[1]
+
+
+def load_eua(
+    sites_csv: str | Path,
+    *,
+    n_servers: int,
+    k_nearest: int = 3,
+    device_mix: Mapping[str, float],
+    rng: np.random.Generator,
+    users_csv: str | Path | None = None,
+    select: str = "random",
+    link_bandwidth_gbit_s: tuple[float, float] = LINK_BANDWIDTH_GBIT_S,
+    switch_latency_ms: float = SWITCH_LATENCY_MS,
+    max_user_distance_km: float | None = None,
+    name: str = "eua",
+) -> Topology:
+    """A topology from the EUA data set: base stations as edge servers, users attached.
+
+    The base stations (``LATITUDE``, ``LONGITUDE``; ``NAME`` or ``SITE_ID`` as name if
+    present) are candidate sites. ``n_servers`` of them become servers: drawn without
+    replacement with ``rng`` (``select="random"``), or the first ``n_servers`` rows
+    (``select="first"``); servers keep the file's row order. Each server is linked to
+    its ``k_nearest`` nearest servers (great-circle distance, latency as for every
+    link); a disconnected result is joined by nearest pairs of components, as in
+    :func:`random_geometric`. Link bandwidth is drawn uniformly from
+    ``link_bandwidth_gbit_s`` (EUA has no link data; assumed range).
+
+    Users (``users_csv``: ``Latitude``, ``Longitude``) are attached to their nearest
+    server; ``Topology.users[k]`` is user ``k``'s server.
+
+    RNG draws, in order: the site subset (``select="random"``), link bandwidths, GPUs.
+
+    Args:
+        sites_csv: base-station CSV (e.g. ``site-optus-melbCBD.csv``).
+        n_servers: servers to keep, 1..number of sites.
+        k_nearest: links per server to its nearest servers, >= 1.
+        device_mix: GPU profile name -> weight.
+        rng: the only source of randomness.
+        users_csv: optional user-position CSV (e.g. ``users-melbcbd-generated.csv``).
+        select: ``"random"`` or ``"first"``.
+        link_bandwidth_gbit_s: ``(lo, hi)`` of the uniform per-link bandwidth draw.
+        switch_latency_ms: per-link forwarding latency [ms].
+        max_user_distance_km: drop users farther than this from every server (with a
+            warning); None keeps all (the nationwide ``users-aus.csv`` needs a bound).
+        name: the topology's label.
+
+    Column names are matched case-insensitively. Counts are kept in ``graph.graph``
+    (``sites``, ``repaired_links``, ``users_dropped``).
+    """
+    df, cols = _read_csv(sites_csv, "sites_csv", ("LATITUDE", "LONGITUDE"))
+    lat, lon = _csv_coordinates(df, cols, "sites_csv", sites_csv)
+    n_sites = len(df)
+    n = _require_int(n_servers, "n_servers", 1)
+    if n > n_sites:
+        raise ValueError(f"n_servers={n} is not allowed; the file has {n_sites} sites")
+    k = _require_int(k_nearest, "k_nearest", 1)
+    if select not in ("random", "first"):
+        raise ValueError(f"select={select!r} is not allowed; allowed: 'random', 'first'")
+    bw_range = _check_bandwidth_range(link_bandwidth_gbit_s)
+    switch_latency_ms = _require_number(switch_latency_ms, "switch_latency_ms")
+    if max_user_distance_km is not None:
+        max_user_distance_km = _require_number(
+            max_user_distance_km, "max_user_distance_km", strict=True
+        )
+    _check_device_mix(device_mix)
+    rng = _require_rng(rng)
+
+    users_lat = users_lon = None
+    if users_csv is not None:
+        udf, ucols = _read_csv(users_csv, "users_csv", ("Latitude", "Longitude"))
+        users_lat, users_lon = _csv_coordinates(udf, ucols, "users_csv", users_csv)
+
+    if select == "random":
+        chosen = np.sort(rng.choice(n_sites, size=n, replace=False))
+    else:
+        chosen = np.arange(n)
+    la, lo = lat[chosen], lon[chosen]
+    dist = _pairwise_haversine(la, lo)
+    links: set[tuple[int, int]] = set()
+    for i in range(n):
+        order = np.argsort(dist[i], kind="stable")
+        for j in [int(x) for x in order if x != i][:k]:
+            links.add((min(i, j), max(i, j)))
+    repaired = _connect_components(dist, links)
+    ordered = sorted(links)
+    bw = rng.uniform(bw_range[0], bw_range[1], size=len(ordered))
+    lat_ms = np.array([dist[u, v] for u, v in ordered]) * PROPAGATION_MS_PER_KM
+    lat_ms = lat_ms + switch_latency_ms
+
+    name_col = cols.get("name", cols.get("site_id"))
+    names = [str(df[name_col].iloc[c]) if name_col is not None else f"site{int(c)}" for c in chosen]
+    gpus = _draw_devices(device_mix, n, rng)
+    servers = [
+        Server(id=i, name=names[i] or f"site{int(chosen[i])}", gpu=gpus[i], lat=la[i], lon=lo[i])
+        for i in range(n)
+    ]
+
+    users = None
+    dropped = 0
+    if users_lat is not None:
+        d = haversine_km(users_lat[:, None], users_lon[:, None], la[None, :], lo[None, :])
+        users = np.argmin(d, axis=1).astype(np.int64)
+        if max_user_distance_km is not None:
+            near = d.min(axis=1) <= max_user_distance_km
+            dropped = int((~near).sum())
+            users = users[near]
+            if dropped:
+                warnings.warn(
+                    f"users_csv: dropped {dropped} of {len(near)} users farther than "
+                    f"max_user_distance_km={max_user_distance_km:g} from every server",
+                    TopologyDataWarning,
+                    stacklevel=2,
+                )
+    meta = {
+        "source": str(sites_csv),
+        "users_source": None if users_csv is None else str(users_csv),
+        "sites": n_sites,
+        "site_rows": [int(c) for c in chosen],
+        "repaired_links": repaired,
+        "users_dropped": dropped,
+    }
+    return _assemble(
+        servers=servers, edges=ordered, latency_ms=lat_ms, bandwidth_gbit_s=bw, meta=meta,
+        name=name, users=users,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------
+# cloud
+
+
+def add_cloud(
+    topology: Topology,
+    *,
+    wan_latency_ms: float = WAN_LATENCY_MS,
+    wan_bandwidth_gbit_s: float = WAN_BANDWIDTH_GBIT_S,
+    cost_per_1k_tokens: float = CLOUD_COST_PER_1K_TOKENS,
+    attach_to: Iterable[int] | None = None,
+    gpu: str = CLOUD_GPU,
+    name: str = "cloud",
+) -> Topology:
+    """A new topology with one cloud server (id ``n``) joined over WAN links.
+
+    The cloud node has ``gpu`` (an H200 by default: the GPU we measured),
+    ``is_cloud=True`` and a price per token. It links to every edge server, or only
+    to the gateway servers ``attach_to``, each link with ``wan_latency_ms`` (one way)
+    and ``wan_bandwidth_gbit_s``. Existing ids and users are unchanged.
+
+    Args:
+        topology: the edge topology.
+        wan_latency_ms: one-way latency of each WAN link [ms] (>= 0).
+        wan_bandwidth_gbit_s: bandwidth of each WAN link [Gbit/s] (> 0).
+        cost_per_1k_tokens: cloud price [USD per 1000 tokens] (>= 0).
+        attach_to: gateway server ids; None links every non-cloud server.
+        gpu: GPU profile of the cloud node.
+        name: the cloud node's name.
+    """
+    if not isinstance(topology, Topology):
+        raise ValueError(f"topology={topology!r} is not allowed; must be a Topology")
+    wan_latency_ms = _require_number(wan_latency_ms, "wan_latency_ms")
+    wan_bandwidth_gbit_s = _require_number(
+        wan_bandwidth_gbit_s, "wan_bandwidth_gbit_s", strict=True
+    )
+    if attach_to is None:
+        gateways = list(topology.edge_ids)
+    else:
+        given = list(attach_to)
+        gateways = sorted({_require_int(g, "attach_to[]", 0) for g in given})
+        bad = [g for g in gateways if g >= topology.n or topology.servers[g].is_cloud]
+        if bad or not gateways:
+            raise ValueError(
+                f"attach_to={given!r} is not allowed; must be a non-empty set of "
+                f"edge server ids in [0, {topology.n - 1}] (bad: {bad})"
+            )
+    c = topology.n
+    cloud = Server(id=c, name=name, gpu=gpu, is_cloud=True, cost_per_1k_tokens=cost_per_1k_tokens)
+    g = nx.Graph(topology.graph)  # unfrozen copy
+    g.add_node(c, server=cloud)
+    for s in gateways:
+        g.add_edge(s, c, latency_ms=wan_latency_ms, bandwidth_gbit_s=wan_bandwidth_gbit_s)
+    return Topology(g, users=topology.users, name=topology.name)
