@@ -1,0 +1,300 @@
+"""Scenarios: YAML presets (``default``, ``large``, ``static``) plus user overrides.
+
+A scenario is a tree of frozen dataclasses. :func:`load_scenario` reads a
+preset name or a YAML file, applies overrides (a nested dict, or dotted keys
+such as ``{"workload.rate_per_s": 4.0}``) and validates every key: an unknown
+key raises a ``ValueError`` that names it and lists the valid ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from coel_env.catalog import model_names
+from coel_env.core.dynamics import DynamicsConfig
+from coel_env.core.perception import PerceptionConfig
+
+
+@dataclass(frozen=True)
+class TopologyConfig:
+    """Where the servers are and what they are.
+
+    Attributes:
+        kind: ``random_geometric``, ``waxman``, ``graphml`` or ``eua``.
+        n_servers: servers for generated topologies and the EUA subset.
+        device_mix: GPU profile name -> weight; each server draws its GPU.
+        path: GraphML file (``graphml``) or EUA sites CSV (``eua``).
+        users_path: EUA users CSV (optional; weights request origins).
+        radius: connection radius of ``random_geometric`` (unit square).
+        area_km: side of the square the generators place servers in [km].
+        waxman_alpha: Waxman alpha.
+        waxman_beta: Waxman beta.
+        k_nearest: EUA: links to the k nearest servers.
+        link_gbit_s: bandwidth range of generated links [Gbit/s].
+    """
+
+    kind: str = "random_geometric"
+    n_servers: int = 5
+    device_mix: Mapping[str, float] = field(
+        default_factory=lambda: {"l4": 0.4, "rtx-4090": 0.2, "jetson-agx-orin-64gb": 0.4}
+    )
+    path: str | None = None
+    users_path: str | None = None
+    radius: float = 0.6
+    area_km: float = 20.0
+    waxman_alpha: float = 0.4
+    waxman_beta: float = 0.4
+    k_nearest: int = 3
+    link_gbit_s: tuple[float, float] = (1.0, 10.0)
+
+    def __post_init__(self) -> None:
+        kinds = ("random_geometric", "waxman", "graphml", "eua")
+        if self.kind not in kinds:
+            raise ValueError(f"topology.kind={self.kind!r} is not allowed; allowed: {kinds}")
+        if self.kind in ("graphml", "eua") and not self.path:
+            raise ValueError(f"topology.path is required for topology.kind={self.kind!r}")
+        _positive("topology.n_servers", self.n_servers, integer=True)
+        if not self.device_mix:
+            raise ValueError("topology.device_mix is empty; name at least one GPU profile")
+
+
+@dataclass(frozen=True)
+class CloudConfig:
+    """An optional cloud node (an H200 server, our measured profile) behind a WAN link.
+
+    Attributes:
+        enabled: add the cloud node.
+        wan_latency_ms: one-way latency edge -> cloud [ms] (tens of ms: assumed typical
+            metro-to-regional-datacentre latency).
+        wan_gbit_s: WAN bandwidth per edge server [Gbit/s] (assumed).
+        cost_per_1k_tokens: price of a thousand tokens served in the cloud [$] (assumed,
+            the order of hosted open-model APIs).
+    """
+
+    enabled: bool = False
+    wan_latency_ms: float = 30.0
+    wan_gbit_s: float = 1.0
+    cost_per_1k_tokens: float = 0.0005
+
+
+@dataclass(frozen=True)
+class WorkloadSection:
+    """Requests.
+
+    Attributes:
+        kind: ``synthetic``, ``azure`` or ``generic`` (a CSV trace by ``trace``).
+        trace: path of the trace file for ``azure`` / ``generic``.
+        time_scale: multiplies trace inter-arrival times.
+        rate_per_s: mean request rate per edge server [1/s] (synthetic).
+        diurnal_amplitude: relative amplitude of a daily rate cycle [0-1).
+        tasks: task types; routing popularity depends on them.
+        ttft_ms: time-to-first-token part of a request's SLO [ms].
+        tpot_ms: per-output-token part of the SLO [ms]: a request's end-to-end SLO
+            is ``ttft_ms + output_tokens * tpot_ms`` (defaults: see
+            ``coel_env.core.workload.SloConfig``).
+        quality_floor: the largest quality loss a request tolerates.
+    """
+
+    kind: str = "synthetic"
+    trace: str | None = None
+    time_scale: float = 1.0
+    rate_per_s: float = 0.06
+    diurnal_amplitude: float = 0.0
+    tasks: tuple[str, ...] = ("intent", "law", "summary", "translation")
+    ttft_ms: float = 2500.0
+    tpot_ms: float = 150.0
+    quality_floor: float = 0.05
+
+    def __post_init__(self) -> None:
+        kinds = ("synthetic", "azure", "generic")
+        if self.kind not in kinds:
+            raise ValueError(f"workload.kind={self.kind!r} is not allowed; allowed: {kinds}")
+        if self.kind != "synthetic" and not self.trace:
+            raise ValueError(f"workload.trace is required for workload.kind={self.kind!r}")
+        _positive("workload.rate_per_s", self.rate_per_s)
+        _positive("workload.ttft_ms", self.ttft_ms)
+        _positive("workload.tpot_ms", self.tpot_ms)
+        if not 0 <= self.diurnal_amplitude < 1:
+            raise ValueError(
+                f"workload.diurnal_amplitude={self.diurnal_amplitude!r} is not allowed; "
+                "must be in [0, 1)"
+            )
+
+
+@dataclass(frozen=True)
+class RoutingSection:
+    """Which experts tokens use.
+
+    Attributes:
+        drift: popularity drifts over time.
+        esft_dir: folder of the DeepSeek-V2-Lite ESFT routes (real data, optional).
+        fiddler_dir: folder of the Mixtral Fiddler counts (real data, optional).
+    """
+
+    drift: bool = True
+    esft_dir: str | None = None
+    fiddler_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """How servers run models.
+
+    Attributes:
+        mode: ``eager`` or ``cudagraph`` PyTorch execution.
+        kv_reserve_gb: GPU memory each home server reserves for a model's KV cache [GB].
+        host_memory_gb: host memory of an edge server with a discrete GPU [GB].
+        store_gbit_s: bandwidth from the model store for weights no server holds [Gbit/s].
+        max_queue_s: a request that would wait behind more than this much queued
+            work at its home is dropped [s of work].
+    """
+
+    mode: str = "eager"
+    kv_reserve_gb: float = 1.0
+    host_memory_gb: float = 64.0
+    store_gbit_s: float = 1.0
+    max_queue_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("eager", "cudagraph"):
+            raise ValueError(
+                f"serving.mode={self.mode!r} is not allowed; allowed: ('eager', 'cudagraph')"
+            )
+        _positive("serving.max_queue_s", self.max_queue_s)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A whole world: topology, models, workload, routing, perception, dynamics.
+
+    Attributes:
+        name: the scenario's name.
+        instance_seed: draws the topology and the servers' devices (the instance);
+            ``World.reset(seed)`` draws everything that happens in an episode.
+        epoch_s: length of one update epoch [s].
+        models: catalog names of the deployed models.
+    """
+
+    name: str = "default"
+    instance_seed: int = 0
+    epoch_s: float = 10.0
+    models: tuple[str, ...] = ("olmoe-1b-7b",)
+    topology: TopologyConfig = field(default_factory=TopologyConfig)
+    cloud: CloudConfig = field(default_factory=CloudConfig)
+    workload: WorkloadSection = field(default_factory=WorkloadSection)
+    routing: RoutingSection = field(default_factory=RoutingSection)
+    perception: PerceptionConfig = field(default_factory=PerceptionConfig)
+    dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
+    serving: ServingConfig = field(default_factory=ServingConfig)
+
+    def __post_init__(self) -> None:
+        _positive("epoch_s", self.epoch_s)
+        if not self.models:
+            raise ValueError("models is empty; name at least one catalog model")
+        known = model_names()
+        for m in self.models:
+            if m not in known:
+                raise ValueError(f"models: unknown model {m!r}; known models: {', '.join(known)}")
+        if len(set(self.models)) != len(self.models):
+            raise ValueError(f"models={list(self.models)!r} lists a model twice")
+
+
+def _positive(name: str, v: Any, integer: bool = False) -> None:
+    ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+    if integer:
+        ok = ok and isinstance(v, int)
+    if not ok:
+        kind = "an integer" if integer else "a number"
+        raise ValueError(f"{name}={v!r} is not allowed; must be {kind} > 0")
+
+
+# --------------------------------------------------------------------------- loading
+
+PRESETS = ("default", "large", "static")
+
+
+def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{where or 'scenario'} must be a mapping; got {data!r}")
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in valid:
+            full = f"{where}.{key}" if where else str(key)
+            raise ValueError(
+                f"unknown scenario key {full!r}; valid keys"
+                f"{' of ' + where if where else ''}: {', '.join(valid)}"
+            )
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _build(hint, value, f"{where}.{key}" if where else key)
+        elif typing.get_origin(hint) is tuple and isinstance(value, list):
+            kwargs[key] = tuple(value)
+        elif typing.get_origin(hint) is Mapping and isinstance(value, Mapping):
+            kwargs[key] = dict(value)
+        else:
+            kwargs[key] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # wrong value types that the dataclass could not take
+        raise ValueError(f"{where or 'scenario'}: {exc}") from None
+
+
+def _merge(base: dict, over: Mapping[str, Any]) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        if "." in k:
+            head, rest = k.split(".", 1)
+            out[head] = _merge(dict(out.get(head) or {}), {rest: v})
+        elif isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = _merge(dict(out[k]), v)
+        else:
+            out[k] = v
+    return out
+
+
+def preset_path(name: str) -> Path:
+    return Path(str(resources.files("coel_env") / "data" / "scenarios" / f"{name}.yaml"))
+
+
+def load_scenario(
+    name_or_path: str | Path = "default", overrides: Mapping[str, Any] | None = None
+) -> Scenario:
+    """A preset name (``default``, ``large``, ``static``) or a YAML file, with overrides.
+
+    Raises:
+        ValueError: unknown preset, unreadable file, unknown key (naming the valid
+            ones) or a value outside its range.
+    """
+    s = str(name_or_path)
+    if s in PRESETS:
+        path = preset_path(s)
+    else:
+        path = Path(s)
+        if not path.is_file():
+            raise ValueError(
+                f"scenario {s!r} is neither a preset ({', '.join(PRESETS)}) nor an existing file"
+            )
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"scenario file {str(path)!r} is not valid YAML: {exc}") from None
+    if not isinstance(data, Mapping):
+        raise ValueError(f"scenario file {str(path)!r} must hold a mapping of keys")
+    data = _merge(data, overrides or {})
+    return _build(Scenario, data, "")
+
+
+def scenario_dict(sc: Scenario) -> dict:
+    """A plain dict of the scenario (for run folders and JSON)."""
+    return dataclasses.asdict(sc)

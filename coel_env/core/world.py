@@ -1,0 +1,635 @@
+"""The CoEL world: servers, links, models, requests, broadcasts and updates, epoch by epoch.
+
+``World(scenario)`` builds the instance (topology and devices, from the
+scenario's ``instance_seed``); ``reset(seed)`` starts an episode (workload,
+routing drift, broadcasts, dynamics: one generator each, spawned from the
+seed); ``step(plan)`` runs one update epoch under ``plan`` (``None`` keeps the
+plan in force) and returns an :class:`EpochReport`.
+
+What a step does, in order:
+
+1. the dynamics move (background load, links, servers, demand, task mix) and
+   routing popularity drifts; a server that leaves loses its experts: they are
+   removed from the plan in force, and a requested plan that places anything on
+   an absent server is infeasible;
+2. a requested plan is checked (:func:`coel_env.core.plan.check_plan`): an
+   infeasible one is not deployed, the plan in force stays, and the report
+   says why (``feasible``, ``infeasibility``);
+3. moving to a new plan costs migration bytes and time
+   (:mod:`coel_env.core.updating`), which take serving capacity in this epoch;
+4. the epoch's requests arrive and are served (:mod:`coel_env.core.evaluation`);
+   every arrived request is served or dropped;
+5. servers broadcast their status (:mod:`coel_env.core.perception`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from coel_env import quality
+from coel_env.catalog import get_model
+from coel_env.core import topology as topo
+from coel_env.core.dynamics import Dynamics, DynamicsState
+from coel_env.core.evaluation import PREFILL_POINTS, ServingModel, StepCost, bucket, prefill_line
+from coel_env.core.perception import Perception
+from coel_env.core.plan import (
+    ABSENT,
+    GB,
+    InfeasibilityReport,
+    ModelPlan,
+    Plan,
+    check_plan,
+    memory_use_gb,
+    single_server_plan,
+)
+from coel_env.core.routing import NO_DRIFT, DriftConfig, RoutingModel, load_esft, load_fiddler
+from coel_env.core.scenario import Scenario, load_scenario
+from coel_env.core.updating import MigrationReport, migration_cost, no_migration
+from coel_env.core.workload import (
+    AZURE_CONV_FIT,
+    Requests,
+    SloConfig,
+    SyntheticWorkload,
+    TraceMapping,
+    TraceWorkload,
+    WorkloadConfig,
+    load_azure_trace,
+    load_generic_trace,
+)
+from coel_env.profiles import get_device
+
+#: Epochs between refreshes of the routing popularity used for costing (a real system
+#: re-estimates expert popularity periodically; costs are cached in between).
+COST_REFRESH_EPOCHS = 5
+#: Fields of a server's broadcast status vector.
+STATUS_FIELDS = (
+    "free_gpu_frac",
+    "free_host_frac",
+    "utilisation",
+    "dropped_frac",
+    "background",
+    "up",
+    "link_scale",
+)
+
+
+@dataclass(frozen=True)
+class EpochReport:
+    """What happened in one epoch (all counts over the epoch)."""
+
+    epoch: int
+    t_s: float
+    requests_arrived: int
+    requests_served: int
+    requests_dropped: int
+    dropped_no_model: int
+    dropped_overload: int
+    slo_met: int
+    slo_attainment: float
+    latency_p50_ms: float
+    latency_p95_ms: float
+    ttft_p50_ms: float
+    ttft_p95_ms: float
+    tpot_mean_ms: float
+    throughput_tok_s: float
+    quality_loss: float
+    quality_violations: int
+    energy_j: float
+    activation_bytes: float
+    broadcast_bytes: float
+    migration_bytes: float
+    migration_pcie_bytes: float
+    migration_s: float
+    cloud_cost: float
+    utilisation: tuple[float, ...]
+    gpu_memory_gb: tuple[float, ...]
+    host_memory_gb: tuple[float, ...]
+    feasible: bool
+    infeasibility: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _nan_pct(x: np.ndarray, q: float) -> float:
+    return float(np.percentile(x, q)) if x.size else 0.0
+
+
+class World:
+    """A CoEL world (see the module docstring).
+
+    Args:
+        scenario: a :class:`Scenario`, a preset name or a YAML path.
+        overrides: scenario overrides (nested or dotted keys).
+    """
+
+    def __init__(
+        self, scenario: Scenario | str | Path = "default", overrides: Mapping | None = None
+    ) -> None:
+        if not isinstance(scenario, Scenario):
+            scenario = load_scenario(scenario, overrides)
+        elif overrides:
+            raise ValueError("overrides apply to a preset name or file, not to a Scenario object")
+        self.scenario = sc = scenario
+        inst = np.random.default_rng(sc.instance_seed)
+        self.topology = _build_topology(sc, inst)
+        self.n = self.topology.n
+        self.servers = self.topology.servers
+        self.is_cloud = np.array([s.is_cloud for s in self.servers])
+        self.models = tuple(sc.models)
+        self.specs = tuple(get_model(m) for m in self.models)
+        self.gpus = [get_device(s.gpu) for s in self.servers]
+        self.cpus = [get_device(s.host_cpu) for s in self.servers]
+        self.unified = np.array([g.unified_memory for g in self.gpus])
+        self.gpu_capacity_gb = np.array([s.gpu_memory_gb for s in self.servers], float)
+        self.host_capacity_gb = np.array([s.host_memory_gb for s in self.servers], float)
+        self.pcie_gbps = np.array(
+            [np.inf if (g.unified_memory or g.pcie is None) else g.pcie.gbps for g in self.gpus]
+        )
+        self.kv_reserve_gb = {m: sc.serving.kv_reserve_gb for m in self.models}
+        self.serving = ServingModel(self.gpus, self.cpus, sc.serving.mode)
+        self.tasks = tuple(sc.workload.tasks)
+        self._routing_base = _build_routing(sc, self.specs, self.tasks, inst)
+        self.workload = _build_workload(sc, self.n, self.is_cloud, len(self.models), self.tasks)
+        self._base_rates = np.where(self.is_cloud, 0.0, sc.workload.rate_per_s)
+        self.slo = SloConfig(sc.workload.ttft_ms, sc.workload.tpot_ms, sc.workload.quality_floor)
+        edges = self.topology.edges
+        self._edges = list(edges)
+        self.dynamics = Dynamics(sc.dynamics, self.n, len(edges), self.is_cloud)
+        field_bytes = 4 * (len(STATUS_FIELDS) + len(self.models))
+        for m in self.specs:  # hosted-experts map: 4 bits per expert; requirements table
+            field_bytes += math.ceil(m.n_moe_layers * m.n_experts * 4 / 8) + 6 * 4
+        self.n_status = len(STATUS_FIELDS) + len(self.models)
+        paths = self.topology.paths
+        self.perception = Perception(
+            sc.perception, paths.latency_ms, paths.hops, self.n_status, field_bytes
+        )
+        self._seeded = False
+
+    # ---------------------------------------------------------------- episode
+
+    def reset(self, seed: int | None = None) -> None:
+        """Start an episode: nothing deployed but the naive plan, no news yet."""
+        rng = np.random.default_rng(seed)
+        self._rng_work, self._rng_route, self._rng_perc, self._rng_dyn = rng.spawn(4)
+        n_t = len(self.tasks)
+        mix = self._rng_dyn.dirichlet(np.ones(n_t), size=self.n)
+        self.dyn: DynamicsState = self.dynamics.initial(mix, self._rng_dyn)
+        self.routing = {name: rm for name, rm in self._routing_base.items()}
+        for rm in self.routing.values():
+            rm.reset()
+        self.perception.reset()
+        self.paths = self.topology.paths
+        self.t_s = 0.0
+        self.epoch = 0
+        self._cache: dict = {}
+        self._pop: dict = {}
+        self._last = {
+            "utilisation": np.zeros(self.n),
+            "dropped": np.zeros(self.n),
+            "demand": np.zeros((self.n, len(self.models))),
+        }
+        self.plan = self.naive_plan()
+        self._backlog = np.zeros(self.n)  # queued GPU work per server [ms]
+        self._seeded = True
+        self._refresh_popularity()
+        self._broadcast(0.0)
+
+    def naive_plan(self) -> Plan:
+        """Each model on each edge server that can hold it whole at 16 bits (GPU first,
+        spilling to host memory), in server order; servers that cannot hold it send
+        their requests to the nearest one that does. A model no server can hold is
+        not deployed (its requests are dropped)."""
+        gpu_free = self.gpu_capacity_gb.copy()
+        host_free = np.where(self.unified, 0.0, self.host_capacity_gb)
+        plans: dict[str, ModelPlan] = {}
+        for name, m in zip(self.models, self.specs, strict=True):
+            dense = m.non_expert_bytes(16) / GB + self.kv_reserve_gb[name]
+            experts = m.n_moe_layers * m.n_experts * m.expert_bytes(16) / GB
+            loc = np.zeros((m.n_moe_layers, m.n_experts, self.n), np.int8)
+            homes = []
+            for s in range(self.n):
+                if self.is_cloud[s]:
+                    continue
+                room = gpu_free[s] - dense
+                if room < 0 or room + host_free[s] < experts:
+                    continue
+                one = single_server_plan(name, s, self.n, room)
+                loc[:, :, s] = one.location[:, :, s]
+                on_gpu = (one.location[:, :, s] == 1).sum() * m.expert_bytes(16) / GB
+                gpu_free[s] -= dense + on_gpu
+                host_free[s] -= experts - on_gpu
+                homes.append(s)
+            if homes:
+                plans[name] = ModelPlan(
+                    name, loc, np.full(loc.shape[:2], 16, np.int8), tuple(homes),
+                    np.zeros(m.n_moe_layers, np.int8),
+                )  # fmt: skip
+        return Plan(plans)
+
+    def check(self, plan: Plan) -> InfeasibilityReport:
+        """Check ``plan`` against the true capacities and present servers."""
+        return check_plan(
+            plan,
+            self.gpu_capacity_gb,
+            self.host_capacity_gb,
+            up=self.dyn.server_up,
+            unified=self.unified,
+            kv_reserve_gb=self.kv_reserve_gb,
+        )
+
+    def step(self, plan: Plan | None = None) -> EpochReport:
+        """One update epoch under ``plan`` (None: keep the plan in force)."""
+        if not self._seeded:
+            raise RuntimeError("call reset(seed) before step()")
+        sc = self.scenario
+        dt = sc.epoch_s
+        t0, t1 = self.t_s, self.t_s + dt
+        # 1) dynamics
+        old_up = self.dyn.server_up
+        self.dyn = self.dynamics.step(self.dyn)
+        if sc.routing.drift:
+            for rm in self.routing.values():
+                rm.step(self._rng_route)
+        paths_changed = False
+        if sc.dynamics.links:
+            failed = [self._edges[i] for i in np.flatnonzero(~self.dyn.link_up)]
+            self.paths = self.topology.with_links(self.dyn.link_scale, failed=failed)
+            self.perception.set_paths(self.paths.latency_ms, self.paths.hops)
+            paths_changed = True
+        up = self.dyn.server_up
+        if not np.array_equal(up, old_up):
+            self.plan = _strip(self.plan, up)
+            paths_changed = True
+        # 2) plan check
+        feasible, why = True, ""
+        new = self.plan
+        if plan is not None and plan is not self.plan:
+            rep = self.check(plan)
+            if rep.feasible:
+                new = plan
+            else:
+                feasible, why = False, str(rep)
+        # 3) migration
+        mig = no_migration(self.n)
+        if new is not self.plan:
+            mig = migration_cost(
+                self.plan,
+                new,
+                latency_ms=self.paths.latency_ms,
+                bottleneck_gbit_s=self.paths.bottleneck_gbit_s,
+                pcie_gbps=self.pcie_gbps,
+                store_gbit_s=sc.serving.store_gbit_s,
+                up=up,
+            )
+            self.plan = new
+            self._cache.clear()
+        if paths_changed:
+            self._cache.clear()
+        if self.epoch % COST_REFRESH_EPOCHS == 0:
+            self._refresh_popularity()
+        # 4) requests
+        rates = self._base_rates * self.dyn.demand * up
+        if isinstance(self.workload, SyntheticWorkload):
+            reqs = self.workload.generate(
+                t0, dt, self._rng_work, rates_per_s=rates, task_mix=self.dyn.task_mix
+            )
+        else:
+            reqs = self.workload.generate(t0, dt)
+            if len(reqs):
+                reqs = reqs[up[reqs.origin]]  # trace requests at absent servers are not offered
+        report = self._serve(reqs, mig, t0, dt, feasible, why)
+        # 5) broadcasts
+        report = dataclasses.replace(report, broadcast_bytes=self._broadcast(t1))
+        self.t_s = t1
+        self.epoch += 1
+        return report
+
+    # ------------------------------------------------------------- internals
+
+    def _refresh_popularity(self) -> None:
+        """Popularity per (model, server) from the server's task mix (cost snapshot)."""
+        self._pop = {}
+        for name in self.models:
+            rm = self.routing[name]
+            cur = np.stack([rm.popularity(t) for t in rm.tasks])  # [T, L, E]
+            self._pop[name] = np.einsum("st,tle->sle", self.dyn.task_mix, cur)
+        self._cache.clear()
+
+    def _cost(self, name: str, mp: ModelPlan, home: int, n: float, phase: str) -> StepCost:
+        key = (name, home, bucket(n) if phase == "decode" else int(n), phase)
+        c = self._cache.get(key)
+        if c is None:
+            c = self.serving.step(
+                mp, home, self._pop[name][home], key[2], self.paths.latency_ms,
+                self.paths.bottleneck_gbit_s, self.dyn.server_up, phase,
+            )  # fmt: skip
+            self._cache[key] = c
+        return c
+
+    def _serve(
+        self, reqs: Requests, mig: MigrationReport, t0: float, dt: float, feasible: bool, why: str
+    ) -> EpochReport:
+        n_req = len(reqs)
+        epoch_ms = dt * 1000.0
+        up = self.dyn.server_up
+        avail = (1.0 - self.dyn.background) * (1.0 - np.minimum(1.0, mig.time_s / dt)) * up
+        lat = self.paths.latency_ms
+        home = np.full(n_req, -1)
+        service = np.zeros(n_req)  # latency of its own prefill + decode at full speed [ms]
+        work = np.zeros(n_req)  # GPU time it takes at its home (decode shared by the batch)
+        prefill = np.zeros(n_req)
+        qloss = np.zeros(n_req)
+        tpot = np.zeros(n_req)
+        no_model = np.zeros(n_req, bool)
+        groups = []
+        demand = np.zeros((self.n, len(self.models)))
+        np.add.at(demand, (reqs.origin, reqs.model), 1.0 / dt)
+        for mi, name in enumerate(self.models):
+            sel = np.flatnonzero(reqs.model == mi)
+            if not sel.size:
+                continue
+            mp = self.plan.models.get(name)
+            homes = [h for h in mp.home if up[h]] if mp is not None else []
+            if not homes:
+                no_model[sel] = True
+                continue
+            hl = lat[:, homes]
+            choice = np.asarray(homes)[hl.argmin(axis=1)]
+            reach = np.isfinite(hl.min(axis=1))
+            origin = reqs.origin[sel]
+            no_model[sel[~reach[origin]]] = True
+            for h in homes:
+                idx = sel[reach[origin] & (choice[origin] == h)]
+                if not idx.size:
+                    continue
+                c1 = self._cost(name, mp, h, 1, "decode")
+                if not c1.servable:
+                    no_model[idx] = True
+                    continue
+                out_tok = reqs.output_tokens[idx].astype(float)
+                in_tok = reqs.input_tokens[idx].astype(float)
+                b = max(1.0, idx.size / dt * out_tok.mean() * c1.ms / 1000.0)  # Little's law
+                step = self._cost(name, mp, h, b, "decode")
+                pre = [self._cost(name, mp, h, p, "prefill") for p in PREFILL_POINTS]
+                a0, a1 = prefill_line(pre)
+                bb = float(bucket(b))
+                home[idx] = h
+                prefill[idx] = a0 + a1 * in_tok
+                service[idx] = prefill[idx] + out_tok * step.ms
+                work[idx] = prefill[idx] + out_tok * step.ms / bb
+                tpot[idx] = step.ms
+                qloss[idx] = self._quality(mp, self.specs[mi], h)
+                groups.append((idx, step, pre[0], bb))
+        # queueing at each home: FIFO over the epoch's arrivals, with the backlog carried over
+        served = np.zeros(n_req, bool)
+        wait = np.zeros(n_req)
+        util = np.zeros(self.n)
+        dropped_at = np.zeros(self.n)
+        limit_ms = self.scenario.serving.max_queue_s * 1000.0
+        arr_ms = (reqs.arrival_s - t0) * 1000.0
+        for h in range(self.n):
+            idx = np.flatnonzero(home == h)
+            b0 = self._backlog[h]
+            if not up[h] or avail[h] <= 0:
+                dropped_at[h] += idx.size
+                self._backlog[h] = 0.0 if not up[h] else b0
+                continue
+            keep = np.ones(idx.size, bool)
+            for _ in range(2):  # admit, then re-queue without the dropped ones
+                w = _lindley(b0, arr_ms[idx[keep]] * avail[h], work[idx[keep]])
+                ok = w <= limit_ms
+                if ok.all():
+                    break
+                kk = np.flatnonzero(keep)
+                keep[kk[~ok]] = False
+            w = _lindley(b0, arr_ms[idx[keep]] * avail[h], work[idx[keep]])
+            k_idx = idx[keep]
+            dropped_at[h] += float((~keep).sum())
+            served[k_idx] = True
+            wait[k_idx] = w / avail[h]
+            total = b0 + float(work[k_idx].sum())
+            if k_idx.size:
+                end = w[-1] + work[k_idx[-1]] - (epoch_ms - arr_ms[k_idx[-1]]) * avail[h]
+            else:
+                end = b0 - epoch_ms * avail[h]
+            self._backlog[h] = max(0.0, end)
+            util[h] = min(1.0, (total - self._backlog[h]) / epoch_ms)
+        rtt = 2 * lat[reqs.origin, np.maximum(home, 0)]
+        slowdown = 1.0 / np.maximum(avail[np.maximum(home, 0)], 1e-9)
+        latency = np.where(served, rtt + wait + service * slowdown, np.inf)
+        ttft = np.where(served, rtt + wait + prefill * slowdown, np.inf)
+        busy = np.zeros(self.n)
+        act_bytes = 0.0
+        cloud_tokens = 0.0
+        for idx, step, pre, bb in groups:
+            k = idx[served[idx]]
+            out_sum = float(reqs.output_tokens[k].sum())
+            in_sum = float(reqs.input_tokens[k].sum())
+            busy += step.busy_ms / bb * out_sum + pre.busy_ms / PREFILL_POINTS[0] * in_sum
+            act_bytes += step.net_bytes / bb * out_sum + pre.net_bytes / PREFILL_POINTS[0] * in_sum
+            if k.size and self.is_cloud[home[k[0]]]:
+                cloud_tokens += out_sum + in_sum
+        dropped = ~served
+        slo_ok = served & (latency <= reqs.slo_ms) & (qloss <= reqs.quality_floor)
+        lat_s = latency[served]
+        busy = np.minimum(busy, epoch_ms)
+        energy = sum(
+            g.power_busy_w * b / 1000 + g.power_idle_w * (epoch_ms - b) / 1000
+            for g, b, u in zip(self.gpus, busy, up, strict=True)
+            if u
+        )
+        gpu_mem, host_mem = memory_use_gb(self.plan, self.n, self.kv_reserve_gb)
+        self._last = {"utilisation": util, "dropped": dropped_at, "demand": demand}
+        price = sum(s.cost_per_1k_tokens for s in self.servers if s.is_cloud)
+        return EpochReport(
+            epoch=self.epoch,
+            t_s=t0,
+            requests_arrived=n_req,
+            requests_served=int(served.sum()),
+            requests_dropped=int(dropped.sum()),
+            dropped_no_model=int((dropped & no_model).sum()),
+            dropped_overload=int((dropped & ~no_model).sum()),
+            slo_met=int(slo_ok.sum()),
+            slo_attainment=float(slo_ok.mean()) if n_req else 1.0,
+            latency_p50_ms=_nan_pct(lat_s, 50),
+            latency_p95_ms=_nan_pct(lat_s, 95),
+            ttft_p50_ms=_nan_pct(ttft[served], 50),
+            ttft_p95_ms=_nan_pct(ttft[served], 95),
+            tpot_mean_ms=float(tpot[served].mean()) if served.any() else 0.0,
+            throughput_tok_s=float(reqs.output_tokens[served].sum()) / dt,
+            quality_loss=float(qloss[served].mean()) if served.any() else 0.0,
+            quality_violations=int((served & (qloss > reqs.quality_floor)).sum()),
+            energy_j=float(energy),
+            activation_bytes=float(act_bytes),
+            broadcast_bytes=0.0,
+            migration_bytes=mig.network_bytes,
+            migration_pcie_bytes=mig.pcie_bytes,
+            migration_s=float(mig.time_s.max()) if mig.time_s.size else 0.0,
+            cloud_cost=cloud_tokens / 1000 * price,
+            utilisation=tuple(float(u) for u in util),
+            gpu_memory_gb=tuple(float(g) for g in gpu_mem),
+            host_memory_gb=tuple(float(h) for h in host_mem),
+            feasible=feasible,
+            infeasibility=why,
+        )
+
+    def _quality(self, mp: ModelPlan, m, home: int) -> float:
+        key = ("q", mp.model, home)
+        if key not in self._cache:
+            pop = self._pop[mp.model][home]
+            loss = quality.quantization_loss(
+                mp.bits, pop,
+                shared_bits=16 if m.n_shared_experts else None,
+                shared_share=m.n_shared_experts / m.top_k,
+            )  # fmt: skip
+            remote = (mp.location[:, :, home] == ABSENT).any()
+            if remote:
+                loss += float(quality.token_keep_loss(mp.keep_ratio))
+            self._cache[key] = loss
+        return self._cache[key]
+
+    def true_status(self) -> np.ndarray:
+        """Each server's true status vector [n, len(STATUS_FIELDS) + n_models]."""
+        gpu, host = memory_use_gb(self.plan, self.n, self.kv_reserve_gb)
+        gcap = np.maximum(self.gpu_capacity_gb, 1e-9)
+        hcap = np.maximum(self.host_capacity_gb, 1e-9)
+        link = np.ones(self.n)
+        if self._edges:
+            acc = np.zeros(self.n)
+            cnt = np.zeros(self.n)
+            scale = self.dyn.link_scale * self.dyn.link_up
+            for i, (u, v) in enumerate(self._edges):
+                acc[u] += scale[i]
+                acc[v] += scale[i]
+                cnt[u] += 1
+                cnt[v] += 1
+            link = acc / np.maximum(cnt, 1)
+        base = np.maximum(self._base_rates, 1e-9)[:, None]
+        arrived = self._last["demand"].sum(axis=1)
+        return np.column_stack(
+            [
+                np.clip(1 - gpu / gcap, 0, 1),
+                np.where(self.unified, 0.0, np.clip(1 - host / hcap, 0, 1)),
+                self._last["utilisation"],
+                self._last["dropped"] / np.maximum(arrived * self.scenario.epoch_s, 1.0),
+                self.dyn.background,
+                self.dyn.server_up.astype(float),
+                link,
+                self._last["demand"] / base,
+            ]
+        )
+
+    def _broadcast(self, t1: float) -> float:
+        return self.perception.advance(t1, self.true_status(), self._rng_perc, self.dyn.server_up)
+
+    def view(self, server: int) -> tuple[np.ndarray, np.ndarray]:
+        """What ``server`` believes of every server: status [n, F] and age [n] [s]."""
+        return self.perception.view(server, self.t_s)
+
+
+def _lindley(backlog0: float, arrive: np.ndarray, work: np.ndarray) -> np.ndarray:
+    """Work queued ahead of each arrival in a FIFO queue (Lindley's recursion, vectorised).
+
+    Args:
+        backlog0: work waiting at time 0 [ms of work].
+        arrive: arrival times in units of work the server can do by then (sorted).
+        work: work each arrival brings.
+
+    Returns:
+        ``W_i = max(0, W_{i-1} + S_{i-1} - (a_i - a_{i-1}))`` with ``W_0`` from the backlog.
+    """
+    if not arrive.size:
+        return arrive
+    u = backlog0 + np.concatenate([[0.0], np.cumsum(work[:-1])]) - arrive
+    return u - np.minimum(0.0, np.minimum.accumulate(u))
+
+
+def _strip(plan: Plan, up: np.ndarray) -> Plan:
+    """The plan without anything on absent servers (their experts vanish)."""
+    out = {}
+    for name, mp in plan.models.items():
+        homes = tuple(h for h in mp.home if up[h])
+        if not homes:
+            continue
+        loc = np.where(up[None, None, :], mp.location, ABSENT).astype(np.int8)
+        out[name] = ModelPlan(name, loc, mp.bits, homes, mp.host_policy, mp.keep_ratio)
+    return Plan(out)
+
+
+def _build_topology(sc: Scenario, rng: np.random.Generator) -> topo.Topology:
+    t = sc.topology
+    mix = dict(t.device_mix)
+    if t.kind == "random_geometric":
+        g = topo.random_geometric(
+            t.n_servers, area_km=t.area_km, device_mix=mix, rng=rng,
+            link_bandwidth_gbit_s=tuple(t.link_gbit_s),
+        )  # fmt: skip
+    elif t.kind == "waxman":
+        g = topo.waxman(
+            t.n_servers, alpha=t.waxman_alpha, beta=t.waxman_beta, area_km=t.area_km,
+            device_mix=mix, rng=rng, link_bandwidth_gbit_s=tuple(t.link_gbit_s),
+        )  # fmt: skip
+    elif t.kind == "graphml":
+        g = topo.load_graphml(t.path, device_mix=mix, rng=rng, largest_component=True)
+    else:
+        g = topo.load_eua(
+            t.path, n_servers=t.n_servers, k_nearest=t.k_nearest, device_mix=mix, rng=rng,
+            users_csv=t.users_path, link_bandwidth_gbit_s=tuple(t.link_gbit_s),
+        )  # fmt: skip
+    if sc.cloud.enabled:
+        g = topo.add_cloud(
+            g, wan_latency_ms=sc.cloud.wan_latency_ms, wan_bandwidth_gbit_s=sc.cloud.wan_gbit_s,
+            cost_per_1k_tokens=sc.cloud.cost_per_1k_tokens,
+        )  # fmt: skip
+    return g
+
+
+def _build_routing(sc: Scenario, specs, tasks, rng) -> dict[str, RoutingModel]:
+    drift = DriftConfig() if sc.routing.drift else NO_DRIFT
+    out = {}
+    for m in specs:
+        real = None
+        if m.name == "deepseek-v2-lite" and sc.routing.esft_dir:
+            real = load_esft(sc.routing.esft_dir).popularity
+        elif m.name == "mixtral-8x7b" and sc.routing.fiddler_dir:
+            real = load_fiddler(sc.routing.fiddler_dir)
+        if real is not None:  # map the world's tasks onto the data's tasks, in order, cycling
+            keys = sorted(real)
+            pops = {
+                t: real[t] if t in real else real[keys[i % len(keys)]] for i, t in enumerate(tasks)
+            }
+            out[m.name] = RoutingModel(m.name, pops, drift=drift)
+        else:
+            out[m.name] = RoutingModel.synthetic(m.name, rng, tasks, drift=drift)
+    return out
+
+
+def _build_workload(sc: Scenario, n: int, is_cloud: np.ndarray, n_models: int, tasks):
+    w = sc.workload
+    slo = SloConfig(w.ttft_ms, w.tpot_ms, w.quality_floor)
+    if w.kind == "synthetic":
+        rates = tuple(0.0 if c else w.rate_per_s for c in is_cloud)
+        cfg = WorkloadConfig.from_fit(
+            AZURE_CONV_FIT, n, rates_per_s=rates, task_names=tuple(tasks),
+            model_mix=tuple((1.0 / n_models,) * n_models for _ in range(n)),
+            diurnal_amplitude=w.diurnal_amplitude, slo=slo,
+        )  # fmt: skip
+        return SyntheticWorkload(cfg)
+    edge = [i for i in range(n) if not is_cloud[i]]
+    mapping = TraceMapping(
+        servers=tuple(str(i) for i in edge), models=tuple(sc.models), tasks=tuple(tasks), slo=slo
+    )
+    loader = load_azure_trace if w.kind == "azure" else load_generic_trace
+    reqs = loader(w.trace, time_scale=w.time_scale, mapping=mapping, rng=np.random.default_rng(0))
+    origin = np.asarray(edge, np.int32)[reqs.origin]
+    reqs = Requests(**{**{f.name: getattr(reqs, f.name) for f in dataclasses.fields(reqs)},
+                       "origin": origin})  # fmt: skip
+    return TraceWorkload(reqs)
