@@ -53,6 +53,8 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import least_squares
 
+from coel_env.utils import frozen_reduce
+
 #: Expert shapes measured in the shared profiles: name -> (d_model, d_ff, gated).
 #: Sources: the config.json of each public model (see coel_env.catalog).
 EXPERT_SHAPES: Mapping[str, tuple[int, int, bool]] = MappingProxyType(
@@ -216,6 +218,8 @@ class DeviceProfile:
     attention: AttentionFit | None = None
     pcie: CopyFit | None = None
     run_factors: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+
+    __reduce__ = frozen_reduce
 
     def __post_init__(self) -> None:
         if self.kind not in ("gpu", "cpu"):

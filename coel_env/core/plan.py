@@ -30,6 +30,7 @@ from types import MappingProxyType
 import numpy as np
 
 from coel_env.catalog import BITS, MoEModel, get_model
+from coel_env.utils import frozen_reduce
 
 ABSENT, GPU, HOST = 0, 1, 2
 RUN_ON_CPU, FETCH = 0, 1
@@ -125,6 +126,8 @@ class Plan:
     """A deployment of several models over the same servers."""
 
     models: Mapping[str, ModelPlan] = field(default_factory=dict)
+
+    __reduce__ = frozen_reduce
 
     def __post_init__(self) -> None:
         mp = dict(self.models)

@@ -137,7 +137,8 @@ class RoutingSection:
     Attributes:
         drift: popularity drifts over time.
         esft_dir: folder of the DeepSeek-V2-Lite ESFT routes (real data, optional).
-        fiddler_dir: folder of the Mixtral Fiddler counts (real data, optional).
+        fiddler_dir: the Mixtral Fiddler data folder, holding ``popularity_original/``
+            (real data, optional).
     """
 
     drift: bool = True

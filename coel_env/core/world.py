@@ -187,9 +187,11 @@ class World:
             rm.reset()
         self.perception.reset()
         self.paths = self.topology.paths
+        self._failed: tuple = ()
         self.t_s = 0.0
         self.epoch = 0
         self._cache: dict = {}
+        self._mem: tuple = (None, None)
         self._pop: dict = {}
         self._last = {
             "utilisation": np.zeros(self.n),
@@ -255,15 +257,18 @@ class World:
         # 1) dynamics
         old_up = self.dyn.server_up
         self.dyn = self.dynamics.step(self.dyn)
-        if sc.routing.drift:
-            for rm in self.routing.values():
-                rm.step(self._rng_route)
+        refresh = self.epoch % COST_REFRESH_EPOCHS == 0
+        if sc.routing.drift and refresh and self.epoch > 0:
+            for rm in self.routing.values():  # exact OU step over the refresh period
+                rm.step(self._rng_route, dt=float(COST_REFRESH_EPOCHS))
         paths_changed = False
         if sc.dynamics.links:
-            failed = [self._edges[i] for i in np.flatnonzero(~self.dyn.link_up)]
-            self.paths = self.topology.with_links(self.dyn.link_scale, failed=failed)
-            self.perception.set_paths(self.paths.latency_ms, self.paths.hops)
-            paths_changed = True
+            failed = tuple(self._edges[i] for i in np.flatnonzero(~self.dyn.link_up))
+            if refresh or failed != self._failed:  # bandwidth is re-sampled at refreshes
+                self._failed = failed
+                self.paths = self.topology.with_links(self.dyn.link_scale, failed=failed)
+                self.perception.set_paths(self.paths.latency_ms, self.paths.hops)
+                paths_changed = True
         up = self.dyn.server_up
         if not np.array_equal(up, old_up):
             self.plan = _strip(self.plan, up)
@@ -293,7 +298,7 @@ class World:
             self._cache.clear()
         if paths_changed:
             self._cache.clear()
-        if self.epoch % COST_REFRESH_EPOCHS == 0:
+        if refresh:
             self._refresh_popularity()
         # 4) requests
         rates = self._base_rates * self.dyn.demand * up
@@ -446,7 +451,7 @@ class World:
             for g, b, u in zip(self.gpus, busy, up, strict=True)
             if u
         )
-        gpu_mem, host_mem = memory_use_gb(self.plan, self.n, self.kv_reserve_gb)
+        gpu_mem, host_mem = self._memory()
         self._last = {"utilisation": util, "dropped": dropped_at, "demand": demand}
         price = sum(s.cost_per_1k_tokens for s in self.servers if s.is_cloud)
         return EpochReport(
@@ -481,6 +486,12 @@ class World:
             infeasibility=why,
         )
 
+    def _memory(self) -> tuple[np.ndarray, np.ndarray]:
+        """GPU and host memory the plan in force uses per server [GB] (cached per plan)."""
+        if self._mem[0] is not self.plan:
+            self._mem = (self.plan, memory_use_gb(self.plan, self.n, self.kv_reserve_gb))
+        return self._mem[1]
+
     def _quality(self, mp: ModelPlan, m, home: int) -> float:
         key = ("q", mp.model, home)
         if key not in self._cache:
@@ -498,7 +509,7 @@ class World:
 
     def true_status(self) -> np.ndarray:
         """Each server's true status vector [n, len(STATUS_FIELDS) + n_models]."""
-        gpu, host = memory_use_gb(self.plan, self.n, self.kv_reserve_gb)
+        gpu, host = self._memory()
         gcap = np.maximum(self.gpu_capacity_gb, 1e-9)
         hcap = np.maximum(self.host_capacity_gb, 1e-9)
         link = np.ones(self.n)

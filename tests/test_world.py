@@ -1,0 +1,261 @@
+"""The CoEL world: conservation, determinism, load, staleness, updates, real data, bad input."""
+
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from coel_env.core import plan as P
+from coel_env.core.world import World
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+FAST = {"epoch_s": 10.0}
+
+
+def _run(world, seed, epochs, plans=None):
+    world.reset(seed)
+    out = []
+    for k in range(epochs):
+        out.append(world.step(None if plans is None else plans[k]).as_dict())
+    return out
+
+
+def test_every_arrived_request_is_served_or_dropped_in_every_epoch():
+    w = World("large", {"dynamics.server_leave_prob": 0.05})
+    w.reset(1)
+    total = 0
+    for _ in range(30):
+        r = w.step()
+        assert r.requests_served + r.requests_dropped == r.requests_arrived
+        assert r.dropped_no_model + r.dropped_overload == r.requests_dropped
+        assert 0.0 <= r.slo_attainment <= 1.0
+        total += r.requests_arrived
+    assert total > 0
+
+
+def test_same_seed_same_reports_and_another_seed_differs():
+    a = _run(World("default"), 7, 25)
+    b = _run(World("default"), 7, 25)
+    c = _run(World("default"), 8, 25)
+    assert a == b
+    assert a != c
+
+
+def test_a_pickled_world_continues_identically():
+    w = World("default")
+    w.reset(3)
+    for _ in range(5):
+        w.step()
+    clone = pickle.loads(pickle.dumps(w))
+    assert [w.step().as_dict() for _ in range(10)] == [clone.step().as_dict() for _ in range(10)]
+
+
+def test_same_seed_same_reports_across_processes():
+    code = (
+        "import json; from coel_env.core.world import World; w = World('default'); w.reset(11);"
+        "print(json.dumps([w.step().slo_attainment for _ in range(15)]))"
+    )
+    runs = [
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        for _ in range(2)
+    ]
+    assert runs[0].stdout == runs[1].stdout and runs[0].stdout.strip()
+
+
+def test_latency_rises_with_load():
+    def stats(rate):
+        reps = _run(World("static", {"workload.rate_per_s": rate}), 0, 60)
+        served = sum(r["requests_served"] for r in reps)
+        p95 = np.mean([r["latency_p95_ms"] for r in reps if r["requests_served"]])
+        slo = sum(r["slo_met"] for r in reps) / max(1, sum(r["requests_arrived"] for r in reps))
+        return served, p95, slo
+
+    lo, hi = stats(0.02), stats(0.12)
+    assert hi[0] > lo[0]  # more load served
+    assert hi[1] > lo[1]  # but slower
+    assert hi[2] < lo[2]  # and fewer within their SLO
+
+
+def test_broadcast_views_are_at_most_one_period_plus_path_latency_old():
+    w = World("static", {"perception.loss_prob": 0.0, "perception.hops": 8})
+    w.reset(0)
+    period = w.scenario.perception.period_s
+    for _ in range(10):
+        w.step()
+        ages = w.perception.age_s(w.t_s)
+        lat_s = w.paths.latency_ms / 1000
+        assert np.isfinite(ages).all()
+        assert (ages <= period + lat_s + 1e-9).all()
+
+
+def test_a_server_that_left_holds_no_experts_in_any_evaluated_plan():
+    w = World("default", {"dynamics.servers": True, "dynamics.server_leave_prob": 0.2})
+    w.reset(2)
+    left = 0
+    for _ in range(40):
+        w.step()
+        down = ~w.dyn.server_up
+        left += int(down.sum())
+        for mp in w.plan.models.values():
+            assert (mp.location[:, :, down] == P.ABSENT).all()
+            assert not any(down[h] for h in mp.home)
+    assert left > 0
+
+
+def test_infeasible_plan_is_reported_and_the_previous_plan_kept():
+    w = World("static")
+    w.reset(0)
+    before = w.plan
+    name = w.models[0]
+    m = w.specs[0]
+    loc = np.zeros((m.n_moe_layers, m.n_experts, w.n), np.int8)
+    loc[:, :, 0] = P.GPU  # everything on server 0's GPU ...
+    bad = P.Plan(
+        {
+            name: P.ModelPlan(
+                name, loc, np.full(loc.shape[:2], 16, np.int8), (0,),
+                np.zeros(m.n_moe_layers, np.int8),
+            )
+        }
+    )  # fmt: skip
+    big = P.Plan({**bad.models})
+    w.gpu_capacity_gb = w.gpu_capacity_gb.copy()
+    w.gpu_capacity_gb[0] = 1.0  # ... which is too small
+    r = w.step(big)
+    assert not r.feasible
+    assert "server 0" in r.infeasibility and "GPU memory" in r.infeasibility
+    assert w.plan is before
+    assert r.migration_bytes == 0
+
+
+def test_a_feasible_new_plan_pays_migration():
+    w = World("static")
+    w.reset(0)
+    name = w.models[0]
+    mp = w.plan.models[name]
+    moved = P.ModelPlan(name, mp.location, np.full_like(mp.bits, 4), mp.home, mp.host_policy)
+    new = P.Plan({**w.plan.models, name: moved})
+    r = w.step(new)
+    assert r.feasible and w.plan is new
+    # fewer bits re-quantize in place: no network bytes; going back up costs a copy
+    assert r.migration_bytes == 0
+    back = P.Plan({**w.plan.models, name: mp})
+    assert w.step(back).migration_bytes > 0
+
+
+def test_quantization_shows_in_quality_loss():
+    w = World("static")
+    w.reset(0)
+    name = w.models[0]
+    mp = w.plan.models[name]
+    low = P.ModelPlan(name, mp.location, np.full_like(mp.bits, 2), mp.home, mp.host_policy)
+    reps = [w.step(P.Plan({**w.plan.models, name: low})) for _ in range(5)]
+    assert max(r.quality_loss for r in reps) > 0.05
+    assert sum(r.quality_violations for r in reps) > 0
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"foo": 1}, "unknown scenario key 'foo'; valid keys: name, instance_seed"),
+        ({"workload.rat": 1}, "unknown scenario key 'workload.rat'; valid keys of workload"),
+        ({"models": ["gpt-9"]}, "unknown model 'gpt-9'; known models:"),
+        ({"topology.device_mix": {"tpu-v9": 1.0}}, "tpu-v9"),
+        ({"epoch_s": -1}, "epoch_s=-1 is not allowed"),
+    ],
+)
+def test_bad_scenarios_name_the_key_value_and_the_allowed(overrides, message):
+    with pytest.raises(ValueError) as exc:
+        World("default", overrides)
+    assert message in str(exc.value)
+
+
+def test_unknown_preset_or_missing_file():
+    with pytest.raises(ValueError, match="neither a preset"):
+        World("no-such-scenario")
+
+
+def test_step_before_reset_raises():
+    with pytest.raises(RuntimeError, match="reset"):
+        World("default").step()
+
+
+def test_core_imports_no_gymnasium():
+    code = (
+        "import sys, pkgutil, importlib, coel_env.core as c\n"
+        "for m in pkgutil.iter_modules(c.__path__):\n"
+        "    importlib.import_module('coel_env.core.' + m.name)\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('gymnasium', 'gym', 'torch')]\n"
+        "print(bad)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+# ------------------------------------------------------------------ real data
+
+
+def _need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"{path} not present")
+    return path
+
+
+@pytest.mark.parametrize("name", ["Abilene", "Aarnet", "Cernet", "Uninett2010"])
+def test_runs_on_topology_zoo(name):
+    f = _need(DATA / "topologies" / "topology_zoo" / f"{name}.graphml")
+    w = World("default", {"topology.kind": "graphml", "topology.path": str(f)})
+    w.reset(0)
+    reps = [w.step() for _ in range(3)]
+    assert w.n >= 10 and all(
+        r.requests_served + r.requests_dropped == r.requests_arrived for r in reps
+    )
+
+
+def test_runs_on_eua():
+    f = _need(DATA / "topologies" / "eua" / "site-optus-melbCBD.csv")
+    users = DATA / "topologies" / "eua" / "users-melbcbd-generated.csv"
+    w = World(
+        "default",
+        {"topology.kind": "eua", "topology.path": str(f), "topology.users_path": str(users),
+         "topology.n_servers": 8},
+    )  # fmt: skip
+    w.reset(0)
+    assert w.n == 8 and w.step().requests_arrived >= 0
+
+
+@pytest.mark.parametrize(
+    "trace", ["AzureLLMInferenceTrace_code.csv", "AzureLLMInferenceTrace_conv.csv"]
+)
+def test_replays_azure_traces(trace):
+    f = _need(DATA / "traces" / "azure_llm_2023" / trace)
+    w = World(
+        "static", {"workload.kind": "azure", "workload.trace": str(f), "workload.time_scale": 20.0}
+    )
+    w.reset(0)
+    reps = [w.step() for _ in range(3)]
+    assert sum(r.requests_arrived for r in reps) > 0
+
+
+def test_replays_a_generic_trace(tmp_path):
+    f = tmp_path / "t.csv"
+    f.write_text("arrival_s,input_tokens,output_tokens\n0.5,100,20\n1.5,200,30\n12.0,50,10\n")
+    w = World("static", {"workload.kind": "generic", "workload.trace": str(f)})
+    w.reset(0)
+    # the trace loops with period = last arrival + mean gap = 12 + 5.75 s
+    assert [w.step().requests_arrived for _ in range(2)] == [2, 1 + 1 + 1]
+
+
+def test_uses_real_routing_data():
+    esft = _need(DATA / "routing" / "deepseek_v2_lite_esft")
+    fid = _need(DATA / "routing" / "mixtral_fiddler")
+    w = World(
+        "large",
+        {"routing.esft_dir": str(esft), "routing.fiddler_dir": str(fid), "topology.n_servers": 8},
+    )
+    w.reset(0)
+    r = w.step()
+    assert r.requests_served + r.requests_dropped == r.requests_arrived
