@@ -112,7 +112,7 @@ def test_quantization_loss_non_decreasing_with_fewer_bits(scheme, data) -> None:
     before = quality.quantization_loss(bits, pop, scheme=scheme)
     after = quality.quantization_loss(lower, pop, scheme=scheme)
     assert after >= before
-    assert 0.0 <= before <= max(PUBLISHED_PPL[scheme].values())
+    assert 0.0 <= before <= max(PUBLISHED_PPL[scheme].values()) + 1e-12  # float rounding
 
 
 @PROPS
