@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from coel_env import cost
-from coel_env.catalog import BITS, MoEModel
+from coel_env.catalog import MoEModel
 from coel_env.core.plan import ABSENT, FETCH, GPU, HOST, ModelPlan
 from coel_env.core.routing import _expected_counts
 from coel_env.profiles import DeviceProfile
@@ -82,6 +82,7 @@ class ServingModel:
             [np.inf if (g.unified_memory or g.pcie is None) else g.pcie.gbps for g in gpus]
         )
         self._att: dict = {}
+        self._placements: dict = {}
 
     # ----------------------------------------------------------------- parts
 
@@ -108,6 +109,50 @@ class ServingModel:
             self._att[key] = m.n_layers * a["total_ms"] + lm + dense
         return self._att[key]
 
+    def _placement(self, mp: ModelPlan, home: int, latency_ms: np.ndarray, up: np.ndarray):
+        """Where each expert of ``mp`` runs for requests at ``home`` (cached per plan/paths/up).
+
+        Returns None when an expert has no replica on a present, reachable server;
+        else ``(server [L, E], groups, remote_servers)`` where each group is
+        ``(flat indices, fits, weight bytes, server, fetch ms)``.
+        """
+        key = (id(mp), home, id(latency_ms), up.tobytes())
+        hit = self._placements.get(key)
+        if hit is not None and hit[0] is mp:
+            return hit[1]
+        m = mp.spec
+        held = (mp.location != ABSENT) & up[None, None, :]
+        local = held[:, :, home]
+        cand = np.where(held, latency_ms[home][None, None, :], np.inf)
+        cand[:, :, home] = np.where(local, -1.0, np.inf)
+        server = cand.argmin(axis=2)
+        if not np.isfinite(np.take_along_axis(cand, server[:, :, None], 2)).all():
+            self._placements[key] = (mp, None)
+            return None
+        tier = np.take_along_axis(mp.location, server[:, :, None], 2)[:, :, 0]
+        pol = np.broadcast_to(mp.host_policy[:, None] == FETCH, tier.shape)
+        flat_server, flat_tier, flat_bits = server.ravel(), tier.ravel(), mp.bits.ravel()
+        flat_pol = pol.ravel()
+        groups = []
+        for s in np.unique(flat_server):
+            for b in np.unique(flat_bits[flat_server == s]):
+                sel = (flat_server == s) & (flat_bits == b)
+                w = float(m.expert_bytes(int(b)))
+                uni = bool(self.unified[s])
+                on_gpu = sel & ((flat_tier == GPU) | ((flat_tier == HOST) & (flat_pol | uni)))
+                on_cpu = sel & (flat_tier == HOST) & ~flat_pol & ~uni
+                fetch_ms = np.where(
+                    (flat_tier == HOST) & flat_pol & ~uni, w / (self.pcie_gbps[s] * 1e6), 0.0
+                )
+                for mask, dev in ((on_gpu, self.gpus[s]), (on_cpu, self.cpus[s])):
+                    idx = np.flatnonzero(mask)
+                    if idx.size:
+                        groups.append((idx, dev, int(b), w, int(s), fetch_ms[idx]))
+        remote = [(int(s), server == s) for s in np.unique(server) if s != home]
+        out = (server, groups, remote)
+        self._placements[key] = (mp, out)
+        return out
+
     def step(
         self,
         mp: ModelPlan,
@@ -123,42 +168,23 @@ class ServingModel:
         m = mp.spec
         n = max(float(n), 1.0)
         busy = np.zeros(self.n)
+        placed = self._placement(mp, home, latency_ms, up)
+        if placed is None:
+            return StepCost(np.inf, busy, 0.0, False)
+        server, groups, remote_servers = placed
         t = _expected_counts(popularity, n, m.top_k)  # [L, E]
         q = np.clip(t / n, 0.0, 1.0)
         pa = 1.0 - (1.0 - q) ** n
         ta = np.where(pa > 0, t / np.maximum(pa, 1e-12), 0.0)
-        loc = mp.location
-        held = (loc != ABSENT) & up[None, None, :]
-        local = held[:, :, home]
-        cand = np.where(held, latency_ms[home][None, None, :], np.inf)
-        cand[:, :, home] = np.where(local, -1.0, np.inf)
-        server = cand.argmin(axis=2)  # [L, E]
-        if not np.isfinite(np.take_along_axis(cand, server[:, :, None], 2)).all():
-            return StepCost(np.inf, busy, 0.0, False)
-        tier = np.take_along_axis(loc, server[:, :, None], 2)[:, :, 0]
-        params = m.expert_params
-        flops = 2.0 * ta * params
-        size = {b: float(m.expert_bytes(b)) for b in BITS}
-        expert_ms = np.zeros(t.shape)
-        pol = mp.host_policy[:, None] == FETCH
-        for s in np.unique(server):
-            at_s = server == s
-            for b in np.unique(mp.bits[at_s]):
-                sel = at_s & (mp.bits == b)
-                w = size[int(b)]
-                gpu_sel = sel & ((tier == GPU) | ((tier == HOST) & (pol | self.unified[s])))
-                cpu_sel = sel & (tier == HOST) & ~pol & ~self.unified[s]
-                if gpu_sel.any():
-                    ms = self._fit_ms(self.gpus[s], int(b), w, flops[gpu_sel], 5 if m.gated else 3)
-                    expert_ms[gpu_sel] = ms
-                    busy[s] += float((ms * pa[gpu_sel]).sum())
-                if cpu_sel.any():
-                    ms = self._fit_ms(self.cpus[s], int(b), w, flops[cpu_sel], 5 if m.gated else 3)
-                    expert_ms[cpu_sel] = ms
-                    busy[s] += float((ms * pa[cpu_sel]).sum())
-                fetch = sel & (tier == HOST) & pol & ~self.unified[s]
-                if fetch.any():
-                    expert_ms[fetch] += w / (self.pcie_gbps[s] * 1e6)
+        flops = (2.0 * m.expert_params) * ta.ravel()
+        pa_flat = pa.ravel()
+        expert_ms = np.zeros(flops.size)
+        ops = 5 if m.gated else 3
+        for idx, dev, b, w, s, fetch in groups:
+            ms = self._fit_ms(dev, b, w, flops[idx], ops)
+            expert_ms[idx] = ms + fetch
+            busy[s] += float(ms @ pa_flat[idx])
+        expert_ms = expert_ms.reshape(t.shape)
         # dispatch and router on the home GPU
         d = m.d_model
         g16 = self.gpus[home]
@@ -170,16 +196,16 @@ class ServingModel:
         layer_ms = router + (pa * (expert_ms + disp)).sum(axis=1)
         busy[home] += m.n_moe_layers * router + float((pa * disp).sum())
         # remote experts: activations out and back, path latency once per (layer, server)
-        remote = server != home
         net_bytes = 0.0
-        if remote.any():
+        if remote_servers:
+            remote = server != home
             one_way = ta * d * ACT_BYTES * mp.keep_ratio
             bw = bandwidth_gbit_s[home][server]
             xfer = np.where(remote, 2 * one_way * 8 / (np.maximum(bw, 1e-9) * 1e6), 0.0)
             layer_ms = layer_ms + (pa * xfer).sum(axis=1)
             net_bytes = float((pa * remote * 2 * one_way).sum())
-            for s in np.unique(server[remote]):
-                p_any = np.minimum(1.0, (pa * (server == s)).sum(axis=1))
+            for s, at_s in remote_servers:
+                p_any = np.minimum(1.0, (pa * at_s).sum(axis=1))
                 layer_ms = layer_ms + p_any * 2 * latency_ms[home, s]
         total = float(layer_ms.sum())
         if m.n_shared_experts:

@@ -118,8 +118,12 @@ class EpochReport:
         return dataclasses.asdict(self)
 
 
-def _nan_pct(x: np.ndarray, q: float) -> float:
-    return float(np.percentile(x, q)) if x.size else 0.0
+def _p50_p95(x: np.ndarray) -> tuple[float, float]:
+    """Median and 95th percentile (0 for no data)."""
+    if not x.size:
+        return 0.0, 0.0
+    a, b = np.percentile(x, (50, 95))
+    return float(a), float(b)
 
 
 class World:
@@ -296,8 +300,10 @@ class World:
             )
             self.plan = new
             self._cache.clear()
+            self.serving._placements.clear()
         if paths_changed:
             self._cache.clear()
+            self.serving._placements.clear()
         if refresh:
             self._refresh_popularity()
         # 4) requests
@@ -454,6 +460,7 @@ class World:
         gpu_mem, host_mem = self._memory()
         self._last = {"utilisation": util, "dropped": dropped_at, "demand": demand}
         price = sum(s.cost_per_1k_tokens for s in self.servers if s.is_cloud)
+        lat_q, ttft_q = _p50_p95(lat_s), _p50_p95(ttft[served])
         return EpochReport(
             epoch=self.epoch,
             t_s=t0,
@@ -464,10 +471,10 @@ class World:
             dropped_overload=int((dropped & ~no_model).sum()),
             slo_met=int(slo_ok.sum()),
             slo_attainment=float(slo_ok.mean()) if n_req else 1.0,
-            latency_p50_ms=_nan_pct(lat_s, 50),
-            latency_p95_ms=_nan_pct(lat_s, 95),
-            ttft_p50_ms=_nan_pct(ttft[served], 50),
-            ttft_p95_ms=_nan_pct(ttft[served], 95),
+            latency_p50_ms=lat_q[0],
+            latency_p95_ms=lat_q[1],
+            ttft_p50_ms=ttft_q[0],
+            ttft_p95_ms=ttft_q[1],
             tpot_mean_ms=float(tpot[served].mean()) if served.any() else 0.0,
             throughput_tok_s=float(reqs.output_tokens[served].sum()) / dt,
             quality_loss=float(qloss[served].mean()) if served.any() else 0.0,
