@@ -35,7 +35,19 @@ def _add_cost(sub: argparse._SubParsersAction) -> None:
     cost_cli.add_arguments(p)
 
 
-_SUBCOMMANDS = (_add_profile, _add_cost)
+def _add_simulate(sub: argparse._SubParsersAction) -> None:
+    from coel_env import simulate_cli
+
+    p = sub.add_parser(
+        "simulate",
+        help="run a scenario's world under the naive plan and print run metrics",
+        description=simulate_cli.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    simulate_cli.add_arguments(p)
+
+
+_SUBCOMMANDS = (_add_profile, _add_cost, _add_simulate)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -89,8 +89,9 @@ def n_mats(gated: bool) -> int:
 
 
 def _smax(a: np.ndarray, b: np.ndarray, p: float) -> np.ndarray:
-    """Smooth maximum (a^p + b^p)^(1/p), computed in log space to avoid overflow."""
-    return np.exp(np.logaddexp(p * np.log(a), p * np.log(b)) / p)
+    """Smooth maximum (a^p + b^p)^(1/p) of positive a, b."""
+    hi = np.maximum(a, b)  # scale by the larger so the powers cannot overflow
+    return hi * ((a / hi) ** p + (b / hi) ** p) ** (1.0 / p)
 
 
 @dataclass(frozen=True)

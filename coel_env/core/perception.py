@@ -130,20 +130,41 @@ class Perception:
         if truth.shape != (self.n, self.n_fields):
             raise ValueError(f"truth has shape {truth.shape}; expected {(self.n, self.n_fields)}")
         alive = np.ones(self.n, bool) if up is None else np.asarray(up, bool)
-        link_bytes = 0.0
         period = self.config.period_s
-        while self._next_round_s < t1_s:
-            t = self._next_round_s
-            self._deliver(t)
-            send = self._reach & alive[:, None] & alive[None, :]
-            link_bytes += self.message_bytes * float(self._hops[send].sum())
-            if self.config.loss_prob > 0:
-                send &= rng.random(send.shape) >= self.config.loss_prob
-            self._fl_status[send] = np.broadcast_to(truth[None, :, :], self.status.shape)[send]
-            self._fl_sent[send] = t
-            self._fl_arrive[send] = t + self._lat_s[send]
-            self._next_round_s = t + period
+        times = []
+        t = self._next_round_s
+        while t < t1_s:
+            times.append(t)
+            t += period
+        self._next_round_s = t
+        # messages still in flight from earlier epochs are older than any sent now
         self._deliver(t1_s)
+        link_bytes = 0.0
+        if times:
+            rounds = np.asarray(times)
+            send = self._reach & alive[:, None] & alive[None, :]
+            link_bytes = self.message_bytes * float(self._hops[send].sum()) * len(times)
+            shape = (len(times), self.n, self.n)
+            ok = np.broadcast_to(send, shape)
+            if self.config.loss_prob > 0:  # same draws as one (n, n) draw per round
+                ok = ok & (rng.random(shape) >= self.config.loss_prob)
+            arrive = rounds[:, None, None] + self._lat_s[None, :, :]
+            here = ok & (arrive <= t1_s)
+            flying = ok & ~here
+            for mask, deliver in ((here, True), (flying, False)):
+                has = mask.any(axis=0)
+                if not has.any():
+                    continue
+                last = len(times) - 1 - mask[::-1].argmax(axis=0)  # newest round per pair
+                sent = rounds[last]
+                if deliver:
+                    upd = has & (sent > self.sent_s)
+                    self.status[upd] = np.broadcast_to(truth[None], self.status.shape)[upd]
+                    self.sent_s[upd] = sent[upd]
+                else:  # the newest message in flight supersedes an older one
+                    self._fl_status[has] = np.broadcast_to(truth[None], self.status.shape)[has]
+                    self._fl_sent[has] = sent[has]
+                    self._fl_arrive[has] = (sent + self._lat_s)[has]
         # a server always knows itself, now
         idx = np.arange(self.n)
         self.status[idx, idx] = truth
