@@ -116,7 +116,7 @@ class ServingModel:
         else ``(server [L, E], groups, remote_servers)`` where each group is
         ``(flat indices, fits, weight bytes, server, fetch ms)``.
         """
-        key = (id(mp), home, id(latency_ms), up.tobytes())
+        key = (id(mp), home, up.tobytes())
         hit = self._placements.get(key)
         if hit is not None and hit[0] is mp:
             return hit[1]
@@ -152,6 +152,12 @@ class ServingModel:
         out = (server, groups, remote)
         self._placements[key] = (mp, out)
         return out
+
+    def forget_remote(self) -> None:
+        """Paths changed: forget placements that use other servers (and unservable ones)."""
+        for k, (_, out) in list(self._placements.items()):
+            if out is None or out[2]:
+                del self._placements[k]
 
     def step(
         self,

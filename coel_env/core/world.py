@@ -68,6 +68,9 @@ from coel_env.profiles import get_device
 #: Epochs between refreshes of the routing popularity used for costing (a real system
 #: re-estimates expert popularity periodically; costs are cached in between).
 COST_REFRESH_EPOCHS = 5
+#: A (model, server) popularity that moved less than this (mean L1 distance per layer,
+#: out of 2) keeps its cached serving costs at a refresh.
+POP_TOLERANCE = 0.1
 #: Fields of a server's broadcast status vector.
 STATUS_FIELDS = (
     "free_gpu_frac",
@@ -196,7 +199,7 @@ class World:
         self.epoch = 0
         self._cache: dict = {}
         self._mem: tuple = (None, None)
-        self._pop: dict = {}
+        self._pop = {}
         self._last = {
             "utilisation": np.zeros(self.n),
             "dropped": np.zeros(self.n),
@@ -276,7 +279,8 @@ class World:
         up = self.dyn.server_up
         if not np.array_equal(up, old_up):
             self.plan = _strip(self.plan, up)
-            paths_changed = True
+            self._cache.clear()
+            self.serving._placements.clear()
         # 2) plan check
         feasible, why = True, ""
         new = self.plan
@@ -302,8 +306,7 @@ class World:
             self._cache.clear()
             self.serving._placements.clear()
         if paths_changed:
-            self._cache.clear()
-            self.serving._placements.clear()
+            self._drop_path_dependent_costs()
         if refresh:
             self._refresh_popularity()
         # 4) requests
@@ -326,24 +329,46 @@ class World:
     # ------------------------------------------------------------- internals
 
     def _refresh_popularity(self) -> None:
-        """Popularity per (model, server) from the server's task mix (cost snapshot)."""
-        self._pop = {}
+        """Popularity per (model, server) from the server's task mix (the cost snapshot).
+
+        A (model, server) whose popularity moved less than :data:`POP_TOLERANCE`
+        (mean L1 distance per layer) since its snapshot keeps it, and its cached costs.
+        """
         for name in self.models:
             rm = self.routing[name]
             cur = np.stack([rm.popularity(t) for t in rm.tasks])  # [T, L, E]
-            self._pop[name] = np.einsum("st,tle->sle", self.dyn.task_mix, cur)
-        self._cache.clear()
+            new = np.einsum("st,tle->sle", self.dyn.task_mix, cur)
+            old = self._pop.get(name)
+            if old is None:
+                self._pop[name] = new
+                continue
+            moved = np.abs(new - old).sum(axis=2).mean(axis=1) > POP_TOLERANCE  # [servers]
+            for h in np.flatnonzero(moved):
+                old[h] = new[h]
+                self._cache.pop((name, int(h)), None)
+
+    def _entry(self, name: str, home: int) -> dict:
+        return self._cache.setdefault((name, home), {})
 
     def _cost(self, name: str, mp: ModelPlan, home: int, n: float, phase: str) -> StepCost:
-        key = (name, home, bucket(n) if phase == "decode" else int(n), phase)
-        c = self._cache.get(key)
+        entry = self._entry(name, home)
+        key = (bucket(n) if phase == "decode" else int(n), phase)
+        c = entry.get(key)
         if c is None:
             c = self.serving.step(
-                mp, home, self._pop[name][home], key[2], self.paths.latency_ms,
+                mp, home, self._pop[name][home], key[0], self.paths.latency_ms,
                 self.paths.bottleneck_gbit_s, self.dyn.server_up, phase,
             )  # fmt: skip
-            self._cache[key] = c
+            entry[key] = c
         return c
+
+    def _drop_path_dependent_costs(self) -> None:
+        """Paths changed: forget costs of (model, home) pairs that use remote experts."""
+        for name, home in list(self._cache):
+            mp = self.plan.models.get(name)
+            if mp is None or (mp.location[:, :, home] == ABSENT).any():
+                del self._cache[(name, home)]
+        self.serving.forget_remote()
 
     def _serve(
         self, reqs: Requests, mig: MigrationReport, t0: float, dt: float, feasible: bool, why: str
@@ -500,8 +525,8 @@ class World:
         return self._mem[1]
 
     def _quality(self, mp: ModelPlan, m, home: int) -> float:
-        key = ("q", mp.model, home)
-        if key not in self._cache:
+        entry = self._entry(mp.model, home)
+        if "q" not in entry:
             pop = self._pop[mp.model][home]
             loss = quality.quantization_loss(
                 mp.bits, pop,
@@ -511,8 +536,8 @@ class World:
             remote = (mp.location[:, :, home] == ABSENT).any()
             if remote:
                 loss += float(quality.token_keep_loss(mp.keep_ratio))
-            self._cache[key] = loss
-        return self._cache[key]
+            entry["q"] = loss
+        return entry["q"]
 
     def true_status(self) -> np.ndarray:
         """Each server's true status vector [n, len(STATUS_FIELDS) + n_models]."""
