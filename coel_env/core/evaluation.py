@@ -116,7 +116,7 @@ class ServingModel:
         else ``(server [L, E], groups, remote_servers)`` where each group is
         ``(flat indices, fits, weight bytes, server, fetch ms)``.
         """
-        key = (id(mp), home, up.tobytes())
+        key = (id(mp), home)  # plans hold nothing on absent servers (the world strips them)
         hit = self._placements.get(key)
         if hit is not None and hit[0] is mp:
             return hit[1]

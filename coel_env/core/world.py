@@ -278,9 +278,12 @@ class World:
                 paths_changed = True
         up = self.dyn.server_up
         if not np.array_equal(up, old_up):
+            before = self.plan
             self.plan = _strip(self.plan, up)
-            self._cache.clear()
-            self.serving._placements.clear()
+            for name, mp in before.models.items():  # forget costs of model plans that changed
+                if self.plan.models.get(name) is not mp:
+                    for key in [k for k in self._cache if k[0] == name]:
+                        del self._cache[key]
         # 2) plan check
         feasible, why = True, ""
         new = self.plan
@@ -596,15 +599,25 @@ def _lindley(backlog0: float, arrive: np.ndarray, work: np.ndarray) -> np.ndarra
 
 
 def _strip(plan: Plan, up: np.ndarray) -> Plan:
-    """The plan without anything on absent servers (their experts vanish)."""
+    """The plan without anything on absent servers (their experts vanish).
+
+    Model plans that hold nothing on an absent server are kept as they are (same
+    objects), and so is the plan when nothing changes, so cached costs survive.
+    """
     out = {}
+    changed = False
+    down = ~np.asarray(up, bool)
     for name, mp in plan.models.items():
+        if not (mp.location[:, :, down] != ABSENT).any() and all(up[h] for h in mp.home):
+            out[name] = mp
+            continue
+        changed = True
         homes = tuple(h for h in mp.home if up[h])
         if not homes:
             continue
         loc = np.where(up[None, None, :], mp.location, ABSENT).astype(np.int8)
         out[name] = ModelPlan(name, loc, mp.bits, homes, mp.host_policy, mp.keep_ratio)
-    return Plan(out)
+    return Plan(out) if changed else plan
 
 
 def _build_topology(sc: Scenario, rng: np.random.Generator) -> topo.Topology:
