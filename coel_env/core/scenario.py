@@ -94,6 +94,8 @@ class WorkloadSection:
         kind: ``synthetic``, ``azure`` or ``generic`` (a CSV trace by ``trace``).
         trace: path of the trace file for ``azure`` / ``generic``.
         time_scale: multiplies trace inter-arrival times.
+        loop: replay the trace again when it ends (period: last arrival plus the mean
+            gap); False leaves later epochs empty.
         rate_per_s: mean request rate per edge server [1/s] (synthetic).
         diurnal_amplitude: relative amplitude of a daily rate cycle [0-1).
         tasks: task types; routing popularity depends on them.
@@ -107,6 +109,7 @@ class WorkloadSection:
     kind: str = "synthetic"
     trace: str | None = None
     time_scale: float = 1.0
+    loop: bool = True
     rate_per_s: float = 0.06
     diurnal_amplitude: float = 0.0
     tasks: tuple[str, ...] = ("intent", "law", "summary", "translation")

@@ -85,7 +85,14 @@ STATUS_FIELDS = (
 
 @dataclass(frozen=True)
 class EpochReport:
-    """What happened in one epoch (all counts over the epoch)."""
+    """What happened in one epoch (all counts over the epoch).
+
+    Percentiles are over the epoch's served requests (0 when none was served);
+    ``slo_attainment`` is 1.0 for an epoch without arrivals, so aggregate runs
+    from the counts (``slo_met / requests_arrived``), not by averaging it.
+    ``World.last_latency_ms`` / ``last_ttft_ms`` hold the epoch's per-request
+    values for exact run percentiles.
+    """
 
     epoch: int
     t_s: float
@@ -207,6 +214,8 @@ class World:
         }
         self.plan = self.naive_plan()
         self._backlog = np.zeros(self.n)  # queued GPU work per server [ms]
+        self.last_latency_ms = np.zeros(0)
+        self.last_ttft_ms = np.zeros(0)
         self._seeded = True
         self._refresh_popularity()
         self._broadcast(0.0)
@@ -489,6 +498,8 @@ class World:
         self._last = {"utilisation": util, "dropped": dropped_at, "demand": demand}
         price = sum(s.cost_per_1k_tokens for s in self.servers if s.is_cloud)
         lat_q, ttft_q = _p50_p95(lat_s), _p50_p95(ttft[served])
+        self.last_latency_ms = lat_s  # served requests of this epoch, for exact run percentiles
+        self.last_ttft_ms = ttft[served]
         return EpochReport(
             epoch=self.epoch,
             t_s=t0,
@@ -620,8 +631,15 @@ def _strip(plan: Plan, up: np.ndarray) -> Plan:
     return Plan(out) if changed else plan
 
 
+def _need_file(key: str, path: str | None) -> None:
+    if path is not None and not Path(path).is_file():
+        raise ValueError(f"{key}={path!r} does not exist")
+
+
 def _build_topology(sc: Scenario, rng: np.random.Generator) -> topo.Topology:
     t = sc.topology
+    _need_file("topology.path", t.path)
+    _need_file("topology.users_path", t.users_path)
     mix = dict(t.device_mix)
     if t.kind == "random_geometric":
         g = topo.random_geometric(
@@ -670,6 +688,7 @@ def _build_routing(sc: Scenario, specs, tasks, rng) -> dict[str, RoutingModel]:
 
 def _build_workload(sc: Scenario, n: int, is_cloud: np.ndarray, n_models: int, tasks):
     w = sc.workload
+    _need_file("workload.trace", w.trace)
     slo = SloConfig(w.ttft_ms, w.tpot_ms, w.quality_floor)
     if w.kind == "synthetic":
         rates = tuple(0.0 if c else w.rate_per_s for c in is_cloud)
@@ -688,4 +707,4 @@ def _build_workload(sc: Scenario, n: int, is_cloud: np.ndarray, n_models: int, t
     origin = np.asarray(edge, np.int32)[reqs.origin]
     reqs = Requests(**{**{f.name: getattr(reqs, f.name) for f in dataclasses.fields(reqs)},
                        "origin": origin})  # fmt: skip
-    return TraceWorkload(reqs)
+    return TraceWorkload(reqs, loop=w.loop)

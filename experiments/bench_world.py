@@ -1,0 +1,153 @@
+"""Benchmark ``World.step()`` under the naive plan: epochs per second per scenario.
+
+    python experiments/bench_world.py [--epochs N] [--scenarios default large]
+                                      [--repeats R] [--seed S] [--out results/world_benchmark.md]
+
+For each scenario: build the world, ``reset(seed)`` and run ``--warmup`` steps
+(fills the cost caches), then ``--repeats`` timed runs of ``reset(seed)`` +
+``--epochs`` steps (only the steps are timed). Reports the best and the median
+epochs per second over the repeats, and the machine (platform, CPU count,
+Python and NumPy versions).
+
+Runs on one core: OMP/MKL/OpenBLAS/NumExpr/Accelerate threads are set to 1
+through environment variables below, before NumPy is imported (a variable
+already set in the environment is kept, and reported). The process itself is
+not pinned unless ``--pin CPU`` is given; the CPUs it may run on are reported.
+"""
+
+from __future__ import annotations
+
+import os
+
+_THREAD_VARS = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+)
+for _v in _THREAD_VARS:  # before numpy is imported anywhere
+    os.environ.setdefault(_v, "1")
+
+import argparse  # noqa: E402
+import platform  # noqa: E402
+import shlex  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from coel_env.core.world import World  # noqa: E402
+
+
+def machine() -> dict[str, str]:
+    """Where the numbers were measured."""
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": str(os.cpu_count()),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "threads": ", ".join(f"{v}={os.environ[v]}" for v in _THREAD_VARS),
+        "affinity": (
+            ",".join(map(str, sorted(os.sched_getaffinity(0))))
+            if hasattr(os, "sched_getaffinity")
+            else "n/a"
+        ),
+    }
+
+
+def bench(scenario: str, epochs: int, repeats: int, warmup: int, seed: int) -> dict:
+    """Epochs per second of ``World(scenario).step()`` (naive plan), best and median."""
+    t = time.perf_counter()
+    world = World(scenario)
+    build_s = time.perf_counter() - t
+    world.reset(seed)
+    for _ in range(warmup):
+        world.step()
+    rates = []
+    for _ in range(repeats):
+        world.reset(seed)
+        t = time.perf_counter()
+        for _ in range(epochs):
+            world.step()
+        rates.append(epochs / (time.perf_counter() - t))
+    return {
+        "scenario": scenario,
+        "servers": world.n,
+        "models": len(world.models),
+        "epochs": epochs,
+        "repeats": repeats,
+        "build_s": build_s,
+        "best_eps": max(rates),
+        "median_eps": statistics.median(rates),
+        "median_ms_per_epoch": 1000.0 / statistics.median(rates),
+    }
+
+
+def markdown(rows: list[dict], info: dict[str, str], command: str) -> str:
+    lines = [
+        "# World.step() benchmark (naive plan)",
+        "",
+        f"Command: `{command}`",
+        "",
+        "| scenario | servers | models | epochs x repeats | best epochs/s | median epochs/s "
+        "| median ms/epoch | build s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['scenario']} | {r['servers']} | {r['models']} | {r['epochs']} x "
+            f"{r['repeats']} | {r['best_eps']:.1f} | {r['median_eps']:.1f} | "
+            f"{r['median_ms_per_epoch']:.2f} | {r['build_s']:.2f} |"
+        )
+    lines += ["", "Machine:", ""]
+    lines += [f"- {k}: {v}" for k, v in info.items()]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--epochs", type=int, default=200, help="timed epochs per repeat")
+    p.add_argument("--scenarios", nargs="+", default=["default", "large"], help="presets or YAML")
+    p.add_argument("--repeats", type=int, default=5, help="timed repeats (best and median)")
+    p.add_argument("--warmup", type=int, default=20, help="untimed epochs first")
+    p.add_argument("--seed", type=int, default=0, help="episode seed")
+    p.add_argument("--out", type=Path, help="write a markdown table here")
+    p.add_argument("--pin", type=int, metavar="CPU", help="also pin the process to this CPU")
+    args = p.parse_args(argv)
+    if args.pin is not None:
+        if not hasattr(os, "sched_setaffinity"):
+            p.error("--pin is not supported on this platform")
+        os.sched_setaffinity(0, {args.pin})
+    for name in ("epochs", "repeats"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} {getattr(args, name)} is not allowed; must be >= 1")
+    if args.warmup < 0:
+        p.error(f"--warmup {args.warmup} is not allowed; must be >= 0")
+    info = machine()
+    for k, v in info.items():
+        print(f"{k}: {v}")
+    rows = []
+    for sc in args.scenarios:
+        r = bench(sc, args.epochs, args.repeats, args.warmup, args.seed)
+        rows.append(r)
+        print(
+            f"{sc:<10s} servers {r['servers']:>3d}  best {r['best_eps']:8.1f} epochs/s  "
+            f"median {r['median_eps']:8.1f} epochs/s  ({r['median_ms_per_epoch']:.2f} ms/epoch, "
+            f"{r['epochs']} epochs x {r['repeats']})",
+            flush=True,
+        )
+    if args.out is not None:
+        given = sys.argv[1:] if argv is None else list(argv)
+        command = shlex.join(["python", "experiments/bench_world.py", *given])
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(markdown(rows, info, command))
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
