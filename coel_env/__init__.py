@@ -7,3 +7,27 @@ configs), :mod:`coel_env.profiles` (measured and derived device profiles),
 """
 
 __version__ = "0.1.0"
+
+
+#: Registered environment ids: (id, entry point, max_episode_steps).
+ENV_IDS = (
+    ("CoEL-IntraDevice-v0", "coel_env.envs:IntraDeviceEnv", 100),
+    ("CoEL-InterDevice-v0", "coel_env.envs:InterDeviceEnv", 100),
+    ("CoEL-v0", "coel_env.envs:CoELEnv", 200),
+)
+NAMESPACE = "coel_env"
+
+
+def register_envs() -> None:
+    """Register every id under the ``coel_env`` namespace (``coel_env/CoEL-v0``, listed
+    under its own heading by ``gymnasium.pprint_registry()``) and without it
+    (``CoEL-v0``, so ``gymnasium.make("coel_env:CoEL-v0")`` works). Idempotent."""
+    import gymnasium
+
+    for env_id, entry, steps in ENV_IDS:
+        for full in (f"{NAMESPACE}/{env_id}", env_id):
+            if full not in gymnasium.registry:
+                gymnasium.register(id=full, entry_point=entry, max_episode_steps=steps)
+
+
+register_envs()

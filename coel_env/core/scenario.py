@@ -223,7 +223,7 @@ def _positive(name: str, v: Any, integer: bool = False) -> None:
 
 # --------------------------------------------------------------------------- loading
 
-PRESETS = ("default", "large", "static")
+PRESETS = ("default", "large", "static", "intra", "inter")
 
 
 def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:

@@ -1,0 +1,237 @@
+"""Action encodings: factored discrete spaces decoded into deployment plans.
+
+Experts are handled in *popularity groups*: in every MoE layer the experts are
+ranked by the controller's popularity estimate and cut into ``n_groups``
+groups of equal size (group 0 the most popular). A decision about a group
+applies to its experts in every layer.
+
+Three encodings, one per environment (each a ``MultiDiscrete``; fields per
+model, models in scenario order):
+
+* :class:`IntraDeviceAction` (one server): ``[resident, bits_0..bits_{G-1},
+  host_policy]``: ``resident`` in 0..8 keeps the top ``resident/8`` of each
+  layer's experts (by popularity) in GPU memory and the rest in host memory;
+  ``bits_g`` indexes :data:`BITS`; ``host_policy`` runs host-memory experts on
+  the host CPU (0) or fetches them over PCIe (1).
+* :class:`InterDeviceAction` (several servers): ``[home, spread, place_0..,
+  replicate, bits_0.., keep, host_policy]``: the dense part runs on ``home``;
+  ``spread`` 0 keeps every group on the home, 1 puts group ``g`` on the
+  ``place_g``-th nearest server to the home (0 = the home itself);
+  ``replicate`` 1 also keeps a copy of every remote group on the home; ``keep``
+  indexes :data:`~coel_env.core.plan.KEEP_RATIOS`. On every server, experts
+  fill GPU memory in popularity order, the rest go to host memory.
+* :class:`CoELAction`: ``[update]`` + the inter-device fields; ``update`` 0
+  keeps the plan in force (nothing else is read), 1 adjusts it (bits, keep
+  ratio and host policy change, placement stays), 2 redeploys it.
+
+A decoded plan that does not fit (checked against the *true* capacities by
+the world) is an invalid action: see the environments' docstrings.
+``mask()`` returns the sb3-contrib ``action_masks()`` layout: one boolean per
+choice of every field, concatenated; masked choices cannot fit whatever the
+other fields say.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from coel_env.catalog import BITS
+from coel_env.core.plan import GB, GPU, HOST, KEEP_RATIOS, ModelPlan, Plan
+
+RESIDENT_LEVELS = 9  # resident share 0/8 .. 8/8
+N_NEAREST = 4  # placement choices: the home and its 3 nearest servers
+
+
+def group_of(popularity: np.ndarray, n_groups: int) -> np.ndarray:
+    """Group index [L, E] of every expert: rank by popularity within its layer, cut evenly."""
+    L, E = popularity.shape
+    rank = np.empty((L, E), int)
+    order = np.argsort(-popularity, axis=1, kind="stable")
+    rank[np.arange(L)[:, None], order] = np.arange(E)[None, :]
+    return np.minimum(rank * n_groups // E, n_groups - 1)
+
+
+class _Base:
+    """Shared pieces: sizes of models and the world's capacities."""
+
+    def __init__(self, world, n_groups: int) -> None:
+        self.world = world
+        self.n_groups = n_groups
+        self.n = world.n
+        self.models = world.models
+        self.specs = world.specs
+
+    def _dense_gb(self, i: int) -> float:
+        m = self.specs[i]
+        return m.non_expert_bytes(16) / GB + self.world.kv_reserve_gb[self.models[i]]
+
+    def _expert_gb(self, i: int, bits: int) -> float:
+        return self.specs[i].expert_bytes(bits) / GB
+
+    def mask(self) -> np.ndarray:
+        return np.ones(int(self.space_nvec().sum()), bool)
+
+
+class IntraDeviceAction(_Base):
+    """One server: GPU residency by popularity, bits per group, host policy."""
+
+    def fields(self) -> list[int]:
+        return [RESIDENT_LEVELS] + [len(BITS)] * self.n_groups + [2]
+
+    def space_nvec(self) -> np.ndarray:
+        return np.array(self.fields() * len(self.models), np.int64)
+
+    def decode(self, action: np.ndarray, prev: Plan, popularity: dict) -> Plan:
+        w = self.world
+        k = len(self.fields())
+        out = {}
+        for i, name in enumerate(self.models):
+            a = action[i * k : (i + 1) * k]
+            m = self.specs[i]
+            pop = popularity[name]
+            groups = group_of(pop, self.n_groups)
+            bits = np.asarray(BITS)[a[1 : 1 + self.n_groups]][groups].astype(np.int8)
+            rank_share = (np.argsort(np.argsort(-pop, axis=1), axis=1) + 0.5) / m.n_experts
+            resident = rank_share < a[0] / (RESIDENT_LEVELS - 1)
+            loc = np.zeros((m.n_moe_layers, m.n_experts, self.n), np.int8)
+            loc[:, :, 0] = np.where(resident, GPU, HOST)
+            if w.unified[0]:
+                loc[:, :, 0] = GPU
+            policy = np.full(m.n_moe_layers, a[-1], np.int8)
+            out[name] = ModelPlan(name, loc, bits, (0,), policy)
+        return Plan(out)
+
+    def mask(self) -> np.ndarray:
+        """Residency levels whose GPU share cannot fit even at 2 bits are masked."""
+        w = self.world
+        parts = []
+        free = w.gpu_capacity_gb[0] - sum(self._dense_gb(i) for i in range(len(self.models)))
+        for i in range(len(self.models)):
+            m = self.specs[i]
+            min_gb = m.n_moe_layers * m.n_experts * self._expert_gb(i, 2)
+            levels = np.arange(RESIDENT_LEVELS) / (RESIDENT_LEVELS - 1)
+            ok = levels * min_gb <= free + 1e-9
+            ok[0] = True
+            parts += [ok] + [np.ones(len(BITS), bool)] * self.n_groups + [np.ones(2, bool)]
+        return np.concatenate(parts)
+
+
+class InterDeviceAction(_Base):
+    """Several servers: home, spread, group placement, replication, bits, keep ratio."""
+
+    def fields(self) -> list[int]:
+        g = self.n_groups
+        return [self.n, 2] + [N_NEAREST] * g + [2] + [len(BITS)] * g + [len(KEEP_RATIOS), 2]
+
+    def space_nvec(self) -> np.ndarray:
+        return np.array(self.fields() * len(self.models), np.int64)
+
+    def _nearest(self) -> np.ndarray:
+        lat = self.world.paths.latency_ms
+        order = np.argsort(lat, axis=1, kind="stable")  # self first (latency 0)
+        idx = np.minimum(np.arange(N_NEAREST), self.n - 1)
+        return order[:, idx]
+
+    def decode_model(
+        self, i: int, a: np.ndarray, popularity: np.ndarray, free: np.ndarray
+    ) -> ModelPlan:
+        g = self.n_groups
+        name, m = self.models[i], self.specs[i]
+        home, spread = int(a[0]), int(a[1])
+        place = a[2 : 2 + g]
+        replicate = int(a[2 + g])
+        bit_idx = a[3 + g : 3 + 2 * g]
+        keep = KEEP_RATIOS[int(a[3 + 2 * g])]
+        policy = int(a[4 + 2 * g])
+        groups = group_of(popularity, g)
+        bits = np.asarray(BITS)[bit_idx][groups].astype(np.int8)
+        near = self._nearest()[home]
+        target = near[place] if spread else np.full(g, home)
+        loc = np.zeros((m.n_moe_layers, m.n_experts, self.n), np.int8)
+        for grp in range(g):
+            sel = groups == grp
+            loc[sel, target[grp]] = 1
+            if replicate and target[grp] != home:
+                loc[sel, home] = 1
+        free[home] -= self._dense_gb(i)
+        self._fill_tiers(loc, bits, popularity, free, i)
+        return ModelPlan(name, loc, bits, (home,), np.full(m.n_moe_layers, policy, np.int8), keep)
+
+    def _fill_tiers(self, loc, bits, popularity, free, i) -> None:
+        """On each server holding experts: GPU in popularity order while it fits, then host."""
+        m = self.specs[i]
+        size = {b: self._expert_gb(i, b) for b in BITS}
+        order = np.argsort(-popularity, axis=None, kind="stable")
+        layers, experts = np.divmod(order, m.n_experts)
+        for s in np.flatnonzero((loc != 0).any(axis=(0, 1))):
+            sizes = np.array([size[int(b)] for b in bits[layers, experts]])
+            held = loc[layers, experts, s] != 0
+            cum = np.cumsum(np.where(held, sizes, 0.0))
+            on_gpu = held & (cum <= max(free[s], 0.0) + 1e-9)
+            if self.world.unified[s]:
+                on_gpu = held
+            loc[layers[held], experts[held], s] = np.where(on_gpu[held], GPU, HOST)
+            free[s] -= float(np.where(on_gpu, sizes, 0.0).sum())
+
+    def decode(self, action: np.ndarray, prev: Plan, popularity: dict) -> Plan:
+        k = len(self.fields())
+        free = self.world.gpu_capacity_gb.copy()
+        out = {}
+        for i, name in enumerate(self.models):
+            a = np.asarray(action[i * k : (i + 1) * k])
+            out[name] = self.decode_model(i, a, popularity[name], free)
+        return Plan(out)
+
+    def mask(self) -> np.ndarray:
+        """Homes that cannot hold the model's dense part are masked."""
+        w = self.world
+        parts = []
+        for i in range(len(self.models)):
+            ok_home = (w.gpu_capacity_gb >= self._dense_gb(i)) & ~w.is_cloud | w.is_cloud
+            ok_home &= w.dyn.server_up
+            if not ok_home.any():
+                ok_home[:] = True
+            parts.append(ok_home)
+            parts += [np.ones(n, bool) for n in self.fields()[1:]]
+        return np.concatenate(parts)
+
+
+class CoELAction(InterDeviceAction):
+    """``[update]`` (keep / adjust / redeploy) followed by the inter-device fields."""
+
+    KEEP, ADJUST, REDEPLOY = 0, 1, 2
+
+    def fields(self) -> list[int]:
+        return [3] + super().fields()
+
+    def decode(self, action: np.ndarray, prev: Plan, popularity: dict) -> Plan | None:
+        k = len(self.fields())
+        free = self.world.gpu_capacity_gb.copy()
+        out = {}
+        for i, name in enumerate(self.models):
+            a = np.asarray(action[i * k : (i + 1) * k])
+            update, rest = int(a[0]), a[1:]
+            old = prev.models.get(name)
+            if update == self.KEEP and old is not None:
+                out[name] = old
+                continue
+            if update == self.ADJUST and old is not None:
+                g = self.n_groups
+                groups = group_of(popularity[name], g)
+                bits = np.asarray(BITS)[rest[3 + g : 3 + 2 * g]][groups].astype(np.int8)
+                keep = KEEP_RATIOS[int(rest[3 + 2 * g])]
+                pol = np.full(self.specs[i].n_moe_layers, int(rest[4 + 2 * g]), np.int8)
+                out[name] = ModelPlan(name, old.location, bits, old.home, pol, keep)
+                continue
+            out[name] = self.decode_model(i, rest, popularity[name], free)
+        return Plan(out)
+
+    def mask(self) -> np.ndarray:
+        inner = super().mask()
+        k = int(np.sum(super().fields()))
+        parts = []
+        for i in range(len(self.models)):
+            has = self.models[i] in self.world.plan.models
+            parts.append(np.array([has, has, True]))
+            parts.append(inner[i * k : (i + 1) * k])
+        return np.concatenate(parts)

@@ -1,0 +1,378 @@
+"""Gymnasium environments over the CoEL world: IntraDevice, InterDevice and CoEL."""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from coel_env.core.world import World
+from coel_env.envs.actions import CoELAction, InterDeviceAction, IntraDeviceAction
+from coel_env.envs.observations import ViewObservation
+
+#: Reward terms; each has a config key of the same name holding its weight.
+REWARD_TERMS = (
+    "slo_reward",
+    "latency_reward",
+    "quality_reward",
+    "dropped_reward",
+    "migration_reward",
+    "energy_reward",
+    "broadcast_reward",
+    "invalid_reward",
+)
+
+
+class CoELBaseEnv(gym.Env):
+    """Shared machinery; see :class:`CoELEnv` for the full documentation."""
+
+    metadata = {"render_modes": ["rgb_array", "ansi"], "render_fps": 1}
+    SCENARIO = "default"
+    ACTION = CoELAction
+    MAX_STEPS = 200
+
+    @classmethod
+    def default_config(cls) -> dict[str, Any]:
+        """Every configuration key with its default and unit."""
+        return {
+            "scenario": cls.SCENARIO,  # preset name or YAML path (coel_env.core.scenario)
+            "overrides": {},  # dotted scenario overrides, e.g. {"workload.rate_per_s": 0.1}
+            "trace": None,  # request trace CSV (Azure or generic); None: synthetic
+            "topology": None,  # .graphml (Topology Zoo) or .csv (EUA sites); None: scenario's
+            "device_profiles": [],  # CSVs written by `coel profile`, loaded before the world
+            "controller": 0,  # server whose broadcast view is observed [index]
+            "n_groups": 4,  # popularity groups per layer that actions address
+            "max_steps": cls.MAX_STEPS,  # normalises the progress feature [epochs]
+            "latency_ref_ms": 60000.0,  # p95 latency that costs a full latency term [ms]
+            "migration_ref_gb": 10.0,  # migration that costs a full migration term [GB]
+            "broadcast_ref_mb": 10.0,  # broadcast bytes that cost a full term [MB]
+            "slo_reward": 1.0,  # weight of the SLO attainment (share of arrived requests)
+            "latency_reward": 0.2,  # weight of -p95 latency / latency_ref_ms (capped at 1)
+            "quality_reward": 0.5,  # weight of -quality loss / quality floor (capped at 2)
+            "dropped_reward": 0.5,  # weight of -dropped share of arrived requests
+            "migration_reward": 0.1,  # weight of -migration bytes / migration_ref_gb
+            "energy_reward": 0.05,  # weight of -energy / (sum of busy power x epoch)
+            "broadcast_reward": 0.0,  # weight of -broadcast bytes / broadcast_ref_mb
+            "invalid_reward": 1.0,  # weight of -1 for an invalid action
+        }
+
+    def __init__(self, config: dict | None = None, render_mode: str | None = None) -> None:
+        cfg = self.default_config()
+        for key, value in (config or {}).items():
+            if key not in cfg:
+                raise ValueError(
+                    f"unknown config key {key!r}; valid keys: {', '.join(sorted(cfg))}"
+                )
+            cfg[key] = value
+        _check_config(cfg)
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(
+                f"render_mode={render_mode!r} is not allowed; allowed: "
+                f"{self.metadata['render_modes']}"
+            )
+        self.config = cfg
+        self.render_mode = render_mode
+        self.world = _build_world(cfg)
+        if not 0 <= cfg["controller"] < self.world.n:
+            raise ValueError(
+                f"controller={cfg['controller']!r} is not allowed; "
+                f"servers are 0..{self.world.n - 1}"
+            )
+        self.action_type = self.ACTION(self.world, cfg["n_groups"])
+        self.action_space = spaces.MultiDiscrete(self.action_type.space_nvec())
+        self.observation_type = ViewObservation(
+            self.world, cfg["controller"], cfg["n_groups"], cfg["max_steps"]
+        )
+        self.observation_space = self.observation_type.space()
+        self._shape_key = (self.world.n, self.world.models)
+        self._last_report = None
+        self._pop: dict = {}
+
+    # ------------------------------------------------------------------ API
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        if options:
+            allowed = ("overrides",)
+            bad = [k for k in options if k not in allowed]
+            if bad:
+                raise ValueError(f"unknown reset option {bad[0]!r}; allowed: {allowed}")
+            cfg = dict(self.config, overrides={**self.config["overrides"], **options["overrides"]})
+            world = _build_world(cfg)
+            if (world.n, world.models) != self._shape_key:
+                raise ValueError(
+                    "reset options would change the spaces' shapes "
+                    f"({world.n} servers, models {world.models} instead of "
+                    f"{self._shape_key[0]} servers, {self._shape_key[1]}); make a new env"
+                )
+            self.world = world
+            self.action_type.world = world
+            self.observation_type.world = world
+        self.world.reset(int(self.np_random.integers(2**63 - 1)))
+        self._pop = self.observation_type.popularity()
+        self._last_report = None
+        return self.observation_type.observe(self._pop), {"invalid_action": False}
+
+    def action_masks(self) -> np.ndarray:
+        """sb3-contrib MaskablePPO masks: one flag per choice of every field."""
+        return self.action_type.mask()
+
+    def step(self, action):
+        a = self._check_action(action)
+        plan = self.action_type.decode(a, self.world.plan, self._pop)
+        report_ok = self.world.check(plan)
+        invalid = not report_ok.feasible
+        report = self.world.step(None if invalid else plan)
+        terms = self._rewards(report, invalid)
+        reward = float(sum(self.config[k] * v for k, v in terms.items()))
+        self._pop = self.observation_type.popularity()
+        self._last_report = report
+        info = {
+            "rewards": terms,
+            "invalid_action": invalid,
+            "infeasibility": "" if not invalid else str(report_ok),
+            "slo_attainment": report.slo_attainment,
+            "latency_p95_ms": report.latency_p95_ms,
+            "quality_loss": report.quality_loss,
+            "requests_arrived": report.requests_arrived,
+            "requests_dropped": report.requests_dropped,
+            "migration_bytes": report.migration_bytes,
+            "energy_j": report.energy_j,
+            "broadcast_bytes": report.broadcast_bytes,
+        }
+        obs = self.observation_type.observe(self._pop)
+        return obs, reward, False, False, info
+
+    def render(self):
+        from coel_env.envs.render import render_ansi, render_rgb
+
+        if self.render_mode == "ansi":
+            return render_ansi(self.world, self._last_report)
+        if self.render_mode == "rgb_array":
+            return render_rgb(self.world, self._last_report)
+        return None
+
+    # ------------------------------------------------------------ internals
+
+    def _check_action(self, action) -> np.ndarray:
+        nvec = self.action_space.nvec
+        try:
+            a = np.asarray(action)
+        except Exception:  # noqa: BLE001 - anything that is not array-like
+            raise ValueError(f"action {action!r} is not an array of integers") from None
+        if a.shape != nvec.shape:
+            raise ValueError(f"action has shape {a.shape}; the action space needs {nvec.shape}")
+        if not np.issubdtype(a.dtype, np.number) or not np.all(np.isfinite(a)):
+            raise ValueError(f"action {a.tolist()} must be finite integers")
+        if not np.all(a == np.round(a)) or (a < 0).any() or (a >= nvec).any():
+            i = int(np.flatnonzero((a < 0) | (a >= nvec) | (a != np.round(a)))[0])
+            raise ValueError(
+                f"action[{i}]={a[i]!r} is not allowed; field {i} takes 0..{int(nvec[i]) - 1}"
+            )
+        return a.astype(np.int64)
+
+    def _rewards(self, r, invalid: bool) -> dict[str, float]:
+        c = self.config
+        arrived = max(r.requests_arrived, 1)
+        floor = self.world.scenario.workload.quality_floor
+        busy_power = sum(g.power_busy_w for g in self.world.gpus)
+        epoch_s = self.world.scenario.epoch_s
+        return {
+            "slo_reward": float(r.slo_attainment),
+            "latency_reward": -min(r.latency_p95_ms / c["latency_ref_ms"], 1.0),
+            "quality_reward": -min(r.quality_loss / max(floor, 1e-9), 2.0) / 2.0,
+            "dropped_reward": -r.requests_dropped / arrived,
+            "migration_reward": -min(r.migration_bytes / (c["migration_ref_gb"] * 1e9), 1.0),
+            "energy_reward": -min(r.energy_j / (busy_power * epoch_s), 1.0),
+            "broadcast_reward": -min(r.broadcast_bytes / (c["broadcast_ref_mb"] * 1e6), 1.0),
+            "invalid_reward": -1.0 if invalid else 0.0,
+        }
+
+    def __deepcopy__(self, memo):
+        new = self.__class__.__new__(self.__class__)
+        memo[id(self)] = new
+        for k, v in self.__dict__.items():
+            setattr(new, k, copy.deepcopy(v, memo))
+        return new
+
+
+def _check_config(cfg: dict) -> None:
+    for key in ("controller", "n_groups", "max_steps"):
+        v = cfg[key]
+        if (
+            isinstance(v, bool)
+            or not isinstance(v, int | np.integer)
+            or v < (0 if key == "controller" else 1)
+        ):
+            raise ValueError(f"{key}={v!r} is not allowed; must be an integer >= "
+                             f"{0 if key == 'controller' else 1}")  # fmt: skip
+    for key in (*REWARD_TERMS, "latency_ref_ms", "migration_ref_gb", "broadcast_ref_mb"):
+        v = cfg[key]
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            raise ValueError(f"{key}={v!r} is not allowed; must be a finite number")
+        if key.endswith("_ref_ms") or key.endswith("_gb") or key.endswith("_mb"):
+            if v <= 0:
+                raise ValueError(f"{key}={v!r} is not allowed; must be > 0")
+    if not isinstance(cfg["overrides"], dict):
+        raise ValueError(f"overrides={cfg['overrides']!r} is not allowed; must be a dict")
+    if not isinstance(cfg["device_profiles"], list | tuple):
+        raise ValueError("device_profiles must be a list of profile CSV paths")
+
+
+def _build_world(cfg: dict) -> World:
+    from pathlib import Path
+
+    from coel_env import profiles
+    from coel_env.simulate_cli import topology_overrides, trace_overrides
+
+    for p in cfg["device_profiles"]:
+        name = Path(p).stem
+        if name not in profiles.device_names():
+            profiles.load_profile(p)
+    over = dict(cfg["overrides"])
+    if cfg["trace"] is not None:
+        over = {**trace_overrides(Path(cfg["trace"])), **over}
+    if cfg["topology"] is not None:
+        over = {**topology_overrides(Path(cfg["topology"])), **over}
+    return World(cfg["scenario"], over or None)
+
+
+class IntraDeviceEnv(CoELBaseEnv):
+    """One edge server, one MoE model that does not fit its GPU.
+
+    Description:
+        An L4 edge server (24 GB) with its x86 host serves Qwen1.5-MoE-A2.7B
+        (28.6 GB at 16 bits). Each epoch the agent decides which experts stay
+        resident on the GPU (by popularity rank), the bit width of each
+        popularity group, and whether experts in host memory run on the host
+        CPU or are fetched over PCIe. Demand and routing popularity drift.
+
+    Action Space:
+        ``MultiDiscrete([9, 5 x n_groups, 2])`` per model (see
+        :class:`coel_env.envs.actions.IntraDeviceAction`).
+
+    Observation Space:
+        ``Box(0, 1, (dim,), float32)`` (see :mod:`coel_env.envs.observations`).
+
+    Rewards:
+        ``sum(config[term] * term)`` over :data:`REWARD_TERMS`; every term is in
+        ``info["rewards"]`` (see :class:`CoELEnv`).
+
+    Starting State:
+        The world's naive plan (experts on the GPU while they fit, the rest in
+        host memory at 16 bits, run on the CPU).
+
+    Episode End:
+        Never terminates; truncated by the registration's ``max_episode_steps`` (100).
+
+    Arguments:
+        ``gym.make("CoEL-IntraDevice-v0", config={...}, render_mode=...)`` with
+        the keys of :meth:`default_config` (scenario ``intra``).
+
+    Version History:
+        v0: initial release.
+    """
+
+    SCENARIO = "intra"
+    ACTION = IntraDeviceAction
+    MAX_STEPS = 100
+
+
+class InterDeviceEnv(CoELBaseEnv):
+    """Several edge servers on a static topology, two MoE models.
+
+    Description:
+        Each epoch the agent decides, per model, the home server (dense part),
+        whether the model stays whole on it or its popularity groups spread to
+        nearby servers (with optional replicas on the home), each group's bit
+        width, the token keep ratio of inter-server activations and the host
+        policy. Links and servers do not change; demand and popularity drift.
+
+    Action Space:
+        ``MultiDiscrete`` of :class:`coel_env.envs.actions.InterDeviceAction`
+        (per model: home, spread, placement per group, replicate, bits per
+        group, keep ratio, host policy).
+
+    Observation Space:
+        ``Box(0, 1, (dim,), float32)`` (see :mod:`coel_env.envs.observations`).
+
+    Rewards:
+        As :class:`CoELEnv`.
+
+    Starting State:
+        The world's naive plan.
+
+    Episode End:
+        Never terminates; truncated by ``max_episode_steps`` (100).
+
+    Arguments:
+        As :class:`IntraDeviceEnv` (scenario ``inter``).
+
+    Version History:
+        v0: initial release.
+    """
+
+    SCENARIO = "inter"
+    ACTION = InterDeviceAction
+    MAX_STEPS = 100
+
+
+class CoELEnv(CoELBaseEnv):
+    """The full CoEL loop: perceive, deploy, compress, update.
+
+    Description:
+        Edge servers broadcast their status every ``perception.period_s`` to
+        neighbours within ``perception.hops`` hops; messages arrive late or are
+        lost. A controller server decides from its (stale) view, each epoch and
+        per model, whether to keep the plan in force, adjust it (bit widths,
+        keep ratio, host policy) or redeploy it (home, spread, placement,
+        replication, bits, keep ratio), paying migration for what moves.
+        Background load, links, servers, demand and task mix change.
+
+    Action Space:
+        ``MultiDiscrete`` of :class:`coel_env.envs.actions.CoELAction`:
+        ``[update, home, spread, place x n_groups, replicate, bits x n_groups,
+        keep, host_policy]`` per model. ``action_masks()`` masks choices that
+        cannot fit (homes too small for the dense part, updates of a model that
+        is not deployed).
+
+    Observation Space:
+        ``Box(0, 1, (dim,), float32)``: the controller's broadcast view, the
+        popularity estimate per group, the plan in force and the progress; see
+        :mod:`coel_env.envs.observations` for the layout. True metrics are in
+        ``info``.
+
+    Rewards:
+        ``reward = sum(config[t] * info["rewards"][t])`` over ``slo_reward``
+        (SLO attainment, 0..1), ``latency_reward`` (-p95 / latency_ref_ms,
+        capped at -1), ``quality_reward`` (-quality loss / floor / 2, capped
+        at -1), ``dropped_reward`` (-dropped share), ``migration_reward``
+        (-bytes / migration_ref_gb), ``energy_reward`` (-energy / busy energy
+        of all GPUs), ``broadcast_reward`` (-bytes / broadcast_ref_mb) and
+        ``invalid_reward`` (-1 for an invalid action).
+
+    Invalid actions:
+        An action whose decoded plan does not fit (memory, absent servers) is
+        not deployed: the plan in force stays, ``invalid_reward`` is -1 and
+        ``info["invalid_action"]`` is True with ``info["infeasibility"]``
+        saying why. An action outside the space or with NaN raises ValueError.
+
+    Starting State:
+        The world's naive plan; no broadcast heard yet but the controller's own.
+
+    Episode End:
+        Never terminates; truncated by ``max_episode_steps`` (200).
+
+    Arguments:
+        ``gym.make("CoEL-v0", config={...}, render_mode=None|"ansi"|"rgb_array")``;
+        ``config`` overrides :meth:`default_config` (unknown keys raise, naming
+        the valid ones). ``reset(options={"overrides": {...}})`` may change the
+        scenario but not the spaces' shapes (raises otherwise).
+
+    Version History:
+        v0: initial release.
+    """
