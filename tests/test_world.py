@@ -184,15 +184,26 @@ def test_step_before_reset_raises():
 
 
 def test_core_imports_no_gymnasium():
-    code = (
-        "import sys, pkgutil, importlib, coel_env.core as c\n"
-        "for m in pkgutil.iter_modules(c.__path__):\n"
-        "    importlib.import_module('coel_env.core.' + m.name)\n"
-        "bad = [m for m in sys.modules if m.split('.')[0] in ('gymnasium', 'gym', 'torch')]\n"
-        "print(bad)"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    """No module of the core (or the foundation it uses) imports gymnasium, torch or the
+    envs: the core can serve other RL APIs. ``import coel_env`` registers the envs, so
+    the check reads each module's own import statements."""
+    import ast
+
+    pkg = Path(__file__).resolve().parents[1] / "coel_env"
+    files = sorted((pkg / "core").glob("*.py"))
+    files += [pkg / f for f in ("catalog.py", "profiles.py", "cost.py", "quality.py", "utils.py")]
+    banned = {"gymnasium", "gym", "torch", "stable_baselines3", "sb3_contrib"}
+    for f in files:
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                assert name.split(".")[0] not in banned, f"{f.name} imports {name}"
+                assert not name.startswith("coel_env.envs"), f"{f.name} imports {name}"
 
 
 # ------------------------------------------------------------------ real data
