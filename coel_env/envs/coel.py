@@ -171,7 +171,7 @@ class CoELBaseEnv(gym.Env):
         if not np.all(a == np.round(a)) or (a < 0).any() or (a >= nvec).any():
             i = int(np.flatnonzero((a < 0) | (a >= nvec) | (a != np.round(a)))[0])
             raise ValueError(
-                f"action[{i}]={a[i]!r} is not allowed; field {i} takes 0..{int(nvec[i]) - 1}"
+                f"action[{i}]={a[i].item()!r} is not allowed; field {i} takes 0..{int(nvec[i]) - 1}"
             )
         return a.astype(np.int64)
 

@@ -1,0 +1,252 @@
+"""Gymnasium environments: generated from the registry (check_env, determinism, pickling,
+vector envs, observations, masks, rewards, bad input)."""
+
+import pickle
+import subprocess
+import sys
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import coel_env
+
+IDS = sorted(k for k in gym.registry if k.startswith(f"{coel_env.NAMESPACE}/"))
+
+
+def masked_sample(env, rng: np.random.Generator) -> np.ndarray:
+    """A uniformly random action among the choices action_masks() allows, per field."""
+    mask = env.unwrapped.action_masks()
+    out, off = [], 0
+    for k in env.action_space.nvec:
+        allowed = np.flatnonzero(mask[off : off + k])
+        out.append(rng.choice(allowed))
+        off += k
+    return np.array(out, dtype=np.int64)
+
+
+def rollout(env, seed: int, steps: int):
+    rng = np.random.default_rng(seed)
+    obs, info = env.reset(seed=seed)
+    out = [(obs, info)]
+    for _ in range(steps):
+        obs, r, term, trunc, info = env.step(masked_sample(env, rng))
+        out.append((obs, r, term, trunc, info))
+        if term or trunc:
+            obs, info = env.reset()
+    return out
+
+
+def test_registry_has_the_three_ids_under_their_namespace():
+    assert IDS == [
+        f"coel_env/{i}" for i in ("CoEL-InterDevice-v0", "CoEL-IntraDevice-v0", "CoEL-v0")
+    ]
+    for full in IDS:
+        assert gym.spec(full).max_episode_steps in (100, 200)
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_gymnasium_and_sb3_checkers_pass_without_warnings(env_id):
+    env = gym.make(env_id)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_env(env.unwrapped, skip_render_check=False)
+        sb3_check_env(env.unwrapped, warn=True)
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_same_seed_same_episode(env_id):
+    a = rollout(gym.make(env_id), 123, 200)
+    b = rollout(gym.make(env_id), 123, 200)
+    for x, y in zip(a, b, strict=True):
+        assert np.array_equal(x[0], y[0])
+        assert x[1:] == y[1:]
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_pickle_round_trip_keeps_the_episode(env_id):
+    env = gym.make(env_id)
+    rng = np.random.default_rng(0)
+    env.reset(seed=5)
+    for _ in range(5):
+        env.step(masked_sample(env, rng))
+    clone = pickle.loads(pickle.dumps(env))
+    rng2 = np.random.default_rng(1)
+    actions = [masked_sample(env, rng2) for _ in range(10)]
+    for a in actions:
+        o1, r1, *_, i1 = env.step(a)
+        o2, r2, *_, i2 = clone.step(a)
+        assert np.array_equal(o1, o2) and r1 == r2 and i1 == i2
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_observations_stay_in_the_space_and_finite(env_id):
+    env = gym.make(env_id)
+    for step in rollout(env, 0, 300):
+        obs = step[0]
+        assert env.observation_space.contains(obs)
+        assert np.isfinite(obs).all()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("env_id", IDS)
+def test_observations_stay_in_the_space_over_10k_steps(env_id):
+    env = gym.make(env_id)
+    for step in rollout(env, 1, 10_000):
+        assert env.observation_space.contains(step[0])
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_reward_is_the_weighted_sum_of_named_terms(env_id):
+    env = gym.make(env_id)
+    cfg = env.unwrapped.config
+    env.reset(seed=0)
+    _, r, _, _, info = env.step(masked_sample(env, np.random.default_rng(0)))
+    terms = info["rewards"]
+    assert set(terms) == set(coel_env.envs.coel.REWARD_TERMS)
+    assert r == pytest.approx(sum(cfg[k] * v for k, v in terms.items()))
+
+
+def test_invalid_action_is_penalised_and_keeps_the_plan():
+    env = gym.make("CoEL-IntraDevice-v0")
+    env.reset(seed=0)
+    before = env.unwrapped.world.plan
+    # everything resident on the GPU at 16 bits cannot fit a 24 GB L4
+    action = np.array([8, 0, 0, 0, 0, 0])
+    _, r, _, _, info = env.step(action)
+    assert info["invalid_action"] and "GPU memory" in info["infeasibility"]
+    assert info["rewards"]["invalid_reward"] == -1.0
+    assert env.unwrapped.world.plan is before
+
+
+def test_quantising_lets_the_whole_model_fit_the_gpu():
+    env = gym.make("CoEL-IntraDevice-v0")
+    env.reset(seed=0)
+    _, _, _, _, info = env.step(np.array([8, 2, 2, 2, 2, 0]))  # all resident at 4 bits
+    assert not info["invalid_action"]
+    mp = env.unwrapped.world.plan.models["qwen1.5-moe-a2.7b"]
+    assert (mp.bits == 4).all() and (mp.location[:, :, 0] == 1).all()
+
+
+def test_masks_cover_every_choice_and_allow_something_in_every_field():
+    for env_id in IDS:
+        env = gym.make(env_id)
+        env.reset(seed=0)
+        m = env.unwrapped.action_masks()
+        nvec = env.action_space.nvec
+        assert m.shape == (int(nvec.sum()),) and m.dtype == bool
+        off = 0
+        for k in nvec:
+            assert m[off : off + k].any()
+            off += k
+
+
+def test_vector_envs_run():
+    sync = gym.vector.SyncVectorEnv([lambda: gym.make("CoEL-IntraDevice-v0") for _ in range(2)])
+    sync.reset(seed=0)
+    sync.step(sync.action_space.sample())
+    sync.close()
+
+
+def test_sb3_spawn_subprocess_vec_env_runs():
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import SubprocVecEnv
+
+    # spawned workers start a fresh interpreter: the module form imports coel_env there
+    venv = make_vec_env(
+        "coel_env:CoEL-IntraDevice-v0",
+        n_envs=2,
+        seed=0,
+        vec_env_cls=SubprocVecEnv,
+        vec_env_kwargs={"start_method": "spawn"},
+    )
+    venv.reset()
+    obs, rew, done, info = venv.step(np.array([venv.action_space.sample() for _ in range(2)]))
+    assert obs.shape[0] == 2 and np.isfinite(rew).all()
+    venv.close()
+
+
+def test_module_form_and_plain_id_work_in_a_fresh_interpreter():
+    code = (
+        "import gymnasium as gym\n"
+        "env = gym.make('coel_env:CoEL-v0'); env.reset(seed=0)\n"
+        "import coel_env\n"
+        "env = gym.make('CoEL-v0'); env.reset(seed=0)\n"
+        "env = gym.make('coel_env/CoEL-IntraDevice-v0'); env.reset(seed=0)\n"
+        "gym.pprint_registry()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "coel_env" in out.stdout and "CoEL-v0" in out.stdout
+
+
+def test_registration_is_idempotent():
+    before = len(gym.registry)
+    coel_env.register_envs()
+    assert len(gym.registry) == before
+
+
+def test_render_modes():
+    env = gym.make("CoEL-v0", render_mode="ansi")
+    env.reset(seed=0)
+    env.step(masked_sample(env, np.random.default_rng(0)))
+    text = env.render()
+    assert "SLO" in text and "l4" in text
+    env = gym.make("CoEL-IntraDevice-v0", render_mode="rgb_array")
+    env.reset(seed=0)
+    img = env.render()
+    assert img.ndim == 3 and img.shape[2] == 3 and img.dtype == np.uint8 and img.std() > 0
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"nope": 1}, "unknown config key 'nope'; valid keys: broadcast_ref_mb"),
+        ({"n_groups": 0}, "n_groups=0 is not allowed"),
+        ({"controller": 99}, "controller=99 is not allowed; servers are 0..4"),
+        ({"latency_ref_ms": -5}, "latency_ref_ms=-5 is not allowed; must be > 0"),
+        ({"slo_reward": "high"}, "slo_reward='high' is not allowed"),
+        ({"overrides": {"workload.rat": 1}}, "unknown scenario key 'workload.rat'"),
+        ({"scenario": "nowhere"}, "neither a preset"),
+    ],
+)
+def test_bad_config_raises_naming_key_value_and_allowed(config, message):
+    with pytest.raises(ValueError) as exc:
+        gym.make("CoEL-v0", config=config)
+    assert message in str(exc.value)
+
+
+def test_bad_render_mode():
+    with pytest.raises(ValueError, match="render_mode='human' is not allowed"):
+        coel_env.envs.CoELEnv(render_mode="human")
+
+
+@pytest.mark.parametrize(
+    "action, message",
+    [
+        (np.zeros(3, np.int64), "action has shape (3,)"),
+        (np.array([9, 0, 0, 0, 0, 0]), "action[0]=9 is not allowed; field 0 takes 0..8"),
+        (np.array([-1, 0, 0, 0, 0, 0]), "action[0]=-1 is not allowed"),
+        (np.array([np.nan, 0, 0, 0, 0, 0]), "must be finite integers"),
+        (np.array([0.5, 0, 0, 0, 0, 0]), "action[0]=0.5 is not allowed"),
+    ],
+)
+def test_bad_actions_raise(action, message):
+    env = gym.make("CoEL-IntraDevice-v0").unwrapped
+    env.reset(seed=0)
+    with pytest.raises(ValueError) as exc:
+        env.step(action)
+    assert message in str(exc.value)
+
+
+def test_reset_options_that_change_shapes_raise():
+    env = gym.make("CoEL-v0").unwrapped
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="would change the spaces' shapes"):
+        env.reset(seed=0, options={"overrides": {"topology.n_servers": 7}})
+    with pytest.raises(ValueError, match="unknown reset option 'foo'"):
+        env.reset(seed=0, options={"foo": 1})
+    obs, _ = env.reset(seed=0, options={"overrides": {"workload.rate_per_s": 0.1}})
+    assert env.observation_space.contains(obs)
