@@ -34,12 +34,12 @@ for _v in _THREAD_VARS:  # before numpy is imported anywhere
     os.environ.setdefault(_v, "1")
 
 import argparse  # noqa: E402
-from collections.abc import Callable  # noqa: E402
 import dataclasses  # noqa: E402
 import gc  # noqa: E402
 import shlex  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import gymnasium as gym  # noqa: E402

@@ -289,10 +289,7 @@ class World:
         if not np.array_equal(up, old_up):
             before = self.plan
             self.plan = _strip(self.plan, up)
-            for name, mp in before.models.items():  # forget costs of model plans that changed
-                if self.plan.models.get(name) is not mp:
-                    for key in [k for k in self._cache if k[0] == name]:
-                        del self._cache[key]
+            self._forget_changed(before, self.plan)
         # 2) plan check
         feasible, why = True, ""
         new = self.plan
@@ -314,9 +311,8 @@ class World:
                 store_gbit_s=sc.serving.store_gbit_s,
                 up=up,
             )
+            self._forget_changed(self.plan, new)
             self.plan = new
-            self._cache.clear()
-            self.serving._placements.clear()
         if paths_changed:
             self._drop_path_dependent_costs()
         if refresh:
@@ -358,6 +354,13 @@ class World:
             for h in np.flatnonzero(moved):
                 old[h] = new[h]
                 self._cache.pop((name, int(h)), None)
+
+    def _forget_changed(self, old: Plan, new: Plan) -> None:
+        """Forget cached costs of the models whose plan object changed."""
+        for name in self.models:
+            if old.models.get(name) is not new.models.get(name):
+                for key in [k for k in self._cache if k[0] == name]:
+                    del self._cache[key]
 
     def _entry(self, name: str, home: int) -> dict:
         return self._cache.setdefault((name, home), {})

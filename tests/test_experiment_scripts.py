@@ -1,0 +1,116 @@
+"""experiments/bench_envs.py and experiments/soak.py: tiny runs end to end, in subprocesses.
+
+The scripts set thread variables before NumPy is imported and are timed, so they
+run in their own interpreters here (nothing leaks into the test process).
+"""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+NUM = r"[-+]?\d+(?:\.\d+)?"
+
+
+def _run(*argv: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [sys.executable, *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def _cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+def test_bench_envs_tiny(tmp_path):
+    out = tmp_path / "env_benchmark.md"
+    proc = _run(
+        "experiments/bench_envs.py",
+        *("--steps", "50", "--repeats", "1", "--ids", "CoEL-v0", "--scenarios", "default"),
+        *("--cartpole-steps", "5000", "--out", str(out)),
+    )
+    # stdout: machine info, a CartPole line and one CoEL-v0 line with rates and aims
+    assert "cpu_count:" in proc.stdout
+    cart = re.search(rf"CartPole-v1 .*median\s+({NUM}) steps/s", proc.stdout)
+    coel = re.search(rf"CoEL-v0 .*median\s+({NUM}) steps/s.*ratio 1/(\d+)", proc.stdout)
+    assert cart and coel, proc.stdout
+    assert float(cart.group(1)) > 0 and float(coel.group(1)) > 0
+    assert "aim >= 12,000" in proc.stdout and "ratio >= 1/13" in proc.stdout
+
+    text = out.read_text()
+    assert "Command: `python experiments/bench_envs.py --steps 50" in text
+    lines = text.splitlines()
+    header = next(line for line in lines if line.startswith("| id |"))
+    cols = _cells(header)
+    rows = {_cells(line)[0]: _cells(line) for line in lines if line.startswith("| ")}
+    assert set(rows) == {"id", "CoEL-v0", "CartPole-v1"}
+    row = dict(zip(cols, rows["CoEL-v0"], strict=True))
+    assert row["scenario"] == "default (own)"
+    assert row["servers"] == "5" and row["steps x repeats"] == "50 x 1"
+    best, median = float(row["best steps/s"]), float(row["median steps/s"])
+    assert 0 < median <= best
+    assert float(row["median ms/step"]) > 0 and float(row["step-only median steps/s"]) > 0
+    ratio = float(re.search(rf"\(({NUM})\)", row["ratio to CartPole"]).group(1))
+    cart_row = dict(zip(cols, rows["CartPole-v1"], strict=True))
+    cart_median = float(cart_row["median steps/s"])
+    assert cart_median > 0
+    assert abs(ratio - median / cart_median) <= 1e-4 + 1e-3 * ratio
+    assert row["meets"] in ("yes", "NO")
+    assert "- cpu_count:" in text and "- numpy:" in text
+
+
+def test_soak_tiny(tmp_path):
+    out = tmp_path / "soak.md"
+    csv = tmp_path / "soak.csv"
+    proc = _run(
+        "experiments/soak.py",
+        *("--steps", "300", "--sample-every", "50", "--warmup-steps", "100"),
+        *("--out", str(out), "--csv", str(csv)),
+    )
+    s = proc.stdout
+    warm = float(re.search(rf"RSS at warm-up end: ({NUM}) MB", s).group(1))
+    peak = float(re.search(rf"RSS max after warm-up: ({NUM}) MB", s).group(1))
+    final = float(re.search(rf"RSS final: ({NUM}) MB", s).group(1))
+    growth = float(re.search(rf"growth after warm-up: ({NUM})%", s).group(1))
+    verdict = re.search(r"\(limit 5%\): (PASS|FAIL)", s).group(1)
+    sps = float(re.search(rf"steps/s: ({NUM})", s).group(1))
+    assert 10 < warm <= peak and final <= peak and sps > 0
+    assert abs(growth - 100 * (final - warm) / warm) < 0.2  # printed values are rounded
+    assert verdict == ("PASS" if growth <= 5 else "FAIL")
+    assert "dynamics on: " in s and "none" not in s.split("dynamics on: ")[1].splitlines()[0]
+    assert "%" in proc.stderr  # the progress bar
+
+    # samples: start, every 50 steps (warm-up end 100 among them), end
+    steps = [int(line.split(",")[0]) for line in csv.read_text().splitlines()[1:]]
+    assert steps == list(range(0, 301, 50))
+
+    text = out.read_text()
+    assert "Command: `python experiments/soak.py --steps 300" in text
+    row = next(line for line in text.splitlines() if line.startswith("| CoEL-v0 |"))
+    cells = _cells(row)
+    assert cells[2:4] == ["300", "100"]
+    assert float(cells[4]) == warm and float(cells[6]) == final
+    assert cells[9] == verdict
+    assert "| 100 (warm-up end) |" in text
+
+
+def test_masked_sampler_uniform_among_allowed():
+    code = (
+        "import numpy as np\n"
+        "from experiments.bench_envs import MaskedSampler\n"
+        "s = MaskedSampler(np.array([3, 1, 4]), np.random.default_rng(0))\n"
+        "mask = np.array([1, 0, 1, 1, 0, 1, 0, 0], bool)\n"
+        "a = np.array([s.sample(mask) for _ in range(6000)])\n"
+        "assert set(a[:, 0]) == {0, 2} and set(a[:, 1]) == {0} and set(a[:, 2]) == {1}\n"
+        "share = (a[:, 0] == 0).mean()\n"
+        "assert 0.45 < share < 0.55, share\n"
+        "print('ok')\n"
+    )
+    assert _run("-c", code).stdout.strip() == "ok"
