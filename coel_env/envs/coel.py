@@ -14,18 +14,7 @@ from coel_env.core.plan import Plan
 from coel_env.core.world import World
 from coel_env.envs.actions import CoELAction, InterDeviceAction, IntraDeviceAction
 from coel_env.envs.observations import ViewObservation
-
-#: Reward terms; each has a config key of the same name holding its weight.
-REWARD_TERMS = (
-    "slo_reward",
-    "latency_reward",
-    "quality_reward",
-    "dropped_reward",
-    "migration_reward",
-    "energy_reward",
-    "broadcast_reward",
-    "invalid_reward",
-)
+from coel_env.envs.rewards import REWARD_TERMS, reward_terms, total_reward
 
 
 class CoELBaseEnv(gym.Env):
@@ -131,7 +120,7 @@ class CoELBaseEnv(gym.Env):
         invalid = not report_ok.feasible
         report = self.world.step(None if invalid else plan)
         terms = self._rewards(report, invalid)
-        reward = float(sum(self.config[k] * v for k, v in terms.items()))
+        reward = total_reward(terms, self.config)
         self._pop = self.observation_type.popularity()
         self._last_report = report
         info = {
@@ -179,21 +168,7 @@ class CoELBaseEnv(gym.Env):
         return a.astype(np.int64)
 
     def _rewards(self, r, invalid: bool) -> dict[str, float]:
-        c = self.config
-        arrived = max(r.requests_arrived, 1)
-        floor = self.world.scenario.workload.quality_floor
-        busy_power = sum(g.power_busy_w for g in self.world.gpus)
-        epoch_s = self.world.scenario.epoch_s
-        return {
-            "slo_reward": float(r.slo_attainment),
-            "latency_reward": -min(r.latency_p95_ms / c["latency_ref_ms"], 1.0),
-            "quality_reward": -min(r.quality_loss / max(floor, 1e-9), 2.0) / 2.0,
-            "dropped_reward": -r.requests_dropped / arrived,
-            "migration_reward": -min(r.migration_bytes / (c["migration_ref_gb"] * 1e9), 1.0),
-            "energy_reward": -min(r.energy_j / (busy_power * epoch_s), 1.0),
-            "broadcast_reward": -min(r.broadcast_bytes / (c["broadcast_ref_mb"] * 1e6), 1.0),
-            "invalid_reward": -1.0 if invalid else 0.0,
-        }
+        return reward_terms(r, self.world, self.config, invalid)
 
     def __deepcopy__(self, memo):
         new = self.__class__.__new__(self.__class__)
