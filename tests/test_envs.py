@@ -250,3 +250,16 @@ def test_reset_options_that_change_shapes_raise():
         env.reset(seed=0, options={"foo": 1})
     obs, _ = env.reset(seed=0, options={"overrides": {"workload.rate_per_s": 0.1}})
     assert env.observation_space.contains(obs)
+
+
+def test_placement_cache_leak_regression():
+    """Every new plan used to leave its placements cached forever (33 MB / 1000 steps)."""
+    env = gym.make("CoEL-v0")
+    rollout(env, 0, 150)
+    world = env.unwrapped.world
+    assert len(world.serving._placements) <= len(world.models) * world.n
+
+
+def test_action_masks_before_reset_raise_a_clear_error():
+    with pytest.raises(RuntimeError, match="reset"):
+        gym.make("CoEL-v0").unwrapped.action_masks()

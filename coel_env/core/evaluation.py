@@ -153,6 +153,12 @@ class ServingModel:
         self._placements[key] = (mp, out)
         return out
 
+    def keep_only(self, plans) -> None:
+        """Forget placements of model plans that are no longer in force (bounded cache)."""
+        live = {id(mp) for mp in plans}
+        for k in [k for k in self._placements if k[0] not in live]:
+            del self._placements[k]
+
     def forget_remote(self) -> None:
         """Paths changed: forget placements that use other servers (and unservable ones)."""
         for k, (_, out) in list(self._placements.items()):

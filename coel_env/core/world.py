@@ -205,6 +205,7 @@ class World:
         self.t_s = 0.0
         self.epoch = 0
         self._cache: dict = {}
+        self.serving._placements.clear()
         self._mem: tuple = (None, None)
         self._pop = {}
         self._last = {
@@ -361,6 +362,7 @@ class World:
             if old.models.get(name) is not new.models.get(name):
                 for key in [k for k in self._cache if k[0] == name]:
                     del self._cache[key]
+        self.serving.keep_only(new.models.values())
 
     def _entry(self, name: str, home: int) -> dict:
         return self._cache.setdefault((name, home), {})

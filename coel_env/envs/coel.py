@@ -109,6 +109,8 @@ class CoELBaseEnv(gym.Env):
 
     def action_masks(self) -> np.ndarray:
         """sb3-contrib MaskablePPO masks: one flag per choice of every field."""
+        if not getattr(self.world, "_seeded", False):
+            raise RuntimeError("call reset() before action_masks()")
         return self.action_type.mask()
 
     def step(self, action):
