@@ -47,6 +47,19 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     simulate_cli.add_arguments(p)
 
 
+def _add_baselines(sub: argparse._SubParsersAction) -> None:
+    from agents import baselines_cli
+
+    p = sub.add_parser(
+        "baselines",
+        help="compare baseline policies on the same seeded instances",
+        description=baselines_cli.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    baselines_cli.add_arguments(p)
+    p.set_defaults(func=baselines_cli.main)
+
+
 _SUBCOMMANDS = (_add_profile, _add_cost, _add_simulate)
 
 

@@ -304,3 +304,19 @@ def single_server_plan(
         home=(server,),
         host_policy=np.zeros(m.n_moe_layers, np.int8),
     )
+
+
+def reuse_unchanged(plan: Plan, current: Plan) -> Plan:
+    """``plan`` with every model plan equal to the one in force replaced by that object
+    (and the plan in force itself when nothing changes), so the world sees no change
+    and keeps its cached costs."""
+    models = {}
+    same = plan.models.keys() == current.models.keys()
+    for name, mp in plan.models.items():
+        old = current.models.get(name)
+        if old is not None and (old is mp or old == mp):
+            models[name] = old
+        else:
+            models[name] = mp
+            same = False
+    return current if same else Plan(models)

@@ -10,7 +10,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from coel_env.core.plan import Plan
+from coel_env.core.plan import reuse_unchanged
 from coel_env.core.world import World
 from coel_env.envs.actions import CoELAction, InterDeviceAction, IntraDeviceAction
 from coel_env.envs.observations import ViewObservation
@@ -115,7 +115,7 @@ class CoELBaseEnv(gym.Env):
 
     def step(self, action):
         a = self._check_action(action)
-        plan = _reuse_unchanged(
+        plan = reuse_unchanged(
             self.action_type.decode(a, self.world.plan, self._pop), self.world.plan
         )
         report_ok = self.world.check(plan)
@@ -178,22 +178,6 @@ class CoELBaseEnv(gym.Env):
         for k, v in self.__dict__.items():
             setattr(new, k, copy.deepcopy(v, memo))
         return new
-
-
-def _reuse_unchanged(plan: Plan, current: Plan) -> Plan:
-    """``plan`` with every model plan equal to the one in force replaced by that object
-    (and the plan in force itself when nothing changes), so the world sees no change
-    and keeps its cached costs."""
-    models = {}
-    same = plan.models.keys() == current.models.keys()
-    for name, mp in plan.models.items():
-        old = current.models.get(name)
-        if old is not None and (old is mp or old == mp):
-            models[name] = old
-        else:
-            models[name] = mp
-            same = False
-    return current if same else Plan(models)
 
 
 def _check_config(cfg: dict) -> None:

@@ -1,0 +1,116 @@
+"""``coel baselines``: run policies on the same seeded scenario instances and compare them.
+
+  coel baselines --env CoEL-v0 --policies greedy,milp-oracle --seeds 5
+                 [--scenario NAME|FILE] [--trace F] [--topology F] [--set K=V ...]
+                 [--epochs N] [--json] [--out FILE.csv] [--force]
+
+``--seeds N`` means seeds 0 to N-1. Each policy runs one episode per seed on
+a fresh world (same instances, same traces for every policy) through
+``agents.harness``; the table has the mean and 95% confidence half-width of
+the return, SLO attainment, p50/p95 latency, quality loss, dropped share,
+migration, energy and decision time per epoch, and the score (mean return
+relative to ``milp-oracle`` when it is among the policies). ``--env`` picks
+the environment whose scenario and reward weights are used (its default
+scenario unless ``--scenario`` is given). The per-episode rows go to a CSV
+(``--out``, default ``baselines-<env>-<scenario>.csv``; an existing file is
+never overwritten without ``--force``). ``--json`` prints a JSON list, one
+object per policy (``policy``, ``return_mean``, ``return_ci95``,
+``slo_attainment_mean``, ``decision_ms_mean`` and the other metrics).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+import gymnasium as gym
+
+from agents import harness
+from agents.registry import make_policy, policy_names
+from coel_env.simulate_cli import build_overrides
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--env", default="CoEL-v0", help="environment id (scenario and rewards)")
+    p.add_argument(
+        "--policies", default="naive,greedy,milp-oracle",
+        help=f"comma-separated; known: {', '.join(policy_names())}",
+    )  # fmt: skip
+    p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1")
+    p.add_argument("--epochs", type=int, default=50, help="epochs per episode")
+    p.add_argument("--scenario", default=None, help="preset or YAML (default: the env's)")
+    p.add_argument("--trace", type=Path, default=None, help="request trace CSV")
+    p.add_argument("--topology", type=Path, default=None, help=".graphml or EUA .csv")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--json", action="store_true", help="print one JSON list")
+    p.add_argument("--out", type=Path, default=None, help="CSV of per-episode rows")
+    p.add_argument("--force", action="store_true", help="overwrite --out")
+
+
+def _env_class(env_id: str):
+    import coel_env  # noqa: F401 - registers the ids
+
+    if env_id not in gym.registry:
+        known = sorted(k for k in gym.registry if "CoEL" in k and "/" not in k)
+        raise ValueError(f"--env {env_id!r} is not a registered id; known: {', '.join(known)}")
+    entry = gym.spec(env_id).entry_point
+    module, cls = entry.split(":")
+    import importlib
+
+    return getattr(importlib.import_module(module), cls)
+
+
+COLUMNS = ("return", "slo_attainment", "latency_p95_ms", "quality_loss", "dropped_share",
+           "migration_gb", "energy_kj", "decision_ms")  # fmt: skip
+
+
+def format_table(rows: list[dict]) -> str:
+    head = ["policy", "sees"] + list(COLUMNS) + ["score"]
+    lines = []
+    cells = []
+    for r in rows:
+        c = [r["policy"], r["sees"]]
+        for m in COLUMNS:
+            c.append(f"{r[m + '_mean']:.4g} ± {r[m + '_ci95']:.2g}")
+        c.append("" if r["score"] is None else f"{r['score']:.3f}")
+        cells.append(c)
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(head)]
+    lines.append("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)))
+    for c in cells:
+        lines.append("  ".join(x.ljust(w) for x, w in zip(c, widths, strict=True)))
+    return "\n".join(lines)
+
+
+def main(args: argparse.Namespace) -> int:
+    cls = _env_class(args.env)
+    scenario = args.scenario or cls.SCENARIO
+    if args.seeds < 1:
+        raise ValueError(f"--seeds {args.seeds!r} is not allowed; must be >= 1")
+    names = [n.strip() for n in args.policies.split(",") if n.strip()]
+    if not names:
+        raise ValueError("--policies is empty; name at least one policy")
+    policies = [make_policy(n) for n in names]
+    out = args.out or Path(f"baselines-{args.env}-{Path(str(scenario)).stem}.csv")
+    if out.exists() and not args.force:
+        raise ValueError(f"--out {str(out)!r} exists; not overwritten (use --force)")
+    overrides = build_overrides(args)
+    results = harness.evaluate(
+        policies, scenario, list(range(args.seeds)), args.epochs,
+        overrides=overrides or None, reward_config=cls.default_config(),
+    )  # fmt: skip
+    rows = harness.summarize(results)
+    rows_ep = harness.episode_rows(results)
+    with out.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows_ep[0]))
+        w.writeheader()
+        w.writerows(rows_ep)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    else:
+        print(f"{args.env} on {scenario}: {args.seeds} seeds x {args.epochs} epochs")
+        print(format_table(rows))
+        print(f"per-episode rows: {out}", file=sys.stderr)
+    return 0

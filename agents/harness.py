@@ -1,0 +1,193 @@
+"""One evaluation harness for every policy: same scenario instances, same loop, same metrics.
+
+:func:`run_episode` resets a fresh :class:`~coel_env.core.world.World` with a
+seed, asks the policy for a plan before each epoch (timing the decision),
+steps the world and scores the epoch with the environments' own reward
+function (:func:`coel_env.envs.rewards.reward_terms`), so returns of RL agents
+and baselines are comparable number for number. :func:`summarize` turns
+episodes into a row per policy: mean and 95% confidence half-width (Student t
+over seeds) of every metric, and the return relative to a reference policy
+(``milp-oracle`` by default).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import stats
+
+from agents.base import Policy, observe
+from coel_env.core.plan import reuse_unchanged
+from coel_env.core.world import World
+from coel_env.envs.rewards import reward_terms, total_reward
+
+#: Metrics reported per episode (and summarised per policy).
+METRICS = (
+    "return",
+    "slo_attainment",
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "quality_loss",
+    "dropped_share",
+    "migration_gb",
+    "energy_kj",
+    "decision_ms",
+    "invalid_epochs",
+)
+
+
+@dataclass
+class EpisodeResult:
+    """One policy on one seeded scenario instance."""
+
+    policy: str
+    sees: str
+    seed: int
+    epochs: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+
+    def row(self) -> dict:
+        return {"policy": self.policy, "sees": self.sees, "seed": self.seed,
+                "epochs": self.epochs, **self.metrics}  # fmt: skip
+
+
+def run_episode(
+    policy: Policy,
+    scenario: str,
+    seed: int,
+    epochs: int,
+    *,
+    overrides: Mapping | None = None,
+    reward_config: Mapping | None = None,
+    controller: int = 0,
+    world: World | None = None,
+) -> EpisodeResult:
+    """Run ``policy`` for ``epochs`` epochs on ``scenario`` reset with ``seed``.
+
+    Args:
+        policy: a :class:`~agents.base.Policy`.
+        scenario: preset name or YAML path (ignored when ``world`` is given).
+        seed: the episode seed (``World.reset(seed)``).
+        epochs: epochs to run (>= 1).
+        overrides: scenario overrides.
+        reward_config: reward weights and references (default: ``CoELEnv.default_config()``).
+        controller: the server whose broadcast view ``sees="view"`` policies get.
+        world: an already built world to reuse (it is reset here).
+    """
+    from coel_env.envs import CoELEnv
+
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs={epochs!r} is not allowed; must be an integer >= 1")
+    cfg = dict(CoELEnv.default_config())
+    cfg.update(reward_config or {})
+    w = world if world is not None else World(scenario, dict(overrides) if overrides else None)
+    w.reset(seed)
+    policy.reset(w, seed)
+    ret = 0.0
+    arrived = served = dropped = slo_met = 0
+    q_sum = mig = energy = 0.0
+    decide_ms = []
+    invalid = 0
+    lat_parts = []
+    for _ in range(epochs):
+        obs = observe(policy, w, controller)
+        t0 = time.perf_counter()
+        plan = policy.act(w, obs)
+        decide_ms.append((time.perf_counter() - t0) * 1000.0)
+        if plan is not None:
+            plan = reuse_unchanged(plan, w.plan)
+            if plan is w.plan:
+                plan = None
+        rep = w.step(plan)
+        bad = not rep.feasible
+        invalid += bad
+        ret += total_reward(reward_terms(rep, w, cfg, bad), cfg)
+        arrived += rep.requests_arrived
+        served += rep.requests_served
+        dropped += rep.requests_dropped
+        slo_met += rep.slo_met
+        q_sum += rep.quality_loss * rep.requests_served
+        mig += rep.migration_bytes
+        energy += rep.energy_j
+        lat_parts.append(w.last_latency_ms)
+    lat = np.concatenate(lat_parts) if lat_parts else np.zeros(0)
+    p50, p95 = np.percentile(lat, (50, 95)) if lat.size else (0.0, 0.0)
+    metrics = {
+        "return": ret,
+        "slo_attainment": slo_met / arrived if arrived else 1.0,
+        "latency_p50_ms": float(p50),
+        "latency_p95_ms": float(p95),
+        "quality_loss": q_sum / served if served else 0.0,
+        "dropped_share": dropped / arrived if arrived else 0.0,
+        "migration_gb": mig / 1e9,
+        "energy_kj": energy / 1e3,
+        "decision_ms": float(np.mean(decide_ms)),
+        "invalid_epochs": float(invalid),
+    }
+    extra = {}
+    last = getattr(policy, "last", None)
+    if last is not None and hasattr(last, "status"):
+        extra = {"solver_status": str(last.status), "solver_gap": getattr(last, "gap", None)}
+    return EpisodeResult(policy.name, policy.sees, seed, epochs, metrics, extra)
+
+
+def evaluate(
+    policies: Iterable[Policy],
+    scenario: str,
+    seeds: Sequence[int],
+    epochs: int,
+    **kwargs,
+) -> list[EpisodeResult]:
+    """Every policy on every seed (a fresh world per episode, same instances for all)."""
+    out = []
+    for policy in policies:
+        for seed in seeds:
+            out.append(run_episode(policy, scenario, int(seed), epochs, **kwargs))
+    return out
+
+
+def mean_ci95(x: Sequence[float]) -> tuple[float, float]:
+    """Mean and the half-width of its 95% confidence interval (Student t; 0 for one value)."""
+    a = np.asarray(x, float)
+    if a.size < 2:
+        return float(a.mean()) if a.size else math.nan, 0.0
+    half = stats.t.ppf(0.975, a.size - 1) * a.std(ddof=1) / math.sqrt(a.size)
+    return float(a.mean()), float(half)
+
+
+def summarize(results: Sequence[EpisodeResult], reference: str = "milp-oracle") -> list[dict]:
+    """One row per policy: ``<metric>_mean`` and ``<metric>_ci95`` of every metric, and
+    ``score`` = mean return / the reference policy's mean return (None without a
+    positive reference)."""
+    order: list[str] = []
+    by: dict[str, list[EpisodeResult]] = {}
+    for r in results:
+        if r.policy not in by:
+            order.append(r.policy)
+        by.setdefault(r.policy, []).append(r)
+    rows = []
+    for name in order:
+        eps = by[name]
+        row = {"policy": name, "sees": eps[0].sees, "seeds": len(eps), "epochs": eps[0].epochs}
+        for m in METRICS:
+            mean, half = mean_ci95([e.metrics[m] for e in eps])
+            row[f"{m}_mean"], row[f"{m}_ci95"] = mean, half
+        rows.append(row)
+    ref = next((r for r in rows if r["policy"] == reference), None)
+    for r in rows:
+        ok = ref is not None and ref["return_mean"] > 0
+        r["score"] = r["return_mean"] / ref["return_mean"] if ok else None
+    return rows
+
+
+def episode_rows(results: Sequence[EpisodeResult]) -> list[dict]:
+    return [r.row() for r in results]
+
+
+__all__ = ["METRICS", "EpisodeResult", "run_episode", "evaluate", "summarize", "mean_ci95",
+           "episode_rows"]  # fmt: skip
