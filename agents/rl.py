@@ -1,0 +1,84 @@
+"""RL agents as policies of the evaluation harness.
+
+:class:`RLPolicy` wraps a trained SB3 model so it runs through the same loop as
+the baselines (:mod:`agents.harness`): before each epoch it encodes the world
+exactly as the environment would (the controller's broadcast view, popularity
+estimates and the plan in force), normalises the observation with the saved
+``VecNormalize`` statistics when there are any, asks the model for a
+deterministic action (with the action masks for MaskablePPO) and decodes it
+into a plan with the environment's own action encoding. Its returns are
+therefore the environment's returns for the same seeds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from agents.base import Observation
+from coel_env.core.plan import Plan
+from coel_env.core.world import World
+
+
+class RLPolicy:
+    """A trained model as a harness policy (sees the broadcast view, like in training).
+
+    Args:
+        model: an SB3 / sb3-contrib model.
+        env_cls: the environment class it was trained on (its action and
+            observation encodings are reused).
+        config: the environment config used in training (controller, n_groups, max_steps).
+        vecnormalize: the ``VecNormalize`` wrapper with the training statistics, or None.
+        name: the name results are reported under.
+    """
+
+    sees = "view"
+
+    def __init__(
+        self,
+        model: Any,
+        env_cls: type,
+        config: dict,
+        vecnormalize: Any = None,
+        name: str = "rl",
+    ) -> None:
+        self.model = model
+        self.env_cls = env_cls
+        self.config = {**env_cls.default_config(), **config}
+        self.vecnormalize = vecnormalize
+        self.name = name
+        self._masked = type(model).__name__.startswith("Maskable")
+
+    def reset(self, world: World, seed: int) -> None:
+        from coel_env.envs.observations import ViewObservation
+
+        c = self.config
+        self.obs_type = ViewObservation(world, c["controller"], c["n_groups"], c["max_steps"])
+        self.action_type = self.env_cls.ACTION(world, c["n_groups"])
+        space = self.model.observation_space
+        if space.shape != self.obs_type.space().shape:
+            raise ValueError(
+                f"policy {self.name!r} was trained on observations of shape {space.shape}; "
+                f"this world gives {self.obs_type.space().shape} (another number of servers "
+                "or models)"
+            )
+        nvec = np.asarray(getattr(self.model.action_space, "nvec", []))
+        if not np.array_equal(nvec, self.action_type.space_nvec()):
+            raise ValueError(
+                f"policy {self.name!r} was trained on actions {nvec.tolist()}; this world "
+                f"needs {self.action_type.space_nvec().tolist()}"
+            )
+
+    def act(self, world: World, obs: Observation) -> Plan | None:
+        pop = self.obs_type.popularity()
+        x = self.obs_type.observe(pop)
+        if self.vecnormalize is not None:
+            x = self.vecnormalize.normalize_obs(x[None])[0]
+        if self._masked:
+            action, _ = self.model.predict(
+                x, deterministic=True, action_masks=self.action_type.mask()
+            )
+        else:
+            action, _ = self.model.predict(x, deterministic=True)
+        return self.action_type.decode(np.asarray(action, dtype=np.int64), world.plan, pop)
