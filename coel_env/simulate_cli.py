@@ -1,11 +1,12 @@
 """``coel simulate``: run a world for some epochs and print what happened.
 
 coel simulate [--scenario NAME|FILE] [--trace F] [--topology F] [--epochs N]
-              [--seed S] [--json] [--set KEY=VALUE ...]
+              [--seed S] [--policy NAME] [--json] [--set KEY=VALUE ...]
 
 Builds ``World(scenario, overrides)``, calls ``reset(seed)`` and steps it
 ``--epochs`` times under the world's built-in naive plan (every model whole at
-16 bits on each edge server that can hold it; ``step(None)`` every epoch), then
+16 bits on each edge server that can hold it; ``step(None)`` every epoch), or
+under ``--policy NAME`` (a baseline from ``agents.registry``), then
 prints the run's metrics as a two-column table, or with ``--json`` as exactly
 one JSON object on stdout. A progress bar goes to stderr for runs of 200
 epochs or more when stderr is a terminal.
@@ -47,7 +48,7 @@ import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import yaml
@@ -84,17 +85,6 @@ _SERVED_WEIGHTED = (
 )
 
 
-class Policy(Protocol):
-    """What :func:`run` needs of a policy (baselines and agents plug in here).
-
-    ``reset(world)`` is called once after ``world.reset(seed)`` (optional);
-    ``act(world)`` returns the plan for the next epoch, or None to keep the plan
-    in force. An optional ``name`` attribute is reported as ``policy``.
-    """
-
-    def act(self, world: Any) -> Any: ...
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--scenario",
@@ -107,6 +97,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--topology", type=Path, metavar="F", help="topology: .graphml (Topology Zoo) or .csv (EUA)"
     )
     p.add_argument("--epochs", type=int, default=100, help="epochs to run (>= 1; default 100)")
+    p.add_argument(
+        "--policy",
+        default=None,
+        metavar="NAME",
+        help="a policy from agents.registry (e.g. greedy, milp-oracle); default: the naive plan",
+    )
     p.add_argument("--seed", type=int, default=0, help="episode seed for reset() (default 0)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument(
@@ -241,7 +237,7 @@ def run(
     world: Any,
     epochs: int,
     seed: int | None = 0,
-    policy: Policy | None = None,
+    policy: Any = None,
     progress: bool | None = None,
     on_report: Callable[[Any], None] | None = None,
 ) -> dict[str, Any]:
@@ -252,7 +248,9 @@ def run(
         world: a :class:`~coel_env.core.world.World`.
         epochs: epochs to run (>= 1).
         seed: the episode seed for ``world.reset``.
-        policy: None runs the naive plan (``step(None)``); otherwise see :class:`Policy`.
+        policy: None runs the naive plan (``step(None)``); otherwise an
+            ``agents.base.Policy`` (``reset(world, seed)``, ``act(world, obs)``), asked
+            before every epoch with the observation it is entitled to.
         progress: True/False forces the tqdm bar (stderr) on/off; None shows it for runs of
             :data:`PROGRESS_MIN_EPOCHS` or more when stderr is a terminal.
         on_report: called with each epoch's report (e.g. to log per-epoch rows).
@@ -262,8 +260,10 @@ def run(
     from tqdm import tqdm
 
     world.reset(seed)
-    if policy is not None and hasattr(policy, "reset"):
-        policy.reset(world)
+    if policy is not None:
+        from agents.base import observe
+
+        policy.reset(world, seed)
     if progress is None:
         disable = None if epochs >= PROGRESS_MIN_EPOCHS else True  # None: off unless a TTY
     else:
@@ -274,7 +274,7 @@ def run(
     t0 = time.perf_counter()
     with tqdm(total=epochs, desc="simulate", unit="epoch", disable=disable, leave=False) as bar:
         for _ in range(epochs):
-            plan = None if policy is None else policy.act(world)
+            plan = None if policy is None else policy.act(world, observe(policy, world))
             rep = world.step(plan)
             reports.append(rep)
             lat_parts.append(world.last_latency_ms)
@@ -316,8 +316,13 @@ def main(args: argparse.Namespace) -> int:
     if args.epochs < 1:
         raise ValueError(f"--epochs {args.epochs!r} is not allowed; must be an integer >= 1")
     overrides = build_overrides(args)
+    policy = None
+    if args.policy is not None:
+        from agents.registry import make_policy
+
+        policy = make_policy(args.policy)
     world = make_world(args.scenario, overrides)
-    metrics = run(world, args.epochs, args.seed)
+    metrics = run(world, args.epochs, args.seed, policy=policy)
     out = {"scenario": args.scenario, "seed": args.seed}
     if overrides:
         out["overrides"] = overrides
