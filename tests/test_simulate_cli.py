@@ -153,14 +153,15 @@ def test_run_plugs_in_a_policy():
 
     class Keep:
         name = "keep"
+        sees = "view"
 
         def __init__(self):
             self.calls = 0
 
-        def reset(self, world):
+        def reset(self, world, seed):
             self.calls = 0
 
-        def act(self, world):
+        def act(self, world, obs):
             self.calls += 1
             return world.plan  # the plan in force: no migration
 
