@@ -60,7 +60,20 @@ def _add_baselines(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=baselines_cli.main)
 
 
-_SUBCOMMANDS = (_add_profile, _add_cost, _add_simulate)
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    from agents import train
+
+    p = sub.add_parser(
+        "train",
+        help="train an RL agent (PPO, A2C, MaskablePPO, DQN) on a CoEL environment",
+        description=train.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    train.add_arguments(p)
+    p.set_defaults(func=train.main)
+
+
+_SUBCOMMANDS = (_add_profile, _add_cost, _add_simulate, _add_train, _add_baselines)
 
 
 def build_parser() -> argparse.ArgumentParser:
