@@ -63,11 +63,15 @@ class RLPolicy:
                 f"this world gives {self.obs_type.space().shape} (another number of servers "
                 "or models)"
             )
-        nvec = np.asarray(getattr(self.model.action_space, "nvec", []))
-        if not np.array_equal(nvec, self.action_type.space_nvec()):
+        need = self.action_type.space_nvec()
+        n = getattr(self.model.action_space, "n", None)  # DQN: MultiDiscrete flattened
+        self._flat = n is not None
+        nvec = np.asarray(getattr(self.model.action_space, "nvec", [int(n or 0)]))
+        ok = int(n) == int(np.prod(need)) if self._flat else np.array_equal(nvec, need)
+        if not ok:
             raise ValueError(
                 f"policy {self.name!r} was trained on actions {nvec.tolist()}; this world "
-                f"needs {self.action_type.space_nvec().tolist()}"
+                f"needs {need.tolist()}"
             )
 
     def act(self, world: World, obs: Observation) -> Plan | None:
@@ -81,4 +85,7 @@ class RLPolicy:
             )
         else:
             action, _ = self.model.predict(x, deterministic=True)
-        return self.action_type.decode(np.asarray(action, dtype=np.int64), world.plan, pop)
+        a = np.asarray(action, dtype=np.int64)
+        if self._flat:  # undo agents.train.FlattenMultiDiscrete
+            a = np.array(np.unravel_index(int(a), self.action_type.space_nvec()), dtype=np.int64)
+        return self.action_type.decode(a, world.plan, pop)

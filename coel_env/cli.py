@@ -73,7 +73,20 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=train.main)
 
 
-_SUBCOMMANDS = (_add_profile, _add_cost, _add_simulate, _add_train, _add_baselines)
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    from agents import evaluate_cli
+
+    p = sub.add_parser(
+        "evaluate",
+        help="run a saved policy through the baselines' harness",
+        description=evaluate_cli.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    evaluate_cli.add_arguments(p)
+    p.set_defaults(func=evaluate_cli.main)
+
+
+_SUBCOMMANDS = (_add_profile, _add_cost, _add_simulate, _add_train, _add_baselines, _add_evaluate)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,98 @@
+"""``coel evaluate``: run a saved policy through the same harness as the baselines.
+
+  coel evaluate RUN_DIR_OR_ZIP [--env ID] [--scenario NAME|FILE] [--trace F]
+                [--topology F] [--set K=V ...] [--seeds N | --episodes N]
+                [--epochs N] [--best] [--json] [--out FILE.csv] [--force]
+
+Loads the model (``model.zip``, or ``best_model.zip`` with ``--best``) with
+its ``VecNormalize`` statistics, and runs it deterministically for one episode
+per seed (``--seeds N``: seeds 0..N-1; ``--episodes N`` is the same) through
+``agents.harness``, printing and writing the same metrics as
+``coel baselines`` (``--json``: the same JSON list, so rows compare one to
+one). The env id and config come from the run folder; ``--env``,
+``--scenario``, ``--trace``, ``--topology`` and ``--set`` evaluate it on
+another scenario, trace or topology of the same shape (the number of servers
+and models must match, else a clear error).
+
+Model files unpickle data: load only files you trust. Loading uses SB3's
+``load`` (``torch.load`` with ``weights_only`` for the parameters).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+from agents import harness
+from agents.baselines_cli import _env_class, format_table
+from coel_env.simulate_cli import build_overrides
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", type=Path, metavar="RUN_DIR_OR_ZIP")
+    p.add_argument("--env", default=None, help="env id (default: the run's)")
+    p.add_argument("--scenario", default=None, help="preset or YAML (default: the run's)")
+    p.add_argument("--trace", type=Path, default=None, help="request trace CSV")
+    p.add_argument("--topology", type=Path, default=None, help=".graphml or EUA .csv")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (default 5)")
+    p.add_argument("--episodes", type=int, default=None, help="same as --seeds")
+    p.add_argument(
+        "--epochs", type=int, default=None, help="epochs per episode (default: the env's limit)"
+    )
+    p.add_argument("--best", action="store_true", help="use best_model.zip")
+    p.add_argument("--name", default=None, help="policy name in the table (default: the run's)")
+    p.add_argument("--json", action="store_true", help="print one JSON list")
+    p.add_argument("--out", type=Path, default=None, help="CSV of per-episode rows")
+    p.add_argument("--force", action="store_true", help="overwrite --out")
+
+
+def load_rl_policy(path: Path, env_id: str | None = None, best: bool = False, name=None):
+    """(RLPolicy, env class, env config, scenario) for a run folder or model zip."""
+    from agents.rl import RLPolicy
+    from agents.train import load_policy
+
+    model, vecnorm, meta = load_policy(path, best=best)
+    env_id = env_id or meta.get("env_id")
+    if env_id is None:
+        raise ValueError(f"{str(path)!r}: the env id is unknown; pass --env")
+    cls = _env_class(env_id)
+    config = dict(meta.get("config") or {})
+    run_name = Path(meta.get("run_dir") or path).name
+    policy = RLPolicy(model, cls, config, vecnorm, name=name or f"rl:{run_name}")
+    return policy, cls, config
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.seeds is not None and args.episodes is not None and args.seeds != args.episodes:
+        raise ValueError(f"--seeds {args.seeds} and --episodes {args.episodes} disagree")
+    n = args.seeds or args.episodes or 5
+    if n < 1:
+        raise ValueError(f"--seeds {n!r} is not allowed; must be >= 1")
+    policy, cls, config = load_rl_policy(args.run, args.env, args.best, args.name)
+    scenario = args.scenario or config.get("scenario") or cls.SCENARIO
+    overrides = {**(config.get("overrides") or {}), **build_overrides(args)}
+    epochs = args.epochs or cls.MAX_STEPS
+    out = args.out or Path(f"evaluate-{Path(args.run).stem}-{Path(str(scenario)).stem}.csv")
+    if out.exists() and not args.force:
+        raise ValueError(f"--out {str(out)!r} exists; not overwritten (use --force)")
+    results = harness.evaluate(
+        [policy], scenario, list(range(n)), epochs,
+        overrides=overrides or None, reward_config={**cls.default_config(), **config},
+    )  # fmt: skip
+    rows = harness.summarize(results)
+    eps = harness.episode_rows(results)
+    with out.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(eps[0]))
+        w.writeheader()
+        w.writerows(eps)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    else:
+        print(f"{policy.name} on {scenario}: {n} seeds x {epochs} epochs")
+        print(format_table(rows))
+        print(f"per-episode rows: {out}", file=sys.stderr)
+    return 0

@@ -1,0 +1,59 @@
+"""`coel evaluate`: a saved policy through the baselines' harness, row-compatible output."""
+
+import json
+
+import pytest
+
+from agents.train import train
+from coel_env.cli import main
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    return train(
+        "maskable_ppo", "CoEL-IntraDevice-v0", timesteps=128, seed=0, run_dir=root / "run",
+        eval_freq=0, checkpoint_freq=0, normalize=True, eval_seeds=[0],
+    )  # fmt: skip
+
+
+def test_evaluate_prints_the_baselines_json_rows(run_dir, tmp_path, capsys):
+    assert main(["evaluate", str(run_dir), "--seeds", "2", "--epochs", "4", "--json",
+                 "--out", str(tmp_path / "e.csv")]) == 0  # fmt: skip
+    rl = json.loads(capsys.readouterr().out)
+    assert main(["baselines", "--env", "CoEL-IntraDevice-v0", "--policies", "naive",
+                 "--seeds", "2", "--epochs", "4", "--json",
+                 "--out", str(tmp_path / "b.csv")]) == 0  # fmt: skip
+    base = json.loads(capsys.readouterr().out)
+    assert set(rl[0]) == set(base[0])
+    assert rl[0]["policy"] == "rl:run" and rl[0]["seeds"] == 2
+
+
+def test_evaluation_is_deterministic(run_dir, tmp_path, capsys):
+    outs = []
+    for k in range(2):
+        main(["evaluate", str(run_dir), "--seeds", "1", "--epochs", "4", "--json",
+              "--out", str(tmp_path / f"{k}.csv")])  # fmt: skip
+        outs.append(json.loads(capsys.readouterr().out)[0]["return_mean"])
+    assert outs[0] == outs[1]
+
+
+def test_another_trace_of_the_same_shape_works_and_another_shape_fails(run_dir, tmp_path, capsys):
+    trace = tmp_path / "t.csv"
+    trace.write_text("arrival_s,input_tokens,output_tokens\n1,100,20\n3,300,40\n12,50,10\n")
+    rc = main(["evaluate", str(run_dir), "--seeds", "1", "--epochs", "3", "--trace", str(trace),
+               "--out", str(tmp_path / "t.csv.out")])  # fmt: skip
+    assert rc == 0
+    rc = main(["evaluate", str(run_dir), "--seeds", "1", "--epochs", "3",
+               "--set", "topology.n_servers=3", "--out", str(tmp_path / "x.csv")])  # fmt: skip
+    assert rc == 2
+    assert "trained on observations of shape" in capsys.readouterr().err
+
+
+def test_missing_and_corrupt_model_files(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path / "nothing"), "--out", str(tmp_path / "a.csv")]) == 2
+    bad = tmp_path / "bad.zip"
+    bad.write_bytes(b"not a zip at all")
+    assert main(["evaluate", str(bad), "--out", str(tmp_path / "b.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "nothing" in err and "bad.zip" in err
