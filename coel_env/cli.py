@@ -86,7 +86,28 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=evaluate_cli.main)
 
 
-_SUBCOMMANDS = (_add_profile, _add_cost, _add_simulate, _add_train, _add_baselines, _add_evaluate)
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    from agents import compare_cli
+
+    p = sub.add_parser(
+        "compare",
+        help="trained policies and baselines on the same instances: table and figures",
+        description=compare_cli.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    compare_cli.add_arguments(p)
+    p.set_defaults(func=compare_cli.main)
+
+
+_SUBCOMMANDS = (
+    _add_profile,
+    _add_cost,
+    _add_simulate,
+    _add_train,
+    _add_baselines,
+    _add_evaluate,
+    _add_compare,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

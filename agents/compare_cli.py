@@ -1,0 +1,197 @@
+"""``coel compare``: trained policies and baselines on the same instances, table and figures.
+
+  coel compare [--env ID] [--runs RUN_DIR ...] [--policies naive,greedy,...]
+               [--seeds N] [--epochs N] [--scenario NAME|FILE] [--set K=V ...]
+               [--out-dir DIR] [--force]
+
+Every policy (each ``--runs`` folder as an RL policy, and each baseline) runs
+one episode per seed (0..N-1) on the same fresh world through
+``agents.harness``. Written to ``--out-dir`` (default
+``results/compare-<env>-<scenario>``; an existing folder is refused without
+``--force``):
+
+* ``table.md`` and ``table.csv``: mean and 95% confidence half-width of every
+  metric per policy, and the score (mean return relative to ``milp-oracle``
+  when it is among the policies), decision time per epoch;
+* ``episodes.csv``: one row per policy and seed;
+* ``bars.png``: return, SLO attainment, p95 latency and decision time per policy;
+* ``learning_curves.png``: each run's evaluation return over training steps;
+* ``deployment.png``: the deployment map at the end of seed 0 under the best
+  policy by return;
+* ``command.txt``: the command that produced them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from agents import harness
+from agents.baselines_cli import COLUMNS, _env_class, format_table
+from agents.registry import make_policy
+from coel_env.simulate_cli import build_overrides
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--env", default="CoEL-v0", help="env id (scenario and reward weights)")
+    p.add_argument("--runs", nargs="*", type=Path, default=[], help="run folders to evaluate")
+    p.add_argument("--policies", default="naive,greedy,fiddler,milp-oracle",
+                   help="comma-separated baselines (see coel baselines)")  # fmt: skip
+    p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1")
+    p.add_argument("--epochs", type=int, default=None, help="epochs per episode")
+    p.add_argument("--scenario", default=None, help="preset or YAML (default: the env's)")
+    p.add_argument("--trace", type=Path, default=None, help="request trace CSV")
+    p.add_argument("--topology", type=Path, default=None, help=".graphml or EUA .csv")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--out-dir", type=Path, default=None, help="results folder")
+    p.add_argument("--force", action="store_true", help="write into an existing folder")
+    p.add_argument("--best", action="store_true", help="use each run's best_model.zip")
+
+
+def compare(
+    env_id: str,
+    runs: list[Path],
+    baselines: list[str],
+    seeds: int,
+    epochs: int | None,
+    out_dir: Path,
+    *,
+    scenario: str | None = None,
+    overrides: dict | None = None,
+    force: bool = False,
+    best: bool = False,
+    argv: list[str] | None = None,
+) -> list[dict]:
+    """Run everything, write the table and figures into ``out_dir``, return the summary rows."""
+    from agents.evaluate_cli import load_rl_policy
+
+    cls = _env_class(env_id)
+    scenario = scenario or cls.SCENARIO
+    epochs = epochs or cls.MAX_STEPS
+    if seeds < 1:
+        raise ValueError(f"--seeds {seeds!r} is not allowed; must be >= 1")
+    if out_dir.exists() and any(out_dir.iterdir()) and not force:
+        raise ValueError(f"--out-dir {str(out_dir)!r} exists; not overwritten (use --force)")
+    policies = [load_rl_policy(r, env_id, best)[0] for r in runs]
+    policies += [make_policy(n) for n in baselines]
+    if not policies:
+        raise ValueError("nothing to compare: give --runs and/or --policies")
+    cfg = cls.default_config()
+    results = harness.evaluate(
+        policies, scenario, list(range(seeds)), epochs,
+        overrides=overrides or None, reward_config=cfg,
+    )  # fmt: skip
+    rows = harness.summarize(results)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_csv(out_dir / "table.csv", rows)
+    _write_csv(out_dir / "episodes.csv", harness.episode_rows(results))
+    (out_dir / "table.md").write_text(_markdown(rows, env_id, scenario, seeds, epochs))
+    (out_dir / "command.txt").write_text(" ".join(argv or sys.argv) + "\n")
+    _bars(rows, out_dir / "bars.png")
+    _curves(runs, out_dir / "learning_curves.png")
+    top = max(rows, key=lambda r: r["return_mean"])["policy"]
+    pol = next(p for p in policies if p.name == top)
+    _deployment(pol, scenario, overrides, epochs, out_dir / "deployment.png")
+    return rows
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _markdown(rows, env_id, scenario, seeds, epochs) -> str:
+    head = ["policy", "sees"] + list(COLUMNS) + ["score"]
+    out = [f"{env_id} on `{scenario}`: {seeds} seeds x {epochs} epochs "
+           "(mean ± 95% CI half-width)", "", "| " + " | ".join(head) + " |",
+           "|" + "---|" * len(head)]  # fmt: skip
+    for r in rows:
+        cells = [r["policy"], r["sees"]]
+        cells += [f"{r[m + '_mean']:.4g} ± {r[m + '_ci95']:.2g}" for m in COLUMNS]
+        cells.append("" if r["score"] is None else f"{r['score']:.3f}")
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _bars(rows, path: Path) -> None:
+    plt = _plt()
+    metrics = [
+        ("return", "return"),
+        ("slo_attainment", "SLO attainment"),
+        ("latency_p95_ms", "p95 latency [ms]"),
+        ("decision_ms", "decision [ms]"),
+    ]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.5), dpi=80)
+    names = [r["policy"] for r in rows]
+    for ax, (m, label) in zip(axes, metrics, strict=True):
+        ax.bar(names, [r[m + "_mean"] for r in rows], yerr=[r[m + "_ci95"] for r in rows])
+        ax.set_title(label)
+        ax.tick_params(axis="x", rotation=45)
+        if m == "decision_ms":
+            ax.set_yscale("log")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _curves(runs: list[Path], path: Path) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=80)
+    drawn = 0
+    for r in runs:
+        f = Path(r) / "evaluations.npz"
+        if Path(r).is_dir() and f.is_file():
+            d = np.load(f)
+            ax.plot(d["timesteps"], d["results"].mean(axis=1), marker="o", label=Path(r).name)
+            drawn += 1
+    if not drawn:
+        ax.text(0.5, 0.5, "no training runs", ha="center", va="center")
+    ax.set_xlabel("timesteps")
+    ax.set_ylabel("evaluation return")
+    if drawn:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _deployment(policy, scenario, overrides, epochs, path: Path) -> None:
+    from coel_env.core.world import World
+    from coel_env.envs.render import render_rgb
+
+    world = World(scenario, dict(overrides) if overrides else None)
+    harness.run_episode(policy, scenario, 0, min(epochs, 20), world=world)
+    plt = _plt()
+    plt.imsave(path, render_rgb(world, None))
+
+
+def main(args: argparse.Namespace) -> int:
+    names = [n.strip() for n in args.policies.split(",") if n.strip()]
+    scen = args.scenario or _env_class(args.env).SCENARIO
+    out = args.out_dir or Path("results") / f"compare-{args.env}-{Path(str(scen)).stem}"
+    if out.exists() and args.force:
+        shutil.rmtree(out)
+    rows = compare(
+        args.env, list(args.runs), names, args.seeds, args.epochs, out,
+        scenario=args.scenario, overrides=build_overrides(args) or None, force=args.force,
+        best=args.best,
+    )  # fmt: skip
+    print(format_table(rows))
+    print(f"results: {out}", file=sys.stderr)
+    return 0

@@ -1,0 +1,57 @@
+"""`coel compare`: table, figures and the end-to-end train -> evaluate -> compare path."""
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from coel_env.cli import main
+
+
+def test_end_to_end_train_evaluate_compare_through_the_cli(tmp_path):
+    """Train a few hundred steps, save, reload, evaluate and compare with two baselines."""
+    coel = [sys.executable, "-m", "coel_env.cli"]
+    run = tmp_path / "run"
+    subprocess.run(
+        [*coel, "train", "--algo", "maskable_ppo", "--env", "CoEL-IntraDevice-v0",
+         "--timesteps", "256", "--run-dir", str(run), "--eval-freq", "128",
+         "--normalize", "--no-progress"],
+        check=True, capture_output=True, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    assert (run / "model.zip").is_file() and (run / "vecnormalize.pkl").is_file()
+    ev = subprocess.run(
+        [*coel, "evaluate", str(run), "--seeds", "2", "--epochs", "4", "--json",
+         "--out", str(tmp_path / "ev.csv")],
+        check=True, capture_output=True, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    assert '"return_mean"' in ev.stdout
+    out = tmp_path / "cmp"
+    subprocess.run(
+        [*coel, "compare", "--env", "CoEL-IntraDevice-v0", "--runs", str(run),
+         "--policies", "naive,greedy", "--seeds", "2", "--epochs", "4", "--out-dir", str(out)],
+        check=True, capture_output=True, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    for f in ("table.md", "table.csv", "episodes.csv", "bars.png", "learning_curves.png",
+              "deployment.png", "command.txt"):  # fmt: skip
+        assert (out / f).is_file() and (out / f).stat().st_size > 0, f
+    rows = list(csv.DictReader((out / "table.csv").open()))
+    assert [r["policy"] for r in rows] == ["rl:run", "naive", "greedy"]
+    assert all(float(r["return_ci95"]) >= 0 for r in rows)
+
+
+def test_existing_results_folder_is_refused(tmp_path, capsys):
+    out = tmp_path / "res"
+    out.mkdir()
+    (out / "table.md").write_text("old")
+    rc = main(["compare", "--policies", "naive", "--seeds", "1", "--epochs", "2",
+               "--out-dir", str(out)])  # fmt: skip
+    assert rc == 2 and (out / "table.md").read_text() == "old"
+    assert "exists" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["--policies", "", "--runs"], ["--seeds", "0"]])
+def test_bad_input(tmp_path, capsys, argv):
+    rc = main(["compare", *argv, "--out-dir", str(Path(tmp_path) / "o")])
+    assert rc == 2 and capsys.readouterr().err
