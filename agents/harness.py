@@ -141,13 +141,25 @@ def evaluate(
     scenario: str,
     seeds: Sequence[int],
     epochs: int,
+    progress: bool | None = None,
     **kwargs,
 ) -> list[EpisodeResult]:
-    """Every policy on every seed (a fresh world per episode, same instances for all)."""
+    """Every policy on every seed (a fresh world per episode, same instances for all).
+
+    ``progress``: a tqdm bar on stderr (None: only when stderr is a terminal).
+    """
+    from tqdm import tqdm
+
+    policies = list(policies)
     out = []
-    for policy in policies:
-        for seed in seeds:
-            out.append(run_episode(policy, scenario, int(seed), epochs, **kwargs))
+    bar = tqdm(total=len(policies) * len(seeds), desc="evaluate", unit="episode",
+               disable=None if progress is None else not progress, leave=False)  # fmt: skip
+    with bar:
+        for policy in policies:
+            bar.set_postfix_str(policy.name)
+            for seed in seeds:
+                out.append(run_episode(policy, scenario, int(seed), epochs, **kwargs))
+                bar.update(1)
     return out
 
 
