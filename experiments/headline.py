@@ -46,8 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     if out.exists():
         print(f"headline: error: {out} exists; not overwritten", file=sys.stderr)
         return 2
-    from agents.compare_cli import compare
     from agents.baselines_cli import format_table
+    from agents.compare_cli import compare
     from agents.train import train
 
     print(
