@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     run = train(
         args.algo, args.env, timesteps=budget["timesteps"], seed=args.seed,
         run_dir=out / "run", eval_freq=max(budget["timesteps"] // 4, 256),
-        checkpoint_freq=max(budget["timesteps"] // 2, 256), progress=True,
+        checkpoint_freq=max(budget["timesteps"] // 2, 256), progress=sys.stderr.isatty(),
         argv=sys.argv,
     )  # fmt: skip
     names = [n for n in args.policies.split(",") if n]
