@@ -101,16 +101,23 @@ def main(args: argparse.Namespace) -> int:
         policies, scenario, list(range(args.seeds)), args.epochs,
         overrides=overrides or None, reward_config=cls.default_config(),
     )  # fmt: skip
+    report(results, out, args.json, f"{args.env} on {scenario}: {args.seeds} seeds x "
+           f"{args.epochs} epochs")  # fmt: skip
+    return 0
+
+
+def report(results, out: Path, as_json: bool, title: str) -> list[dict]:
+    """Write per-episode rows to ``out`` (CSV) and print the summary (table or JSON list)."""
     rows = harness.summarize(results)
-    rows_ep = harness.episode_rows(results)
+    episodes = harness.episode_rows(results)
     with out.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows_ep[0]))
+        w = csv.DictWriter(f, fieldnames=list(episodes[0]))
         w.writeheader()
-        w.writerows(rows_ep)
-    if args.json:
+        w.writerows(episodes)
+    if as_json:
         print(json.dumps(rows, indent=1))
     else:
-        print(f"{args.env} on {scenario}: {args.seeds} seeds x {args.epochs} epochs")
+        print(title)
         print(format_table(rows))
         print(f"per-episode rows: {out}", file=sys.stderr)
-    return 0
+    return rows

@@ -21,13 +21,10 @@ Model files unpickle data: load only files you trust. Loading uses SB3's
 from __future__ import annotations
 
 import argparse
-import csv
-import json
-import sys
 from pathlib import Path
 
 from agents import harness
-from agents.baselines_cli import _env_class, format_table
+from agents.baselines_cli import _env_class, report
 from coel_env.simulate_cli import build_overrides
 
 
@@ -83,16 +80,5 @@ def main(args: argparse.Namespace) -> int:
         [policy], scenario, list(range(n)), epochs,
         overrides=overrides or None, reward_config={**cls.default_config(), **config},
     )  # fmt: skip
-    rows = harness.summarize(results)
-    eps = harness.episode_rows(results)
-    with out.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(eps[0]))
-        w.writeheader()
-        w.writerows(eps)
-    if args.json:
-        print(json.dumps(rows, indent=1))
-    else:
-        print(f"{policy.name} on {scenario}: {n} seeds x {epochs} epochs")
-        print(format_table(rows))
-        print(f"per-episode rows: {out}", file=sys.stderr)
+    report(results, out, args.json, f"{policy.name} on {scenario}: {n} seeds x {epochs} epochs")
     return 0

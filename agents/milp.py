@@ -21,7 +21,9 @@ Decisions, per model (:func:`build_milp`; binaries in brackets):
   the home's own copy, else the nearest holder
   (``sum_{s' as near as s} zs[h, g, s'] >= xs[g, s] + a[h] - 1``). Which homes may use
   other servers' copies is ``remote``: by default (``"auto"``) only homes that cannot
-  hold the whole model in their own memory, from their ``near`` nearest servers.
+  hold the whole model at the lowest width in their own memory, from their ``near``
+  nearest servers (a remote copy costs a path round trip per layer and token, more than
+  the lowest width's quality price on every model here).
 
 Continuous variables that are integral once those are: the copy at its width
 ``x[g, s, t, b]``, the remote-use indicators, and the *demand flows*
@@ -94,6 +96,12 @@ priced through latency; the requests a migrating server loses taken as its own o
 Restrictions: group-level (not per layer) decisions, one host policy per model, remote
 copies only for homes that need them (``remote``), origins to their ``home_near``
 nearest candidates.
+
+Policies: :class:`MilpPolicy` (``milp-oracle``: true state, re-solved every epoch;
+``milp-periodic``: the broadcast view, every ``every`` epochs, demand smoothed from what
+was heard) and :class:`StaticPolicy` (the first epoch's plan, kept). They warm-start
+HiGHS from their last decisions, keep the plan in force unless a new one gains
+``switch_gain`` on the objective, and store the last :class:`MilpResult` in ``.last``.
 
 :func:`evaluate` computes the same objective and constraints by formula, not through
 the matrix; :func:`brute_force` enumerates every decision of a small instance with it;
@@ -214,7 +222,7 @@ class MilpConfig:
         host_policy: choose host CPU vs PCIe fetch per model (False: host CPU).
         near: a home uses copies on its ``near`` nearest servers (itself included).
         remote: which homes may use copies on other servers: ``"auto"`` those that cannot
-            hold the whole model (dense part and every group at the highest width) in
+            hold the whole model (dense part and every group at the lowest width) in
             their own memory, ``"always"`` every home, ``"never"`` none.
         home_near: an origin's requests go to one of its ``home_near`` nearest candidate
             homes (some of them must be open).
@@ -1715,7 +1723,7 @@ def build_instance(
         if not cfg.allow_cloud_home:
             cand &= ~is_cloud
         count = np.bincount(groups.ravel(), minlength=G)  # experts per group, all layers
-        whole_gb = home_gb + count.sum() * m.expert_bytes(bits[0]) / GB
+        whole_gb = home_gb + count.sum() * m.expert_bytes(bits[-1]) / GB
         own_gb = np.asarray(obs.gpu_capacity_gb, float) + np.where(
             host_ok, np.asarray(obs.host_capacity_gb, float), 0.0
         )
@@ -1971,6 +1979,10 @@ class MilpPolicy:
         smoothing: weight of the latest heard demand in the view's estimate.
         warmup: with the view, the first solve waits (keeping the plan in force) until
             every server has been heard from, for at most this many epochs.
+        switch_gain: a new plan is deployed only if its objective beats the last
+            deployed decisions' (re-costed in the new instance) by this share; else the
+            plan in force stays (hysteresis against re-solves that reshuffle under a
+            time limit).
 
     Attributes:
         last: the last :class:`MilpResult` (status, gap, solve time), or None.
@@ -1987,6 +1999,7 @@ class MilpPolicy:
         config: MilpConfig | None = None,
         smoothing: float = 0.1,
         warmup: int = 5,
+        switch_gain: float = 0.03,
     ) -> None:
         if every < 1:
             raise ValueError(f"every={every} is not allowed; it must be >= 1")
@@ -1997,6 +2010,7 @@ class MilpPolicy:
         self.config = dataclasses.replace(base, time_limit_s=time_limit_s, gap=gap)
         self.smoothing = smoothing
         self.warmup = warmup
+        self.switch_gain = switch_gain
         self._waited = 0
         self.last: MilpResult | None = None
         self.history: list[MilpResult] = []
@@ -2073,6 +2087,15 @@ class MilpPolicy:
         self.last = res
         self.history.append(res)
         self._batch = res.batch
+        prev = self._start
+        if prev is not None and self.switch_gain > 0 and _fits(prev, res.instance):
+            prev_obj = evaluate(res.instance, prev)
+            if math.isfinite(prev_obj) and res.objective > prev_obj * (1 - self.switch_gain):
+                res.message = (
+                    f"kept the plan in force: the new plan gains {1 - res.objective / prev_obj:.1%}"
+                    f" (< switch_gain {self.switch_gain:.0%})"
+                )
+                return None
         self._start = res.decisions
         return _reuse(res.plan, obs.plan)
 
