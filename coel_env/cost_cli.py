@@ -5,7 +5,8 @@ coel cost validate [--markdown]
     absolute percentage error of the fitted expert model against every
     measured row (with the run factors of secondary files, and without);
     the attention fit; the derived devices against published decode
-    throughput (../shared/data/devices) when --devices-dir is given.
+    throughput when --devices-dir points at the published device figures
+      (the devices folder of the data sets listed in the README).
 coel cost layer --model M --device D --tokens T [--bits B] [--mode eager|cudagraph]
     one MoE layer's predicted latency with its parts, for T tokens routed
     by the model's top-k over its experts (uniform routing, or --skew).
@@ -60,7 +61,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     v.add_argument(
         "--devices-dir",
         type=Path,
-        help="folder with the published decode-throughput CSVs (../shared/data/devices)",
+        help="folder with the published decode-throughput CSVs (the data sets' devices/)",
     )
     v.add_argument("--json", action="store_true", help="print one JSON object")
     v.set_defaults(func=validate_main)

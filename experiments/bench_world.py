@@ -19,44 +19,24 @@ from __future__ import annotations
 
 import os
 
-_THREAD_VARS = (
-    "OMP_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "NUMEXPR_NUM_THREADS",
-    "VECLIB_MAXIMUM_THREADS",
-)
-for _v in _THREAD_VARS:  # before numpy is imported anywhere
-    os.environ.setdefault(_v, "1")
+from experiments.benchutil import machine as _machine
+from experiments.benchutil import single_thread
+
+single_thread()  # before numpy is imported anywhere
 
 import argparse  # noqa: E402
-import platform  # noqa: E402
 import shlex  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import numpy as np  # noqa: E402
-
 from coel_env.core.world import World  # noqa: E402
 
 
 def machine() -> dict[str, str]:
     """Where the numbers were measured."""
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": str(os.cpu_count()),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "threads": ", ".join(f"{v}={os.environ[v]}" for v in _THREAD_VARS),
-        "affinity": (
-            ",".join(map(str, sorted(os.sched_getaffinity(0))))
-            if hasattr(os, "sched_getaffinity")
-            else "n/a"
-        ),
-    }
+    return _machine()
 
 
 def bench(scenario: str, epochs: int, repeats: int, warmup: int, seed: int) -> dict:

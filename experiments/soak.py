@@ -23,15 +23,9 @@ from __future__ import annotations
 
 import os
 
-_THREAD_VARS = (
-    "OMP_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "NUMEXPR_NUM_THREADS",
-    "VECLIB_MAXIMUM_THREADS",
-)
-for _v in _THREAD_VARS:  # before numpy is imported anywhere
-    os.environ.setdefault(_v, "1")
+from experiments.benchutil import single_thread
+
+single_thread()  # before numpy is imported anywhere
 
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402

@@ -1,0 +1,44 @@
+"""Shared by the benchmark scripts: one thread per process, and where numbers were measured.
+
+Import this module and call :func:`single_thread` before numpy is imported.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+
+THREAD_VARS = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+)
+
+
+def single_thread() -> None:
+    """Pin BLAS/OpenMP pools to one thread (before numpy is imported anywhere)."""
+    for v in THREAD_VARS:
+        os.environ.setdefault(v, "1")
+
+
+def machine(**extra: str) -> dict[str, str]:
+    """Where the numbers were measured (plus ``extra`` entries)."""
+    import numpy as np
+
+    out = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": str(os.cpu_count()),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        **extra,
+        "threads": ", ".join(f"{v}={os.environ.get(v, '-')}" for v in THREAD_VARS),
+        "affinity": (
+            ",".join(map(str, sorted(os.sched_getaffinity(0))))
+            if hasattr(os, "sched_getaffinity")
+            else "n/a"
+        ),
+    }
+    return out
