@@ -91,7 +91,9 @@ def compare(
     _write_csv(out_dir / "table.csv", rows)
     _write_csv(out_dir / "episodes.csv", harness.episode_rows(results))
     (out_dir / "table.md").write_text(_markdown(rows, env_id, scenario, seeds, epochs))
-    (out_dir / "command.txt").write_text(" ".join(argv or sys.argv) + "\n")
+    cmd = list(argv or sys.argv)
+    cmd[0] = Path(cmd[0]).name  # no machine-specific paths
+    (out_dir / "command.txt").write_text(" ".join(cmd) + "\n")
     _bars(rows, out_dir / "bars.png")
     _curves(runs, out_dir / "learning_curves.png")
     top = max(rows, key=lambda r: r["return_mean"])["policy"]
