@@ -148,6 +148,18 @@ def _present(obs: Observation) -> np.ndarray:
     return obs.up | (~np.isfinite(obs.age_s) & used)
 
 
+def _live_naive(naive: Plan, models, up: np.ndarray):
+    """``(index, name, naive model plan, its homes in ``up``)`` for every model the naive
+    plan deploys on at least one server in ``up``."""
+    for mi, name in enumerate(models):
+        base = naive.models.get(name)
+        if base is None:
+            continue
+        homes = [h for h in base.home if up[h]]
+        if homes:
+            yield mi, name, base, homes
+
+
 def _rank_order(values: np.ndarray) -> np.ndarray:
     """Flat indices of ``values`` from the largest to the smallest (stable)."""
     return np.argsort(-values, axis=None, kind="stable")
@@ -623,14 +635,8 @@ class FiddlerPolicy(_Baseline):
     def act(self, world: World, obs: Observation) -> Plan | None:
         out = {}
         mode = world.scenario.serving.mode
-        for mi, name in enumerate(world.models):
-            base = self._naive.models.get(name)
-            if base is None:
-                continue
-            up = _present(obs)
-            homes = [h for h in base.home if up[h]]
-            if not homes:
-                continue
+        up = _present(obs)
+        for mi, name, base, homes in _live_naive(self._naive, world.models, up):
             spec = base.spec
             pop = obs.popularity[name]
             order = _rank_order(_normalised(pop))
@@ -710,14 +716,8 @@ class LruPolicy(_Baseline):
         epoch_s = world.scenario.epoch_s
         lat = np.where(np.isfinite(obs.latency_ms), obs.latency_ms, np.inf)
         out = {}
-        for mi, name in enumerate(world.models):
-            base = self._naive.models.get(name)
-            if base is None:
-                continue
-            up = _present(obs)
-            homes = [h for h in base.home if up[h]]
-            if not homes:
-                continue
+        up = _present(obs)
+        for mi, name, base, homes in _live_naive(self._naive, world.models, up):
             spec = base.spec
             pop = _normalised(obs.popularity[name])
             rate = dict.fromkeys(homes, 0.0)

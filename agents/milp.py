@@ -541,20 +541,22 @@ def _eval_servers(inst: Instance, parts: list[dict]) -> tuple[np.ndarray, np.nda
     return ok, np.where(ok, obj, np.inf), {"work": work, "wq": wq, "ovf": ovf, "recv": recv}
 
 
+def _eval_decision(inst: Instance, mi: ModelInstance, d: Decision) -> dict:
+    """:func:`_eval_model` of one decision (a batch of one)."""
+    return _eval_model(
+        inst,
+        mi,
+        np.asarray(d.homes, bool)[None],
+        np.asarray(d.place, np.int8)[None],
+        np.asarray(d.bits, int)[None],
+        np.array([d.keep]),
+        np.array([d.policy]),
+    )
+
+
 def evaluate(inst: Instance, decisions: Sequence[Decision]) -> float:
     """The objective of ``decisions`` (one per model) by formula; ``inf`` if infeasible."""
-    parts = [
-        _eval_model(
-            inst,
-            mi,
-            np.asarray(d.homes, bool)[None],
-            np.asarray(d.place, np.int8)[None],
-            np.asarray(d.bits, int)[None],
-            np.array([d.keep]),
-            np.array([d.policy]),
-        )
-        for mi, d in zip(inst.models, decisions, strict=True)
-    ]
+    parts = [_eval_decision(inst, mi, d) for mi, d in zip(inst.models, decisions, strict=True)]
     return float(_eval_servers(inst, parts)[1][0])
 
 
@@ -1011,17 +1013,7 @@ def encode(inst: Instance, model: MilpModel, decisions: Sequence[Decision]) -> n
     """The full variable vector of ``decisions`` (None when they are infeasible)."""
     parts = []
     for mi, d in zip(inst.models, decisions, strict=True):
-        parts.append(
-            _eval_model(
-                inst,
-                mi,
-                np.asarray(d.homes, bool)[None],
-                np.asarray(d.place, np.int8)[None],
-                np.asarray(d.bits, int)[None],
-                np.array([d.keep]),
-                np.array([d.policy]),
-            )
-        )
+        parts.append(_eval_decision(inst, mi, d))
     ok, _, srv = _eval_servers(inst, parts)
     if not ok[0]:
         return None
@@ -1309,10 +1301,7 @@ def _greedy_first(inst, mi: ModelInstance, free_gpu, free_host) -> Decision | No
             homes = np.zeros(S, bool)
             homes[homes_l] = True
             d = Decision(homes, place, bits.copy(), keep, pol)
-            part = _eval_model(
-                inst, mi, homes[None], place[None], d.bits[None], np.array([keep]),
-                np.array([pol]),
-            )  # fmt: skip
+            part = _eval_decision(inst, mi, d)
             if not part["ok"][0]:
                 continue
             obj = float(_eval_servers(inst, [part])[1][0])
@@ -1351,11 +1340,7 @@ def _greedy_add_home(inst, mi, d: Decision, h: int, free_gpu, free_host) -> Deci
 
 
 def _model_ok(inst, mi, d: Decision) -> bool:
-    part = _eval_model(
-        inst, mi, d.homes[None], d.place[None], np.asarray(d.bits)[None], np.array([d.keep]),
-        np.array([d.policy]),
-    )  # fmt: skip
-    return bool(part["ok"][0])
+    return bool(_eval_decision(inst, mi, d)["ok"][0])
 
 
 # ------------------------------------------------------------------------ solving

@@ -176,6 +176,8 @@ class World:
         self.slo = SloConfig(sc.workload.ttft_ms, sc.workload.tpot_ms, sc.workload.quality_floor)
         edges = self.topology.edges
         self._edges = list(edges)
+        self._ends = np.asarray(self._edges, np.int64).reshape(-1)  # u0, v0, u1, v1, ...
+        self._degree = np.bincount(self._ends, minlength=self.n)
         self.dynamics = Dynamics(sc.dynamics, self.n, len(edges), self.is_cloud)
         field_bytes = 4 * (len(STATUS_FIELDS) + len(self.models))
         for m in self.specs:  # hosted-experts map: 4 bits per expert; requirements table
@@ -565,15 +567,9 @@ class World:
         hcap = np.maximum(self.host_capacity_gb, 1e-9)
         link = np.ones(self.n)
         if self._edges:
-            acc = np.zeros(self.n)
-            cnt = np.zeros(self.n)
             scale = self.dyn.link_scale * self.dyn.link_up
-            for i, (u, v) in enumerate(self._edges):
-                acc[u] += scale[i]
-                acc[v] += scale[i]
-                cnt[u] += 1
-                cnt[v] += 1
-            link = acc / np.maximum(cnt, 1)
+            acc = np.bincount(self._ends, weights=np.repeat(scale, 2), minlength=self.n)
+            link = acc / np.maximum(self._degree, 1)
         base = np.maximum(self._base_rates, 1e-9)[:, None]
         arrived = self._last["demand"].sum(axis=1)
         return np.column_stack(

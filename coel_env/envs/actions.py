@@ -68,9 +68,6 @@ class _Base:
     def _expert_gb(self, i: int, bits: int) -> float:
         return self.specs[i].expert_bytes(bits) / GB
 
-    def mask(self) -> np.ndarray:
-        return np.ones(int(self.space_nvec().sum()), bool)
-
 
 class IntraDeviceAction(_Base):
     """One server: GPU residency by popularity, bits per group, host policy."""
