@@ -36,7 +36,7 @@ import numpy as np
 
 from coel_env import cost
 from coel_env.catalog import MoEModel
-from coel_env.core.plan import ABSENT, FETCH, GPU, HOST, ModelPlan
+from coel_env.core.plan import ABSENT, FETCH, HOST, ModelPlan
 from coel_env.core.routing import _expected_counts
 from coel_env.profiles import DeviceProfile
 
@@ -83,6 +83,7 @@ class ServingModel:
         )
         self._att: dict = {}
         self._placements: dict = {}
+        self._fits: dict = {}
 
     # ----------------------------------------------------------------- parts
 
@@ -109,12 +110,31 @@ class ServingModel:
             self._att[key] = m.n_layers * a["total_ms"] + lm + dense
         return self._att[key]
 
+    def _fit_params(self, dev: DeviceProfile, bits: int) -> tuple[np.ndarray, ...]:
+        """Parameters of the kernel fits of ``dev`` at ``bits`` (one row per fit used).
+
+        Rows: ``(1/bw, 1/stream, 1/tflops, c_ms, op_ms, p)``; in CUDA-graph mode a second
+        row holds the eager fit (a replay is never slower than the eager call, see
+        :func:`coel_env.cost._call_ms`).
+        """
+        key = (dev.name, bits)
+        hit = self._fits.get(key)
+        if hit is None:
+            modes = ("cudagraph", "eager") if self.mode == "cudagraph" else (self.mode,)
+            rows = []
+            for mode in modes:
+                k = dev.kernel_for(bits, mode)[0]
+                rows.append((1 / k.bw_gbps, 1 / k.stream_gbps, 1 / k.tflops, k.c_ms, k.op_ms, k.p))
+            hit = self._fits[key] = tuple(np.array(r, float) for r in zip(*rows, strict=True))
+        return hit
+
     def _placement(self, mp: ModelPlan, home: int, latency_ms: np.ndarray, up: np.ndarray):
         """Where each expert of ``mp`` runs for requests at ``home`` (cached per plan/paths/up).
 
         Returns None when an expert has no replica on a present, reachable server;
-        else ``(server [L, E], groups, remote_servers)`` where each group is
-        ``(flat indices, fits, weight bytes, server, fetch ms)``.
+        else a :class:`_Placement`: the server of each expert and, per expert (flat
+        ``[L * E]``), the parameters of the kernel fit it runs with, its weight bytes,
+        its PCIe fetch time and the server it keeps busy.
         """
         key = (id(mp), home)  # plans hold nothing on absent servers (the world strips them)
         hit = self._placements.get(key)
@@ -123,33 +143,40 @@ class ServingModel:
         m = mp.spec
         held = (mp.location != ABSENT) & up[None, None, :]
         local = held[:, :, home]
-        cand = np.where(held, latency_ms[home][None, None, :], np.inf)
-        cand[:, :, home] = np.where(local, -1.0, np.inf)
-        server = cand.argmin(axis=2)
-        if not np.isfinite(np.take_along_axis(cand, server[:, :, None], 2)).all():
-            self._placements[key] = (mp, None)
-            return None
-        tier = np.take_along_axis(mp.location, server[:, :, None], 2)[:, :, 0]
-        pol = np.broadcast_to(mp.host_policy[:, None] == FETCH, tier.shape)
-        flat_server, flat_tier, flat_bits = server.ravel(), tier.ravel(), mp.bits.ravel()
-        flat_pol = pol.ravel()
-        groups = []
-        for s in np.unique(flat_server):
-            for b in np.unique(flat_bits[flat_server == s]):
-                sel = (flat_server == s) & (flat_bits == b)
-                w = float(m.expert_bytes(int(b)))
-                uni = bool(self.unified[s])
-                on_gpu = sel & ((flat_tier == GPU) | ((flat_tier == HOST) & (flat_pol | uni)))
-                on_cpu = sel & (flat_tier == HOST) & ~flat_pol & ~uni
-                fetch_ms = np.where(
-                    (flat_tier == HOST) & flat_pol & ~uni, w / (self.pcie_gbps[s] * 1e6), 0.0
-                )
-                for mask, dev in ((on_gpu, self.gpus[s]), (on_cpu, self.cpus[s])):
-                    idx = np.flatnonzero(mask)
-                    if idx.size:
-                        groups.append((idx, dev, int(b), w, int(s), fetch_ms[idx]))
+        if local.all():
+            server = np.full(local.shape, home)
+        else:
+            cand = np.where(held, latency_ms[home][None, None, :], np.inf)
+            cand[:, :, home] = np.where(local, -1.0, np.inf)
+            server = cand.argmin(axis=2)
+            if not np.isfinite(np.take_along_axis(cand, server[:, :, None], 2)).all():
+                self._placements[key] = (mp, None)
+                return None
+        tier = np.take_along_axis(mp.location, server[:, :, None], 2)[:, :, 0].ravel()
+        fetch_pol = np.repeat(mp.host_policy == FETCH, m.n_experts)
+        flat_server, flat_bits = server.ravel(), mp.bits.ravel()
+        uni = self.unified[flat_server]
+        on_cpu = (tier == HOST) & ~fetch_pol & ~uni
+        fetching = (tier == HOST) & fetch_pol & ~uni
+        size = {int(b): float(m.expert_bytes(int(b))) for b in np.unique(flat_bits)}
+        w = np.array([size[int(b)] for b in flat_bits]) if len(size) > 1 else None
+        if w is None:
+            w = np.full(flat_bits.size, next(iter(size.values())))
+        n_fit = 2 if self.mode == "cudagraph" else 1
+        par = np.empty((6, n_fit, flat_bits.size))
+        # one fit per distinct (server, device, bits) group
+        group = (flat_server * 2 + on_cpu) * 32 + flat_bits
+        for gk in np.unique(group):
+            sel = group == gk
+            s, cpu, b = int(gk // 64), bool((gk // 32) % 2), int(gk % 32)
+            dev = self.cpus[s] if cpu else self.gpus[s]
+            for i, row in enumerate(self._fit_params(dev, b)):
+                par[i][:, sel] = row[:, None]
+        fetch_ms = np.where(fetching, w / (self.pcie_gbps[flat_server] * 1e6), 0.0)
+        owner = np.zeros((flat_bits.size, self.n))
+        owner[np.arange(flat_bits.size), flat_server] = 1.0
         remote = [(int(s), server == s) for s in np.unique(server) if s != home]
-        out = (server, groups, remote)
+        out = _Placement(server, par, w / 1e6, fetch_ms, owner, remote)
         self._placements[key] = (mp, out)
         return out
 
@@ -162,7 +189,7 @@ class ServingModel:
     def forget_remote(self) -> None:
         """Paths changed: forget placements that use other servers (and unservable ones)."""
         for k, (_, out) in list(self._placements.items()):
-            if out is None or out[2]:
+            if out is None or out.remote:
                 del self._placements[k]
 
     def step(
@@ -177,61 +204,131 @@ class ServingModel:
         phase: str = "decode",
     ) -> StepCost:
         """Cost of one pass of ``n`` tokens of ``mp`` at ``home`` (see module doc)."""
+        t = self.table(mp, home, popularity, (n,), (phase,), latency_ms, bandwidth_gbit_s, up)
+        return t.at(0)
+
+    def table(
+        self,
+        mp: ModelPlan,
+        home: int,
+        popularity: np.ndarray,
+        ns,
+        phases,
+        latency_ms: np.ndarray,
+        bandwidth_gbit_s: np.ndarray,
+        up: np.ndarray,
+    ) -> CostTable:
+        """Costs of passes of ``ns[k]`` tokens in phase ``phases[k]`` (one vectorised sweep).
+
+        Equal to :meth:`step` at each point (the expert token counts of a batch of
+        ``n`` are ``n`` times those of one token: the cap at ``n`` scales with it).
+        """
         m = mp.spec
-        n = max(float(n), 1.0)
-        busy = np.zeros(self.n)
+        ns = np.maximum(np.asarray(ns, float), 1.0)
+        k_pts = ns.size
         placed = self._placement(mp, home, latency_ms, up)
         if placed is None:
-            return StepCost(np.inf, busy, 0.0, False)
-        server, groups, remote_servers = placed
-        t = _expected_counts(popularity, n, m.top_k)  # [L, E]
-        q = np.clip(t / n, 0.0, 1.0)
-        pa = 1.0 - (1.0 - q) ** n
-        ta = np.where(pa > 0, t / np.maximum(pa, 1e-12), 0.0)
-        flops = (2.0 * m.expert_params) * ta.ravel()
-        pa_flat = pa.ravel()
-        expert_ms = np.zeros(flops.size)
-        ops = 5 if m.gated else 3
-        for idx, dev, b, w, s, fetch in groups:
-            ms = self._fit_ms(dev, b, w, flops[idx], ops)
-            expert_ms[idx] = ms + fetch
-            busy[s] += float(ms @ pa_flat[idx])
-        expert_ms = expert_ms.reshape(t.shape)
+            return CostTable(
+                np.full(k_pts, np.inf), np.zeros((k_pts, self.n)), np.zeros(k_pts), False
+            )
+        q = np.clip(_expected_counts(popularity, 1.0, m.top_k), 0.0, 1.0)[None]  # t / n
+        nn = ns[:, None, None]
+        pa = 1.0 - (1.0 - q) ** nn  # [K, L, E] P(expert active)
+        ta = np.where(pa > 0, nn * q / np.maximum(pa, 1e-12), 0.0)
+        pa_flat = pa.reshape(k_pts, -1)
+        flops = (2.0 * m.expert_params) * ta.reshape(k_pts, -1)
+        ops = 5.0 if m.gated else 3.0
+        ms = _kernel_ms(placed.par, placed.w_mb, flops, ops)  # [K, L*E]
+        busy = (ms * pa_flat) @ placed.owner  # [K, n]
+        expert_ms = (ms + placed.fetch_ms).reshape(pa.shape)
         # dispatch and router on the home GPU
         d = m.d_model
-        g16 = self.gpus[home]
-        moved = 3.0 * ACT_BYTES * ta * d
-        disp = self._fit_ms(g16, 16, moved, np.ones_like(moved), cost.DISPATCH_OPS)
-        router = float(
-            self._fit_ms(g16, 16, ACT_BYTES * d * m.n_experts, 2.0 * n * d * m.n_experts, 6)
+        g16 = self._fit_params(self.gpus[home], 16)
+        moved = (3.0 * ACT_BYTES * d / 1e6) * ta
+        disp = _kernel_ms(g16, moved, np.ones_like(moved), float(cost.DISPATCH_OPS))
+        router = _kernel_ms(
+            g16, np.full(k_pts, ACT_BYTES * d * m.n_experts / 1e6), 2.0 * ns * d * m.n_experts, 6.0
         )
-        layer_ms = router + (pa * (expert_ms + disp)).sum(axis=1)
-        busy[home] += m.n_moe_layers * router + float((pa * disp).sum())
+        layer_ms = router[:, None] + (pa * (expert_ms + disp)).sum(axis=2)  # [K, L]
+        busy[:, home] += m.n_moe_layers * router + (pa * disp).sum(axis=(1, 2))
         # remote experts: activations out and back, path latency once per (layer, server)
-        net_bytes = 0.0
-        if remote_servers:
+        net_bytes = np.zeros(k_pts)
+        if placed.remote:
+            server = placed.server
             remote = server != home
-            one_way = ta * d * ACT_BYTES * mp.keep_ratio
+            one_way = ta * (d * ACT_BYTES * mp.keep_ratio)
             bw = bandwidth_gbit_s[home][server]
             xfer = np.where(remote, 2 * one_way * 8 / (np.maximum(bw, 1e-9) * 1e6), 0.0)
-            layer_ms = layer_ms + (pa * xfer).sum(axis=1)
-            net_bytes = float((pa * remote * 2 * one_way).sum())
-            for s, at_s in remote_servers:
-                p_any = np.minimum(1.0, (pa * at_s).sum(axis=1))
+            layer_ms = layer_ms + (pa * xfer).sum(axis=2)
+            net_bytes = (pa * remote * 2 * one_way).sum(axis=(1, 2))
+            for s, at_s in placed.remote:
+                p_any = np.minimum(1.0, (pa * at_s).sum(axis=2))
                 layer_ms = layer_ms + p_any * 2 * latency_ms[home, s]
-        total = float(layer_ms.sum())
+        total = layer_ms.sum(axis=1)
         if m.n_shared_experts:
-            shared = float(
-                cost.ffn_latency_ms(
-                    g16, d, m.d_ff_shared * m.n_shared_experts, m.gated, n, mode=self.mode
-                )
+            shared = cost.ffn_latency_ms(
+                self.gpus[home], d, m.d_ff_shared * m.n_shared_experts, m.gated, ns, mode=self.mode
             )
             total += m.n_moe_layers * shared
-            busy[home] += m.n_moe_layers * shared
-        dense = self._attention_ms(m, home, n, phase)
+            busy[:, home] += m.n_moe_layers * shared
+        dense = np.array(
+            [self._attention_ms(m, home, float(n), ph) for n, ph in zip(ns, phases, strict=True)]
+        )
         total += dense
-        busy[home] += dense
-        return StepCost(total, busy, net_bytes, True)
+        busy[:, home] += dense
+        return CostTable(total, busy, net_bytes, True)
+
+
+@dataclass(frozen=True)
+class _Placement:
+    """Where the experts of one model plan run for one home (see ``_placement``)."""
+
+    server: np.ndarray  # [L, E] server each expert runs on
+    par: np.ndarray  # [6, n_fits, L * E] kernel-fit parameters per expert
+    w_mb: np.ndarray  # [L * E] weight MB
+    fetch_ms: np.ndarray  # [L * E] PCIe fetch before running (0 unless fetched)
+    owner: np.ndarray  # [L * E, n] one-hot of the server kept busy
+    remote: list  # [(server, mask [L, E])] other servers used
+
+
+@dataclass(frozen=True)
+class CostTable:
+    """Costs of several passes of one model at one home (rows as :class:`StepCost`)."""
+
+    ms: np.ndarray  # [K]
+    busy_ms: np.ndarray  # [K, n_servers]
+    net_bytes: np.ndarray  # [K]
+    servable: bool
+
+    def at(self, k: int) -> StepCost:
+        return StepCost(float(self.ms[k]), self.busy_ms[k], float(self.net_bytes[k]), self.servable)
+
+
+def _smax(a: np.ndarray, b: np.ndarray, p) -> np.ndarray:
+    """Smooth maximum (a^p + b^p)^(1/p) of positive a, b, as :func:`coel_env.profiles._smax`,
+    written ``hi * exp(log1p(exp(p log(lo / hi))) / p)``: four transcendental calls per
+    element instead of three powers (a power costs about three of them)."""
+    hi = np.maximum(a, b)
+    lo = np.minimum(a, b)
+    r = np.exp(p * np.log(lo / hi))
+    return hi * np.exp(np.log1p(r) / p)
+
+
+def _kernel_ms(par, w_mb, flops, ops: float) -> np.ndarray:
+    """:meth:`coel_env.profiles.KernelFit.latency_ms` with per-element parameters.
+
+    ``par`` holds ``(1/bw, 1/stream, 1/tflops, c_ms, op_ms, p)``, each ``[n_fits, ...]``
+    broadcastable against ``w_mb`` and ``flops``; the smallest fit wins (CUDA graphs).
+    """
+    inv_bw, inv_st, inv_tp, c, op, p = par
+    f = np.maximum(flops, 1.0) / 1e9
+    out = None
+    for i in range(inv_bw.shape[0]):
+        kernel = _smax(w_mb * inv_bw[i], w_mb * inv_st[i] + f * inv_tp[i], p[i])
+        floor = np.maximum(ops * op[i], 1e-12)
+        ms = c[i] + _smax(floor, kernel, p[i])
+        out = ms if out is None else np.minimum(out, ms)
+    return out
 
 
 def prefill_line(costs: list[StepCost]) -> tuple[float, float]:

@@ -71,6 +71,12 @@ COST_REFRESH_EPOCHS = 5
 #: A (model, server) popularity that moved less than this (mean L1 distance per layer,
 #: out of 2) keeps its cached serving costs at a refresh.
 POP_TOLERANCE = 0.1
+#: Passes costed together when a (model, home) snapshot is first needed: the decode
+#: batches most epochs use and the prefill points (one vectorised sweep costs about as
+#: much as two single passes).
+TABLE_POINTS = ((1, "decode"), (2, "decode"), (4, "decode"), (8, "decode")) + tuple(
+    (p, "prefill") for p in PREFILL_POINTS
+)
 #: Fields of a server's broadcast status vector.
 STATUS_FIELDS = (
     "free_gpu_frac",
@@ -129,11 +135,21 @@ class EpochReport:
 
 
 def _p50_p95(x: np.ndarray) -> tuple[float, float]:
-    """Median and 95th percentile (0 for no data)."""
-    if not x.size:
+    """Median and 95th percentile (0 for no data), as ``np.percentile(x, (50, 95))``
+    (linear interpolation, numpy's formula) without its overhead on small arrays."""
+    n = x.size
+    if not n:
         return 0.0, 0.0
-    a, b = np.percentile(x, (50, 95))
-    return float(a), float(b)
+    s = np.sort(x).tolist()
+    out = []
+    for q in (0.5, 0.95):
+        v = q * (n - 1)
+        i = int(v)
+        g = v - i
+        a, b = s[i], s[min(i + 1, n - 1)]
+        d = b - a
+        out.append(b - d * (1 - g) if g >= 0.5 else a + d * g)
+    return out[0], out[1]
 
 
 class World:
@@ -168,6 +184,9 @@ class World:
             [np.inf if (g.unified_memory or g.pcie is None) else g.pcie.gbps for g in self.gpus]
         )
         self.kv_reserve_gb = {m: sc.serving.kv_reserve_gb for m in self.models}
+        self._power_busy = np.array([g.power_busy_w for g in self.gpus], float)
+        self._power_idle = np.array([g.power_idle_w for g in self.gpus], float)
+        self._price = sum(s.cost_per_1k_tokens for s in self.servers if s.is_cloud)
         self.serving = ServingModel(self.gpus, self.cpus, sc.serving.mode)
         self.tasks = tuple(sc.workload.tasks)
         self._routing_base = _build_routing(sc, self.specs, self.tasks, inst)
@@ -210,6 +229,9 @@ class World:
         self.serving._placements.clear()
         self._mem: tuple = (None, None)
         self._pop = {}
+        self._qplan: dict = {}
+        self._route_key = None
+        self._route_tab = None
         self._last = {
             "utilisation": np.zeros(self.n),
             "dropped": np.zeros(self.n),
@@ -330,9 +352,23 @@ class World:
             reqs = self.workload.generate(t0, dt)
             if len(reqs):
                 reqs = reqs[up[reqs.origin]]  # trace requests at absent servers are not offered
-        report = self._serve(reqs, mig, t0, dt, feasible, why)
+        served = self._serve(reqs, mig, dt)
+        gpu_mem, host_mem = self._memory()
         # 5) broadcasts
-        report = dataclasses.replace(report, broadcast_bytes=self._broadcast(t1))
+        broadcast = self._broadcast(t1)
+        report = EpochReport(
+            epoch=self.epoch,
+            t_s=t0,
+            **served,
+            broadcast_bytes=broadcast,
+            migration_bytes=mig.network_bytes,
+            migration_pcie_bytes=mig.pcie_bytes,
+            migration_s=float(mig.time_s.max()) if mig.time_s.size else 0.0,
+            gpu_memory_gb=tuple(gpu_mem.tolist()),
+            host_memory_gb=tuple(host_mem.tolist()),
+            feasible=feasible,
+            infeasibility=why,
+        )
         self.t_s = t1
         self.epoch += 1
         return report
@@ -370,15 +406,23 @@ class World:
         return self._cache.setdefault((name, home), {})
 
     def _cost(self, name: str, mp: ModelPlan, home: int, n: float, phase: str) -> StepCost:
+        """Cost of a pass, from the (model, home) table (filled in one sweep, see below)."""
         entry = self._entry(name, home)
         key = (bucket(n) if phase == "decode" else int(n), phase)
         c = entry.get(key)
         if c is None:
-            c = self.serving.step(
-                mp, home, self._pop[name][home], key[0], self.paths.latency_ms,
-                self.paths.bottleneck_gbit_s, self.dyn.server_up, phase,
+            points = [key]
+            if not entry:  # a new snapshot: the points most epochs need, in one sweep
+                points = TABLE_POINTS
+            tab = self.serving.table(
+                mp, home, self._pop[name][home], [p[0] for p in points], [p[1] for p in points],
+                self.paths.latency_ms, self.paths.bottleneck_gbit_s, self.dyn.server_up,
             )  # fmt: skip
-            entry[key] = c
+            for i, p in enumerate(points):
+                entry[p] = tab.at(i)
+            c = entry.get(key)
+            if c is None:
+                c = entry[key] = self._cost(name, mp, home, n, phase)
         return c
 
     def _drop_path_dependent_costs(self) -> None:
@@ -389,155 +433,177 @@ class World:
                 del self._cache[(name, home)]
         self.serving.forget_remote()
 
-    def _serve(
-        self, reqs: Requests, mig: MigrationReport, t0: float, dt: float, feasible: bool, why: str
-    ) -> EpochReport:
+    def _routes(self, up: np.ndarray) -> np.ndarray:
+        """Home of each (model, origin) [n_models, n] (-1: no present, reachable home);
+        cached until the plan, the paths or the present servers change."""
+        key = (self.plan, self.paths, up.tobytes())
+        old = self._route_key
+        if old is not None and old[0] is key[0] and old[1] is key[1] and old[2] == key[2]:
+            return self._route_tab
+        lat = self.paths.latency_ms
+        tab = np.full((len(self.models), self.n), -1, np.int64)
+        for mi, name in enumerate(self.models):
+            mp = self.plan.models.get(name)
+            homes = [h for h in mp.home if up[h]] if mp is not None else []
+            if not homes:
+                continue
+            hl = lat[:, homes]
+            choice = np.asarray(homes)[hl.argmin(axis=1)]
+            tab[mi] = np.where(np.isfinite(hl.min(axis=1)), choice, -1)
+        self._route_key, self._route_tab = key, tab
+        return tab
+
+    def _serve(self, reqs: Requests, mig: MigrationReport, dt: float) -> dict:
+        """Serve the epoch's requests; returns the report's serving fields.
+
+        Requests are grouped per (model, home): each group's costs are looked up once
+        and applied to its requests with a few array operations; only the FIFO queue
+        of a home with arrivals is walked (vectorised Lindley recursion).
+        """
+        n, n_m = self.n, len(self.models)
         n_req = len(reqs)
+        t0 = self.t_s
         epoch_ms = dt * 1000.0
         up = self.dyn.server_up
         avail = (1.0 - self.dyn.background) * (1.0 - np.minimum(1.0, mig.time_s / dt)) * up
         lat = self.paths.latency_ms
-        home = np.full(n_req, -1)
-        service = np.zeros(n_req)  # latency of its own prefill + decode at full speed [ms]
-        work = np.zeros(n_req)  # GPU time it takes at its home (decode shared by the batch)
-        prefill = np.zeros(n_req)
-        qloss = np.zeros(n_req)
-        tpot = np.zeros(n_req)
-        no_model = np.zeros(n_req, bool)
+        origin = reqs.origin
+        key = reqs.model.astype(np.int64) * n + origin  # (model, origin)
+        demand = np.bincount(key, minlength=n_m * n).reshape(n_m, n).T / dt
+        home = self._routes(up)[reqs.model, origin]
+        no_model = home < 0
+        gkey = np.where(no_model, -1, reqs.model.astype(np.int64) * n + home)  # (model, home)
+        out_tok = reqs.output_tokens.astype(float)
+        in_tok = reqs.input_tokens.astype(float)
+        step_ms = np.zeros(n_m * n)
+        bb_g = np.ones(n_m * n)
+        a0_g = np.zeros(n_m * n)
+        a1_g = np.zeros(n_m * n)
+        q_g = np.zeros(n_m * n)
+        ok_g = np.zeros(n_m * n, bool)
         groups = []
-        demand = np.zeros((self.n, len(self.models)))
-        np.add.at(demand, (reqs.origin, reqs.model), 1.0 / dt)
-        for mi, name in enumerate(self.models):
-            sel = np.flatnonzero(reqs.model == mi)
-            if not sel.size:
-                continue
-            mp = self.plan.models.get(name)
-            homes = [h for h in mp.home if up[h]] if mp is not None else []
-            if not homes:
-                no_model[sel] = True
-                continue
-            hl = lat[:, homes]
-            choice = np.asarray(homes)[hl.argmin(axis=1)]
-            reach = np.isfinite(hl.min(axis=1))
-            origin = reqs.origin[sel]
-            no_model[sel[~reach[origin]]] = True
-            for h in homes:
-                idx = sel[reach[origin] & (choice[origin] == h)]
-                if not idx.size:
-                    continue
+        if n_req:
+            live = gkey >= 0
+            cnt = np.bincount(gkey[live], minlength=n_m * n)
+            out_sum = np.bincount(gkey[live], weights=out_tok[live], minlength=n_m * n)
+            for g in np.flatnonzero(cnt):
+                mi, h = divmod(int(g), n)
+                name = self.models[mi]
+                mp = self.plan.models[name]
                 c1 = self._cost(name, mp, h, 1, "decode")
                 if not c1.servable:
-                    no_model[idx] = True
                     continue
-                out_tok = reqs.output_tokens[idx].astype(float)
-                in_tok = reqs.input_tokens[idx].astype(float)
-                b = max(1.0, idx.size / dt * out_tok.mean() * c1.ms / 1000.0)  # Little's law
+                b = max(1.0, cnt[g] / dt * (out_sum[g] / cnt[g]) * c1.ms / 1000.0)  # Little's law
                 step = self._cost(name, mp, h, b, "decode")
                 pre = [self._cost(name, mp, h, p, "prefill") for p in PREFILL_POINTS]
-                a0, a1 = prefill_line(pre)
-                bb = float(bucket(b))
-                home[idx] = h
-                prefill[idx] = a0 + a1 * in_tok
-                service[idx] = prefill[idx] + out_tok * step.ms
-                work[idx] = prefill[idx] + out_tok * step.ms / bb
-                tpot[idx] = step.ms
-                qloss[idx] = self._quality(mp, self.specs[mi], h)
-                groups.append((idx, step, pre[0], bb))
+                a0_g[g], a1_g[g] = prefill_line(pre)
+                bb_g[g] = float(bucket(b))
+                step_ms[g] = step.ms
+                q_g[g] = self._quality(mp, self.specs[mi], h)
+                ok_g[g] = True
+                groups.append((g, h, step, pre[0]))
+        g_idx = np.maximum(gkey, 0)
+        no_model |= ~ok_g[g_idx]
+        home = np.where(no_model, -1, home)
+        prefill = a0_g[g_idx] + a1_g[g_idx] * in_tok
+        tpot = step_ms[g_idx]
+        service = prefill + out_tok * tpot
+        work = np.where(no_model, 0.0, prefill + out_tok * tpot / bb_g[g_idx])
+        qloss = q_g[g_idx]
         # queueing at each home: FIFO over the epoch's arrivals, with the backlog carried over
         served = np.zeros(n_req, bool)
         wait = np.zeros(n_req)
-        util = np.zeros(self.n)
-        dropped_at = np.zeros(self.n)
+        dropped_at = np.zeros(n)
         limit_ms = self.scenario.serving.max_queue_s * 1000.0
         arr_ms = (reqs.arrival_s - t0) * 1000.0
-        for h in range(self.n):
+        b0 = self._backlog
+        # homes without arrivals: the backlog drains (an absent server loses it)
+        backlog = np.where(up, np.maximum(0.0, b0 - epoch_ms * np.maximum(avail, 0.0)), 0.0)
+        backlog = np.where(up & (avail <= 0), b0, backlog)
+        util = np.where(up & (avail > 0), np.minimum(1.0, (b0 - backlog) / epoch_ms), 0.0)
+        for h in np.unique(home[home >= 0]) if n_req else ():
             idx = np.flatnonzero(home == h)
-            b0 = self._backlog[h]
             if not up[h] or avail[h] <= 0:
                 dropped_at[h] += idx.size
-                self._backlog[h] = 0.0 if not up[h] else b0
                 continue
+            a_h = avail[h]
             keep = np.ones(idx.size, bool)
             for _ in range(2):  # admit, then re-queue without the dropped ones
-                w = _lindley(b0, arr_ms[idx[keep]] * avail[h], work[idx[keep]])
+                w = _lindley(b0[h], arr_ms[idx[keep]] * a_h, work[idx[keep]])
                 ok = w <= limit_ms
                 if ok.all():
                     break
                 kk = np.flatnonzero(keep)
                 keep[kk[~ok]] = False
-            w = _lindley(b0, arr_ms[idx[keep]] * avail[h], work[idx[keep]])
+            w = _lindley(b0[h], arr_ms[idx[keep]] * a_h, work[idx[keep]])
             k_idx = idx[keep]
-            dropped_at[h] += float((~keep).sum())
+            dropped_at[h] += float(idx.size - k_idx.size)
             served[k_idx] = True
-            wait[k_idx] = w / avail[h]
-            total = b0 + float(work[k_idx].sum())
+            wait[k_idx] = w / a_h
+            total = b0[h] + float(work[k_idx].sum())
             if k_idx.size:
-                end = w[-1] + work[k_idx[-1]] - (epoch_ms - arr_ms[k_idx[-1]]) * avail[h]
+                end = w[-1] + work[k_idx[-1]] - (epoch_ms - arr_ms[k_idx[-1]]) * a_h
             else:
-                end = b0 - epoch_ms * avail[h]
-            self._backlog[h] = max(0.0, end)
-            util[h] = min(1.0, (total - self._backlog[h]) / epoch_ms)
-        rtt = 2 * lat[reqs.origin, np.maximum(home, 0)]
-        slowdown = 1.0 / np.maximum(avail[np.maximum(home, 0)], 1e-9)
-        latency = np.where(served, rtt + wait + service * slowdown, np.inf)
-        ttft = np.where(served, rtt + wait + prefill * slowdown, np.inf)
-        busy = np.zeros(self.n)
+                end = b0[h] - epoch_ms * a_h
+            backlog[h] = max(0.0, end)
+            util[h] = min(1.0, (total - backlog[h]) / epoch_ms)
+        self._backlog = backlog
+        h0 = np.maximum(home, 0)
+        rtt = 2 * lat[origin, h0]
+        slowdown = 1.0 / np.maximum(avail[h0], 1e-9)
+        base = rtt + wait
+        lat_s = (base + service * slowdown)[served]
+        ttft_s = (base + prefill * slowdown)[served]
+        busy = np.zeros(n)
         act_bytes = 0.0
         cloud_tokens = 0.0
-        for idx, step, pre, bb in groups:
-            k = idx[served[idx]]
-            out_sum = float(reqs.output_tokens[k].sum())
-            in_sum = float(reqs.input_tokens[k].sum())
-            busy += step.busy_ms / bb * out_sum + pre.busy_ms / PREFILL_POINTS[0] * in_sum
-            act_bytes += step.net_bytes / bb * out_sum + pre.net_bytes / PREFILL_POINTS[0] * in_sum
-            if k.size and self.is_cloud[home[k[0]]]:
-                cloud_tokens += out_sum + in_sum
+        if groups:
+            gs = np.where(served, gkey, -1)
+            sv = gs >= 0
+            out_g = np.bincount(gs[sv], weights=out_tok[sv], minlength=n_m * n)
+            in_g = np.bincount(gs[sv], weights=in_tok[sv], minlength=n_m * n)
+            p0 = PREFILL_POINTS[0]
+            for g, h, step, pre in groups:
+                o, i = float(out_g[g]), float(in_g[g])
+                busy += step.busy_ms / bb_g[g] * o + pre.busy_ms / p0 * i
+                act_bytes += step.net_bytes / bb_g[g] * o + pre.net_bytes / p0 * i
+                if self.is_cloud[h]:
+                    cloud_tokens += o + i
+        n_served = int(served.sum())
         dropped = ~served
-        slo_ok = served & (latency <= reqs.slo_ms) & (qloss <= reqs.quality_floor)
-        lat_s = latency[served]
+        slo_ok = served & (qloss <= reqs.quality_floor)
+        slo_ok[served] &= lat_s <= reqs.slo_ms[served]
         busy = np.minimum(busy, epoch_ms)
-        energy = sum(
-            g.power_busy_w * b / 1000 + g.power_idle_w * (epoch_ms - b) / 1000
-            for g, b, u in zip(self.gpus, busy, up, strict=True)
-            if u
-        )
-        gpu_mem, host_mem = self._memory()
+        energy = float(
+            (np.where(up, self._power_busy * busy + self._power_idle * (epoch_ms - busy), 0.0))
+            .sum()
+        ) / 1000
         self._last = {"utilisation": util, "dropped": dropped_at, "demand": demand}
-        price = sum(s.cost_per_1k_tokens for s in self.servers if s.is_cloud)
-        lat_q, ttft_q = _p50_p95(lat_s), _p50_p95(ttft[served])
+        lat_q, ttft_q = _p50_p95(lat_s), _p50_p95(ttft_s)
         self.last_latency_ms = lat_s  # served requests of this epoch, for exact run percentiles
-        self.last_ttft_ms = ttft[served]
-        return EpochReport(
-            epoch=self.epoch,
-            t_s=t0,
-            requests_arrived=n_req,
-            requests_served=int(served.sum()),
-            requests_dropped=int(dropped.sum()),
-            dropped_no_model=int((dropped & no_model).sum()),
-            dropped_overload=int((dropped & ~no_model).sum()),
-            slo_met=int(slo_ok.sum()),
-            slo_attainment=float(slo_ok.mean()) if n_req else 1.0,
-            latency_p50_ms=lat_q[0],
-            latency_p95_ms=lat_q[1],
-            ttft_p50_ms=ttft_q[0],
-            ttft_p95_ms=ttft_q[1],
-            tpot_mean_ms=float(tpot[served].mean()) if served.any() else 0.0,
-            throughput_tok_s=float(reqs.output_tokens[served].sum()) / dt,
-            quality_loss=float(qloss[served].mean()) if served.any() else 0.0,
-            quality_violations=int((served & (qloss > reqs.quality_floor)).sum()),
-            energy_j=float(energy),
-            activation_bytes=float(act_bytes),
-            broadcast_bytes=0.0,
-            migration_bytes=mig.network_bytes,
-            migration_pcie_bytes=mig.pcie_bytes,
-            migration_s=float(mig.time_s.max()) if mig.time_s.size else 0.0,
-            cloud_cost=cloud_tokens / 1000 * price,
-            utilisation=tuple(float(u) for u in util),
-            gpu_memory_gb=tuple(float(g) for g in gpu_mem),
-            host_memory_gb=tuple(float(h) for h in host_mem),
-            feasible=feasible,
-            infeasibility=why,
-        )
+        self.last_ttft_ms = ttft_s
+        n_slo = int(slo_ok.sum())
+        return {
+            "requests_arrived": n_req,
+            "requests_served": n_served,
+            "requests_dropped": n_req - n_served,
+            "dropped_no_model": int((dropped & no_model).sum()),
+            "dropped_overload": int((dropped & ~no_model).sum()),
+            "slo_met": n_slo,
+            "slo_attainment": n_slo / n_req if n_req else 1.0,
+            "latency_p50_ms": lat_q[0],
+            "latency_p95_ms": lat_q[1],
+            "ttft_p50_ms": ttft_q[0],
+            "ttft_p95_ms": ttft_q[1],
+            "tpot_mean_ms": float(tpot[served].mean()) if n_served else 0.0,
+            "throughput_tok_s": float(reqs.output_tokens[served].sum()) / dt,
+            "quality_loss": float(qloss[served].mean()) if n_served else 0.0,
+            "quality_violations": int((served & (qloss > reqs.quality_floor)).sum()),
+            "energy_j": energy,
+            "activation_bytes": float(act_bytes),
+            "cloud_cost": cloud_tokens / 1000 * self._price,
+            "utilisation": tuple(util.tolist()),
+        }
 
     def _memory(self) -> tuple[np.ndarray, np.ndarray]:
         """GPU and host memory the plan in force uses per server [GB] (cached per plan)."""
@@ -546,18 +612,34 @@ class World:
         return self._mem[1]
 
     def _quality(self, mp: ModelPlan, m, home: int) -> float:
+        """:func:`coel_env.quality.quantization_loss` of ``mp`` at ``home``'s popularity
+        (plus the token-keep loss when experts are remote), with the per-expert losses
+        of the plan's bit widths computed once per plan."""
         entry = self._entry(mp.model, home)
         if "q" not in entry:
-            pop = self._pop[mp.model][home]
-            loss = quality.quantization_loss(
-                mp.bits, pop,
-                shared_bits=16 if m.n_shared_experts else None,
-                shared_share=m.n_shared_experts / m.top_k,
-            )  # fmt: skip
-            remote = (mp.location[:, :, home] == ABSENT).any()
-            if remote:
-                loss += float(quality.token_keep_loss(mp.keep_ratio))
-            entry["q"] = loss
+            if self._qplan.get(mp.model, (None,))[0] is not mp:
+                loss = quality.bits_loss(mp.bits)
+                ws = 0.0
+                shared = 0.0
+                if m.n_shared_experts:
+                    ws = quality.SHARED_SENSITIVITY * (m.n_shared_experts / m.top_k)
+                    shared = float(quality.bits_loss(np.asarray(16)))
+                keep = float(quality.token_keep_loss(mp.keep_ratio))
+                self._qplan[mp.model] = (mp, loss, ws, shared, keep, not loss.any())
+            _, loss, ws, shared, keep, exact16 = self._qplan[mp.model]
+            if exact16 and not shared:
+                value = 0.0
+            else:
+                pop = self._pop[mp.model][home]
+                tot = pop.sum(axis=1, keepdims=True)
+                pop = np.where(tot > 0, pop / np.where(tot > 0, tot, 1.0), 1.0 / pop.shape[1])
+                routed = (pop * loss).sum(axis=1)
+                value = float(((routed + ws * shared) / (1.0 + ws)).mean()) if ws else float(
+                    routed.mean()
+                )
+            if (mp.location[:, :, home] == ABSENT).any():
+                value += keep
+            entry["q"] = value
         return entry["q"]
 
     def true_status(self) -> np.ndarray:
