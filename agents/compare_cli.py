@@ -4,7 +4,8 @@
                [--seeds N] [--epochs N] [--scenario NAME|FILE] [--set K=V ...]
                [--out-dir DIR] [--force]
 
-Every policy (each ``--runs`` folder as an RL policy, and each baseline) runs
+Every policy (each ``--runs`` folder as an RL policy, a ``coel train-ma`` folder as
+the multi-agent policy, and each baseline) runs
 one episode per seed (0..N-1) on the same fresh world through
 ``agents.harness``. Written to ``--out-dir`` (default
 ``results/compare-<env>-<scenario>``; an existing folder is refused without
@@ -77,7 +78,10 @@ def compare(
         raise ValueError(f"--seeds {seeds!r} is not allowed; must be >= 1")
     if out_dir.exists() and any(out_dir.iterdir()) and not force:
         raise ValueError(f"--out-dir {str(out_dir)!r} exists; not overwritten (use --force)")
-    policies = [load_rl_policy(r, env_id, best)[0] for r in runs]
+    from agents.multiagent import is_multiagent_run, load_ma_policy
+
+    policies = [load_ma_policy(r) if is_multiagent_run(r) else load_rl_policy(r, env_id, best)[0]
+                for r in runs]  # fmt: skip
     policies += [make_policy(n) for n in baselines]
     if not policies:
         raise ValueError("nothing to compare: give --runs and/or --policies")

@@ -2,7 +2,8 @@
 
 ``make_policy("greedy")``, ``make_policy("greedy-oracle")``,
 ``make_policy("milp-oracle")``, ``make_policy("milp-periodic")``,
-``make_policy("static")``; an unknown name raises ``ValueError`` listing the
+``make_policy("static")``, ``make_policy("ma:RUN_DIR")`` (a ``coel train-ma``
+run folder: the multi-agent policy); an unknown name raises ``ValueError`` listing the
 known ones.
 """
 
@@ -23,6 +24,10 @@ def policy_names() -> tuple[str, ...]:
 
 def make_policy(name: str, **kwargs) -> Policy:
     """The policy registered as ``name`` (see the module docstring)."""
+    if name.startswith("ma:"):  # a `coel train-ma` run folder: the multi-agent policy
+        from agents.multiagent import load_ma_policy
+
+        return load_ma_policy(name[3:], **kwargs)
     if name in MILP_POLICIES:
         from agents import milp
 

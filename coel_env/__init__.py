@@ -31,3 +31,10 @@ def register_envs() -> None:
 
 
 register_envs()
+
+
+def parallel_env(config=None, render_mode=None):
+    """Multi-agent CoEL (PettingZoo ``ParallelEnv``): see :mod:`coel_env.multiagent`."""
+    from coel_env.multiagent import parallel_env as make
+
+    return make(config=config, render_mode=render_mode)

@@ -20,6 +20,8 @@ SUBCOMMANDS = (
     ("baselines", "agents.baselines_cli", "compare baselines on the same seeded instances"),
     ("evaluate", "agents.evaluate_cli", "run a saved policy through the baselines' harness"),
     ("compare", "agents.compare_cli", "policies and trained runs: table and figures"),
+    ("train-ma", "agents.multiagent", "parameter-shared PPO on multi-agent CoEL (PettingZoo)"),
+    ("sweep", "agents.sweep", "a grid of algorithms x seeds x scenarios on Ray Tune"),
 )
 
 
