@@ -30,12 +30,13 @@ the network round trip to its home, the wait, the prefill and
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 
 from coel_env import cost
-from coel_env.catalog import MoEModel
+from coel_env.catalog import BITS, MoEModel, get_model
 from coel_env.core.plan import ABSENT, FETCH, HOST, ModelPlan
 from coel_env.core.routing import _expected_counts
 from coel_env.profiles import DeviceProfile
@@ -158,10 +159,7 @@ class ServingModel:
         uni = self.unified[flat_server]
         on_cpu = (tier == HOST) & ~fetch_pol & ~uni
         fetching = (tier == HOST) & fetch_pol & ~uni
-        size = {int(b): float(m.expert_bytes(int(b))) for b in np.unique(flat_bits)}
-        w = np.array([size[int(b)] for b in flat_bits]) if len(size) > 1 else None
-        if w is None:
-            w = np.full(flat_bits.size, next(iter(size.values())))
+        w = _expert_bytes_table(m.name)[flat_bits]
         n_fit = 2 if self.mode == "cudagraph" else 1
         par = np.empty((6, n_fit, flat_bits.size))
         # one fit per distinct (server, device, bits) group
@@ -302,6 +300,17 @@ class CostTable:
 
     def at(self, k: int) -> StepCost:
         return StepCost(float(self.ms[k]), self.busy_ms[k], float(self.net_bytes[k]), self.servable)
+
+
+@functools.cache
+def _expert_bytes_table(model: str) -> np.ndarray:
+    """Bytes of one expert of ``model`` indexed by bit width."""
+    m = get_model(model)
+    out = np.zeros(17)
+    for b in BITS:
+        out[b] = float(m.expert_bytes(b))
+    out.setflags(write=False)
+    return out
 
 
 def _smax(a: np.ndarray, b: np.ndarray, p) -> np.ndarray:

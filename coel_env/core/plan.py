@@ -23,6 +23,7 @@ penalised rather than crash.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -38,6 +39,20 @@ RUN_ON_CPU, FETCH = 0, 1
 #: and the action space alike); 1.0 means no pruning.
 KEEP_RATIOS = (1.0, 0.75, 0.5, 0.25)
 GB = 1e9
+#: ``_VALID_BITS[b]`` for an int8 bit width viewed as uint8: is it one of :data:`BITS`.
+_VALID_BITS = np.zeros(256, bool)
+_VALID_BITS[list(BITS)] = True
+
+
+@functools.cache
+def expert_gb_table(model: str) -> np.ndarray:
+    """Bytes of one expert of ``model`` [GB] indexed by bit width (0 where not allowed)."""
+    m = get_model(model)
+    out = np.zeros(17)
+    for b in BITS:
+        out[b] = m.expert_bytes(b) / GB
+    out.setflags(write=False)
+    return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -62,19 +77,21 @@ class ModelPlan:
                 f"location of {self.model} has shape {loc.shape}; expected "
                 f"({shape[0]}, {shape[1]}, n_servers)"
             )
-        if not np.isin(loc, (ABSENT, GPU, HOST)).all():
+        if loc.size and (loc.min() < ABSENT or loc.max() > HOST):
             bad = loc[~np.isin(loc, (ABSENT, GPU, HOST))].flat[0]
             raise ValueError(
                 f"location value {bad} is not allowed; allowed: 0 absent, 1 GPU, 2 host"
             )
         if bits.shape != shape:
             raise ValueError(f"bits of {self.model} has shape {bits.shape}; expected {shape}")
-        if not np.isin(bits, BITS).all():
+        if not _VALID_BITS[bits.view(np.uint8)].all():
             bad = bits[~np.isin(bits, BITS)].flat[0]
             raise ValueError(
                 f"bits={bad} is not allowed; allowed bit widths: {', '.join(map(str, BITS))}"
             )
-        if pol.shape != (m.n_moe_layers,) or not np.isin(pol, (RUN_ON_CPU, FETCH)).all():
+        if pol.shape != (m.n_moe_layers,) or (
+            pol.size and (pol.min() < RUN_ON_CPU or pol.max() > FETCH)
+        ):
             raise ValueError(
                 f"host_policy of {self.model} must be {m.n_moe_layers} values in "
                 f"{{0 run on CPU, 1 fetch}}; got shape {pol.shape}"
@@ -181,15 +198,28 @@ def memory_use_gb(
     gpu = np.zeros(n_servers)
     host = np.zeros(n_servers)
     for name, mp in plan.models.items():
-        m = mp.spec
-        size = {b: m.expert_bytes(b) / GB for b in BITS}
-        eb = np.vectorize(size.__getitem__, otypes=[float])(mp.bits)  # [L, E]
-        gpu += np.einsum("le,les->s", eb, (mp.location == GPU).astype(float))
-        host += np.einsum("le,les->s", eb, (mp.location == HOST).astype(float))
-        dense = m.non_expert_bytes(16) / GB + (kv_reserve_gb or {}).get(name, 0.0)
-        for h in mp.home:
-            gpu[h] += dense
+        g, h = _expert_memory_gb(mp)
+        gpu += g
+        host += h
+        dense = mp.spec.non_expert_bytes(16) / GB + (kv_reserve_gb or {}).get(name, 0.0)
+        for s in mp.home:
+            gpu[s] += dense
     return gpu, host
+
+
+def _expert_memory_gb(mp: ModelPlan) -> tuple[np.ndarray, np.ndarray]:
+    """GPU and host memory the experts of ``mp`` take per server [GB] (computed once per
+    model plan: its arrays are read-only)."""
+    hit = mp.__dict__.get("_expert_mem")
+    if hit is None:
+        eb = expert_gb_table(mp.model)[mp.bits]  # [L, E]
+        loc = mp.location
+        hit = (
+            np.einsum("le,les->s", eb, (loc == GPU).astype(float)),
+            np.einsum("le,les->s", eb, (loc == HOST).astype(float)),
+        )
+        mp.__dict__["_expert_mem"] = hit
+    return hit
 
 
 def check_plan(

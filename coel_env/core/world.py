@@ -207,6 +207,7 @@ class World:
             sc.perception, paths.latency_ms, paths.hops, self.n_status, field_bytes
         )
         self._seeded = False
+        self.pop_version = 0  # bumped at every popularity refresh (never reset)
 
     # ---------------------------------------------------------------- episode
 
@@ -381,6 +382,7 @@ class World:
         A (model, server) whose popularity moved less than :data:`POP_TOLERANCE`
         (mean L1 distance per layer) since its snapshot keeps it, and its cached costs.
         """
+        self.pop_version += 1  # the snapshot may change: readers of ``_pop`` re-read it
         for name in self.models:
             rm = self.routing[name]
             cur = np.stack([rm.popularity(t) for t in rm.tasks])  # [T, L, E]
@@ -574,10 +576,16 @@ class World:
         slo_ok = served & (qloss <= reqs.quality_floor)
         slo_ok[served] &= lat_s <= reqs.slo_ms[served]
         busy = np.minimum(busy, epoch_ms)
-        energy = float(
-            (np.where(up, self._power_busy * busy + self._power_idle * (epoch_ms - busy), 0.0))
-            .sum()
-        ) / 1000
+        energy = (
+            float(
+                (
+                    np.where(
+                        up, self._power_busy * busy + self._power_idle * (epoch_ms - busy), 0.0
+                    )
+                ).sum()
+            )
+            / 1000
+        )
         self._last = {"utilisation": util, "dropped": dropped_at, "demand": demand}
         lat_q, ttft_q = _p50_p95(lat_s), _p50_p95(ttft_s)
         self.last_latency_ms = lat_s  # served requests of this epoch, for exact run percentiles
@@ -634,8 +642,10 @@ class World:
                 tot = pop.sum(axis=1, keepdims=True)
                 pop = np.where(tot > 0, pop / np.where(tot > 0, tot, 1.0), 1.0 / pop.shape[1])
                 routed = (pop * loss).sum(axis=1)
-                value = float(((routed + ws * shared) / (1.0 + ws)).mean()) if ws else float(
-                    routed.mean()
+                value = (
+                    float(((routed + ws * shared) / (1.0 + ws)).mean())
+                    if ws
+                    else float(routed.mean())
                 )
             if (mp.location[:, :, home] == ABSENT).any():
                 value += keep

@@ -157,11 +157,13 @@ class InterDeviceAction(_Base):
     def _fill_tiers(self, loc, bits, popularity, free, i) -> None:
         """On each server holding experts: GPU in popularity order while it fits, then host."""
         m = self.specs[i]
-        size = {b: self._expert_gb(i, b) for b in BITS}
+        size = np.zeros(17)
+        for b in BITS:
+            size[b] = self._expert_gb(i, b)
         order = np.argsort(-popularity, axis=None, kind="stable")
         layers, experts = np.divmod(order, m.n_experts)
+        sizes = size[bits[layers, experts]]
         for s in np.flatnonzero((loc != 0).any(axis=(0, 1))):
-            sizes = np.array([size[int(b)] for b in bits[layers, experts]])
             held = loc[layers, experts, s] != 0
             cum = np.cumsum(np.where(held, sizes, 0.0))
             on_gpu = held & (cum <= max(free[s], 0.0) + 1e-9)

@@ -47,45 +47,73 @@ class ViewObservation:
         self._scale = np.ones(base + m)
         self._scale[STATUS_FIELDS.index("link_scale")] = 2.0
         self._scale[base:] = DEMAND_SCALE
+        self._out = np.zeros(self.dim)
+        self._parts: dict = {}
+        self._pop_key: tuple | None = None
+        self._pop: dict = {}
 
     def space(self) -> spaces.Box:
         return spaces.Box(0.0, 1.0, (self.dim,), np.float32)
 
     def popularity(self) -> dict[str, np.ndarray]:
         """The controller's popularity estimate per model [L, E] (mean over servers)."""
-        return {name: pop.mean(axis=0) for name, pop in self.world._pop.items()}
+        w = self.world
+        key = (w, w.pop_version)
+        if self._pop_key is None or self._pop_key[0] is not w or self._pop_key[1] != key[1]:
+            self._pop_key = key
+            self._pop = {name: pop.mean(axis=0) for name, pop in w._pop.items()}
+        return self._pop
 
     def observe(self, popularity: dict[str, np.ndarray]) -> np.ndarray:
         w = self.world
+        n, per = w.n, self.per_server
+        out = self._out
         status, age = w.view(self.controller)
         heard = np.isfinite(age)
-        age_n = np.where(heard, np.clip(age / (AGE_PERIODS * self._period), 0.0, 1.0), 1.0)
-        srv = np.clip(status / self._scale, 0.0, 1.0)
-        ctrl = np.zeros(w.n)
-        ctrl[self.controller] = 1.0
-        parts = [np.column_stack([srv, age_n, heard, ctrl]).ravel()]
+        srv = out[: n * per].reshape(n, per)
+        np.divide(status, self._scale, out=srv[:, : per - 3])
+        srv[:, per - 3] = np.where(
+            heard, np.clip(age / (AGE_PERIODS * self._period), 0.0, 1.0), 1.0
+        )
+        srv[:, per - 2] = heard
+        srv[:, per - 1] = 0.0
+        srv[self.controller, per - 1] = 1.0
+        at = n * per
+        for name in w.models:
+            out[at : at + self.per_model] = self._model_part(name, popularity[name])
+            at += self.per_model
+        out[at] = min(w.epoch / self.max_steps, 1.0)
+        obs = out.astype(np.float32)
+        np.nan_to_num(obs, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
+        return np.clip(obs, 0.0, 1.0, out=obs)
+
+    def _model_part(self, name: str, pop: np.ndarray) -> np.ndarray:
+        """Popularity shares per group and the plan in force (cached while both are the
+        same objects: plans are immutable and the popularity estimate is replaced, not
+        changed, when it moves)."""
+        w = self.world
+        mp = w.plan.models.get(name)
+        hit = self._parts.get(name)
+        if hit is not None and hit[0] is pop and hit[1] is mp:
+            return hit[2]
         g = self.n_groups
-        for name, m in zip(w.models, w.specs, strict=True):
-            pop = popularity[name]
-            groups = group_of(pop, g)
-            share = np.array([pop[groups == k].sum() for k in range(g)]) / m.n_moe_layers
-            mp = w.plan.models.get(name)
-            home = np.zeros(w.n)
-            bits = np.zeros(g)
-            on_gpu = np.zeros(g)
-            away = np.zeros(g)
-            keep, deployed = 0.0, 0.0
-            if mp is not None:
-                h = mp.home[0]
-                home[h] = 1.0
-                held = mp.location != ABSENT
-                for k in range(g):
-                    sel = groups == k
-                    bits[k] = mp.bits[sel].mean() / 16.0
-                    on_gpu[k] = (mp.location[sel] == GPU).any(axis=1).mean()
-                    away[k] = (~held[sel][:, h]).mean()
-                keep, deployed = mp.keep_ratio, 1.0
-            parts.append(np.concatenate([share, home, bits, on_gpu, away, [keep, deployed]]))
-        parts.append([min(w.epoch / self.max_steps, 1.0)])
-        obs = np.concatenate(parts).astype(np.float32)
-        return np.clip(np.nan_to_num(obs, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
+        groups = group_of(pop, g)
+        n_layers = pop.shape[0]
+        flat = groups.ravel()
+        share = np.bincount(flat, weights=pop.ravel(), minlength=g) / n_layers
+        part = np.zeros(self.per_model)
+        part[:g] = share
+        if mp is not None:
+            h = mp.home[0]
+            count = np.maximum(np.bincount(flat, minlength=g), 1)
+            part[g + h] = 1.0
+            at = g + w.n
+            bits = np.bincount(flat, weights=mp.bits.ravel().astype(float), minlength=g)
+            part[at : at + g] = bits / count / 16.0
+            on_gpu = (mp.location == GPU).any(axis=2).ravel()
+            part[at + g : at + 2 * g] = np.bincount(flat, weights=on_gpu, minlength=g) / count
+            away = (mp.location[:, :, h] == ABSENT).ravel()
+            part[at + 2 * g : at + 3 * g] = np.bincount(flat, weights=away, minlength=g) / count
+            part[-2:] = (mp.keep_ratio, 1.0)
+        self._parts[name] = (pop, mp, part)
+        return part
