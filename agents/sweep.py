@@ -329,7 +329,9 @@ def sweep(
         tuner = tune.Tuner(
             trainable,
             param_space=space,
-            tune_config=tune.TuneConfig(max_concurrent_trials=cfg["max_concurrent"] or None),
+            tune_config=tune.TuneConfig(
+                max_concurrent_trials=cfg["max_concurrent"] or None, reuse_actors=True
+            ),
             run_config=tune.RunConfig(name="tune", storage_path=str(sweep_dir), verbose=0),
         )
         results = tuner.fit()
