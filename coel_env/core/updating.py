@@ -108,16 +108,19 @@ def migration_cost(
         # 2) copies from elsewhere: nearest holder with enough bits, else the store
         need = held_new & ~local
         if need.any():
-            src_ok = local.any(axis=2)  # [L, E]: some server holds an old copy with enough bits
-            # nearest holder per (expert, destination): [L, E, src, dst] masked latency
-            lat = np.where(local[:, :, :, None], latency_ms[None, None, :, :], np.inf)
-            src = lat.argmin(axis=2)  # [L, E, dst]
-            dst = np.broadcast_to(np.arange(n), src.shape)
-            gbit = np.where(src_ok[:, :, None], bottleneck_gbit_s[src, dst], store_gbit_s)
-            nbytes = need * eb[:, :, None]
+            # nearest holder with enough bits per needed (expert, destination) only
+            le, dst = np.nonzero(need.reshape(-1, n))
+            holders = local.reshape(-1, n)[le]  # [k, src]
+            cand = np.where(holders, latency_ms.T[dst], np.inf)
+            src = cand.argmin(axis=1)
+            src_ok = holders.any(axis=1)
+            gbit = np.where(src_ok, bottleneck_gbit_s[src, dst], store_gbit_s)
+            nbytes = eb.reshape(-1)[le]
             net += float(nbytes.sum())
-            time_s += (nbytes * 8 / (np.maximum(gbit, 1e-9) * 1e9)).sum(axis=(0, 1))
-            moved += int(need.sum())
+            time_s += np.bincount(
+                dst, weights=nbytes * 8 / (np.maximum(gbit, 1e-9) * 1e9), minlength=n
+            )
+            moved += int(le.size)
         # 3) dense part on new homes
         old_homes = set(prev.home) if prev is not None else set()
         dense = float(m.non_expert_bytes(16))
