@@ -132,8 +132,15 @@ class MAPolicy:
         pop = popularity_estimate(world)
         by_server = self.obs_type.observe_all(pop, self._lead)
         servers = sorted(by_server)
-        actions, _ = self.model.predict(np.stack([by_server[s] for s in servers]),
-                                        deterministic=True)  # fmt: skip
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # tiny MLP: more threads only spin (10x slower on 2 cores)
+        try:
+            actions, _ = self.model.predict(np.stack([by_server[s] for s in servers]),
+                                            deterministic=True)  # fmt: skip
+        finally:
+            torch.set_num_threads(threads)
         actions = np.asarray(actions, np.int64).reshape(len(servers), -1)
         comb = combine(world, dict(zip(servers, actions, strict=True)),
                        self.config["n_groups"], pop)  # fmt: skip
