@@ -20,6 +20,7 @@ SUBCOMMANDS = (
     ("baselines", "agents.baselines_cli", "compare baselines on the same seeded instances"),
     ("evaluate", "agents.evaluate_cli", "run a saved policy through the baselines' harness"),
     ("compare", "agents.compare_cli", "policies and trained runs: table and figures"),
+    ("study", "experiments.study_cli", "run a study: headline, ablation, sensitivity"),
     ("train-ma", "agents.multiagent", "parameter-shared PPO on multi-agent CoEL (PettingZoo)"),
     ("sweep", "agents.sweep", "a grid of algorithms x seeds x scenarios on Ray Tune"),
 )

@@ -27,6 +27,11 @@ BASELINES = "naive,greedy,fiddler,lru,static,milp-periodic,milp-oracle"
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_arguments(p)
+    return run(p.parse_args(argv))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="minutes-long version")
     p.add_argument("--env", default="CoEL-v0")
     p.add_argument("--algo", default="maskable_ppo")
@@ -36,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--policies", default=BASELINES, help="baselines to compare with")
     p.add_argument("--out-dir", type=Path, default=None)
     p.add_argument("--seed", type=int, default=0, help="training seed")
-    args = p.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
     budget = dict(QUICK if args.quick else FULL)
     for k in budget:
         if getattr(args, k) is not None:
