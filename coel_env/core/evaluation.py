@@ -37,6 +37,7 @@ import numpy as np
 
 from coel_env import cost
 from coel_env.catalog import BITS, MoEModel, get_model
+from coel_env.core.kernels import grid_tokens, table_kernel
 from coel_env.core.plan import ABSENT, FETCH, HOST, ModelPlan
 from coel_env.core.routing import _expected_counts
 from coel_env.profiles import DeviceProfile
@@ -85,6 +86,10 @@ class ServingModel:
         self._att: dict = {}
         self._placements: dict = {}
         self._fits: dict = {}
+        self._grid = grid_tokens()
+        self._row_index: dict = {}
+        self._row_list: list = []
+        self._rows = np.zeros((0, self._grid.size))
 
     # ----------------------------------------------------------------- parts
 
@@ -129,13 +134,39 @@ class ServingModel:
             hit = self._fits[key] = tuple(np.array(r, float) for r in zip(*rows, strict=True))
         return hit
 
+    def _row(self, key: tuple, fn) -> int:
+        """Index of a kernel-latency grid row (:mod:`coel_env.core.kernels`), built once:
+        ``fn(tokens)`` is the exact latency at the grid's token counts."""
+        i = self._row_index.get(key)
+        if i is None:
+            i = self._row_index[key] = len(self._row_list)
+            self._row_list.append(np.asarray(fn(self._grid), float))
+            self._rows = np.stack(self._row_list)
+        return i
+
+    def _expert_row(self, m: MoEModel, dev: DeviceProfile, bits: int) -> int:
+        w = float(_expert_bytes_table(m.name)[bits])
+        ops = 5.0 if m.gated else 3.0
+        flops = 2.0 * m.expert_params
+        return self._row(
+            (m.name, dev.name, bits),
+            lambda t: self._fit_ms(dev, bits, np.full(t.shape, w), flops * t, ops),
+        )
+
+    def _disp_row(self, m: MoEModel, home: int) -> int:
+        dev = self.gpus[home]
+        moved = 3.0 * ACT_BYTES * m.d_model  # bytes per token a dispatch moves
+        return self._row(
+            (m.d_model, dev.name, "dispatch"),
+            lambda t: self._fit_ms(dev, 16, moved * t, np.ones(t.shape), cost.DISPATCH_OPS),
+        )
+
     def _placement(self, mp: ModelPlan, home: int, latency_ms: np.ndarray, up: np.ndarray):
         """Where each expert of ``mp`` runs for requests at ``home`` (cached per plan/paths/up).
 
         Returns None when an expert has no replica on a present, reachable server;
         else a :class:`_Placement`: the server of each expert and, per expert (flat
-        ``[L * E]``), the parameters of the kernel fit it runs with, its weight bytes,
-        its PCIe fetch time and the server it keeps busy.
+        ``[L * E]``), the grid row of the kernel fit it runs with and its PCIe fetch time.
         """
         key = (id(mp), home)  # plans hold nothing on absent servers (the world strips them)
         hit = self._placements.get(key)
@@ -155,26 +186,20 @@ class ServingModel:
                 return None
         tier = np.take_along_axis(mp.location, server[:, :, None], 2)[:, :, 0].ravel()
         fetch_pol = np.repeat(mp.host_policy == FETCH, m.n_experts)
-        flat_server, flat_bits = server.ravel(), mp.bits.ravel()
+        flat_server, flat_bits = server.ravel().astype(np.int64), mp.bits.ravel()
         uni = self.unified[flat_server]
         on_cpu = (tier == HOST) & ~fetch_pol & ~uni
         fetching = (tier == HOST) & fetch_pol & ~uni
-        w = _expert_bytes_table(m.name)[flat_bits]
-        n_fit = 2 if self.mode == "cudagraph" else 1
-        par = np.empty((6, n_fit, flat_bits.size))
+        row = np.empty(flat_bits.size, np.int64)
         # one fit per distinct (server, device, bits) group
         group = (flat_server * 2 + on_cpu) * 32 + flat_bits
         for gk in np.unique(group):
-            sel = group == gk
             s, cpu, b = int(gk // 64), bool((gk // 32) % 2), int(gk % 32)
-            dev = self.cpus[s] if cpu else self.gpus[s]
-            for i, row in enumerate(self._fit_params(dev, b)):
-                par[i][:, sel] = row[:, None]
+            row[group == gk] = self._expert_row(m, self.cpus[s] if cpu else self.gpus[s], b)
+        w = _expert_bytes_table(m.name)[flat_bits]
         fetch_ms = np.where(fetching, w / (self.pcie_gbps[flat_server] * 1e6), 0.0)
-        owner = np.zeros((flat_bits.size, self.n))
-        owner[np.arange(flat_bits.size), flat_server] = 1.0
-        remote = [(int(s), server == s) for s in np.unique(server) if s != home]
-        out = _Placement(server, par, w / 1e6, fetch_ms, owner, remote)
+        remote = [int(s) for s in np.unique(flat_server) if s != home]
+        out = _Placement(flat_server, row, fetch_ms, remote, self._disp_row(m, home))
         self._placements[key] = (mp, out)
         return out
 
@@ -229,40 +254,20 @@ class ServingModel:
             return CostTable(
                 np.full(k_pts, np.inf), np.zeros((k_pts, self.n)), np.zeros(k_pts), False
             )
-        q = np.clip(_expected_counts(popularity, 1.0, m.top_k), 0.0, 1.0)[None]  # t / n
-        nn = ns[:, None, None]
-        pa = 1.0 - (1.0 - q) ** nn  # [K, L, E] P(expert active)
-        ta = np.where(pa > 0, nn * q / np.maximum(pa, 1e-12), 0.0)
-        pa_flat = pa.reshape(k_pts, -1)
-        flops = (2.0 * m.expert_params) * ta.reshape(k_pts, -1)
-        ops = 5.0 if m.gated else 3.0
-        ms = _kernel_ms(placed.par, placed.w_mb, flops, ops)  # [K, L*E]
-        busy = (ms * pa_flat) @ placed.owner  # [K, n]
-        expert_ms = (ms + placed.fetch_ms).reshape(pa.shape)
-        # dispatch and router on the home GPU
+        q = np.clip(_expected_counts(popularity, 1.0, m.top_k), 0.0, 1.0).ravel()  # t / n
         d = m.d_model
+        total, busy, net_bytes = table_kernel(
+            q, ns, m.n_moe_layers, self._rows, placed.row, placed.disp_row, placed.fetch_ms,
+            placed.server, home, self.n, d * ACT_BYTES * mp.keep_ratio,
+            bandwidth_gbit_s[home], latency_ms[home],
+        )  # fmt: skip
+        # router on the home GPU, once per layer
         g16 = self._fit_params(self.gpus[home], 16)
-        moved = (3.0 * ACT_BYTES * d / 1e6) * ta
-        disp = _kernel_ms(g16, moved, np.ones_like(moved), float(cost.DISPATCH_OPS))
         router = _kernel_ms(
             g16, np.full(k_pts, ACT_BYTES * d * m.n_experts / 1e6), 2.0 * ns * d * m.n_experts, 6.0
         )
-        layer_ms = router[:, None] + (pa * (expert_ms + disp)).sum(axis=2)  # [K, L]
-        busy[:, home] += m.n_moe_layers * router + (pa * disp).sum(axis=(1, 2))
-        # remote experts: activations out and back, path latency once per (layer, server)
-        net_bytes = np.zeros(k_pts)
-        if placed.remote:
-            server = placed.server
-            remote = server != home
-            one_way = ta * (d * ACT_BYTES * mp.keep_ratio)
-            bw = bandwidth_gbit_s[home][server]
-            xfer = np.where(remote, 2 * one_way * 8 / (np.maximum(bw, 1e-9) * 1e6), 0.0)
-            layer_ms = layer_ms + (pa * xfer).sum(axis=2)
-            net_bytes = (pa * remote * 2 * one_way).sum(axis=(1, 2))
-            for s, at_s in placed.remote:
-                p_any = np.minimum(1.0, (pa * at_s).sum(axis=2))
-                layer_ms = layer_ms + p_any * 2 * latency_ms[home, s]
-        total = layer_ms.sum(axis=1)
+        total += m.n_moe_layers * router
+        busy[:, home] += m.n_moe_layers * router
         if m.n_shared_experts:
             shared = cost.ffn_latency_ms(
                 self.gpus[home], d, m.d_ff_shared * m.n_shared_experts, m.gated, ns, mode=self.mode
@@ -281,12 +286,11 @@ class ServingModel:
 class _Placement:
     """Where the experts of one model plan run for one home (see ``_placement``)."""
 
-    server: np.ndarray  # [L, E] server each expert runs on
-    par: np.ndarray  # [6, n_fits, L * E] kernel-fit parameters per expert
-    w_mb: np.ndarray  # [L * E] weight MB
+    server: np.ndarray  # [L * E] server each expert runs on (int64)
+    row: np.ndarray  # [L * E] kernel-latency grid row of each expert (int64)
     fetch_ms: np.ndarray  # [L * E] PCIe fetch before running (0 unless fetched)
-    owner: np.ndarray  # [L * E, n] one-hot of the server kept busy
-    remote: list  # [(server, mask [L, E])] other servers used
+    remote: list  # other servers used
+    disp_row: int  # grid row of the home's dispatch kernel
 
 
 @dataclass(frozen=True)

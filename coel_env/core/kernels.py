@@ -1,0 +1,145 @@
+"""Compiled inner loops of the world (numba), and the kernel-latency grid they read.
+
+The serving cost of a (model plan, home) is a sum over experts of the kernel-fit
+latency (:meth:`coel_env.profiles.KernelFit.latency_ms`) at each expert's expected
+token count. Evaluating the fit costs about eight transcendental functions per
+expert and pass; the world does it for every expert of every (plan, home) after
+each popularity refresh and for every new plan. Here the fit of each (model,
+device, bits) is instead tabulated once on a fine grid of token counts
+(:data:`GRID_PER_OCTAVE` points per doubling, exact at the nodes) and read by
+linear interpolation. The grid's relative error is below 1e-4 on the fits of the
+catalog (``tests/test_evaluation.py``), far inside the
+fits' own error against measurements (several percent, see ``coel profile``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+#: Grid points per doubling of the token count (uniform in tokens within an octave; a
+#: power of two: the position within an octave is read from the mantissa bits).
+GRID_PER_OCTAVE = 256
+GRID_BITS = 8  # log2(GRID_PER_OCTAVE)
+#: The grid spans 1 .. 2**GRID_OCTAVES tokens per expert; beyond, the last segment is
+#: extended linearly (there the fit is compute-bound: linear in tokens).
+GRID_OCTAVES = 16
+
+
+def grid_tokens() -> np.ndarray:
+    """Token counts at the grid nodes: ``2**o * (1 + j / GRID_PER_OCTAVE)``."""
+    s = GRID_PER_OCTAVE
+    octs = np.arange(GRID_OCTAVES, dtype=float)[:, None]
+    pts = (2.0**octs * (1.0 + np.arange(s)[None, :] / s)).ravel()
+    return np.append(pts, 2.0**GRID_OCTAVES)
+
+
+_SHIFT = 52 - GRID_BITS  # mantissa bits below the grid index
+_FRAC = float(1 << _SHIFT)
+_LOW = (1 << _SHIFT) - 1
+
+
+@njit(cache=True, error_model="numpy")
+def grid_position(t: float, as_int: np.ndarray) -> tuple[int, float]:
+    """Node index and fraction of ``t`` tokens on the grid (see :func:`grid_tokens`).
+
+    ``as_int`` is the int64 view of a one-element float64 buffer holding ``t``: the
+    octave and the position within it are read from its exponent and mantissa bits.
+    Beyond the grid the fraction exceeds 1 (linear extrapolation of the last segment).
+    """
+    if t <= 1.0:
+        return 0, 0.0
+    b = as_int[0]
+    o = (b >> 52) - 1023  # octave: 2**o <= t < 2**(o + 1)
+    if o >= GRID_OCTAVES:
+        last = GRID_OCTAVES * GRID_PER_OCTAVE - 1
+        top = 2.0**GRID_OCTAVES
+        return last, 1.0 + (t - top) / (top / (2 * GRID_PER_OCTAVE))
+    return o * GRID_PER_OCTAVE + ((b >> _SHIFT) & (GRID_PER_OCTAVE - 1)), (b & _LOW) / _FRAC
+
+
+@njit(cache=True, error_model="numpy")
+def table_kernel(
+    q: np.ndarray,  # [L*E] expected tokens per expert of one token (t / n)
+    ns: np.ndarray,  # [K] tokens of each pass
+    n_layers: int,
+    rows: np.ndarray,  # [R, G] grid rows
+    expert_row: np.ndarray,  # [L*E] row of each expert's fit
+    disp_row: int,  # row of the home's dispatch kernel
+    fetch_ms: np.ndarray,  # [L*E]
+    server: np.ndarray,  # [L*E] server each expert runs on
+    home: int,
+    n_servers: int,
+    act_bytes_per_token: float,  # activation bytes of one token one way (keep ratio applied)
+    bw_gbit_s: np.ndarray,  # [n] bottleneck bandwidth home -> server
+    latency_ms: np.ndarray,  # [n] path latency home -> server
+):
+    """Per pass: MoE-layer latency summed over layers [K], busy time per server [K, n]
+    and activation bytes [K] (the expert part of :meth:`ServingModel.table`)."""
+    k_pts = ns.size
+    n_exp = q.size
+    per_layer = n_exp // n_layers
+    total = np.zeros(k_pts)
+    busy = np.zeros((k_pts, n_servers))
+    net = np.zeros(k_pts)
+    p_any = np.zeros((k_pts, n_servers))
+    bits = np.zeros(1)
+    as_int = bits.view(np.int64)
+    # passes of 2**j tokens (every decode bucket and prefill point) take (1 - q)**n by
+    # repeated squaring; other sizes by exp
+    pow2 = np.full(k_pts, -1, np.int64)
+    for k in range(k_pts):
+        n = ns[k]
+        if n >= 1.0 and n <= 2.0**30:
+            m, e = math.frexp(n)
+            if m == 0.5:
+                pow2[k] = e - 1
+    sq = np.empty(31)
+    for layer in range(n_layers):
+        any_remote = False
+        for i in range(layer * per_layer, (layer + 1) * per_layer):
+            qi = q[i]
+            if qi <= 0.0:
+                continue
+            x = 1.0 - qi
+            sq[0] = x
+            top = 0
+            lq = math.log1p(-qi) if qi < 1.0 else -math.inf
+            s = server[i]
+            r = expert_row[i]
+            for k in range(k_pts):
+                n = ns[k]
+                j = pow2[k]
+                if j >= 0:
+                    while top < j:
+                        sq[top + 1] = sq[top] * sq[top]
+                        top += 1
+                    pa = 1.0 - sq[j]  # P(expert active) = 1 - (1 - q)^n
+                else:
+                    pa = -math.expm1(n * lq)
+                if pa <= 0.0:
+                    continue
+                ta = n * qi / max(pa, 1e-12)  # tokens it processes when active
+                bits[0] = ta
+                g, f = grid_position(ta, as_int)
+                ms = rows[r, g] + (rows[r, g + 1] - rows[r, g]) * f
+                disp = rows[disp_row, g] + (rows[disp_row, g + 1] - rows[disp_row, g]) * f
+                busy[k, s] += ms * pa
+                busy[k, home] += disp * pa
+                lay = pa * (ms + fetch_ms[i] + disp)
+                if s != home:
+                    one_way = ta * act_bytes_per_token
+                    lay += pa * 2.0 * one_way * 8.0 / (max(bw_gbit_s[s], 1e-9) * 1e6)
+                    net[k] += pa * 2.0 * one_way
+                    p_any[k, s] += pa
+                    any_remote = True
+                total[k] += lay
+        if any_remote:  # path latency once per (layer, remote server) used
+            for k in range(k_pts):
+                for s in range(n_servers):
+                    if p_any[k, s] > 0.0:
+                        total[k] += min(1.0, p_any[k, s]) * 2.0 * latency_ms[s]
+                        p_any[k, s] = 0.0
+    return total, busy, net
