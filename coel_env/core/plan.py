@@ -55,6 +55,12 @@ def expert_gb_table(model: str) -> np.ndarray:
     return out
 
 
+@functools.cache
+def dense_gb(model: str) -> float:
+    """Non-expert weights of ``model`` at 16 bits [GB] (they sit on each home's GPU)."""
+    return get_model(model).non_expert_bytes(16) / GB
+
+
 @dataclass(frozen=True, eq=False)
 class ModelPlan:
     """The deployment of one model. Arrays are copied and made read-only."""
@@ -201,7 +207,7 @@ def memory_use_gb(
         g, h = _expert_memory_gb(mp)
         gpu += g
         host += h
-        dense = mp.spec.non_expert_bytes(16) / GB + (kv_reserve_gb or {}).get(name, 0.0)
+        dense = dense_gb(mp.model) + (kv_reserve_gb or {}).get(name, 0.0)
         for s in mp.home:
             gpu[s] += dense
     return gpu, host

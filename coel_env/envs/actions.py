@@ -36,7 +36,16 @@ from __future__ import annotations
 import numpy as np
 
 from coel_env.catalog import BITS
-from coel_env.core.plan import GB, GPU, HOST, KEEP_RATIOS, ModelPlan, Plan
+from coel_env.core.plan import (
+    GB,
+    GPU,
+    HOST,
+    KEEP_RATIOS,
+    ModelPlan,
+    Plan,
+    dense_gb,
+    expert_gb_table,
+)
 
 RESIDENT_LEVELS = 9  # resident share 0/8 .. 8/8
 N_NEAREST = 4  # placement choices: the home and its 3 nearest servers
@@ -51,6 +60,44 @@ def group_of(popularity: np.ndarray, n_groups: int) -> np.ndarray:
     return np.minimum(rank * n_groups // E, n_groups - 1)
 
 
+def groups_of_estimate(popularity: np.ndarray, n_groups: int) -> np.ndarray:
+    """:func:`group_of`, memoised on the array's identity, for the envs' popularity
+    estimates (replaced, never changed in place, when they move). Read-only result."""
+    key = (id(popularity), n_groups, "groups")
+    hit = _MEMO.get(key)
+    if hit is not None and hit[0] is popularity:
+        return hit[1]
+    out = group_of(popularity, n_groups)
+    out.setflags(write=False)
+    _remember(key, popularity, out)
+    return out
+
+
+def _popularity_order(popularity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(layers, experts) of all experts, most popular first (memoised as
+    :func:`groups_of_estimate`)."""
+    key = (id(popularity), 0, "order")
+    hit = _MEMO.get(key)
+    if hit is not None and hit[0] is popularity:
+        return hit[1]
+    order = np.argsort(-popularity, axis=None, kind="stable")
+    out = np.divmod(order, popularity.shape[1])
+    _remember(key, popularity, out)
+    return out
+
+
+#: Results per popularity array, keyed by its id and holding it (so the id stays its);
+#: bounded: a few estimates per model are live at a time.
+_MEMO: dict = {}
+_MEMO_SIZE = 64
+
+
+def _remember(key: tuple, popularity: np.ndarray, value) -> None:
+    if len(_MEMO) >= _MEMO_SIZE:
+        del _MEMO[next(iter(_MEMO))]  # oldest first
+    _MEMO[key] = (popularity, value)
+
+
 class _Base:
     """Shared pieces: sizes of models and the world's capacities."""
 
@@ -62,8 +109,7 @@ class _Base:
         self.specs = world.specs
 
     def _dense_gb(self, i: int) -> float:
-        m = self.specs[i]
-        return m.non_expert_bytes(16) / GB + self.world.kv_reserve_gb[self.models[i]]
+        return dense_gb(self.models[i]) + self.world.kv_reserve_gb[self.models[i]]
 
     def _expert_gb(self, i: int, bits: int) -> float:
         return self.specs[i].expert_bytes(bits) / GB
@@ -86,7 +132,7 @@ class IntraDeviceAction(_Base):
             a = action[i * k : (i + 1) * k]
             m = self.specs[i]
             pop = popularity[name]
-            groups = group_of(pop, self.n_groups)
+            groups = groups_of_estimate(pop, self.n_groups)
             bits = np.asarray(BITS)[a[1 : 1 + self.n_groups]][groups].astype(np.int8)
             rank_share = (np.argsort(np.argsort(-pop, axis=1), axis=1) + 0.5) / m.n_experts
             resident = rank_share < a[0] / (RESIDENT_LEVELS - 1)
@@ -124,10 +170,14 @@ class InterDeviceAction(_Base):
         return np.array(self.fields() * len(self.models), np.int64)
 
     def _nearest(self) -> np.ndarray:
-        lat = self.world.paths.latency_ms
-        order = np.argsort(lat, axis=1, kind="stable")  # self first (latency 0)
+        paths = self.world.paths
+        hit = self.__dict__.get("_near")
+        if hit is not None and hit[0] is paths:
+            return hit[1]
+        order = np.argsort(paths.latency_ms, axis=1, kind="stable")  # self first (latency 0)
         idx = np.minimum(np.arange(N_NEAREST), self.n - 1)
-        return order[:, idx]
+        self._near = (paths, order[:, idx])
+        return self._near[1]
 
     def decode_model(
         self, i: int, a: np.ndarray, popularity: np.ndarray, free: np.ndarray
@@ -140,7 +190,7 @@ class InterDeviceAction(_Base):
         bit_idx = a[3 + g : 3 + 2 * g]
         keep = KEEP_RATIOS[int(a[3 + 2 * g])]
         policy = int(a[4 + 2 * g])
-        groups = group_of(popularity, g)
+        groups = groups_of_estimate(popularity, g)
         bits = np.asarray(BITS)[bit_idx][groups].astype(np.int8)
         near = self._nearest()[home]
         target = near[place] if spread else np.full(g, home)
@@ -156,12 +206,8 @@ class InterDeviceAction(_Base):
 
     def _fill_tiers(self, loc, bits, popularity, free, i) -> None:
         """On each server holding experts: GPU in popularity order while it fits, then host."""
-        m = self.specs[i]
-        size = np.zeros(17)
-        for b in BITS:
-            size[b] = self._expert_gb(i, b)
-        order = np.argsort(-popularity, axis=None, kind="stable")
-        layers, experts = np.divmod(order, m.n_experts)
+        size = expert_gb_table(self.models[i])  # [GB] by bit width
+        layers, experts = _popularity_order(popularity)
         sizes = size[bits[layers, experts]]
         for s in np.flatnonzero((loc != 0).any(axis=(0, 1))):
             held = loc[layers, experts, s] != 0
@@ -216,7 +262,7 @@ class CoELAction(InterDeviceAction):
                 continue
             if update == self.ADJUST and old is not None:
                 g = self.n_groups
-                groups = group_of(popularity[name], g)
+                groups = groups_of_estimate(popularity[name], g)
                 bits = np.asarray(BITS)[rest[3 + g : 3 + 2 * g]][groups].astype(np.int8)
                 keep = KEEP_RATIOS[int(rest[3 + 2 * g])]
                 pol = np.full(self.specs[i].n_moe_layers, int(rest[4 + 2 * g]), np.int8)

@@ -24,7 +24,7 @@ from gymnasium import spaces
 
 from coel_env.core.plan import ABSENT, GPU
 from coel_env.core.world import STATUS_FIELDS, World
-from coel_env.envs.actions import group_of
+from coel_env.envs.actions import groups_of_estimate
 
 AGE_PERIODS = 5.0  # ages are normalised by this many broadcast periods
 DEMAND_SCALE = 5.0  # demand is normalised by this multiple of the base rate
@@ -97,7 +97,7 @@ class ViewObservation:
         if hit is not None and hit[0] is pop and hit[1] is mp:
             return hit[2]
         g = self.n_groups
-        groups = group_of(pop, g)
+        groups = groups_of_estimate(pop, g)
         n_layers = pop.shape[0]
         flat = groups.ravel()
         share = np.bincount(flat, weights=pop.ravel(), minlength=g) / n_layers
