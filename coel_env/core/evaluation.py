@@ -89,6 +89,7 @@ class ServingModel:
         self._grid = grid_tokens()
         self._row_index: dict = {}
         self._row_list: list = []
+        self._rowmaps: dict = {}  # model -> grid row per (server, CPU?, bits) key
         self._rows = np.zeros((0, self._grid.size))
 
     # ----------------------------------------------------------------- parts
@@ -190,15 +191,23 @@ class ServingModel:
         uni = self.unified[flat_server]
         on_cpu = (tier == HOST) & ~fetch_pol & ~uni
         fetching = (tier == HOST) & fetch_pol & ~uni
-        row = np.empty(flat_bits.size, np.int64)
-        # one fit per distinct (server, device, bits) group
+        # the grid row of each (server, CPU or GPU, bits), by lookup (rows built on demand)
         group = (flat_server * 2 + on_cpu) * 32 + flat_bits
-        for gk in np.unique(group):
-            s, cpu, b = int(gk // 64), bool((gk // 32) % 2), int(gk % 32)
-            row[group == gk] = self._expert_row(m, self.cpus[s] if cpu else self.gpus[s], b)
-        w = _expert_bytes_table(m.name)[flat_bits]
-        fetch_ms = np.where(fetching, w / (self.pcie_gbps[flat_server] * 1e6), 0.0)
-        remote = [int(s) for s in np.unique(flat_server) if s != home]
+        rowmap = self._rowmaps.get(m.name)
+        if rowmap is None:
+            rowmap = self._rowmaps[m.name] = np.full(self.n * 64, -1, np.int64)
+        row = rowmap[group]
+        if (row < 0).any():
+            for gk in np.unique(group[row < 0]):
+                s, cpu, b = int(gk // 64), bool((gk // 32) % 2), int(gk % 32)
+                rowmap[gk] = self._expert_row(m, self.cpus[s] if cpu else self.gpus[s], b)
+            row = rowmap[group]
+        fetch_ms = np.zeros(flat_bits.size)
+        if fetching.any():
+            w = _expert_bytes_table(m.name)[flat_bits]
+            fetch_ms = np.where(fetching, w / (self.pcie_gbps[flat_server] * 1e6), 0.0)
+        used = np.bincount(flat_server, minlength=self.n)
+        remote = [int(s) for s in np.flatnonzero(used) if s != home]
         out = _Placement(flat_server, row, fetch_ms, remote, self._disp_row(m, home))
         self._placements[key] = (mp, out)
         return out

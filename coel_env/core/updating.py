@@ -23,8 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from coel_env.catalog import BITS, get_model
-from coel_env.core.plan import ABSENT, GPU, HOST, Plan
+from coel_env.core.plan import ABSENT, GB, GPU, HOST, Plan, dense_gb, expert_gb_table
 
 
 @dataclass(frozen=True)
@@ -81,13 +80,12 @@ def migration_cost(
     time_s = np.zeros(n)
     net = pcie = 0.0
     moved = 0
-    bits_order = np.array(BITS)
+    down = ~alive
     for name, mp in new.models.items():
-        m = get_model(name)
-        size = np.array([m.expert_bytes(b) for b in BITS], float)
-        bidx = np.searchsorted(-bits_order, -mp.bits)  # index of each expert's width in BITS
-        eb = size[bidx]  # [L, E] bytes at the new width
         prev = old.models.get(name) if old is not None else None
+        if prev is mp and not (mp.location[:, :, down] != ABSENT).any():
+            continue  # the same model plan, every holder present: nothing moves
+        eb = expert_gb_table(name)[mp.bits] * GB  # [L, E] bytes at the new width
         new_loc = mp.location
         if prev is None:
             old_loc = np.zeros_like(new_loc)
@@ -123,7 +121,7 @@ def migration_cost(
             moved += int(le.size)
         # 3) dense part on new homes
         old_homes = set(prev.home) if prev is not None else set()
-        dense = float(m.non_expert_bytes(16))
+        dense = dense_gb(name) * GB
         for h in mp.home:
             if h in old_homes:
                 continue
