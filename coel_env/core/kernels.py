@@ -143,3 +143,95 @@ def table_kernel(
                         total[k] += min(1.0, p_any[k, s]) * 2.0 * latency_ms[s]
                         p_any[k, s] = 0.0
     return total, busy, net
+
+
+@njit(cache=True, error_model="numpy")
+def _lindley_pass(idx, keep, b0, arrive_scale, arr_ms, work, w):
+    """Lindley's recursion over the kept arrivals ``idx[keep]`` of one FIFO queue.
+
+    ``W_i = max(0, W_{i-1} + S_{i-1} - (a_i - a_{i-1}))`` with ``W_0`` from the backlog
+    ``b0``, written as ``u_i - min(0, min_{j <= i} u_j)`` with ``u_i = b0 + sum_{j < i}
+    S_j - a_i``; arrival times ``a`` are in units of work the server does by then
+    (``arr_ms * arrive_scale``). Writes each one's wait [ms of work] to ``w``."""
+    c = 0.0
+    low = math.inf
+    for j in range(idx.size):
+        if not keep[j]:
+            continue
+        i = idx[j]
+        u = b0 + c - arr_ms[i] * arrive_scale
+        c += work[i]
+        low = min(low, u)
+        w[j] = u - min(0.0, low)
+
+
+@njit(cache=True, error_model="numpy")
+def queue_kernel(home, arr_ms, work, up, avail, b0, limit_ms, epoch_ms, backlog, util):
+    """FIFO queues of one epoch at every home with arrivals (see ``World._serve``).
+
+    Each home admits its arrivals in order; a request that would wait behind more than
+    ``limit_ms`` of work is dropped, and the queue is walked again without the dropped
+    ones (twice at most). Updates ``backlog`` and ``util`` of those homes in place.
+
+    Returns:
+        (served [n_req] bool, wait [n_req] ms, dropped per server [n]).
+    """
+    n_req = home.size
+    n = up.size
+    served = np.zeros(n_req, np.bool_)
+    wait = np.zeros(n_req)
+    dropped_at = np.zeros(n)
+    count = np.zeros(n + 1, np.int64)
+    for r in range(n_req):
+        if home[r] >= 0:
+            count[home[r] + 1] += 1
+    start = np.cumsum(count)
+    fill = start[:-1].copy()
+    order = np.empty(start[-1], np.int64)
+    for r in range(n_req):  # requests of each home, in arrival order
+        h = home[r]
+        if h >= 0:
+            order[fill[h]] = r
+            fill[h] += 1
+    for h in range(n):
+        idx = order[start[h] : start[h + 1]]
+        if idx.size == 0:
+            continue
+        if not up[h] or avail[h] <= 0:
+            dropped_at[h] += idx.size
+            continue
+        a_h = avail[h]
+        keep = np.ones(idx.size, np.bool_)
+        w = np.zeros(idx.size)
+        for _ in range(2):  # admit, then re-queue without the dropped ones
+            _lindley_pass(idx, keep, b0[h], a_h, arr_ms, work, w)
+            all_ok = True
+            for j in range(idx.size):
+                if keep[j] and w[j] > limit_ms:
+                    all_ok = False
+            if all_ok:
+                break
+            for j in range(idx.size):
+                if keep[j] and w[j] > limit_ms:
+                    keep[j] = False
+        _lindley_pass(idx, keep, b0[h], a_h, arr_ms, work, w)
+        total = b0[h]
+        last = -1
+        n_kept = 0
+        for j in range(idx.size):
+            if keep[j]:
+                i = idx[j]
+                served[i] = True
+                wait[i] = w[j] / a_h
+                total += work[i]
+                last = j
+                n_kept += 1
+        dropped_at[h] += idx.size - n_kept
+        if last >= 0:
+            i = idx[last]
+            end = w[last] + work[i] - (epoch_ms - arr_ms[i]) * a_h
+        else:
+            end = b0[h] - epoch_ms * a_h
+        backlog[h] = max(0.0, end)
+        util[h] = min(1.0, (total - backlog[h]) / epoch_ms)
+    return served, wait, dropped_at

@@ -38,6 +38,7 @@ from coel_env.catalog import BITS, get_model
 from coel_env.core import topology as topo
 from coel_env.core.dynamics import Dynamics, DynamicsState
 from coel_env.core.evaluation import PREFILL_POINTS, ServingModel, StepCost, bucket, prefill_line
+from coel_env.core.kernels import queue_kernel
 from coel_env.core.perception import Perception
 from coel_env.core.plan import (
     ABSENT,
@@ -527,9 +528,6 @@ class World:
         work = np.where(no_model, 0.0, prefill + out_tok * tpot / bb_g[g_idx])
         qloss = q_g[g_idx]
         # queueing at each home: FIFO over the epoch's arrivals, with the backlog carried over
-        served = np.zeros(n_req, bool)
-        wait = np.zeros(n_req)
-        dropped_at = np.zeros(n)
         limit_ms = self.scenario.serving.max_queue_s * 1000.0
         arr_ms = (reqs.arrival_s - t0) * 1000.0
         b0 = self._backlog
@@ -537,32 +535,9 @@ class World:
         backlog = np.where(up, np.maximum(0.0, b0 - epoch_ms * np.maximum(avail, 0.0)), 0.0)
         backlog = np.where(up & (avail <= 0), b0, backlog)
         util = np.where(up & (avail > 0), np.minimum(1.0, (b0 - backlog) / epoch_ms), 0.0)
-        for h in np.unique(home[home >= 0]) if n_req else ():
-            idx = np.flatnonzero(home == h)
-            if not up[h] or avail[h] <= 0:
-                dropped_at[h] += idx.size
-                continue
-            a_h = avail[h]
-            keep = np.ones(idx.size, bool)
-            for _ in range(2):  # admit, then re-queue without the dropped ones
-                w = _lindley(b0[h], arr_ms[idx[keep]] * a_h, work[idx[keep]])
-                ok = w <= limit_ms
-                if ok.all():
-                    break
-                kk = np.flatnonzero(keep)
-                keep[kk[~ok]] = False
-            w = _lindley(b0[h], arr_ms[idx[keep]] * a_h, work[idx[keep]])
-            k_idx = idx[keep]
-            dropped_at[h] += float(idx.size - k_idx.size)
-            served[k_idx] = True
-            wait[k_idx] = w / a_h
-            total = b0[h] + float(work[k_idx].sum())
-            if k_idx.size:
-                end = w[-1] + work[k_idx[-1]] - (epoch_ms - arr_ms[k_idx[-1]]) * a_h
-            else:
-                end = b0[h] - epoch_ms * a_h
-            backlog[h] = max(0.0, end)
-            util[h] = min(1.0, (total - backlog[h]) / epoch_ms)
+        served, wait, dropped_at = queue_kernel(
+            home, arr_ms, work, up, avail, b0, limit_ms, epoch_ms, backlog, util
+        )
         self._backlog = backlog
         h0 = np.maximum(home, 0)
         rtt = 2 * lat[origin, h0]
@@ -697,23 +672,6 @@ class World:
     def view(self, server: int) -> tuple[np.ndarray, np.ndarray]:
         """What ``server`` believes of every server: status [n, F] and age [n] [s]."""
         return self.perception.view(server, self.t_s)
-
-
-def _lindley(backlog0: float, arrive: np.ndarray, work: np.ndarray) -> np.ndarray:
-    """Work queued ahead of each arrival in a FIFO queue (Lindley's recursion, vectorised).
-
-    Args:
-        backlog0: work waiting at time 0 [ms of work].
-        arrive: arrival times in units of work the server can do by then (sorted).
-        work: work each arrival brings.
-
-    Returns:
-        ``W_i = max(0, W_{i-1} + S_{i-1} - (a_i - a_{i-1}))`` with ``W_0`` from the backlog.
-    """
-    if not arrive.size:
-        return arrive
-    u = backlog0 + np.concatenate([[0.0], np.cumsum(work[:-1])]) - arrive
-    return u - np.minimum(0.0, np.minimum.accumulate(u))
 
 
 def _strip(plan: Plan, up: np.ndarray) -> Plan:
