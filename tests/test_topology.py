@@ -284,6 +284,29 @@ def test_with_links_on_generated_topology_never_shortens_paths() -> None:
     assert (pm.latency_ms >= top.latency_ms - 1e-12).all()
 
 
+def test_with_links_routes_once_per_failure_set_and_matches_routing_from_scratch() -> None:
+    """Bandwidth changes reuse the routes of the same failures; paths equal a fresh route."""
+    top = waxman(25, device_mix=MIX, rng=_rng(6))
+    rng = _rng(7)
+    m = len(top.edges)
+    for _ in range(6):
+        scale = rng.uniform(0.2, 2.0, m)
+        failed = [top.edges[i] for i in np.flatnonzero(rng.random(m) < 0.2)]
+        got = top.with_links(scale, failed=failed)
+        up = np.ones(m, bool)
+        for e in failed:
+            up[top.edge_index(*e)] = False
+        bw, lat = top.edge_bandwidth_gbit_s * scale, top.edge_latency_ms
+        u, v = np.asarray(top.edges).T
+        want = T._route(top.n, u[up], v[up], lat[up], bw[up])
+        again = top.with_links(scale, failed=failed)  # cached routes
+        for pm in (got, again):
+            np.testing.assert_array_equal(pm.latency_ms, want.latency_ms)
+            np.testing.assert_array_equal(pm.hops, want.hops)
+            np.testing.assert_array_equal(pm.bottleneck_gbit_s, want.bottleneck_gbit_s)
+            np.testing.assert_array_equal(pm.predecessors, want.predecessors)
+
+
 def test_topology_is_immutable_and_pickles() -> None:
     top = random_geometric(10, device_mix=MIX, rng=_rng(5))
     with pytest.raises(AttributeError, match="immutable"):

@@ -351,43 +351,58 @@ def _route(
     n: int, u: np.ndarray, v: np.ndarray, latency_ms: np.ndarray, bandwidth_gbit_s: np.ndarray
 ) -> PathMatrices:
     """Path matrices of latency-shortest-path routing over the given links."""
+    return _bottleneck(_shortest_paths(n, u, v, latency_ms), n, u, v, bandwidth_gbit_s)
+
+
+def _shortest_paths(n: int, u: np.ndarray, v: np.ndarray, latency_ms: np.ndarray) -> tuple:
+    """Latency-shortest paths: (dist, predecessors, hops) [n, n] (bandwidth-independent)."""
     dense = np.full((n, n), np.inf)
     dense[u, v] = latency_ms
     dense[v, u] = latency_ms
     # Dense input with null_value=inf keeps zero-latency links as links.
     graph = csgraph_from_dense(dense, null_value=np.inf)
     dist, pred = shortest_path(graph, method="D", directed=False, return_predecessors=True)
+    rows = np.arange(n)[:, None]
+    has_pred = pred >= 0
+    p = np.where(has_pred, pred, 0)
+    hops = np.zeros((n, n), dtype=np.int64)
+    # Fixed point of hops[i, j] = hops[i, pred] + 1 over each shortest-path tree: it
+    # settles after (tree depth + 1) sweeps and the tree's fixed point is unique.
+    for _ in range(n + 1):
+        new_hops = np.where(has_pred, hops[rows, p] + 1, 0)
+        if np.array_equal(new_hops, hops):
+            break
+        hops = new_hops
+    unreachable = ~np.isfinite(dist)
+    hops[unreachable] = -1
+    return dist, pred, hops
+
+
+def _bottleneck(
+    tree: tuple, n: int, u: np.ndarray, v: np.ndarray, bandwidth_gbit_s: np.ndarray
+) -> PathMatrices:
+    """Path matrices of the shortest-path ``tree`` with the links' bandwidths."""
+    dist, pred, hops = tree
     bw = np.zeros((n, n))
     bw[u, v] = bandwidth_gbit_s
     bw[v, u] = bandwidth_gbit_s
-
     rows = np.arange(n)[:, None]
     cols = np.arange(n)[None, :]
     has_pred = pred >= 0
     p = np.where(has_pred, pred, 0)
     last_bw = bw[p, cols]  # bandwidth of the final link pred -> j
-    hops = np.zeros((n, n), dtype=np.int64)
     bott = np.full((n, n), np.inf)
-    # Fixed point of hops[i, j] = hops[i, pred] + 1 over each shortest-path tree: it
-    # settles after (tree depth + 1) sweeps and the tree's fixed point is unique.
-    for _ in range(n + 1):
-        new_hops = np.where(has_pred, hops[rows, p] + 1, 0)
-        new_bott = np.where(has_pred, np.minimum(bott[rows, p], last_bw), np.inf)
-        if np.array_equal(new_hops, hops) and np.array_equal(new_bott, bott):
-            break
-        hops, bott = new_hops, new_bott
-    unreachable = ~np.isfinite(dist)
-    hops[unreachable] = -1
-    bott[unreachable] = 0.0
+    # Fixed point of bott[i, j] = min(bott[i, pred], last link) over each tree: it settles
+    # after (tree depth + 1) sweeps (the deepest path has hops.max() links).
+    for _ in range(max(int(hops.max()), 0) + 1):
+        bott = np.where(has_pred, np.minimum(bott[rows, p], last_bw), np.inf)
+    bott[~np.isfinite(dist)] = 0.0
     # One path per unordered pair (the one found from the lower id), mirrored.
     upper = rows <= cols
-    dist = np.where(upper, dist, dist.T)
-    hops = np.where(upper, hops, hops.T)
-    bott = np.where(upper, bott, bott.T)
     return PathMatrices(
-        latency_ms=_readonly(dist),
-        hops=_readonly(hops),
-        bottleneck_gbit_s=_readonly(bott),
+        latency_ms=_readonly(np.where(upper, dist, dist.T)),
+        hops=_readonly(np.where(upper, hops, hops.T)),
+        bottleneck_gbit_s=_readonly(np.where(upper, bott, bott.T)),
         predecessors=_readonly(pred.astype(np.int64)),
     )
 
@@ -601,7 +616,18 @@ class Topology:
             except (TypeError, ValueError):
                 raise ValueError(f"failed contains {e!r}; must be (u, v) link pairs") from None
             up[self.edge_index(u, v)] = False
-        return _route(self.n, self._edge_u[up], self._edge_v[up], lat[up], bw[up])
+        u, v = self._edge_u[up], self._edge_v[up]
+        if latency_scale is not None:
+            return _route(self.n, u, v, lat[up], bw[up])
+        # bandwidth does not move latency-shortest paths: route once per set of failures
+        key = ("routes", up.tobytes())
+        tree = self._cache.get(key)
+        if tree is None:
+            if len(self._cache) > 256:  # bounded: drop earlier failure sets
+                for k in [k for k in self._cache if k[0] == "routes"]:
+                    del self._cache[k]
+            tree = self._cache[key] = _shortest_paths(self.n, u, v, lat[up])
+        return _bottleneck(tree, self.n, u, v, bw[up])
 
 
 def _check_scale(scale: np.ndarray | None, field: str, m: int) -> np.ndarray:
