@@ -235,3 +235,116 @@ def queue_kernel(home, arr_ms, work, up, avail, b0, limit_ms, epoch_ms, backlog,
         backlog[h] = max(0.0, end)
         util[h] = min(1.0, (total - backlog[h]) / epoch_ms)
     return served, wait, dropped_at
+
+
+@njit(cache=True, error_model="numpy")
+def group_requests(origin, model, out_tok, routes, home, group, demand, count, out_sum):
+    """Home and (model, home) group of each request (-1: no present, reachable home),
+    arrivals per (model, origin), and per group the count and output-token sum (filled
+    into the given arrays)."""
+    n = routes.shape[1]
+    for r in range(origin.size):
+        m = model[r]
+        o = origin[r]
+        demand[m * n + o] += 1.0
+        h = routes[m, o]
+        home[r] = h
+        if h >= 0:
+            g = m * n + h
+            group[r] = g
+            count[g] += 1.0
+            out_sum[g] += out_tok[r]
+        else:
+            group[r] = -1
+
+
+@njit(cache=True, error_model="numpy")
+def serve_kernel(
+    home, group, origin, arrival_s, in_tok, out_tok, slo_ms, quality_floor,  # requests
+    ok_g, a0_g, a1_g, tpot_g, batch_g, q_g,  # per (model, home) group
+    latency_ms, avail, up, b0, t0_s, epoch_ms, limit_ms,
+):  # fmt: skip
+    """Serve one epoch's requests (the per-request part of ``World._serve``).
+
+    Requests of a servable group get prefill ``a0 + a1 * input_tokens`` and
+    ``output_tokens`` decode steps of ``tpot``; each brings ``prefill + out * tpot /
+    batch`` of work to its home's FIFO queue (:func:`queue_kernel`); latency adds the
+    round trip and the wait, and service slows down by the home's available share.
+
+    Returns:
+        served [n_req], latency and TTFT of the served requests [ms] (arrival order),
+        dropped per server, backlog and utilisation per server, served output and input
+        tokens per group, and counts: (no-model drops, overload drops, SLO met, quality
+        violations), sums over served requests: (tpot, quality loss, output tokens).
+    """
+    n_req = home.size
+    n = up.size
+    n_g = ok_g.size
+    no_model = np.zeros(n_req, np.bool_)
+    hq = np.empty(n_req, np.int64)
+    work = np.zeros(n_req)
+    prefill = np.zeros(n_req)
+    service = np.zeros(n_req)
+    arr_ms = np.empty(n_req)
+    for r in range(n_req):
+        g = group[r]
+        arr_ms[r] = (arrival_s[r] - t0_s) * 1000.0
+        if g < 0 or not ok_g[g]:
+            no_model[r] = True
+            hq[r] = -1
+            continue
+        hq[r] = home[r]
+        pre = a0_g[g] + a1_g[g] * in_tok[r]
+        prefill[r] = pre
+        service[r] = pre + out_tok[r] * tpot_g[g]
+        work[r] = pre + out_tok[r] * tpot_g[g] / batch_g[g]
+    # homes without arrivals: the backlog drains (an absent server loses it)
+    backlog = np.zeros(n)
+    util = np.zeros(n)
+    for h in range(n):
+        if not up[h]:
+            continue
+        if avail[h] <= 0:
+            backlog[h] = b0[h]
+        else:
+            backlog[h] = max(0.0, b0[h] - epoch_ms * max(avail[h], 0.0))
+            util[h] = min(1.0, (b0[h] - backlog[h]) / epoch_ms)
+    served, wait, dropped_at = queue_kernel(
+        hq, arr_ms, work, up, avail, b0, limit_ms, epoch_ms, backlog, util
+    )
+    n_served = 0
+    for r in range(n_req):
+        if served[r]:
+            n_served += 1
+    lat = np.empty(n_served)
+    ttft = np.empty(n_served)
+    out_g = np.zeros(n_g)
+    in_g = np.zeros(n_g)
+    counts = np.zeros(4, np.int64)
+    sums = np.zeros(3)
+    k = 0
+    for r in range(n_req):
+        if not served[r]:
+            if no_model[r]:
+                counts[0] += 1
+            else:
+                counts[1] += 1
+            continue
+        h = hq[r]
+        g = group[r]
+        base = 2.0 * latency_ms[origin[r], h] + wait[r]
+        slowdown = 1.0 / max(avail[h], 1e-9)
+        lat[k] = base + service[r] * slowdown
+        ttft[k] = base + prefill[r] * slowdown
+        q = q_g[g]
+        if q <= quality_floor[r] and lat[k] <= slo_ms[r]:
+            counts[2] += 1
+        if q > quality_floor[r]:
+            counts[3] += 1
+        sums[0] += tpot_g[g]
+        sums[1] += q
+        sums[2] += out_tok[r]
+        out_g[g] += out_tok[r]
+        in_g[g] += in_tok[r]
+        k += 1
+    return served, lat, ttft, dropped_at, backlog, util, out_g, in_g, counts, sums

@@ -38,7 +38,7 @@ from coel_env.catalog import BITS, get_model
 from coel_env.core import topology as topo
 from coel_env.core.dynamics import Dynamics, DynamicsState
 from coel_env.core.evaluation import PREFILL_POINTS, ServingModel, StepCost, bucket, prefill_line
-from coel_env.core.kernels import queue_kernel
+from coel_env.core.kernels import group_requests, serve_kernel
 from coel_env.core.perception import Perception
 from coel_env.core.plan import (
     ABSENT,
@@ -473,97 +473,88 @@ class World:
     def _serve(self, reqs: Requests, mig: MigrationReport, dt: float) -> dict:
         """Serve the epoch's requests; returns the report's serving fields.
 
-        Requests are grouped per (model, home): each group's costs are looked up once
-        and applied to its requests with a few array operations; only the FIFO queue
-        of a home with arrivals is walked (vectorised Lindley recursion).
+        Requests are grouped per (model, home): each group's costs are looked up once;
+        the requests themselves and the homes' FIFO queues are walked in compiled loops
+        (:func:`coel_env.core.kernels.serve_kernel`).
         """
         n, n_m = self.n, len(self.models)
         n_req = len(reqs)
-        t0 = self.t_s
         epoch_ms = dt * 1000.0
         up = self.dyn.server_up
         avail = (1.0 - self.dyn.background) * (1.0 - np.minimum(1.0, mig.time_s / dt)) * up
-        lat = self.paths.latency_ms
-        origin = reqs.origin
-        key = reqs.model.astype(np.int64) * n + origin  # (model, origin)
-        demand = np.bincount(key, minlength=n_m * n).reshape(n_m, n).T / dt
-        home = self._routes(up)[reqs.model, origin]
-        no_model = home < 0
-        gkey = np.where(no_model, -1, reqs.model.astype(np.int64) * n + home)  # (model, home)
-        out_tok = reqs.output_tokens.astype(float)
-        in_tok = reqs.input_tokens.astype(float)
-        step_ms = np.zeros(n_m * n)
-        bb_g = np.ones(n_m * n)
-        a0_g = np.zeros(n_m * n)
-        a1_g = np.zeros(n_m * n)
-        q_g = np.zeros(n_m * n)
-        ok_g = np.zeros(n_m * n, bool)
+        n_g = n_m * n
+        home = np.empty(n_req, np.int64)
+        gkey = np.empty(n_req, np.int64)
+        demand = np.zeros(n_g)
+        cnt = np.zeros(n_g)
+        out_sum = np.zeros(n_g)
+        group_requests(
+            reqs.origin, reqs.model, reqs.output_tokens, self._routes(up), home, gkey,
+            demand, cnt, out_sum,
+        )  # fmt: skip
+        demand = demand.reshape(n_m, n).T / dt
+        step_ms = np.zeros(n_g)
+        bb_g = np.ones(n_g)
+        a0_g = np.zeros(n_g)
+        a1_g = np.zeros(n_g)
+        q_g = np.zeros(n_g)
+        ok_g = np.zeros(n_g, bool)
         groups = []
-        if n_req:
-            live = gkey >= 0
-            cnt = np.bincount(gkey[live], minlength=n_m * n)
-            out_sum = np.bincount(gkey[live], weights=out_tok[live], minlength=n_m * n)
-            for g in np.flatnonzero(cnt):
-                mi, h = divmod(int(g), n)
-                name = self.models[mi]
-                mp = self.plan.models[name]
-                c1 = self._cost(name, mp, h, 1, "decode")
-                if not c1.servable:
-                    continue
-                b = max(1.0, cnt[g] / dt * (out_sum[g] / cnt[g]) * c1.ms / 1000.0)  # Little's law
-                step = self._cost(name, mp, h, b, "decode")
+        for g in np.flatnonzero(cnt).tolist():
+            mi, h = divmod(g, n)
+            name = self.models[mi]
+            mp = self.plan.models[name]
+            c1 = self._cost(name, mp, h, 1, "decode")
+            if not c1.servable:
+                continue
+            b = max(1.0, cnt[g] / dt * (out_sum[g] / cnt[g]) * c1.ms / 1000.0)  # Little's law
+            step = self._cost(name, mp, h, b, "decode")
+            entry = self._entry(name, h)
+            line = entry.get("prefill_line")
+            if line is None:
                 pre = [self._cost(name, mp, h, p, "prefill") for p in PREFILL_POINTS]
-                a0_g[g], a1_g[g] = prefill_line(pre)
-                bb_g[g] = float(bucket(b))
-                step_ms[g] = step.ms
-                q_g[g] = self._quality(mp, self.specs[mi], h)
-                ok_g[g] = True
-                groups.append((g, h, step, pre[0]))
-        g_idx = np.maximum(gkey, 0)
-        no_model |= ~ok_g[g_idx]
-        home = np.where(no_model, -1, home)
-        prefill = a0_g[g_idx] + a1_g[g_idx] * in_tok
-        tpot = step_ms[g_idx]
-        service = prefill + out_tok * tpot
-        work = np.where(no_model, 0.0, prefill + out_tok * tpot / bb_g[g_idx])
-        qloss = q_g[g_idx]
-        # queueing at each home: FIFO over the epoch's arrivals, with the backlog carried over
-        limit_ms = self.scenario.serving.max_queue_s * 1000.0
-        arr_ms = (reqs.arrival_s - t0) * 1000.0
-        b0 = self._backlog
-        # homes without arrivals: the backlog drains (an absent server loses it)
-        backlog = np.where(up, np.maximum(0.0, b0 - epoch_ms * np.maximum(avail, 0.0)), 0.0)
-        backlog = np.where(up & (avail <= 0), b0, backlog)
-        util = np.where(up & (avail > 0), np.minimum(1.0, (b0 - backlog) / epoch_ms), 0.0)
-        served, wait, dropped_at = queue_kernel(
-            home, arr_ms, work, up, avail, b0, limit_ms, epoch_ms, backlog, util
-        )
+                line = entry["prefill_line"] = (*prefill_line(pre), pre[0])
+            a0_g[g], a1_g[g] = line[0], line[1]
+            bb_g[g] = float(bucket(b))
+            step_ms[g] = step.ms
+            q_g[g] = self._quality(mp, self.specs[mi], h)
+            ok_g[g] = True
+            groups.append((g, h, step, line[2]))
+        served, lat_s, ttft_s, dropped_at, backlog, util, out_g, in_g, counts, sums = serve_kernel(
+            home,
+            gkey,
+            reqs.origin,
+            reqs.arrival_s,
+            reqs.input_tokens,
+            reqs.output_tokens,
+            reqs.slo_ms,
+            reqs.quality_floor,
+            ok_g,
+            a0_g,
+            a1_g,
+            step_ms,
+            bb_g,
+            q_g,
+            self.paths.latency_ms,
+            avail,
+            up,
+            self._backlog,
+            self.t_s,
+            epoch_ms,
+            self.scenario.serving.max_queue_s * 1000.0,
+        )  # fmt: skip
         self._backlog = backlog
-        h0 = np.maximum(home, 0)
-        rtt = 2 * lat[origin, h0]
-        slowdown = 1.0 / np.maximum(avail[h0], 1e-9)
-        base = rtt + wait
-        lat_s = (base + service * slowdown)[served]
-        ttft_s = (base + prefill * slowdown)[served]
         busy = np.zeros(n)
         act_bytes = 0.0
         cloud_tokens = 0.0
-        if groups:
-            gs = np.where(served, gkey, -1)
-            sv = gs >= 0
-            out_g = np.bincount(gs[sv], weights=out_tok[sv], minlength=n_m * n)
-            in_g = np.bincount(gs[sv], weights=in_tok[sv], minlength=n_m * n)
-            p0 = PREFILL_POINTS[0]
-            for g, h, step, pre in groups:
-                o, i = float(out_g[g]), float(in_g[g])
-                busy += step.busy_ms / bb_g[g] * o + pre.busy_ms / p0 * i
-                act_bytes += step.net_bytes / bb_g[g] * o + pre.net_bytes / p0 * i
-                if self.is_cloud[h]:
-                    cloud_tokens += o + i
-        n_served = int(served.sum())
-        dropped = ~served
-        slo_ok = served & (qloss <= reqs.quality_floor)
-        slo_ok[served] &= lat_s <= reqs.slo_ms[served]
+        p0 = PREFILL_POINTS[0]
+        for g, h, step, pre in groups:
+            o, i = float(out_g[g]), float(in_g[g])
+            busy += step.busy_ms / bb_g[g] * o + pre.busy_ms / p0 * i
+            act_bytes += step.net_bytes / bb_g[g] * o + pre.net_bytes / p0 * i
+            if self.is_cloud[h]:
+                cloud_tokens += o + i
+        n_served = lat_s.size
         busy = np.minimum(busy, epoch_ms)
         energy = (
             float(
@@ -579,23 +570,23 @@ class World:
         lat_q, ttft_q = _p50_p95(lat_s), _p50_p95(ttft_s)
         self.last_latency_ms = lat_s  # served requests of this epoch, for exact run percentiles
         self.last_ttft_ms = ttft_s
-        n_slo = int(slo_ok.sum())
+        n_slo = int(counts[2])
         return {
             "requests_arrived": n_req,
             "requests_served": n_served,
             "requests_dropped": n_req - n_served,
-            "dropped_no_model": int((dropped & no_model).sum()),
-            "dropped_overload": int((dropped & ~no_model).sum()),
+            "dropped_no_model": int(counts[0]),
+            "dropped_overload": int(counts[1]),
             "slo_met": n_slo,
             "slo_attainment": n_slo / n_req if n_req else 1.0,
             "latency_p50_ms": lat_q[0],
             "latency_p95_ms": lat_q[1],
             "ttft_p50_ms": ttft_q[0],
             "ttft_p95_ms": ttft_q[1],
-            "tpot_mean_ms": float(tpot[served].mean()) if n_served else 0.0,
-            "throughput_tok_s": float(reqs.output_tokens[served].sum()) / dt,
-            "quality_loss": float(qloss[served].mean()) if n_served else 0.0,
-            "quality_violations": int((served & (qloss > reqs.quality_floor)).sum()),
+            "tpot_mean_ms": float(sums[0]) / n_served if n_served else 0.0,
+            "throughput_tok_s": float(sums[2]) / dt,
+            "quality_loss": float(sums[1]) / n_served if n_served else 0.0,
+            "quality_violations": int(counts[3]),
             "energy_j": energy,
             "activation_bytes": float(act_bytes),
             "cloud_cost": cloud_tokens / 1000 * self._price,
