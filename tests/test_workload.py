@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import pickle
 import subprocess
 import sys
 import warnings
@@ -18,6 +19,7 @@ from coel_env.core.workload import (
     LogNormalTokens,
     Requests,
     SloConfig,
+    SyntheticStream,
     SyntheticWorkload,
     TraceFit,
     TraceMapping,
@@ -562,3 +564,52 @@ def test_unknown_task_argument_lists_the_allowed_ones(tmp_path: Path) -> None:
     path = _write(tmp_path, AZURE_OK)
     with pytest.raises(ValueError, match=r"task='poetry' is not allowed; allowed: code, conv"):
         load_azure_trace(path, task="poetry")
+
+
+def _stream(rate: float, seed: int = 0, n: int = 3):
+    cfg = WorkloadConfig.from_fit(AZURE_CONV_FIT, n, rates_per_s=(rate,) * n)
+    return SyntheticStream(SyntheticWorkload(cfg), np.random.default_rng(seed)), cfg
+
+
+@pytest.mark.parametrize("rate", [0.3, 40.0])  # a few per window; chunks that must widen
+def test_the_world_arrival_stream_keeps_rate_and_burstiness(rate):
+    """Windows of the chunked stream form one H2 process per server: its mean rate and
+    gap CV are the config's, across window boundaries."""
+    stream, cfg = _stream(rate)
+    dt, windows = 10.0, 3000 if rate < 1 else 150
+    rates = np.full(3, rate)
+    mix = np.full((3, len(cfg.task_names)), 1.0 / len(cfg.task_names))
+    times = [[] for _ in range(3)]
+    for k in range(windows):
+        r = stream.next_window(k * dt, dt, rates, mix)
+        assert np.all(np.diff(r.arrival_s) >= 0)
+        assert np.all((r.arrival_s >= k * dt) & (r.arrival_s < (k + 1) * dt))
+        for s in range(3):
+            times[s].append(r.arrival_s[r.origin == s])
+    gaps = np.concatenate([np.diff(np.concatenate(t)) for t in times])
+    total = sum(np.concatenate(t).size for t in times)
+    assert total / (3 * windows * dt) == pytest.approx(rate, rel=0.08)
+    assert gaps.std() / gaps.mean() == pytest.approx(cfg.interarrival_cv, rel=0.12)
+
+
+def test_the_world_arrival_stream_is_reproducible_and_continues_after_pickling():
+    a, cfg = _stream(2.0, seed=5)
+    b, _ = _stream(2.0, seed=5)
+    rates = np.array([2.0, 0.0, 7.0])  # an idle server too
+    mix = np.full((3, len(cfg.task_names)), 1.0 / len(cfg.task_names))
+    for k in range(30):
+        ra, rb = (
+            a.next_window(k * 10.0, 10.0, rates, mix),
+            b.next_window(k * 10.0, 10.0, rates, mix),
+        )
+        assert (ra.origin != 1).all()
+        for f in ("arrival_s", "origin", "model", "task", "input_tokens", "output_tokens"):
+            np.testing.assert_array_equal(getattr(ra, f), getattr(rb, f))
+    c = pickle.loads(pickle.dumps(a))
+    for k in range(30, 400):
+        ra, rc = (
+            a.next_window(k * 10.0, 10.0, rates, mix),
+            c.next_window(k * 10.0, 10.0, rates, mix),
+        )
+        np.testing.assert_array_equal(ra.arrival_s, rc.arrival_s)
+        np.testing.assert_array_equal(ra.output_tokens, rc.output_tokens)

@@ -348,3 +348,41 @@ def serve_kernel(
         in_g[g] += in_tok[r]
         k += 1
     return served, lat, ttft, dropped_at, backlog, util, out_g, in_g, counts, sums
+
+
+@njit(cache=True, error_model="numpy")
+def take_points(points, ptr, used, span):
+    """Points of each server's renewal stream that fall in its next ``span`` of
+    operational time (see :class:`coel_env.core.workload.SyntheticStream`).
+
+    Args:
+        points: [n, K] increasing cumulative positions of each server's points.
+        ptr: [n] first unconsumed point per server (advanced in place).
+        used: [n] operational time consumed so far per server (advanced in place).
+        span: [n] operational time of this window per server.
+
+    Returns:
+        (position within the window [0, span), server), grouped by server.
+    """
+    n, k_max = points.shape
+    total = 0
+    for i in range(n):
+        end = used[i] + span[i]
+        j = ptr[i]
+        while j < k_max and points[i, j] < end:
+            j += 1
+        total += j - ptr[i]
+    pos = np.empty(total)
+    owner = np.empty(total, np.int64)
+    at = 0
+    for i in range(n):
+        end = used[i] + span[i]
+        j = ptr[i]
+        while j < k_max and points[i, j] < end:
+            pos[at] = points[i, j] - used[i]
+            owner[at] = i
+            at += 1
+            j += 1
+        ptr[i] = j
+        used[i] = end
+    return pos, owner

@@ -39,6 +39,9 @@ Arrival model
     is exact; correlation across windows (a silence spanning two epochs) is not
     carried over, which matters only for epochs shorter than the long gaps
     (~44 s mean on the code trace, ~0.27 s on the conversation trace).
+    The world draws its arrivals from a :class:`SyntheticStream` instead: one
+    continuous process per server across epochs (so the silence is carried
+    over), drawn in chunks for speed.
 
     Rate scaling for the edge: :meth:`WorkloadConfig.from_fit` gives each of
     ``n`` servers ``fit.rate_per_s * load_scale / n``, i.e. the whole trace's
@@ -74,6 +77,8 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from coel_env.core.kernels import take_points
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -84,6 +89,7 @@ __all__ = [
     "LogNormalTokens",
     "Requests",
     "SloConfig",
+    "SyntheticStream",
     "SyntheticWorkload",
     "TraceFit",
     "TraceMapping",
@@ -944,6 +950,146 @@ class SyntheticWorkload:
             model=model.astype(np.int16),
             input_tokens=c.input_tokens.sample(rng, n),
             output_tokens=out_tokens,
+            task=task.astype(np.int16),
+            slo_ms=c.slo.slo_ms(out_tokens),
+            quality_floor=np.full(n, c.slo.quality_floor, dtype=np.float32),
+        )
+
+
+class SyntheticStream:
+    """Epoch after epoch of a :class:`SyntheticWorkload`, drawn in chunks (the world's
+    arrivals).
+
+    Each server's arrivals are one continuous H2 renewal process in integrated-rate
+    time (started stationary, as in ``generate``), so a silence that spans two
+    windows is carried over (``generate`` restarts every window). Its points are
+    drawn :data:`CHUNK_POINTS` at a time per server, and the per-request draws (task,
+    model, prompt and output lengths) :data:`CHUNK_REQUESTS` requests at a time; each
+    window consumes them in order. A window's rates scale the time its servers'
+    processes advance (``rates * the integrated diurnal profile``), exactly as in
+    ``generate``. The draws depend only on the generator and the windows asked for,
+    so an episode is reproducible (and continues identically after pickling).
+
+    Args:
+        workload: the workload drawn from.
+        rng: the generator of every draw.
+    """
+
+    #: Points drawn per server at a time.
+    CHUNK_POINTS = 256
+    #: Requests' attributes drawn at a time.
+    CHUNK_REQUESTS = 4096
+
+    def __init__(self, workload: SyntheticWorkload, rng: np.random.Generator) -> None:
+        self.workload = workload
+        self.rng = rng
+        c = workload.config
+        n = c.n_servers
+        self._m_fast, self._m_slow = _h2_unit_means(c.interarrival_cv, c.fast_gap_probability)
+        k = self.CHUNK_POINTS
+        # stationary start: the first point from the equilibrium residual life
+        p = c.fast_gap_probability
+        first_fast = rng.random(n) < p * self._m_fast
+        first = rng.standard_exponential(n) * np.where(first_fast, self._m_fast, self._m_slow)
+        self._points = np.empty((n, k))
+        self._points[:, 0] = first
+        self._points[:, 1:] = first[:, None] + np.cumsum(self._gaps((n, k - 1)), axis=1)
+        self._ptr = np.zeros(n, np.int64)
+        self._used = np.zeros(n)
+        self._attrs: dict[str, np.ndarray] = {}
+        self._at = 0
+        self._draw_attributes(0)
+
+    def _gaps(self, shape) -> np.ndarray:
+        p = self.workload.config.fast_gap_probability
+        fast = self.rng.random(shape) < p
+        return self.rng.standard_exponential(shape) * np.where(fast, self._m_fast, self._m_slow)
+
+    def _refill(self, span: np.ndarray) -> None:
+        """Draw more points for servers whose chunk ends before their window does (the
+        chunk widens when one window needs more than half of it)."""
+        while True:
+            short = np.flatnonzero(self._points[:, -1] < self._used + span)
+            if not short.size:
+                return
+            width = self._points.shape[1]
+            if (width - self._ptr[short]).max() > width // 2:
+                wide = np.empty((self._points.shape[0], 2 * width))
+                wide[:, :width] = self._points
+                wide[:, width:] = self._points[:, -1:] + np.cumsum(
+                    self._gaps((wide.shape[0], width)), axis=1
+                )
+                self._points = wide
+                continue
+            for i in short.tolist():
+                rest = self._points[i, self._ptr[i] :].copy()
+                fresh = self._points[i, -1] + np.cumsum(self._gaps(width - rest.size))
+                self._points[i, : rest.size] = rest
+                self._points[i, rest.size :] = fresh
+                self._ptr[i] = 0
+
+    def _draw_attributes(self, keep_from: int) -> None:
+        """Draw the next chunk of per-request attributes (after the unused ones)."""
+        c = self.workload.config
+        m = self.CHUNK_REQUESTS
+        new = {
+            "u_task": self.rng.random(m),
+            "u_model": self.rng.random(m),
+            "input_tokens": c.input_tokens.sample(self.rng, m),
+            "output_tokens": c.output_tokens.sample(self.rng, m),
+        }
+        old = self._attrs
+        self._attrs = {
+            k: np.concatenate([old[k][keep_from:], v]) if old else v for k, v in new.items()
+        }
+        self._at = 0
+
+    def next_window(
+        self, t0_s: float, duration_s: float, rates_per_s: np.ndarray, task_mix: np.ndarray
+    ) -> Requests:
+        """Requests arriving in ``[t0_s, t0_s + duration_s)`` at these rates and task mix
+        (as :meth:`SyntheticWorkload.generate`, unchecked: the world's own arrays)."""
+        wl = self.workload
+        c = wl.config
+        t0, t1 = t0_s, t0_s + duration_s
+        rates = np.asarray(rates_per_s, dtype=np.float64)
+        big_l0, big_l1 = wl.cumulative_profile(np.array([t0, t1]))
+        span = rates * (big_l1 - big_l0)
+        self._refill(span)
+        u, origin = take_points(self._points, self._ptr, self._used, span)
+        op = big_l0 + u / rates[origin]
+        if c.diurnal_amplitude == 0.0:
+            arrival = op
+        else:
+            n_grid = max(2, math.ceil((t1 - t0) / (c.diurnal_period_s / 4096.0)) + 1)
+            grid = np.linspace(t0, t1, n_grid)
+            arrival = np.interp(op, wl.cumulative_profile(grid), grid)
+        order = np.argsort(arrival, kind="stable")
+        arrival = _clip_to_window(arrival[order], t0, t1)
+        origin = origin[order]
+        n = arrival.size
+        if self._at + n > self._attrs["u_task"].size:
+            self._draw_attributes(self._at)
+            while n > self._attrs["u_task"].size:
+                self._draw_attributes(0)
+        a, b = self._at, self._at + n
+        self._at = b
+        attrs = self._attrs
+        task_cum = _cumulative(np.asarray(task_mix, dtype=np.float64))[origin]
+        model_cum = wl._model_cum[origin]
+        task = np.minimum(
+            (attrs["u_task"][a:b, None] >= task_cum).sum(axis=1), task_cum.shape[1] - 1
+        )
+        model = np.minimum(
+            (attrs["u_model"][a:b, None] >= model_cum).sum(axis=1), model_cum.shape[1] - 1
+        )
+        out_tokens = attrs["output_tokens"][a:b]
+        return Requests._unchecked(
+            arrival_s=arrival,
+            origin=origin.astype(np.int32),
+            model=model.astype(np.int16),
+            input_tokens=attrs["input_tokens"][a:b].copy(),
+            output_tokens=out_tokens.copy(),
             task=task.astype(np.int16),
             slo_ms=c.slo.slo_ms(out_tokens),
             quality_floor=np.full(n, c.slo.quality_floor, dtype=np.float32),

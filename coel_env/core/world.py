@@ -57,6 +57,7 @@ from coel_env.core.workload import (
     AZURE_CONV_FIT,
     Requests,
     SloConfig,
+    SyntheticStream,
     SyntheticWorkload,
     TraceMapping,
     TraceWorkload,
@@ -222,6 +223,9 @@ class World:
         """Start an episode: nothing deployed but the naive plan, no news yet."""
         rng = np.random.default_rng(seed)
         self._rng_work, self._rng_route, self._rng_perc, self._rng_dyn = rng.spawn(4)
+        self._arrivals = None
+        if isinstance(self.workload, SyntheticWorkload):
+            self._arrivals = SyntheticStream(self.workload, self._rng_work)
         n_t = len(self.tasks)
         mix = self._rng_dyn.dirichlet(np.ones(n_t), size=self.n)
         self.dyn: DynamicsState = self.dynamics.initial(mix, self._rng_dyn)
@@ -361,9 +365,7 @@ class World:
         # 4) requests
         rates = self._base_rates * self.dyn.demand * up
         if isinstance(self.workload, SyntheticWorkload):
-            reqs = self.workload.generate(
-                t0, dt, self._rng_work, rates_per_s=rates, task_mix=self.dyn.task_mix
-            )
+            reqs = self._arrivals.next_window(t0, dt, rates, self.dyn.task_mix)
         else:
             reqs = self.workload.generate(t0, dt)
             if len(reqs):
