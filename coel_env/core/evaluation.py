@@ -31,6 +31,7 @@ the network round trip to its home, the wait, the prefill and
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,8 +90,9 @@ class ServingModel:
         self._grid = grid_tokens()
         self._row_index: dict = {}
         self._row_list: list = []
+        self._home: dict = {}
         self._rowmaps: dict = {}  # model -> grid row per (server, CPU?, bits) key
-        self._rows = np.zeros((0, self._grid.size))
+        self._values = self._slopes = np.zeros((0, self._grid.size))
 
     # ----------------------------------------------------------------- parts
 
@@ -137,12 +139,15 @@ class ServingModel:
 
     def _row(self, key: tuple, fn) -> int:
         """Index of a kernel-latency grid row (:mod:`coel_env.core.kernels`), built once:
-        ``fn(tokens)`` is the exact latency at the grid's token counts."""
+        ``fn(tokens)`` is the exact latency (vectorised over token counts)."""
         i = self._row_index.get(key)
         if i is None:
             i = self._row_index[key] = len(self._row_list)
-            self._row_list.append(np.asarray(fn(self._grid), float))
-            self._rows = np.stack(self._row_list)
+            t, h = self._grid, 1e-5  # derivative by central difference (error ~1e-10)
+            slope = (fn(t * (1 + h)) - fn(t * (1 - h))) / (2 * h * t)
+            self._row_list.append((np.asarray(fn(t), float), slope))
+            self._values = np.stack([v for v, _ in self._row_list])
+            self._slopes = np.stack([d for _, d in self._row_list])
         return i
 
     def _expert_row(self, m: MoEModel, dev: DeviceProfile, bits: int) -> int:
@@ -249,11 +254,13 @@ class ServingModel:
         latency_ms: np.ndarray,
         bandwidth_gbit_s: np.ndarray,
         up: np.ndarray,
+        token_share: np.ndarray | None = None,
     ) -> CostTable:
         """Costs of passes of ``ns[k]`` tokens in phase ``phases[k]`` (one vectorised sweep).
 
         Equal to :meth:`step` at each point (the expert token counts of a batch of
         ``n`` are ``n`` times those of one token: the cap at ``n`` scales with it).
+        ``token_share``: :meth:`token_share` of ``popularity`` when the caller has it.
         """
         m = mp.spec
         ns = np.maximum(np.asarray(ns, float), 1.0)
@@ -263,32 +270,52 @@ class ServingModel:
             return CostTable(
                 np.full(k_pts, np.inf), np.zeros((k_pts, self.n)), np.zeros(k_pts), False
             )
-        q = np.clip(_expected_counts(popularity, 1.0, m.top_k), 0.0, 1.0).ravel()  # t / n
+        q = self.token_share(m, popularity) if token_share is None else token_share
         d = m.d_model
         total, busy, net_bytes = table_kernel(
-            q, ns, m.n_moe_layers, self._rows, placed.row, placed.disp_row, placed.fetch_ms,
-            placed.server, home, self.n, d * ACT_BYTES * mp.keep_ratio,
+            q, ns, m.n_moe_layers, self._values, self._slopes, placed.row, placed.disp_row,
+            placed.fetch_ms, placed.server, home, self.n, d * ACT_BYTES * mp.keep_ratio,
             bandwidth_gbit_s[home], latency_ms[home],
         )  # fmt: skip
+        home_ms = self._home_ms(m, home, ns, phases)
+        total += home_ms
+        busy[:, home] += home_ms
+        return CostTable(total, busy, net_bytes, True)
+
+    @staticmethod
+    def token_share(m: MoEModel, popularity: np.ndarray) -> np.ndarray:
+        """Expected tokens per expert of one token, flat ``[L * E]`` (``t / n``)."""
+        return np.clip(_expected_counts(popularity, 1.0, m.top_k), 0.0, 1.0).ravel()
+
+    def _home_ms(self, m: MoEModel, home: int, ns: np.ndarray, phases) -> np.ndarray:
+        """What runs on the home GPU whatever the plan (router, shared experts, attention,
+        dense layers, LM head) for each pass [K] (cached per model, home and passes)."""
+        key = (m.name, home, ns.tobytes(), tuple(phases))
+        hit = self._home.get(key)
+        if hit is not None:
+            return hit
+        d = m.d_model
         # router on the home GPU, once per layer
         g16 = self._fit_params(self.gpus[home], 16)
+        k_pts = ns.size
         router = _kernel_ms(
             g16, np.full(k_pts, ACT_BYTES * d * m.n_experts / 1e6), 2.0 * ns * d * m.n_experts, 6.0
         )
-        total += m.n_moe_layers * router
-        busy[:, home] += m.n_moe_layers * router
+        out = m.n_moe_layers * router
         if m.n_shared_experts:
             shared = cost.ffn_latency_ms(
                 self.gpus[home], d, m.d_ff_shared * m.n_shared_experts, m.gated, ns, mode=self.mode
             )
-            total += m.n_moe_layers * shared
-            busy[:, home] += m.n_moe_layers * shared
+            out = out + m.n_moe_layers * shared
         dense = np.array(
             [self._attention_ms(m, home, float(n), ph) for n, ph in zip(ns, phases, strict=True)]
         )
-        total += dense
-        busy[:, home] += dense
-        return CostTable(total, busy, net_bytes, True)
+        out = out + dense
+        out.setflags(write=False)
+        if len(self._home) > 4096:  # bounded (odd batch sizes)
+            self._home.clear()
+        self._home[key] = out
+        return out
 
 
 @dataclass(frozen=True)
@@ -362,4 +389,4 @@ def prefill_line(costs: list[StepCost]) -> tuple[float, float]:
 
 def bucket(n: float) -> int:
     """Batch sizes are costed at powers of two (cache key)."""
-    return int(2 ** round(np.log2(max(n, 1.0))))
+    return int(2 ** round(math.log2(max(n, 1.0))))

@@ -6,9 +6,11 @@ token count. Evaluating the fit costs about eight transcendental functions per
 expert and pass; the world does it for every expert of every (plan, home) after
 each popularity refresh and for every new plan. Here the fit of each (model,
 device, bits) is instead tabulated once on a fine grid of token counts
-(:data:`GRID_PER_OCTAVE` points per doubling, exact at the nodes) and read by
-linear interpolation. The grid's relative error is below 1e-4 on the fits of the
-catalog (``tests/test_evaluation.py``), far inside the
+(:data:`GRID_PER_OCTAVE` points per doubling, value and derivative exact at the
+nodes) and read by cubic Hermite interpolation. The grid's relative error is
+below 1e-10 on the fits of the catalog (``tests/test_evaluation.py``; in
+CUDA-graph mode, where the smaller of two fits is taken, up to ~1e-5 in the one
+segment where they cross), far inside the
 fits' own error against measurements (several percent, see ``coel profile``).
 """
 
@@ -39,25 +41,42 @@ def grid_tokens() -> np.ndarray:
 _SHIFT = 52 - GRID_BITS  # mantissa bits below the grid index
 _FRAC = float(1 << _SHIFT)
 _LOW = (1 << _SHIFT) - 1
+_OCTAVE_START = 2.0 ** np.arange(GRID_OCTAVES + 1)
 
 
 @njit(cache=True, error_model="numpy")
-def grid_position(t: float, as_int: np.ndarray) -> tuple[int, float]:
-    """Node index and fraction of ``t`` tokens on the grid (see :func:`grid_tokens`).
+def grid_position(t: float, as_int: np.ndarray) -> tuple[int, float, float]:
+    """Where ``t`` tokens fall on the grid (see :func:`grid_tokens`): (node, position
+    in [0, 1) towards the next node, tokens between the two); beyond the grid (last
+    node, tokens past it, -1).
 
     ``as_int`` is the int64 view of a one-element float64 buffer holding ``t``: the
     octave and the position within it are read from its exponent and mantissa bits.
-    Beyond the grid the fraction exceeds 1 (linear extrapolation of the last segment).
     """
     if t <= 1.0:
-        return 0, 0.0
+        return 0, 0.0, 0.0
     b = as_int[0]
     o = (b >> 52) - 1023  # octave: 2**o <= t < 2**(o + 1)
     if o >= GRID_OCTAVES:
-        last = GRID_OCTAVES * GRID_PER_OCTAVE - 1
-        top = 2.0**GRID_OCTAVES
-        return last, 1.0 + (t - top) / (top / (2 * GRID_PER_OCTAVE))
-    return o * GRID_PER_OCTAVE + ((b >> _SHIFT) & (GRID_PER_OCTAVE - 1)), (b & _LOW) / _FRAC
+        return GRID_OCTAVES * GRID_PER_OCTAVE, t - 2.0**GRID_OCTAVES, -1.0
+    g = o * GRID_PER_OCTAVE + ((b >> _SHIFT) & (GRID_PER_OCTAVE - 1))
+    return g, (b & _LOW) / _FRAC, _OCTAVE_START[o] / GRID_PER_OCTAVE
+
+
+@njit(cache=True, error_model="numpy")
+def grid_value(values, slopes, r: int, g: int, s: float, width: float) -> float:
+    """Row ``r`` of the grid at a :func:`grid_position`: cubic Hermite interpolation
+    between the nodes' values and derivatives (beyond the grid: the last tangent)."""
+    if width < 0:
+        return values[r, g] + slopes[r, g] * s
+    s2 = s * s
+    s3 = s2 * s
+    return (
+        (2.0 * s3 - 3.0 * s2 + 1.0) * values[r, g]
+        + (s3 - 2.0 * s2 + s) * width * slopes[r, g]
+        + (3.0 * s2 - 2.0 * s3) * values[r, g + 1]
+        + (s3 - s2) * width * slopes[r, g + 1]
+    )
 
 
 @njit(cache=True, error_model="numpy")
@@ -65,7 +84,8 @@ def table_kernel(
     q: np.ndarray,  # [L*E] expected tokens per expert of one token (t / n)
     ns: np.ndarray,  # [K] tokens of each pass
     n_layers: int,
-    rows: np.ndarray,  # [R, G] grid rows
+    values: np.ndarray,  # [R, G] grid rows: latency at the nodes [ms]
+    slopes: np.ndarray,  # [R, G] its derivative [ms per token]
     expert_row: np.ndarray,  # [L*E] row of each expert's fit
     disp_row: int,  # row of the home's dispatch kernel
     fetch_ms: np.ndarray,  # [L*E]
@@ -123,9 +143,9 @@ def table_kernel(
                     continue
                 ta = n * qi / max(pa, 1e-12)  # tokens it processes when active
                 bits[0] = ta
-                g, f = grid_position(ta, as_int)
-                ms = rows[r, g] + (rows[r, g + 1] - rows[r, g]) * f
-                disp = rows[disp_row, g] + (rows[disp_row, g + 1] - rows[disp_row, g]) * f
+                g, sf, width = grid_position(ta, as_int)
+                ms = grid_value(values, slopes, r, g, sf, width)
+                disp = grid_value(values, slopes, disp_row, g, sf, width)
                 busy[k, s] += ms * pa
                 busy[k, home] += disp * pa
                 lay = pa * (ms + fetch_ms[i] + disp)

@@ -241,6 +241,7 @@ class World:
         self.serving._placements.clear()
         self._mem: tuple = (None, None)
         self._pop = {}
+        self._share: dict = {}  # (model, home) -> token share of its popularity snapshot
         self._qplan: dict = {}
         self._checked = None
         self._route_key = None
@@ -412,6 +413,7 @@ class World:
             for h in np.flatnonzero(moved):
                 old[h] = new[h]
                 self._cache.pop((name, int(h)), None)
+                self._share.pop((name, int(h)), None)
 
     def _forget_changed(self, old: Plan, new: Plan) -> None:
         """Forget cached costs of the models whose plan object changed."""
@@ -433,9 +435,14 @@ class World:
             points = [key]
             if not entry:  # a new snapshot: the points most epochs need, in one sweep
                 points = TABLE_POINTS
+            pop = self._pop[name][home]
+            share = self._share.get((name, home))
+            if share is None:
+                share = self._share[(name, home)] = self.serving.token_share(mp.spec, pop)
             tab = self.serving.table(
-                mp, home, self._pop[name][home], [p[0] for p in points], [p[1] for p in points],
+                mp, home, pop, [p[0] for p in points], [p[1] for p in points],
                 self.paths.latency_ms, self.paths.bottleneck_gbit_s, self.dyn.server_up,
+                token_share=share,
             )  # fmt: skip
             for i, p in enumerate(points):
                 entry[p] = tab.at(i)
