@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from coel_env.core.kernels import migration_kernel
 from coel_env.core.plan import ABSENT, GB, GPU, HOST, Plan, dense_gb, expert_gb_table
 
 
@@ -86,39 +87,20 @@ def migration_cost(
         if prev is mp and not (mp.location[:, :, down] != ABSENT).any():
             continue  # the same model plan, every holder present: nothing moves
         eb = expert_gb_table(name)[mp.bits] * GB  # [L, E] bytes at the new width
-        new_loc = mp.location
         if prev is None:
-            old_loc = np.zeros_like(new_loc)
+            old_loc = np.zeros_like(mp.location)
             old_bits = np.zeros_like(mp.bits)
         else:
             old_loc, old_bits = prev.location, prev.bits
-        held_new = new_loc != ABSENT
-        held_old = (old_loc != ABSENT) & alive[None, None, :]
-        enough = old_bits >= mp.bits  # an old copy can serve the new width
-        local = held_old & enough[:, :, None]
-        # 1) tier change on the same server: PCIe
-        retier = held_new & local & (old_loc != new_loc)
-        if retier.any():
-            per_server = np.einsum("le,les->s", eb, retier.astype(float))
-            pcie += float(per_server.sum())
-            time_s += per_server / (pcie_gbps * 1e9)
-            moved += int(retier.sum())
-        # 2) copies from elsewhere: nearest holder with enough bits, else the store
-        need = held_new & ~local
-        if need.any():
-            # nearest holder with enough bits per needed (expert, destination) only
-            le, dst = np.nonzero(need.reshape(-1, n))
-            holders = local.reshape(-1, n)[le]  # [k, src]
-            cand = np.where(holders, latency_ms.T[dst], np.inf)
-            src = cand.argmin(axis=1)
-            src_ok = holders.any(axis=1)
-            gbit = np.where(src_ok, bottleneck_gbit_s[src, dst], store_gbit_s)
-            nbytes = eb.reshape(-1)[le]
-            net += float(nbytes.sum())
-            time_s += np.bincount(
-                dst, weights=nbytes * 8 / (np.maximum(gbit, 1e-9) * 1e9), minlength=n
-            )
-            moved += int(le.size)
+        # 1) tier change on the same server: PCIe; 2) copies from elsewhere: the nearest
+        # present holder with enough bits, else the store (one compiled loop)
+        p_bytes, n_bytes, k = migration_kernel(
+            mp.location, mp.bits, old_loc, old_bits, alive, eb, latency_ms,
+            bottleneck_gbit_s, np.asarray(pcie_gbps, float), float(store_gbit_s), time_s,
+        )  # fmt: skip
+        pcie += p_bytes
+        net += n_bytes
+        moved += k
         # 3) dense part on new homes
         old_homes = set(prev.home) if prev is not None else set()
         dense = dense_gb(name) * GB
