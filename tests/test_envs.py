@@ -263,3 +263,22 @@ def test_placement_cache_leak_regression():
 def test_action_masks_before_reset_raise_a_clear_error():
     with pytest.raises(RuntimeError, match="reset"):
         gym.make("CoEL-v0").unwrapped.action_masks()
+
+
+def test_coel_masks_of_every_model_are_aligned_regression():
+    """CoEL-v0 used to shift the masks of the second and later models by one home field
+    (their home was never masked and the masked homes landed on later fields)."""
+    env = gym.make("CoEL-v0").unwrapped
+    env.reset(seed=0)
+    env.world.dyn.server_up[2] = False  # a server that left cannot be a home
+    mask = env.action_masks()
+    nvec = env.action_space.nvec
+    k = len(nvec) // len(env.world.models)
+    at = 0
+    for _ in env.world.models:
+        fields = nvec[at : at + k]
+        part = mask[int(nvec[:at].sum()) : int(nvec[: at + k].sum())]
+        home = part[fields[0] : fields[0] + fields[1]]
+        assert home.tolist() == [s != 2 for s in range(env.world.n)]
+        assert part[fields[0] + fields[1] :].all()
+        at += k

@@ -414,6 +414,7 @@ class World:
                 old[h] = new[h]
                 self._cache.pop((name, int(h)), None)
                 self._share.pop((name, int(h)), None)
+                self._share.pop((name, int(h), "rows"), None)
 
     def _forget_changed(self, old: Plan, new: Plan) -> None:
         """Forget cached costs of the models whose plan object changed."""
@@ -455,7 +456,7 @@ class World:
         """Paths changed: forget costs of (model, home) pairs that use remote experts."""
         for name, home in list(self._cache):
             mp = self.plan.models.get(name)
-            if mp is None or (mp.location[:, :, home] == ABSENT).any():
+            if mp is None or not _all_local(mp, home):
                 del self._cache[(name, home)]
         self.serving.forget_remote()
 
@@ -627,16 +628,19 @@ class World:
             if exact16 and not shared:
                 value = 0.0
             else:
-                pop = self._pop[mp.model][home]
-                tot = pop.sum(axis=1, keepdims=True)
-                pop = np.where(tot > 0, pop / np.where(tot > 0, tot, 1.0), 1.0 / pop.shape[1])
-                routed = (pop * loss).sum(axis=1)
+                shares = self._share.get((mp.model, home, "rows"))
+                if shares is None:  # rows of the popularity normalised (per snapshot)
+                    pop = self._pop[mp.model][home]
+                    tot = pop.sum(axis=1, keepdims=True)
+                    shares = np.where(tot > 0, pop / np.where(tot > 0, tot, 1.0), 1 / pop.shape[1])
+                    self._share[(mp.model, home, "rows")] = shares
+                routed = np.einsum("le,le->l", shares, loss)
                 value = (
                     float(((routed + ws * shared) / (1.0 + ws)).mean())
                     if ws
                     else float(routed.mean())
                 )
-            if (mp.location[:, :, home] == ABSENT).any():
+            if not _all_local(mp, home):
                 value += keep
             entry["q"] = value
         return entry["q"]
@@ -672,6 +676,16 @@ class World:
     def view(self, server: int) -> tuple[np.ndarray, np.ndarray]:
         """What ``server`` believes of every server: status [n, F] and age [n] [s]."""
         return self.perception.view(server, self.t_s)
+
+
+def _all_local(mp: ModelPlan, home: int) -> bool:
+    """Whether ``home`` holds every expert of ``mp`` (memoised on the plan: it is
+    immutable)."""
+    memo = mp.__dict__.setdefault("_all_local", {})
+    hit = memo.get(home)
+    if hit is None:
+        hit = memo[home] = bool((mp.location[:, :, home] != ABSENT).all())
+    return hit
 
 
 def _strip(plan: Plan, up: np.ndarray) -> Plan:

@@ -237,8 +237,15 @@ class InterDeviceAction(_Base):
             if not ok_home.any():
                 ok_home[:] = True
             parts.append(ok_home)
-            parts += [np.ones(n, bool) for n in self.fields()[1:]]
+            parts.append(self._open_tail())
         return np.concatenate(parts)
+
+    def _open_tail(self) -> np.ndarray:
+        """All-allowed flags of the inter-device fields after ``home`` (constant)."""
+        tail = self.__dict__.get("_tail")
+        if tail is None:
+            tail = self._tail = np.ones(sum(InterDeviceAction.fields(self)[1:]), bool)
+        return tail
 
 
 class CoELAction(InterDeviceAction):
