@@ -32,13 +32,14 @@ from __future__ import annotations
 
 import functools
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
 
 from coel_env import cost
 from coel_env.catalog import BITS, MoEModel, get_model
-from coel_env.core.kernels import grid_tokens, table_kernel
+from coel_env.core.kernels import activity_kernel, grid_tokens, table_kernel
 from coel_env.core.plan import ABSENT, FETCH, HOST, ModelPlan
 from coel_env.core.routing import _expected_counts
 from coel_env.profiles import DeviceProfile
@@ -46,6 +47,9 @@ from coel_env.profiles import DeviceProfile
 ACT_BYTES = 2  # bf16 activations
 #: Prompt lengths at which prefill is costed; prefill of other lengths is linear between.
 PREFILL_POINTS = (128, 2048)
+#: Popularity snapshots whose expert activity is kept (about 70 kB per snapshot and pass
+#: on the catalog's largest models).
+ACTIVITY_CACHE = 64
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,7 @@ class ServingModel:
         self._row_index: dict = {}
         self._row_list: list = []
         self._home: dict = {}
+        self._act: OrderedDict = OrderedDict()  # token share -> activity (LRU)
         self._rowmaps: dict = {}  # model -> grid row per (server, CPU?, bits) key
         self._values = self._slopes = np.zeros((0, self._grid.size))
 
@@ -271,16 +276,34 @@ class ServingModel:
                 np.full(k_pts, np.inf), np.zeros((k_pts, self.n)), np.zeros(k_pts), False
             )
         q = self.token_share(m, popularity) if token_share is None else token_share
+        pa, ta, disp = self._activity(q, ns, placed.disp_row, cache=token_share is not None)
         d = m.d_model
         total, busy, net_bytes = table_kernel(
-            q, ns, m.n_moe_layers, self._values, self._slopes, placed.row, placed.disp_row,
-            placed.fetch_ms, placed.server, home, self.n, d * ACT_BYTES * mp.keep_ratio,
+            pa, ta, m.n_moe_layers, self._values, self._slopes, placed.row, placed.fetch_ms,
+            placed.server, home, self.n, d * ACT_BYTES * mp.keep_ratio,
             bandwidth_gbit_s[home], latency_ms[home],
         )  # fmt: skip
+        total += disp
+        busy[:, home] += disp
         home_ms = self._home_ms(m, home, ns, phases)
         total += home_ms
         busy[:, home] += home_ms
         return CostTable(total, busy, net_bytes, True)
+
+    def _activity(self, q: np.ndarray, ns: np.ndarray, disp_row: int, cache: bool):
+        """:func:`coel_env.core.kernels.activity_kernel` of a token share (kept for the
+        most recent shares when the caller holds on to them: they are read-only)."""
+        key = (id(q), ns.tobytes(), disp_row)
+        hit = self._act.get(key) if cache else None
+        if hit is not None and hit[0] is q:
+            self._act.move_to_end(key)
+            return hit[1]
+        out = activity_kernel(q, ns, self._values, self._slopes, disp_row)
+        if cache:
+            self._act[key] = (q, out)
+            if len(self._act) > ACTIVITY_CACHE:
+                self._act.popitem(last=False)
+        return out
 
     @staticmethod
     def token_share(m: MoEModel, popularity: np.ndarray) -> np.ndarray:

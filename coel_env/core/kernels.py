@@ -80,31 +80,22 @@ def grid_value(values, slopes, r: int, g: int, s: float, width: float) -> float:
 
 
 @njit(cache=True, error_model="numpy")
-def table_kernel(
+def activity_kernel(
     q: np.ndarray,  # [L*E] expected tokens per expert of one token (t / n)
     ns: np.ndarray,  # [K] tokens of each pass
-    n_layers: int,
     values: np.ndarray,  # [R, G] grid rows: latency at the nodes [ms]
     slopes: np.ndarray,  # [R, G] its derivative [ms per token]
-    expert_row: np.ndarray,  # [L*E] row of each expert's fit
     disp_row: int,  # row of the home's dispatch kernel
-    fetch_ms: np.ndarray,  # [L*E]
-    server: np.ndarray,  # [L*E] server each expert runs on
-    home: int,
-    n_servers: int,
-    act_bytes_per_token: float,  # activation bytes of one token one way (keep ratio applied)
-    bw_gbit_s: np.ndarray,  # [n] bottleneck bandwidth home -> server
-    latency_ms: np.ndarray,  # [n] path latency home -> server
 ):
-    """Per pass: MoE-layer latency summed over layers [K], busy time per server [K, n]
-    and activation bytes [K] (the expert part of :meth:`ServingModel.table`)."""
+    """What a popularity snapshot implies whatever the plan: per pass and expert the
+    probability that it is active and the tokens it then processes [K, L*E], and the
+    dispatch time of the active experts summed over experts [K] (it runs on the home).
+    """
     k_pts = ns.size
     n_exp = q.size
-    per_layer = n_exp // n_layers
-    total = np.zeros(k_pts)
-    busy = np.zeros((k_pts, n_servers))
-    net = np.zeros(k_pts)
-    p_any = np.zeros((k_pts, n_servers))
+    pa_out = np.zeros((k_pts, n_exp))
+    ta_out = np.zeros((k_pts, n_exp))
+    disp = np.zeros(k_pts)
     bits = np.zeros(1)
     as_int = bits.view(np.int64)
     # passes of 2**j tokens (every decode bucket and prefill point) take (1 - q)**n by
@@ -117,51 +108,88 @@ def table_kernel(
             if m == 0.5:
                 pow2[k] = e - 1
     sq = np.empty(31)
-    for layer in range(n_layers):
-        any_remote = False
-        for i in range(layer * per_layer, (layer + 1) * per_layer):
-            qi = q[i]
-            if qi <= 0.0:
+    for i in range(n_exp):
+        qi = q[i]
+        if qi <= 0.0:
+            continue
+        sq[0] = 1.0 - qi
+        top = 0
+        lq = math.log1p(-qi) if qi < 1.0 else -math.inf
+        for k in range(k_pts):
+            n = ns[k]
+            j = pow2[k]
+            if j >= 0:
+                while top < j:
+                    sq[top + 1] = sq[top] * sq[top]
+                    top += 1
+                pa = 1.0 - sq[j]  # P(expert active) = 1 - (1 - q)^n
+            else:
+                pa = -math.expm1(n * lq)
+            if pa <= 0.0:
                 continue
-            x = 1.0 - qi
-            sq[0] = x
-            top = 0
-            lq = math.log1p(-qi) if qi < 1.0 else -math.inf
-            s = server[i]
-            r = expert_row[i]
-            for k in range(k_pts):
-                n = ns[k]
-                j = pow2[k]
-                if j >= 0:
-                    while top < j:
-                        sq[top + 1] = sq[top] * sq[top]
-                        top += 1
-                    pa = 1.0 - sq[j]  # P(expert active) = 1 - (1 - q)^n
-                else:
-                    pa = -math.expm1(n * lq)
-                if pa <= 0.0:
+            ta = n * qi / max(pa, 1e-12)  # tokens it processes when active
+            pa_out[k, i] = pa
+            ta_out[k, i] = ta
+            bits[0] = ta
+            g, sf, width = grid_position(ta, as_int)
+            disp[k] += pa * grid_value(values, slopes, disp_row, g, sf, width)
+    return pa_out, ta_out, disp
+
+
+@njit(cache=True, error_model="numpy")
+def table_kernel(
+    pa: np.ndarray,  # [K, L*E] P(expert active) (see activity_kernel)
+    ta: np.ndarray,  # [K, L*E] tokens it processes when active
+    n_layers: int,
+    values: np.ndarray,  # [R, G] grid rows: latency at the nodes [ms]
+    slopes: np.ndarray,  # [R, G] its derivative [ms per token]
+    expert_row: np.ndarray,  # [L*E] row of each expert's fit
+    fetch_ms: np.ndarray,  # [L*E]
+    server: np.ndarray,  # [L*E] server each expert runs on
+    home: int,
+    n_servers: int,
+    act_bytes_per_token: float,  # activation bytes of one token one way (keep ratio applied)
+    bw_gbit_s: np.ndarray,  # [n] bottleneck bandwidth home -> server
+    latency_ms: np.ndarray,  # [n] path latency home -> server
+):
+    """Per pass: latency of the experts summed over layers [K], busy time per server
+    [K, n] and activation bytes [K] (the plan-dependent part of
+    :meth:`ServingModel.table`)."""
+    k_pts, n_exp = pa.shape
+    per_layer = n_exp // n_layers
+    total = np.zeros(k_pts)
+    busy = np.zeros((k_pts, n_servers))
+    net = np.zeros(k_pts)
+    p_any = np.zeros(n_servers)
+    bits = np.zeros(1)
+    as_int = bits.view(np.int64)
+    for k in range(k_pts):
+        tot = 0.0
+        for layer in range(n_layers):
+            any_remote = False
+            for i in range(layer * per_layer, (layer + 1) * per_layer):
+                p = pa[k, i]
+                if p <= 0.0:
                     continue
-                ta = n * qi / max(pa, 1e-12)  # tokens it processes when active
-                bits[0] = ta
-                g, sf, width = grid_position(ta, as_int)
-                ms = grid_value(values, slopes, r, g, sf, width)
-                disp = grid_value(values, slopes, disp_row, g, sf, width)
-                busy[k, s] += ms * pa
-                busy[k, home] += disp * pa
-                lay = pa * (ms + fetch_ms[i] + disp)
+                t = ta[k, i]
+                bits[0] = t
+                g, sf, width = grid_position(t, as_int)
+                ms = grid_value(values, slopes, expert_row[i], g, sf, width)
+                s = server[i]
+                busy[k, s] += ms * p
+                tot += p * (ms + fetch_ms[i])
                 if s != home:
-                    one_way = ta * act_bytes_per_token
-                    lay += pa * 2.0 * one_way * 8.0 / (max(bw_gbit_s[s], 1e-9) * 1e6)
-                    net[k] += pa * 2.0 * one_way
-                    p_any[k, s] += pa
+                    one_way = t * act_bytes_per_token
+                    tot += p * 2.0 * one_way * 8.0 / (max(bw_gbit_s[s], 1e-9) * 1e6)
+                    net[k] += p * 2.0 * one_way
+                    p_any[s] += p
                     any_remote = True
-                total[k] += lay
-        if any_remote:  # path latency once per (layer, remote server) used
-            for k in range(k_pts):
+            if any_remote:  # path latency once per (layer, remote server) used
                 for s in range(n_servers):
-                    if p_any[k, s] > 0.0:
-                        total[k] += min(1.0, p_any[k, s]) * 2.0 * latency_ms[s]
-                        p_any[k, s] = 0.0
+                    if p_any[s] > 0.0:
+                        tot += min(1.0, p_any[s]) * 2.0 * latency_ms[s]
+                        p_any[s] = 0.0
+        total[k] = tot
     return total, busy, net
 
 
