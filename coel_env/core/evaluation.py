@@ -39,8 +39,8 @@ import numpy as np
 
 from coel_env import cost
 from coel_env.catalog import BITS, MoEModel, get_model
-from coel_env.core.kernels import activity_kernel, grid_tokens, table_kernel
-from coel_env.core.plan import ABSENT, FETCH, HOST, ModelPlan
+from coel_env.core.kernels import activity_kernel, grid_tokens, placement_kernel, table_kernel
+from coel_env.core.plan import ModelPlan
 from coel_env.core.routing import _expected_counts
 from coel_env.profiles import DeviceProfile
 
@@ -184,40 +184,24 @@ class ServingModel:
         if hit is not None and hit[0] is mp:
             return hit[1]
         m = mp.spec
-        held = (mp.location != ABSENT) & up[None, None, :]
-        local = held[:, :, home]
-        if local.all():
-            server = np.full(local.shape, home)
-        else:
-            cand = np.where(held, latency_ms[home][None, None, :], np.inf)
-            cand[:, :, home] = np.where(local, -1.0, np.inf)
-            server = cand.argmin(axis=2)
-            if not np.isfinite(np.take_along_axis(cand, server[:, :, None], 2)).all():
-                self._placements[key] = (mp, None)
-                return None
-        tier = np.take_along_axis(mp.location, server[:, :, None], 2)[:, :, 0].ravel()
-        fetch_pol = np.repeat(mp.host_policy == FETCH, m.n_experts)
-        flat_server, flat_bits = server.ravel().astype(np.int64), mp.bits.ravel()
-        uni = self.unified[flat_server]
-        on_cpu = (tier == HOST) & ~fetch_pol & ~uni
-        fetching = (tier == HOST) & fetch_pol & ~uni
+        ok, flat_server, group, fetch_ms, used = placement_kernel(
+            mp.location, mp.bits, mp.host_policy, up, latency_ms[home], home, self.unified,
+            self.pcie_gbps, _expert_bytes_table(m.name),
+        )  # fmt: skip
+        if not ok:
+            self._placements[key] = (mp, None)
+            return None
         # the grid row of each (server, CPU or GPU, bits), by lookup (rows built on demand)
-        group = (flat_server * 2 + on_cpu) * 32 + flat_bits
         rowmap = self._rowmaps.get(m.name)
         if rowmap is None:
             rowmap = self._rowmaps[m.name] = np.full(self.n * 64, -1, np.int64)
         row = rowmap[group]
         if (row < 0).any():
-            for gk in np.unique(group[row < 0]):
-                s, cpu, b = int(gk // 64), bool((gk // 32) % 2), int(gk % 32)
+            for gk in np.unique(group[row < 0]).tolist():
+                s, cpu, b = gk // 64, bool((gk // 32) % 2), gk % 32
                 rowmap[gk] = self._expert_row(m, self.cpus[s] if cpu else self.gpus[s], b)
             row = rowmap[group]
-        fetch_ms = np.zeros(flat_bits.size)
-        if fetching.any():
-            w = _expert_bytes_table(m.name)[flat_bits]
-            fetch_ms = np.where(fetching, w / (self.pcie_gbps[flat_server] * 1e6), 0.0)
-        used = np.bincount(flat_server, minlength=self.n)
-        remote = [int(s) for s in np.flatnonzero(used) if s != home]
+        remote = [s for s in np.flatnonzero(used).tolist() if s != home]
         out = _Placement(flat_server, row, fetch_ms, remote, self._disp_row(m, home))
         self._placements[key] = (mp, out)
         return out

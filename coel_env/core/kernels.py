@@ -489,3 +489,45 @@ def migration_kernel(
             total_pcie += pcie[s]
             time_s[s] += pcie[s] / (pcie_gbps[s] * 1e9)
     return total_pcie, net, moved
+
+
+@njit(cache=True, error_model="numpy")
+def placement_kernel(location, bits, fetch_policy, up, latency_home, home, unified, pcie_gbps,
+                     bytes_by_bits):  # fmt: skip
+    """Where each expert of a model plan runs for requests at ``home``: on the home if it
+    holds it, else on the nearest present holder (the first of equals).
+
+    Returns:
+        (servable, server [L*E], kernel key [L*E] ``(server * 2 + on host CPU) * 32 +
+        bits``, PCIe fetch time [L*E] [ms], servers used [n] bool).
+    """
+    n_l, n_e, n = location.shape
+    server = np.empty(n_l * n_e, np.int64)
+    key = np.empty(n_l * n_e, np.int64)
+    fetch_ms = np.zeros(n_l * n_e)
+    used = np.zeros(n, np.bool_)
+    for layer in range(n_l):
+        fetch = fetch_policy[layer] != 0
+        for e in range(n_e):
+            i = layer * n_e + e
+            s = -1
+            if location[layer, e, home] != 0 and up[home]:
+                s = home
+            else:
+                best = np.inf
+                for c in range(n):
+                    if c != home and location[layer, e, c] != 0 and up[c]:
+                        if latency_home[c] < best:
+                            best = latency_home[c]
+                            s = c
+                if s < 0:
+                    return False, server, key, fetch_ms, used
+            server[i] = s
+            used[s] = True
+            b = bits[layer, e]
+            on_host = location[layer, e, s] == 2 and not unified[s]
+            cpu = on_host and not fetch
+            if on_host and fetch:
+                fetch_ms[i] = bytes_by_bits[b] / (pcie_gbps[s] * 1e6)
+            key[i] = (s * 2 + (1 if cpu else 0)) * 32 + b
+    return True, server, key, fetch_ms, used
