@@ -531,3 +531,43 @@ def placement_kernel(location, bits, fetch_policy, up, latency_home, home, unifi
                 fetch_ms[i] = bytes_by_bits[b] / (pcie_gbps[s] * 1e6)
             key[i] = (s * 2 + (1 if cpu else 0)) * 32 + b
     return True, server, key, fetch_ms, used
+
+
+@njit(cache=True, error_model="numpy")
+def plan_scan(location, expert_gb, up):
+    """One pass over a model plan's placement.
+
+    Returns:
+        (first absent server holding an expert (-1: none), experts without a copy on a
+        present server, the first of them as (layer, expert) (-1, -1 if none), expert
+        GB on each server's GPU [n], in its host memory [n]).
+    """
+    n_l, n_e, n = location.shape
+    gpu = np.zeros(n)
+    host = np.zeros(n)
+    down_at = -1
+    missing = 0
+    first_l = -1
+    first_e = -1
+    for layer in range(n_l):
+        for e in range(n_e):
+            w = expert_gb[layer, e]
+            any_up = False
+            for s in range(n):
+                t = location[layer, e, s]
+                if t == 0:
+                    continue
+                if t == 1:
+                    gpu[s] += w
+                else:
+                    host[s] += w
+                if up[s]:
+                    any_up = True
+                elif down_at < 0 or s < down_at:
+                    down_at = s
+            if not any_up:
+                missing += 1
+                if first_l < 0:
+                    first_l = layer
+                    first_e = e
+    return down_at, missing, first_l, first_e, gpu, host

@@ -31,6 +31,7 @@ from types import MappingProxyType
 import numpy as np
 
 from coel_env.catalog import BITS, MoEModel, get_model
+from coel_env.core.kernels import plan_scan
 from coel_env.utils import frozen_reduce
 
 ABSENT, GPU, HOST = 0, 1, 2
@@ -218,14 +219,16 @@ def _expert_memory_gb(mp: ModelPlan) -> tuple[np.ndarray, np.ndarray]:
     model plan: its arrays are read-only)."""
     hit = mp.__dict__.get("_expert_mem")
     if hit is None:
-        eb = expert_gb_table(mp.model)[mp.bits]  # [L, E]
-        loc = mp.location
-        hit = (
-            np.einsum("le,les->s", eb, (loc == GPU).astype(float)),
-            np.einsum("le,les->s", eb, (loc == HOST).astype(float)),
-        )
-        mp.__dict__["_expert_mem"] = hit
+        _scan(mp, np.ones(mp.n_servers, bool))
+        hit = mp.__dict__["_expert_mem"]
     return hit
+
+
+def _scan(mp: ModelPlan, up: np.ndarray) -> tuple:
+    """:func:`coel_env.core.kernels.plan_scan` of ``mp`` (keeps its expert memory)."""
+    out = plan_scan(mp.location, expert_gb_table(mp.model)[mp.bits], up)
+    mp.__dict__.setdefault("_expert_mem", (out[4], out[5]))
+    return out
 
 
 def check_plan(
@@ -266,22 +269,18 @@ def check_plan(
                 )
             )
             continue
-        held = mp.location != ABSENT
-        down = ~up_arr
-        if (held[:, :, down]).any() or any(down[h] for h in mp.home):
-            s = int(
-                np.flatnonzero(down & (held.any(axis=(0, 1)) | np.isin(np.arange(n), mp.home)))[0]
-            )
+        down_at, n_missing, layer, e, _, _ = _scan(mp, up_arr)
+        down = [s for s in mp.home if not up_arr[s]] + ([down_at] if down_at >= 0 else [])
+        if down:
+            s = int(min(down))
             out.append(Violation("server_down", s, name, f"{name}: server {s} is not present"))
-        missing = ~(held & up_arr[None, None, :]).any(axis=2)
-        if missing.any():
-            layer, e = map(int, np.argwhere(missing)[0])
+        if n_missing:
             out.append(
                 Violation(
                     "no_replica",
                     None,
                     name,
-                    f"{name}: {int(missing.sum())} experts have no replica on a "
+                    f"{name}: {int(n_missing)} experts have no replica on a "
                     f"present server (first: layer {layer} expert {e})",
                 )
             )

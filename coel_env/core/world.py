@@ -25,6 +25,7 @@ What a step does, in order:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -140,6 +141,12 @@ class EpochReport:
 _BITS_LOSS = np.zeros(17)
 for _b in BITS:
     _BITS_LOSS[_b] = float(quality.bits_loss(np.asarray(_b)))
+
+
+@functools.cache
+def _keep_loss(keep_ratio: float) -> float:
+    """:func:`coel_env.quality.token_keep_loss` (plans use a few discrete ratios)."""
+    return float(quality.token_keep_loss(keep_ratio))
 
 
 def _p50_p95(x: np.ndarray) -> tuple[float, float]:
@@ -621,8 +628,8 @@ class World:
                 shared = 0.0
                 if m.n_shared_experts:
                     ws = quality.SHARED_SENSITIVITY * (m.n_shared_experts / m.top_k)
-                    shared = float(quality.bits_loss(np.asarray(16)))
-                keep = float(quality.token_keep_loss(mp.keep_ratio))
+                    shared = float(_BITS_LOSS[16])
+                keep = _keep_loss(mp.keep_ratio)
                 self._qplan[mp.model] = (mp, loss, ws, shared, keep, not loss.any())
             _, loss, ws, shared, keep, exact16 = self._qplan[mp.model]
             if exact16 and not shared:
