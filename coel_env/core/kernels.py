@@ -571,3 +571,59 @@ def plan_scan(location, expert_gb, up):
                     first_l = layer
                     first_e = e
     return down_at, missing, first_l, first_e, gpu, host
+
+
+@njit(cache=True, error_model="numpy")
+def fill_tiers(location, bits, layers, experts, gb_by_bits, free_gb, unified):
+    """On each server holding experts of a model: GPU memory in the given (popularity)
+    order while they fit, the rest in host memory (all on GPU with unified memory).
+    Writes tiers 1 (GPU) / 2 (host) into ``location`` and takes the GPU share off
+    ``free_gb``."""
+    n = location.shape[2]
+    for s in range(n):
+        budget = max(free_gb[s], 0.0) + 1e-9
+        cum = 0.0
+        used = 0.0
+        for j in range(layers.size):
+            layer, e = layers[j], experts[j]
+            if location[layer, e, s] == 0:
+                continue
+            w = gb_by_bits[bits[layer, e]]
+            cum += w
+            if unified[s] or cum <= budget:
+                location[layer, e, s] = 1
+                used += w
+            else:
+                location[layer, e, s] = 2
+        free_gb[s] -= used
+
+
+@njit(cache=True, error_model="numpy")
+def group_summary(groups, popularity, bits, location, home, n_groups):
+    """Per popularity group of one model plan: popularity share (mean over layers), mean
+    bits / 16, share of experts on some GPU, share not held by ``home`` [4, G]."""
+    n_l, n_e, n = location.shape
+    out = np.zeros((4, n_groups))
+    count = np.zeros(n_groups)
+    for layer in range(n_l):
+        for e in range(n_e):
+            g = groups[layer, e]
+            count[g] += 1.0
+            out[0, g] += popularity[layer, e]
+            out[1, g] += bits[layer, e]
+            on_gpu = False
+            for s in range(n):
+                if location[layer, e, s] == 1:
+                    on_gpu = True
+                    break
+            if on_gpu:
+                out[2, g] += 1.0
+            if location[layer, e, home] == 0:
+                out[3, g] += 1.0
+    for g in range(n_groups):
+        out[0, g] /= n_l
+        c = max(count[g], 1.0)
+        out[1, g] /= c * 16.0
+        out[2, g] /= c
+        out[3, g] /= c
+    return out

@@ -36,6 +36,7 @@ from __future__ import annotations
 import numpy as np
 
 from coel_env.catalog import BITS
+from coel_env.core.kernels import fill_tiers
 from coel_env.core.plan import (
     GB,
     GPU,
@@ -206,17 +207,10 @@ class InterDeviceAction(_Base):
 
     def _fill_tiers(self, loc, bits, popularity, free, i) -> None:
         """On each server holding experts: GPU in popularity order while it fits, then host."""
-        size = expert_gb_table(self.models[i])  # [GB] by bit width
         layers, experts = _popularity_order(popularity)
-        sizes = size[bits[layers, experts]]
-        for s in np.flatnonzero((loc != 0).any(axis=(0, 1))):
-            held = loc[layers, experts, s] != 0
-            cum = np.cumsum(np.where(held, sizes, 0.0))
-            on_gpu = held & (cum <= max(free[s], 0.0) + 1e-9)
-            if self.world.unified[s]:
-                on_gpu = held
-            loc[layers[held], experts[held], s] = np.where(on_gpu[held], GPU, HOST)
-            free[s] -= float(np.where(on_gpu, sizes, 0.0).sum())
+        fill_tiers(
+            loc, bits, layers, experts, expert_gb_table(self.models[i]), free, self.world.unified
+        )
 
     def decode(self, action: np.ndarray, prev: Plan, popularity: dict) -> Plan:
         k = len(self.fields())

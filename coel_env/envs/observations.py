@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 from gymnasium import spaces
 
-from coel_env.core.plan import ABSENT, GPU
+from coel_env.core.kernels import group_summary
 from coel_env.core.world import STATUS_FIELDS, World
 from coel_env.envs.actions import groups_of_estimate
 
@@ -98,22 +98,17 @@ class ViewObservation:
             return hit[2]
         g = self.n_groups
         groups = groups_of_estimate(pop, g)
-        n_layers = pop.shape[0]
-        flat = groups.ravel()
-        share = np.bincount(flat, weights=pop.ravel(), minlength=g) / n_layers
         part = np.zeros(self.per_model)
-        part[:g] = share
-        if mp is not None:
+        if mp is None:
+            n_layers = pop.shape[0]
+            part[:g] = np.bincount(groups.ravel(), weights=pop.ravel(), minlength=g) / n_layers
+        else:
             h = mp.home[0]
-            count = np.maximum(np.bincount(flat, minlength=g), 1)
+            summary = group_summary(groups, pop, mp.bits, mp.location, h, g)
+            part[:g] = summary[0]
             part[g + h] = 1.0
             at = g + w.n
-            bits = np.bincount(flat, weights=mp.bits.ravel().astype(float), minlength=g)
-            part[at : at + g] = bits / count / 16.0
-            on_gpu = (mp.location == GPU).any(axis=2).ravel()
-            part[at + g : at + 2 * g] = np.bincount(flat, weights=on_gpu, minlength=g) / count
-            away = (mp.location[:, :, h] == ABSENT).ravel()
-            part[at + 2 * g : at + 3 * g] = np.bincount(flat, weights=away, minlength=g) / count
+            part[at : at + 3 * g] = summary[1:].ravel()
             part[-2:] = (mp.keep_ratio, 1.0)
         self._parts[name] = (pop, mp, part)
         return part
