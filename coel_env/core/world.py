@@ -74,12 +74,11 @@ COST_REFRESH_EPOCHS = 5
 #: A (model, server) popularity that moved less than this (mean L1 distance per layer,
 #: out of 2) keeps its cached serving costs at a refresh.
 POP_TOLERANCE = 0.1
-#: Passes costed together when a (model, home) snapshot is first needed: the decode
-#: batches most epochs use and the prefill points (one vectorised sweep costs about as
-#: much as two single passes).
-TABLE_POINTS = ((1, "decode"), (2, "decode"), (4, "decode"), (8, "decode")) + tuple(
-    (p, "prefill") for p in PREFILL_POINTS
-)
+#: Passes costed together when a (model, home) snapshot is first needed: one-sequence
+#: decode (Little's law starts from it, and most epochs' batches round to it: ~75% of
+#: (model, home) epochs on ``default`` and ``large``) and the prefill points; a larger
+#: batch bucket is costed when first needed.
+TABLE_POINTS = ((1, "decode"),) + tuple((p, "prefill") for p in PREFILL_POINTS)
 #: Fields of a server's broadcast status vector.
 STATUS_FIELDS = (
     "free_gpu_frac",
