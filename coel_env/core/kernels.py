@@ -627,3 +627,55 @@ def group_summary(groups, popularity, bits, location, home, n_groups):
         out[2, g] /= c
         out[3, g] /= c
     return out
+
+
+@njit(cache=True, error_model="numpy")
+def broadcast_rounds(
+    rounds, t1_s, reach, alive, lat_s, hops, lost, truth,
+    status, sent_s, fl_status, fl_sent, fl_arrive,
+):  # fmt: skip
+    """One epoch of status broadcasts (see :meth:`coel_env.core.perception.Perception.advance`).
+
+    Delivers messages in flight that arrive by ``t1_s`` (unless the observer has newer
+    news), then sends every round in ``rounds`` to each present observer within reach:
+    the newest message that arrives by ``t1_s`` is delivered, the newest one still on
+    its way replaces any older one in flight. ``lost[r, o, s]`` drops a message (an
+    empty array: no losses). Every server knows itself at ``t1_s``.
+
+    Returns:
+        hop-weighted messages sent (link-bytes / message bytes).
+    """
+    n = alive.size
+    n_r = rounds.size
+    lossy = lost.shape[0] > 0
+    link_msgs = 0.0
+    for o in range(n):
+        for s in range(n):
+            if fl_arrive[o, s] <= t1_s:  # in flight from earlier epochs
+                if fl_sent[o, s] > sent_s[o, s]:
+                    status[o, s, :] = fl_status[o, s, :]
+                    sent_s[o, s] = fl_sent[o, s]
+                fl_arrive[o, s] = np.inf
+            if n_r == 0 or not (reach[o, s] and alive[o] and alive[s]):
+                continue
+            link_msgs += hops[o, s] * n_r
+            here = -1
+            flying = -1
+            for r in range(n_r):
+                if lossy and lost[r, o, s]:
+                    continue
+                if rounds[r] + lat_s[o, s] <= t1_s:
+                    here = r
+                else:
+                    flying = r
+            if here >= 0 and rounds[here] > sent_s[o, s]:
+                status[o, s, :] = truth[s, :]
+                sent_s[o, s] = rounds[here]
+            if flying >= 0:
+                fl_status[o, s, :] = truth[s, :]
+                fl_sent[o, s] = rounds[flying]
+                fl_arrive[o, s] = rounds[flying] + lat_s[o, s]
+    for i in range(n):
+        status[i, i, :] = truth[i, :]
+        sent_s[i, i] = t1_s
+    return link_msgs

@@ -12,8 +12,9 @@ never exceeds ``period_s`` plus the path latency (tested).
 Bytes are counted on links: a message of ``message_bytes`` crossing ``k`` hops
 loads ``k`` links, so a round costs ``message_bytes * sum(hops)`` link-bytes.
 
-All arrays are dense ``[observer, source]`` numpy arrays so that a round is a
-few vectorised operations; messages still in flight at the end of an epoch
+All arrays are dense ``[observer, source]`` numpy arrays, walked epoch by epoch
+in one compiled loop (:func:`coel_env.core.kernels.broadcast_rounds`); messages
+still in flight at the end of an epoch
 are kept (one slot per pair; a newer message supersedes an older one still in
 flight, which would otherwise arrive later than it and carry older news).
 """
@@ -24,6 +25,8 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from coel_env.core.kernels import broadcast_rounds
 
 
 @dataclass(frozen=True)
@@ -104,14 +107,6 @@ class Perception:
         self._fl_arrive = np.full((n, n), np.inf)
         self._next_round_s = 0.0
 
-    def _deliver(self, until_s: float) -> None:
-        due = self._fl_arrive <= until_s
-        if due.any():
-            newer = due & (self._fl_sent > self.sent_s)
-            self.status[newer] = self._fl_status[newer]
-            self.sent_s[newer] = self._fl_sent[newer]
-            self._fl_arrive[due] = np.inf
-
     def advance(
         self, t1_s: float, truth: np.ndarray, rng: np.random.Generator, up: np.ndarray | None = None
     ) -> float:
@@ -137,38 +132,16 @@ class Perception:
             times.append(t)
             t += period
         self._next_round_s = t
+        rounds = np.asarray(times, float)
+        lost = np.zeros((0, self.n, self.n), bool)
+        if times and self.config.loss_prob > 0:  # same draws as one (n, n) draw per round
+            lost = rng.random((len(times), self.n, self.n)) < self.config.loss_prob
         # messages still in flight from earlier epochs are older than any sent now
-        self._deliver(t1_s)
-        link_bytes = 0.0
-        if times:
-            rounds = np.asarray(times)
-            send = self._reach & alive[:, None] & alive[None, :]
-            link_bytes = self.message_bytes * float(self._hops[send].sum()) * len(times)
-            shape = (len(times), self.n, self.n)
-            ok = np.broadcast_to(send, shape)
-            if self.config.loss_prob > 0:  # same draws as one (n, n) draw per round
-                ok = ok & (rng.random(shape) >= self.config.loss_prob)
-            arrive = rounds[:, None, None] + self._lat_s[None, :, :]
-            here = ok & (arrive <= t1_s)
-            flying = ok & ~here
-            for mask, deliver in ((here, True), (flying, False)):
-                has = mask.any(axis=0)
-                if not has.any():
-                    continue
-                last = len(times) - 1 - mask[::-1].argmax(axis=0)  # newest round per pair
-                sent = rounds[last]
-                if deliver:
-                    upd = has & (sent > self.sent_s)
-                    self.status[upd] = np.broadcast_to(truth[None], self.status.shape)[upd]
-                    self.sent_s[upd] = sent[upd]
-                else:  # the newest message in flight supersedes an older one
-                    self._fl_status[has] = np.broadcast_to(truth[None], self.status.shape)[has]
-                    self._fl_sent[has] = sent[has]
-                    self._fl_arrive[has] = (sent + self._lat_s)[has]
-        # a server always knows itself, now
-        idx = np.arange(self.n)
-        self.status[idx, idx] = truth
-        self.sent_s[idx, idx] = t1_s
+        msgs = broadcast_rounds(
+            rounds, t1_s, self._reach, alive, self._lat_s, self._hops, lost, truth,
+            self.status, self.sent_s, self._fl_status, self._fl_sent, self._fl_arrive,
+        )  # fmt: skip
+        link_bytes = self.message_bytes * msgs
         return link_bytes
 
     def age_s(self, now_s: float) -> np.ndarray:
