@@ -15,6 +15,10 @@ trajectory and switching one process off leaves the others' draws unchanged:
 * task mix: each server's mix over task types takes a multiplicative random
   step (log-normal) and is renormalised, so the hot experts change.
 
+Each process draws its random numbers 64 epochs at a time (one call to its
+generator instead of one per epoch; the draws are the same kind, so the
+trajectories have the same law).
+
 The OU update is the exact discretisation ``x' = mu + (x - mu) e^{-theta} +
 sigma sqrt(1 - e^{-2 theta}) N(0, 1)`` with ``theta`` per epoch: the
 stationary standard deviation is ``sigma``.
@@ -125,6 +129,7 @@ class Dynamics:
         """The state at reset; spawns one generator per process from ``rng``."""
         c = self.config
         self._rngs = dict(zip(self.PROCESSES, rng.spawn(len(self.PROCESSES)), strict=True))
+        self._bufs: dict = {}
         return DynamicsState(
             background=np.full(self.n, c.background_mean if c.background else 0.0),
             link_scale=np.ones(self.n_links),
@@ -134,31 +139,46 @@ class Dynamics:
             task_mix=np.array(task_mix, float),
         )
 
-    def _ou(self, x: np.ndarray, mu: float, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    #: Epochs of draws taken from a process's generator at a time.
+    CHUNK_EPOCHS = 64
+
+    def _draw(self, process: str, kind: str, shape: tuple) -> np.ndarray:
+        """The next epoch's standard normals (``kind="normal"``) or uniforms of one
+        process, drawn :data:`CHUNK_EPOCHS` epochs at a time from its generator."""
+        key = (process, kind)
+        buf = self._bufs.get(key)
+        if buf is None or buf[1] >= buf[0].shape[0]:
+            rng = self._rngs[process]
+            size = (self.CHUNK_EPOCHS, *shape)
+            draws = rng.standard_normal(size) if kind == "normal" else rng.random(size)
+            buf = self._bufs[key] = [draws, 0]
+        buf[1] += 1
+        return buf[0][buf[1] - 1]
+
+    def _ou(self, x: np.ndarray, mu: float, sigma: float, process: str) -> np.ndarray:
         a = math.exp(-self.config.theta)
-        return mu + (x - mu) * a + sigma * math.sqrt(1 - a * a) * rng.standard_normal(x.shape)
+        noise = self._draw(process, "normal", x.shape)
+        return mu + (x - mu) * a + sigma * math.sqrt(1 - a * a) * noise
 
     def step(self, s: DynamicsState) -> DynamicsState:
         """One epoch later (call :meth:`initial` first)."""
         c = self.config
-        r = self._rngs
         s = s.copy()
         if c.background:
-            bg = self._ou(s.background, c.background_mean, c.background_sigma, r["background"])
+            bg = self._ou(s.background, c.background_mean, c.background_sigma, "background")
             s.background = np.clip(bg, 0.0, c.background_max)
         if c.links and self.n_links:
-            rng = r["links"]
-            s.link_scale = np.exp(self._ou(np.log(s.link_scale), 0.0, c.link_sigma, rng))
-            u = rng.random(self.n_links)
+            s.link_scale = np.exp(self._ou(np.log(s.link_scale), 0.0, c.link_sigma, "links"))
+            u = self._draw("links", "uniform", (self.n_links,))
             s.link_up = np.where(s.link_up, u >= c.link_fail_prob, u < c.link_recover_prob)
         if c.servers:
-            u = r["servers"].random(self.n)
+            u = self._draw("servers", "uniform", (self.n,))
             up = np.where(s.server_up, u >= c.server_leave_prob, u < c.server_join_prob)
             s.server_up = up | self.pinned
         if c.demand:
-            s.demand = np.exp(self._ou(np.log(s.demand), 0.0, c.demand_sigma, r["demand"]))
+            s.demand = np.exp(self._ou(np.log(s.demand), 0.0, c.demand_sigma, "demand"))
         if c.task_mix:
-            noise = r["task_mix"].standard_normal(s.task_mix.shape)
+            noise = self._draw("task_mix", "normal", s.task_mix.shape)
             w = s.task_mix * np.exp(c.task_mix_sigma * noise)
             s.task_mix = w / w.sum(axis=1, keepdims=True)
         return s

@@ -206,6 +206,7 @@ class World:
         self._routing_base = _build_routing(sc, self.specs, self.tasks, inst)
         self.workload = _build_workload(sc, self.n, self.is_cloud, len(self.models), self.tasks)
         self._base_rates = np.where(self.is_cloud, 0.0, sc.workload.rate_per_s)
+        self._rate_floor = np.maximum(self._base_rates, 1e-9)[:, None]
         self.slo = SloConfig(sc.workload.ttft_ms, sc.workload.tpot_ms, sc.workload.quality_floor)
         edges = self.topology.edges
         self._edges = list(edges)
@@ -246,6 +247,7 @@ class World:
         self._cache: dict = {}
         self.serving._placements.clear()
         self._mem: tuple = (None, None)
+        self._mem_status: tuple = (None, None)
         self._pop = {}
         self._share: dict = {}  # (model, home) -> token share of its popularity snapshot
         self._qplan: dict = {}
@@ -653,28 +655,33 @@ class World:
 
     def true_status(self) -> np.ndarray:
         """Each server's true status vector [n, len(STATUS_FIELDS) + n_models]."""
-        gpu, host = self._memory()
-        gcap = np.maximum(self.gpu_capacity_gb, 1e-9)
-        hcap = np.maximum(self.host_capacity_gb, 1e-9)
-        link = np.ones(self.n)
+        if self._mem_status[0] is not self.plan:  # the memory fields change with the plan
+            gpu, host = self._memory()
+            gcap = np.maximum(self.gpu_capacity_gb, 1e-9)
+            hcap = np.maximum(self.host_capacity_gb, 1e-9)
+            free = np.column_stack(
+                [
+                    np.clip(1 - gpu / gcap, 0, 1),
+                    np.where(self.unified, 0.0, np.clip(1 - host / hcap, 0, 1)),
+                ]
+            )
+            self._mem_status = (self.plan, free)
+        out = np.empty((self.n, self.n_status))
+        out[:, :2] = self._mem_status[1]
+        last = self._last
+        out[:, 2] = last["utilisation"]
+        arrived = last["demand"].sum(axis=1)
+        out[:, 3] = last["dropped"] / np.maximum(arrived * self.scenario.epoch_s, 1.0)
+        out[:, 4] = self.dyn.background
+        out[:, 5] = self.dyn.server_up
         if self._edges:
             scale = self.dyn.link_scale * self.dyn.link_up
             acc = np.bincount(self._ends, weights=np.repeat(scale, 2), minlength=self.n)
-            link = acc / np.maximum(self._degree, 1)
-        base = np.maximum(self._base_rates, 1e-9)[:, None]
-        arrived = self._last["demand"].sum(axis=1)
-        return np.column_stack(
-            [
-                np.clip(1 - gpu / gcap, 0, 1),
-                np.where(self.unified, 0.0, np.clip(1 - host / hcap, 0, 1)),
-                self._last["utilisation"],
-                self._last["dropped"] / np.maximum(arrived * self.scenario.epoch_s, 1.0),
-                self.dyn.background,
-                self.dyn.server_up.astype(float),
-                link,
-                self._last["demand"] / base,
-            ]
-        )
+            out[:, 6] = acc / np.maximum(self._degree, 1)
+        else:
+            out[:, 6] = 1.0
+        out[:, 7:] = last["demand"] / self._rate_floor
+        return out
 
     def _broadcast(self, t1: float) -> float:
         return self.perception.advance(t1, self.true_status(), self._rng_perc, self.dyn.server_up)
