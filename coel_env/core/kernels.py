@@ -679,3 +679,46 @@ def broadcast_rounds(
         status[i, i, :] = truth[i, :]
         sent_s[i, i] = t1_s
     return link_msgs
+
+
+@njit(cache=True, error_model="numpy")
+def shortest_paths(n, u, v, latency_ms):
+    """Latency-shortest paths from every server over undirected links (Dijkstra on a
+    dense graph: the nearest unsettled node first, the lowest id among equals).
+
+    Returns:
+        (dist [n, n] (inf: unreachable), predecessor of ``j`` on the path from ``i``
+        [n, n] (-9999: none, as scipy), hops [n, n] (-1: unreachable)).
+    """
+    adj = np.full((n, n), np.inf)
+    for k in range(u.size):
+        a, b, w = u[k], v[k], latency_ms[k]
+        if w < adj[a, b]:
+            adj[a, b] = w
+            adj[b, a] = w
+    dist = np.full((n, n), np.inf)
+    pred = np.full((n, n), -9999, np.int64)
+    hops = np.full((n, n), -1, np.int64)
+    done = np.zeros(n, np.bool_)
+    for src in range(n):
+        d = dist[src]
+        done[:] = False
+        d[src] = 0.0
+        hops[src, src] = 0
+        for _ in range(n):
+            best = np.inf
+            x = -1
+            for j in range(n):
+                if not done[j] and d[j] < best:
+                    best = d[j]
+                    x = j
+            if x < 0:
+                break
+            done[x] = True
+            for j in range(n):
+                w = adj[x, j]
+                if w < np.inf and not done[j] and best + w < d[j]:
+                    d[j] = best + w
+                    pred[src, j] = x
+                    hops[src, j] = hops[src, x] + 1
+    return dist, pred, hops

@@ -42,9 +42,10 @@ from xml.etree.ElementTree import ParseError
 import networkx as nx
 import numpy as np
 import pandas as pd
-from scipy.sparse.csgraph import connected_components, csgraph_from_dense, shortest_path
+from scipy.sparse.csgraph import connected_components, shortest_path
 
 from coel_env import profiles
+from coel_env.core.kernels import shortest_paths
 
 __all__ = [
     "PROPAGATION_MS_PER_KM",
@@ -355,27 +356,11 @@ def _route(
 
 
 def _shortest_paths(n: int, u: np.ndarray, v: np.ndarray, latency_ms: np.ndarray) -> tuple:
-    """Latency-shortest paths: (dist, predecessors, hops) [n, n] (bandwidth-independent)."""
-    dense = np.full((n, n), np.inf)
-    dense[u, v] = latency_ms
-    dense[v, u] = latency_ms
-    # Dense input with null_value=inf keeps zero-latency links as links.
-    graph = csgraph_from_dense(dense, null_value=np.inf)
-    dist, pred = shortest_path(graph, method="D", directed=False, return_predecessors=True)
-    rows = np.arange(n)[:, None]
-    has_pred = pred >= 0
-    p = np.where(has_pred, pred, 0)
-    hops = np.zeros((n, n), dtype=np.int64)
-    # Fixed point of hops[i, j] = hops[i, pred] + 1 over each shortest-path tree: it
-    # settles after (tree depth + 1) sweeps and the tree's fixed point is unique.
-    for _ in range(n + 1):
-        new_hops = np.where(has_pred, hops[rows, p] + 1, 0)
-        if np.array_equal(new_hops, hops):
-            break
-        hops = new_hops
-    unreachable = ~np.isfinite(dist)
-    hops[unreachable] = -1
-    return dist, pred, hops
+    """Latency-shortest paths: (dist, predecessors, hops) [n, n] (bandwidth-independent;
+    :func:`coel_env.core.kernels.shortest_paths`)."""
+    return shortest_paths(
+        n, np.asarray(u, np.int64), np.asarray(v, np.int64), np.asarray(latency_ms, float)
+    )
 
 
 def _bottleneck(
