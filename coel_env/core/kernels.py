@@ -722,3 +722,29 @@ def shortest_paths(n, u, v, latency_ms):
                     pred[src, j] = x
                     hops[src, j] = hops[src, x] + 1
     return dist, pred, hops
+
+
+@njit(cache=True, error_model="numpy")
+def path_bottlenecks(dist, pred, hops, u, v, bandwidth_gbit_s):
+    """Smallest link bandwidth along each shortest path [n, n] (inf on the diagonal, 0
+    where unreachable), walking each path tree from its root, hop by hop."""
+    n = dist.shape[0]
+    bw = np.zeros((n, n))
+    for k in range(u.size):
+        bw[u[k], v[k]] = bandwidth_gbit_s[k]
+        bw[v[k], u[k]] = bandwidth_gbit_s[k]
+    bott = np.full((n, n), np.inf)
+    depth = 0
+    for i in range(n):
+        for j in range(n):
+            depth = max(depth, hops[i, j])
+    for src in range(n):
+        for h in range(1, depth + 1):
+            for j in range(n):
+                if hops[src, j] == h:
+                    p = pred[src, j]
+                    bott[src, j] = min(bott[src, p], bw[p, j])
+        for j in range(n):
+            if not np.isfinite(dist[src, j]):
+                bott[src, j] = 0.0
+    return bott

@@ -45,7 +45,7 @@ import pandas as pd
 from scipy.sparse.csgraph import connected_components, shortest_path
 
 from coel_env import profiles
-from coel_env.core.kernels import shortest_paths
+from coel_env.core.kernels import path_bottlenecks, shortest_paths
 
 __all__ = [
     "PROPAGATION_MS_PER_KM",
@@ -368,20 +368,12 @@ def _bottleneck(
 ) -> PathMatrices:
     """Path matrices of the shortest-path ``tree`` with the links' bandwidths."""
     dist, pred, hops = tree
-    bw = np.zeros((n, n))
-    bw[u, v] = bandwidth_gbit_s
-    bw[v, u] = bandwidth_gbit_s
+    bott = path_bottlenecks(
+        dist, pred, hops, np.asarray(u, np.int64), np.asarray(v, np.int64),
+        np.asarray(bandwidth_gbit_s, float),
+    )  # fmt: skip
     rows = np.arange(n)[:, None]
     cols = np.arange(n)[None, :]
-    has_pred = pred >= 0
-    p = np.where(has_pred, pred, 0)
-    last_bw = bw[p, cols]  # bandwidth of the final link pred -> j
-    bott = np.full((n, n), np.inf)
-    # Fixed point of bott[i, j] = min(bott[i, pred], last link) over each tree: it settles
-    # after (tree depth + 1) sweeps (the deepest path has hops.max() links).
-    for _ in range(max(int(hops.max()), 0) + 1):
-        bott = np.where(has_pred, np.minimum(bott[rows, p], last_bw), np.inf)
-    bott[~np.isfinite(dist)] = 0.0
     # One path per unordered pair (the one found from the lower id), mirrored.
     upper = rows <= cols
     return PathMatrices(
