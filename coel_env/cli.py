@@ -26,7 +26,10 @@ SUBCOMMANDS = (
 )
 
 
-def _add(sub: argparse._SubParsersAction, name: str, module: str, help_: str) -> None:
+def _add(
+    sub: argparse._SubParsersAction, name: str, module: str, help_: str, entry: str = "main"
+) -> None:
+    """A subparser from ``module``'s docstring and ``add_arguments``; ``entry(args)`` runs it."""
     mod = importlib.import_module(module)
     p = sub.add_parser(
         name,
@@ -35,8 +38,8 @@ def _add(sub: argparse._SubParsersAction, name: str, module: str, help_: str) ->
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     mod.add_arguments(p)
-    if hasattr(mod, "main"):
-        p.set_defaults(func=mod.main)
+    if hasattr(mod, entry):
+        p.set_defaults(func=getattr(mod, entry))
 
 
 def build_parser() -> argparse.ArgumentParser:

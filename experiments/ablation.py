@@ -144,13 +144,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     from agents.registry import PERIODIC_EVERY
     from experiments import studies
 
-    budget = dict(QUICK if args.quick else FULL)
-    for k in budget:
-        if getattr(args, k) is not None:
-            budget[k] = getattr(args, k)
-    for k, v in budget.items():
-        if v < 1:
-            raise ValueError(f"--{k} {v!r} is not allowed; must be >= 1")
+    budget = studies.resolve_budget(args, QUICK, FULL)
     every = args.every if args.every is not None else PERIODIC_EVERY
     if every < 1:
         raise ValueError(f"--every {every!r} is not allowed; must be >= 1")
@@ -176,7 +170,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         results,
         title,
         config,
-        argv=[sys.argv[0], *(argv if argv is not None else sys.argv[1:])],
+        argv,
     )
     studies.bar_figure(rows, out / "bars.png")
     print(studies.markdown(rows, title))

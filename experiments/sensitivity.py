@@ -77,13 +77,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     from coel_env.core.scenario import load_scenario
     from experiments import studies
 
-    budget = dict(QUICK if args.quick else FULL)
-    for k in budget:
-        if getattr(args, k) is not None:
-            budget[k] = getattr(args, k)
-    for k in ("seeds", "epochs"):
-        if budget[k] < 1:
-            raise ValueError(f"--{k} {budget[k]!r} is not allowed; must be >= 1")
+    budget = studies.resolve_budget(args, QUICK, FULL)
     for k in ("loads", "periods"):
         bad = [v for v in budget[k] if not v > 0]
         if bad:
@@ -137,7 +131,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         results,
         title,
         config,
-        argv=[sys.argv[0], *(argv if argv is not None else sys.argv[1:])],
+        argv,
     )
     figure(rows, [p[0] for p in pols], budget, out / "sensitivity.png")
     print(studies.markdown(rows, title))

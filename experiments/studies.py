@@ -126,6 +126,18 @@ def _csv(path: Path, rows: Sequence[dict]) -> None:
         w.writerows(rows)
 
 
+def resolve_budget(args, quick: Mapping[str, Any], full: Mapping[str, Any]) -> dict:
+    """``quick`` or ``full`` (by ``args.quick``) with every key ``args`` sets (not None)."""
+    budget = dict(quick if args.quick else full)
+    for k in budget:
+        if getattr(args, k, None) is not None:
+            budget[k] = getattr(args, k)
+    for k in ("seeds", "epochs"):
+        if k in budget and budget[k] < 1:
+            raise ValueError(f"--{k} {budget[k]!r} is not allowed; must be >= 1")
+    return budget
+
+
 def write_outputs(
     out: Path,
     rows: Sequence[dict],
@@ -134,16 +146,18 @@ def write_outputs(
     config: Mapping[str, Any],
     argv: Sequence[str] | None = None,
 ) -> None:
-    """``table.md``, ``table.csv``, ``episodes.csv``, ``config.yaml``, ``command.txt``."""
+    """``table.md``, ``table.csv``, ``episodes.csv``, ``config.yaml``, ``command.txt``
+    (the program from ``sys.argv[0]``, its arguments ``argv``, else ``sys.argv[1:]``)."""
     (out / "table.md").write_text(markdown(rows, title))
     _csv(out / "table.csv", rows)
     _csv(out / "episodes.csv", harness.episode_rows(results))
     (out / "config.yaml").write_text(yaml.safe_dump(dict(config), sort_keys=False))
-    cmd = list(argv if argv is not None else sys.argv)
-    if cmd and Path(cmd[0]).parent.name == "experiments":  # no machine-specific paths
-        cmd = ["python", f"experiments/{Path(cmd[0]).name}", *cmd[1:]]
-    elif cmd:  # the console script or ``python -m coel_env.cli``
-        cmd[0] = "coel"
+    prog = Path(sys.argv[0])
+    rest = list(argv if argv is not None else sys.argv[1:])
+    if prog.parent.name == "experiments":  # no machine-specific paths
+        cmd = ["python", f"experiments/{prog.name}", *rest]
+    else:  # the console script or ``python -m coel_env.cli``
+        cmd = ["coel", *rest]
     (out / "command.txt").write_text(" ".join(cmd) + "\n")
 
 
@@ -169,6 +183,7 @@ def bar_figure(rows: Sequence[dict], path: Path, metrics=("return", "slo_attainm
 
 __all__ = [
     "Variant",
+    "resolve_budget",
     "new_out_dir",
     "run_variants",
     "summary_rows",

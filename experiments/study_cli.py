@@ -11,7 +11,6 @@ writes into a new run folder.
 from __future__ import annotations
 
 import argparse
-import importlib
 
 #: study name -> (module, help)
 STUDIES = {
@@ -22,15 +21,9 @@ STUDIES = {
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from coel_env.cli import _add
+
     sub = p.add_subparsers(dest="study", metavar="STUDY")
     sub.required = True
     for name, (module, help_) in STUDIES.items():
-        mod = importlib.import_module(module)
-        sp = sub.add_parser(
-            name,
-            help=help_,
-            description=mod.__doc__,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-        mod.add_arguments(sp)
-        sp.set_defaults(func=mod.run)
+        _add(sub, name, module, help_, entry="run")
