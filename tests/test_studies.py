@@ -155,3 +155,17 @@ def test_study_refuses_a_non_empty_out_dir(tmp_path):
     )
     assert proc.returncode == 2 and "not overwritten" in proc.stderr
     assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+def test_probe_encoding_tiny():
+    proc = subprocess.run(
+        [sys.executable, "experiments/probe_encoding.py", "--redeploys", "3", "--seeds", "1",
+         "--epochs", "2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "3 random one-shot redeploys:" in proc.stdout
+    homes = [line for line in proc.stdout.splitlines() if line.startswith("homes after")]
+    assert [h.split(" under ")[1].split(":")[0] for h in homes] == [
+        "naive", "greedy", "milp-oracle"
+    ]  # fmt: skip
