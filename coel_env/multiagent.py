@@ -113,7 +113,7 @@ from coel_env.core.plan import ABSENT, GB, GPU, HOST, KEEP_RATIOS, ModelPlan, Pl
 from coel_env.core.world import STATUS_FIELDS, World
 from coel_env.envs.actions import N_NEAREST, group_of
 from coel_env.envs.observations import AGE_PERIODS, DEMAND_SCALE
-from coel_env.envs.rewards import REWARD_TERMS, reward_terms, total_reward
+from coel_env.envs.rewards import REWARD_TERMS, report_info, reward_terms, total_reward
 
 #: Local reward terms; each has a config key of the same name holding its weight.
 LOCAL_TERMS = ("rejected_reward", "local_drop_reward")
@@ -674,13 +674,7 @@ class CoELParallelEnv(ParallelEnv):
                 "refused": list(comb.refused.get(s, [])),
                 "home": [n for n, mp in w.plan.models.items() if s in mp.home],
                 "invalid_action": not comb.feasible,
-                "slo_attainment": report.slo_attainment,
-                "latency_p95_ms": report.latency_p95_ms,
-                "quality_loss": report.quality_loss,
-                "requests_arrived": report.requests_arrived,
-                "requests_dropped": report.requests_dropped,
-                "migration_bytes": report.migration_bytes,
-                "energy_j": report.energy_j,
+                **report_info(report),
             }
         terminations = {a: False for a in self.agents}
         truncations = {a: done for a in self.agents}

@@ -14,7 +14,7 @@ from coel_env.core.plan import reuse_unchanged
 from coel_env.core.world import World
 from coel_env.envs.actions import CoELAction, InterDeviceAction, IntraDeviceAction
 from coel_env.envs.observations import ViewObservation
-from coel_env.envs.rewards import REWARD_TERMS, reward_terms, total_reward
+from coel_env.envs.rewards import REWARD_TERMS, report_info, reward_terms, total_reward
 
 
 class CoELBaseEnv(gym.Env):
@@ -129,14 +129,7 @@ class CoELBaseEnv(gym.Env):
             "rewards": terms,
             "invalid_action": invalid,
             "infeasibility": "" if not invalid else str(report_ok),
-            "slo_attainment": report.slo_attainment,
-            "latency_p95_ms": report.latency_p95_ms,
-            "quality_loss": report.quality_loss,
-            "requests_arrived": report.requests_arrived,
-            "requests_dropped": report.requests_dropped,
-            "migration_bytes": report.migration_bytes,
-            "energy_j": report.energy_j,
-            "broadcast_bytes": report.broadcast_bytes,
+            **report_info(report),
         }
         obs = self.observation_type.observe(self._pop)
         return obs, reward, False, False, info

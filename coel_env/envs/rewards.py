@@ -8,6 +8,7 @@ number for number. ``reward = sum(config[t] * terms[t])``.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 #: Reward terms; each has a config key of the same name holding its weight.
 REWARD_TERMS = (
@@ -46,6 +47,24 @@ def reward_terms(report, world, config: Mapping, invalid: bool) -> dict[str, flo
         "broadcast_reward": -min(r.broadcast_bytes / (config["broadcast_ref_mb"] * 1e6), 1.0),
         "invalid_reward": -1.0 if invalid else 0.0,
     }
+
+
+#: Fields of an epoch's report that every env copies into ``info`` (true metrics).
+REPORT_INFO = (
+    "slo_attainment",
+    "latency_p95_ms",
+    "quality_loss",
+    "requests_arrived",
+    "requests_dropped",
+    "migration_bytes",
+    "energy_j",
+    "broadcast_bytes",
+)
+
+
+def report_info(report) -> dict[str, Any]:
+    """The :data:`REPORT_INFO` fields of ``report`` (an ``EpochReport``), for ``info``."""
+    return {k: getattr(report, k) for k in REPORT_INFO}
 
 
 def total_reward(terms: Mapping[str, float], config: Mapping) -> float:
