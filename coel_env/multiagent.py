@@ -101,7 +101,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -171,19 +170,11 @@ def resolve_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def build_world(cfg: Mapping[str, Any]) -> World:
-    """The world of a (resolved) config: scenario, overrides, trace, topology, profiles."""
-    from coel_env import profiles
-    from coel_env.simulate_cli import topology_overrides, trace_overrides
+    """The world of a (resolved) config: scenario, overrides, trace, topology, profiles
+    (built as the single-agent envs build theirs)."""
+    from coel_env.envs.coel import _build_world
 
-    for p in cfg["device_profiles"]:
-        if Path(p).stem not in profiles.device_names():
-            profiles.load_profile(p)
-    over = dict(cfg["overrides"])
-    if cfg["trace"] is not None:
-        over = {**trace_overrides(Path(cfg["trace"])), **over}
-    if cfg["topology"] is not None:
-        over = {**topology_overrides(Path(cfg["topology"])), **over}
-    return World(cfg["scenario"], over or None)
+    return _build_world(dict(cfg))
 
 
 def edge_servers(world: World) -> tuple[int, ...]:

@@ -536,6 +536,25 @@ def _check_window(t0_s: object, duration_s: object) -> tuple[float, float]:
     return t0, t0 + d
 
 
+
+def _wall_clock(wl, op: np.ndarray, origin: np.ndarray, t0: float, t1: float):
+    """Points at operational times ``op`` back to wall-clock arrivals in ``[t0, t1)``,
+    sorted (stable), with their origins in the same order.
+
+    Without a diurnal profile operational time is wall-clock time; with one, the
+    profile's cumulative rate is inverted piecewise-linearly on a grid of P/4096 steps
+    (inverse error < 1e-3 s for a 1-day period).
+    """
+    c = wl.config
+    if c.diurnal_amplitude == 0.0:
+        arrival = op
+    else:
+        n_grid = max(2, math.ceil((t1 - t0) / (c.diurnal_period_s / 4096.0)) + 1)
+        grid = np.linspace(t0, t1, n_grid)
+        arrival = np.interp(op, wl.cumulative_profile(grid), grid)
+    order = np.argsort(arrival, kind="stable")
+    return _clip_to_window(arrival[order], t0, t1), origin[order]
+
 def _clip_to_window(t: np.ndarray, t0: float, t1: float) -> np.ndarray:
     """Guard the half-open window against rounding at its ends."""
     return np.clip(t, t0, np.nextafter(t1, -np.inf)) if t.size and t1 > t0 else t
@@ -927,19 +946,7 @@ class SyntheticWorkload:
         u, origin = _h2_points(
             rates * (big_l1 - big_l0), c.interarrival_cv, c.fast_gap_probability, rng
         )
-        # Operational time of each point, then back to wall-clock time.
-        op = big_l0 + u / rates[origin]
-        if c.diurnal_amplitude == 0.0:
-            arrival = op
-        else:
-            # Piecewise-linear inverse of the profile on a grid of P/4096 steps
-            # (inverse error < 1e-3 s for a 1-day period).
-            n_grid = max(2, math.ceil((t1 - t0) / (c.diurnal_period_s / 4096.0)) + 1)
-            grid = np.linspace(t0, t1, n_grid)
-            arrival = np.interp(op, self.cumulative_profile(grid), grid)
-        order = np.argsort(arrival, kind="stable")
-        arrival = _clip_to_window(arrival[order], t0, t1)
-        origin = origin[order]
+        arrival, origin = _wall_clock(self, big_l0 + u / rates[origin], origin, t0, t1)
         n = arrival.size
         task = _draw_categorical(task_cum[origin], rng)
         model = _draw_categorical(model_cum[origin], rng)
@@ -1057,16 +1064,7 @@ class SyntheticStream:
         span = rates * (big_l1 - big_l0)
         self._refill(span)
         u, origin = take_points(self._points, self._ptr, self._used, span)
-        op = big_l0 + u / rates[origin]
-        if c.diurnal_amplitude == 0.0:
-            arrival = op
-        else:
-            n_grid = max(2, math.ceil((t1 - t0) / (c.diurnal_period_s / 4096.0)) + 1)
-            grid = np.linspace(t0, t1, n_grid)
-            arrival = np.interp(op, wl.cumulative_profile(grid), grid)
-        order = np.argsort(arrival, kind="stable")
-        arrival = _clip_to_window(arrival[order], t0, t1)
-        origin = origin[order]
+        arrival, origin = _wall_clock(wl, big_l0 + u / rates[origin], origin, t0, t1)
         n = arrival.size
         if self._at + n > self._attrs["u_task"].size:
             self._draw_attributes(self._at)
