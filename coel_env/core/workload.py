@@ -536,7 +536,6 @@ def _check_window(t0_s: object, duration_s: object) -> tuple[float, float]:
     return t0, t0 + d
 
 
-
 def _wall_clock(wl, op: np.ndarray, origin: np.ndarray, t0: float, t1: float):
     """Points at operational times ``op`` back to wall-clock arrivals in ``[t0, t1)``,
     sorted (stable), with their origins in the same order.
@@ -554,6 +553,7 @@ def _wall_clock(wl, op: np.ndarray, origin: np.ndarray, t0: float, t1: float):
         arrival = np.interp(op, wl.cumulative_profile(grid), grid)
     order = np.argsort(arrival, kind="stable")
     return _clip_to_window(arrival[order], t0, t1), origin[order]
+
 
 def _clip_to_window(t: np.ndarray, t0: float, t1: float) -> np.ndarray:
     """Guard the half-open window against rounding at its ends."""
