@@ -14,7 +14,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from coel_env.core.plan import Plan
+from coel_env.core.plan import InfeasibilityReport, Plan
 from coel_env.core.world import STATUS_FIELDS, World
 
 SEES = ("view", "oracle")
@@ -104,8 +104,11 @@ class Policy(Protocol):
     def reset(self, world: World, seed: int) -> None:
         """Start an episode on ``world`` (already reset)."""
 
-    def act(self, world: World, obs: Observation) -> Plan | None:
-        """The plan for the coming epoch, or None to keep the plan in force."""
+    def act(self, world: World, obs: Observation) -> Plan | InfeasibilityReport | None:
+        """The plan for the coming epoch, or None to keep the plan in force; an
+        :class:`InfeasibilityReport` when the decision decodes to no plan at all (an
+        invalid action of a learned policy: counted as an invalid epoch, the plan in
+        force stays)."""
 
 
 def observe(policy: Policy, world: World, controller: int = 0) -> Observation:

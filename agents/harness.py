@@ -21,7 +21,7 @@ import numpy as np
 from scipy import stats
 
 from agents.base import Policy, observe
-from coel_env.core.plan import reuse_unchanged
+from coel_env.core.plan import InfeasibilityReport, reuse_unchanged
 from coel_env.core.world import World
 from coel_env.envs.rewards import reward_terms, total_reward
 
@@ -99,12 +99,15 @@ def run_episode(
         t0 = time.perf_counter()
         plan = policy.act(w, obs)
         decide_ms.append((time.perf_counter() - t0) * 1000.0)
-        if plan is not None:
+        refused = isinstance(plan, InfeasibilityReport)  # the action decodes to no plan
+        if refused:
+            plan = None
+        elif plan is not None:
             plan = reuse_unchanged(plan, w.plan)
             if plan is w.plan:
                 plan = None
         rep = w.step(plan)
-        bad = not rep.feasible
+        bad = refused or not rep.feasible
         invalid += bad
         ret += total_reward(reward_terms(rep, w, cfg, bad), cfg)
         arrived += rep.requests_arrived

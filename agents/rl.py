@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from agents.base import Observation
-from coel_env.core.plan import Plan
+from coel_env.core.plan import InfeasibilityReport, Plan
 from coel_env.core.world import World
 
 
@@ -51,10 +51,10 @@ class RLPolicy:
         self._masked = type(model).__name__.startswith("Maskable")
 
     def reset(self, world: World, seed: int) -> None:
-        from coel_env.envs.observations import ViewObservation
-
         c = self.config
-        self.obs_type = ViewObservation(world, c["controller"], c["n_groups"], c["max_steps"])
+        self.obs_type = self.env_cls.OBSERVATION(
+            world, c["controller"], c["n_groups"], c["max_steps"]
+        )
         self.action_type = self.env_cls.ACTION(world, c["n_groups"])
         space = self.model.observation_space
         if space.shape != self.obs_type.space().shape:
@@ -74,7 +74,7 @@ class RLPolicy:
                 f"needs {need.tolist()}"
             )
 
-    def act(self, world: World, obs: Observation) -> Plan | None:
+    def act(self, world: World, obs: Observation) -> Plan | InfeasibilityReport | None:
         pop = self.obs_type.popularity()
         x = self.obs_type.observe(pop)
         if self.vecnormalize is not None:

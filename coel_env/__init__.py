@@ -14,6 +14,8 @@ ENV_IDS = (
     ("CoEL-IntraDevice-v0", "coel_env.envs:IntraDeviceEnv", 100),
     ("CoEL-InterDevice-v0", "coel_env.envs:InterDeviceEnv", 100),
     ("CoEL-v0", "coel_env.envs:CoELEnv", 200),
+    ("CoEL-InterDevice-v1", "coel_env.envs:InterDeviceEnvV1", 100),
+    ("CoEL-v1", "coel_env.envs:CoELEnvV1", 200),
 )
 NAMESPACE = "coel_env"
 

@@ -1,15 +1,16 @@
-"""Probe what ``CoEL-v0``'s action encoding can express: random one-shot redeploys.
+"""Probe what a CoEL env's action encoding can express: random one-shot redeploys.
 
-    python experiments/probe_encoding.py [--redeploys 300] [--seeds 2] [--epochs 30]
-                                         [--seed 0] [--scenario default]
+    python experiments/probe_encoding.py [--env CoEL-v0] [--redeploys 300] [--seeds 2]
+                                         [--epochs 30] [--seed 0] [--scenario default]
 
 Each probe redeploys every model once at the first epoch with a random action
 (``update = redeploy``, other fields uniform) and keeps it (``update = keep``)
 for ``--epochs`` epochs; its mean return over seeds ``0..--seeds-1`` is
 compared with keeping the world's naive plan (every field 0). Also prints the
 homes (servers running a model's dense part) of the naive, greedy and
-``milp-oracle`` plans after 3 epochs of seed 0, since one action names one home
-per model.
+``milp-oracle`` plans after 3 epochs of seed 0, since a ``CoEL-v0`` action names
+one home per model (``CoEL-v1``: a set of homes). Random choices are drawn among the
+choices ``action_masks()`` allows, with every home flag of ``CoEL-v1`` at 1/2.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--seed", type=int, default=0, help="seed of the random actions")
     p.add_argument("--scenario", default="default")
+    p.add_argument("--env", default="CoEL-v0", choices=["CoEL-v0", "CoEL-v1"])
     args = p.parse_args(argv)
     for k in ("redeploys", "seeds", "epochs"):
         if getattr(args, k) < 1:
@@ -38,10 +40,13 @@ def main(argv: list[str] | None = None) -> int:
     from agents.registry import make_policy
     from coel_env.core.world import World
 
-    env = gym.make("CoEL-v0", config={"scenario": args.scenario})
+    env = gym.make(args.env, config={"scenario": args.scenario})
     nvec = env.action_space.nvec
     per_model = len(nvec) // len(env.unwrapped.world.models)
     keep = np.zeros(len(nvec), np.int64)
+    env.reset(seed=0)
+    mask = env.unwrapped.action_masks()
+    choices = np.split(mask, np.cumsum(nvec)[:-1])
 
     def episode(first: np.ndarray, seed: int) -> float:
         env.reset(seed=seed)
@@ -55,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(args.seed)
     returns = []
     for _ in range(args.redeploys):
-        a = rng.integers(0, nvec)
+        a = np.array([rng.choice(np.flatnonzero(c)) for c in choices])
         a[::per_model] = 2  # redeploy every model
         returns.append(float(np.mean([episode(a, s) for s in seeds])))
     r = np.asarray(returns)

@@ -40,9 +40,16 @@ def rollout(env, seed: int, steps: int):
     return out
 
 
-def test_registry_has_the_three_ids_under_their_namespace():
+def test_registry_has_every_id_under_its_namespace():
     assert IDS == [
-        f"coel_env/{i}" for i in ("CoEL-InterDevice-v0", "CoEL-IntraDevice-v0", "CoEL-v0")
+        f"coel_env/{i}"
+        for i in (
+            "CoEL-InterDevice-v0",
+            "CoEL-InterDevice-v1",
+            "CoEL-IntraDevice-v0",
+            "CoEL-v0",
+            "CoEL-v1",
+        )
     ]
     for full in IDS:
         assert gym.spec(full).max_episode_steps in (100, 200)

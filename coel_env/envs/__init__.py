@@ -1,5 +1,11 @@
 """Gymnasium environments over the CoEL world (registered by ``import coel_env``)."""
 
-from coel_env.envs.coel import CoELEnv, InterDeviceEnv, IntraDeviceEnv
+from coel_env.envs.coel import (
+    CoELEnv,
+    CoELEnvV1,
+    InterDeviceEnv,
+    InterDeviceEnvV1,
+    IntraDeviceEnv,
+)
 
-__all__ = ["CoELEnv", "InterDeviceEnv", "IntraDeviceEnv"]
+__all__ = ["CoELEnv", "CoELEnvV1", "InterDeviceEnv", "InterDeviceEnvV1", "IntraDeviceEnv"]

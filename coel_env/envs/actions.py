@@ -23,6 +23,13 @@ model, models in scenario order):
 * :class:`CoELAction`: ``[update]`` + the inter-device fields; ``update`` 0
   keeps the plan in force (nothing else is read), 1 adjusts it (bits, keep
   ratio and host policy change, placement stays), 2 redeploys it.
+* :class:`HomeSetAction` (version 1 of the inter-device envs): as
+  :class:`InterDeviceAction` but ``home`` is replaced by one flag per server,
+  ``[home_0..home_{n-1}, spread, place_0.., replicate, bits_0.., keep,
+  host_policy]``: every flagged server runs the dense part (requests go to the
+  nearest one, as the world routes them) and ``spread``/``place``/``replicate``
+  apply to each home in turn. An empty set of homes is an invalid action.
+* :class:`CoELSetAction` (``CoEL-v1``): ``[update]`` + the home-set fields.
 
 A decoded plan that does not fit (checked against the *true* capacities by
 the world) is an invalid action: see the environments' docstrings.
@@ -42,8 +49,10 @@ from coel_env.core.plan import (
     GPU,
     HOST,
     KEEP_RATIOS,
+    InfeasibilityReport,
     ModelPlan,
     Plan,
+    Violation,
     dense_gb,
     expert_gb_table,
 )
@@ -281,3 +290,165 @@ class CoELAction(InterDeviceAction):
             parts.append(np.array([has, has, True]))
             parts.append(inner[i * k : (i + 1) * k])
         return np.concatenate(parts)
+
+
+class HomeSetAction(InterDeviceAction):
+    """Several servers: a *set* of homes (one flag per server), then as
+    :class:`InterDeviceAction` for each home."""
+
+    def fields(self) -> list[int]:
+        return [2] * self.n + InterDeviceAction.fields(self)[1:]
+
+    def decode_model(
+        self, i: int, a: np.ndarray, popularity: np.ndarray, free: np.ndarray
+    ) -> ModelPlan | InfeasibilityReport:
+        n, g = self.n, self.n_groups
+        name, m = self.models[i], self.specs[i]
+        homes = np.flatnonzero(a[:n])
+        if homes.size == 0:
+            return InfeasibilityReport(
+                (Violation("no_home", None, name, f"{name}: no server is chosen as a home"),)
+            )
+        rest = a[n:]  # the inter-device fields after ``home``
+        spread = int(rest[0])
+        place = rest[1 : 1 + g]
+        replicate = int(rest[1 + g])
+        bit_idx = rest[2 + g : 2 + 2 * g]
+        keep = KEEP_RATIOS[int(rest[2 + 2 * g])]
+        policy = int(rest[3 + 2 * g])
+        groups = groups_of_estimate(popularity, g)
+        bits = np.asarray(BITS)[bit_idx][groups].astype(np.int8)
+        near = self._nearest()
+        loc = np.zeros((m.n_moe_layers, m.n_experts, n), np.int8)
+        for home in homes:
+            target = near[home][place] if spread else np.full(g, home)
+            for grp in range(g):
+                sel = groups == grp
+                loc[sel, target[grp]] = 1
+                if replicate and target[grp] != home:
+                    loc[sel, home] = 1
+            free[home] -= self._dense_gb(i)
+        self._fill_tiers(loc, bits, popularity, free, i)
+        pol = np.full(m.n_moe_layers, policy, np.int8)
+        return ModelPlan(name, loc, bits, tuple(int(h) for h in homes), pol, keep)
+
+    def decode(self, action: np.ndarray, prev: Plan, popularity: dict):
+        k = len(self.fields())
+        free = self.world.gpu_capacity_gb.copy()
+        out = {}
+        for i, name in enumerate(self.models):
+            mp = self.decode_model(
+                i, np.asarray(action[i * k : (i + 1) * k]), popularity[name], free
+            )
+            if isinstance(mp, InfeasibilityReport):
+                return mp
+            out[name] = mp
+        return Plan(out)
+
+    def encode_model(self, mp: ModelPlan, popularity: np.ndarray) -> np.ndarray:
+        """The home-set fields whose decoding comes closest to ``mp`` (for imitation of
+        plans made by other policies): its homes; ``spread`` when some home lacks a
+        group or another server holds some, each group then placed on the server (by
+        nearness rank to the first home) holding most of it, ``replicate`` when the
+        homes hold everything as well;
+        per group the most common bit width (by this popularity estimate's groups);
+        the keep ratio nearest to the plan's; the most common host policy."""
+        n, g = self.n, self.n_groups
+        groups = groups_of_estimate(popularity, g)
+        held = mp.location > 0  # [L, E, n]
+        a = np.zeros(len(HomeSetAction.fields(self)), np.int64)
+        a[list(mp.home)] = 1
+        rest = a[n:]
+        whole = all(bool(held[:, :, h].all()) for h in mp.home)
+        others = np.ones(n, bool)
+        others[list(mp.home)] = False
+        if not whole or held[:, :, others].any():  # some group lives off a home
+            rest[0] = 1
+            rest[1 + g] = int(whole)  # homes keep everything: the rest are replicas
+            near = self._nearest()[mp.home[0]]
+            for grp in range(g):
+                on = held[groups == grp].sum(axis=0).astype(float)  # its experts per server
+                on_near = on[near]
+                if whole:
+                    on_near[0] = -1.0  # the home's own copy is the replica
+                rest[1 + grp] = int(np.argmax(on_near)) if on_near.max() > 0 else 0
+        bits = np.asarray(BITS)
+        for grp in range(g):
+            vals, counts = np.unique(mp.bits[groups == grp], return_counts=True)
+            rest[2 + g + grp] = int(np.flatnonzero(bits == vals[np.argmax(counts)])[0])
+        rest[2 + 2 * g] = int(np.argmin(np.abs(np.asarray(KEEP_RATIOS) - mp.keep_ratio)))
+        rest[3 + 2 * g] = int(np.bincount(mp.host_policy.astype(np.int64), minlength=2).argmax())
+        return a
+
+    def mask(self) -> np.ndarray:
+        """Servers that cannot hold the model's dense part (or are absent) cannot be
+        homes (the flag's "1" is masked)."""
+        inner = InterDeviceAction.mask(self)
+        k = int(np.sum(InterDeviceAction.fields(self)))
+        parts = []
+        for i in range(len(self.models)):
+            ok_home = inner[i * k : i * k + self.n]
+            flags = np.ones((self.n, 2), bool)
+            flags[:, 1] = ok_home
+            parts.append(flags.ravel())
+            parts.append(inner[i * k + self.n : (i + 1) * k])
+        return np.concatenate(parts)
+
+
+class CoELSetAction(HomeSetAction):
+    """``[update]`` (keep / adjust / redeploy) followed by the home-set fields."""
+
+    KEEP, ADJUST, REDEPLOY = CoELAction.KEEP, CoELAction.ADJUST, CoELAction.REDEPLOY
+
+    def fields(self) -> list[int]:
+        return [3] + super().fields()
+
+    def decode(self, action: np.ndarray, prev: Plan, popularity: dict):
+        k = len(self.fields())
+        n, g = self.n, self.n_groups
+        free = self.world.gpu_capacity_gb.copy()
+        out = {}
+        for i, name in enumerate(self.models):
+            a = np.asarray(action[i * k : (i + 1) * k])
+            update, rest = int(a[0]), a[1:]
+            old = prev.models.get(name)
+            if update == self.KEEP and old is not None:
+                out[name] = old
+                continue
+            if update == self.ADJUST and old is not None:
+                tail = rest[n + 2 + g :]  # bits.., keep, host_policy
+                groups = groups_of_estimate(popularity[name], g)
+                bits = np.asarray(BITS)[tail[:g]][groups].astype(np.int8)
+                keep = KEEP_RATIOS[int(tail[g])]
+                pol = np.full(self.specs[i].n_moe_layers, int(tail[g + 1]), np.int8)
+                out[name] = ModelPlan(name, old.location, bits, old.home, pol, keep)
+                continue
+            mp = self.decode_model(i, rest, popularity[name], free)
+            if isinstance(mp, InfeasibilityReport):
+                return mp
+            out[name] = mp
+        return Plan(out)
+
+    def mask(self) -> np.ndarray:
+        inner = super().mask()
+        k = int(np.sum(super().fields()))
+        parts = []
+        for i in range(len(self.models)):
+            has = self.models[i] in self.world.plan.models
+            parts.append(np.array([has, has, True]))
+            parts.append(inner[i * k : (i + 1) * k])
+        return np.concatenate(parts)
+
+    def encode(self, plan: Plan | None, prev: Plan, popularity: dict) -> np.ndarray:
+        """The action that comes closest to moving from ``prev`` to ``plan`` (None: keep
+        everything): ``keep`` for a model whose plan does not change, else ``redeploy``
+        with :meth:`HomeSetAction.encode_model`'s fields."""
+        out = []
+        for name in self.models:
+            new = None if plan is None else plan.models.get(name)
+            old = prev.models.get(name)
+            if new is None or (old is not None and (old is new or old == new)):
+                out.append(np.zeros(len(self.fields()), np.int64))  # keep
+                continue
+            out.append(np.r_[self.REDEPLOY, self.encode_model(new, popularity[name])])
+        return np.concatenate(out)

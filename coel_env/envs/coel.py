@@ -10,11 +10,31 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from coel_env.core.plan import reuse_unchanged
+from coel_env.core.plan import InfeasibilityReport, reuse_unchanged
 from coel_env.core.world import World
-from coel_env.envs.actions import CoELAction, InterDeviceAction, IntraDeviceAction
+from coel_env.envs.actions import (
+    CoELAction,
+    CoELSetAction,
+    HomeSetAction,
+    InterDeviceAction,
+    IntraDeviceAction,
+)
 from coel_env.envs.observations import ViewObservation
 from coel_env.envs.rewards import REWARD_TERMS, report_info, reward_terms, total_reward
+
+
+class HomeSetObservation(ViewObservation):
+    """:class:`ViewObservation` whose plan part flags *every* home of a model (the
+    version-1 envs, whose actions choose a set of homes), not only the first."""
+
+    def _model_part(self, name: str, pop: np.ndarray) -> np.ndarray:
+        part = super()._model_part(name, pop)
+        mp = self.world.plan.models.get(name)
+        if mp is None or len(mp.home) == 1:
+            return part
+        part = part.copy()  # the parent's cached array stays as it is
+        part[self.n_groups + np.asarray(mp.home)] = 1.0
+        return part
 
 
 class CoELBaseEnv(gym.Env):
@@ -23,6 +43,7 @@ class CoELBaseEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array", "ansi"], "render_fps": 1}
     SCENARIO = "default"
     ACTION = CoELAction
+    OBSERVATION = ViewObservation
     MAX_STEPS = 200
 
     @classmethod
@@ -74,7 +95,7 @@ class CoELBaseEnv(gym.Env):
             )
         self.action_type = self.ACTION(self.world, cfg["n_groups"])
         self.action_space = spaces.MultiDiscrete(self.action_type.space_nvec())
-        self.observation_type = ViewObservation(
+        self.observation_type = self.OBSERVATION(
             self.world, cfg["controller"], cfg["n_groups"], cfg["max_steps"]
         )
         self.observation_space = self.observation_type.space()
@@ -115,10 +136,12 @@ class CoELBaseEnv(gym.Env):
 
     def step(self, action):
         a = self._check_action(action)
-        plan = reuse_unchanged(
-            self.action_type.decode(a, self.world.plan, self._pop), self.world.plan
-        )
-        report_ok = self.world.check(plan)
+        decoded = self.action_type.decode(a, self.world.plan, self._pop)
+        if isinstance(decoded, InfeasibilityReport):  # no plan at all (e.g. no home chosen)
+            plan, report_ok = None, decoded
+        else:
+            plan = reuse_unchanged(decoded, self.world.plan)
+            report_ok = self.world.check(plan)
         invalid = not report_ok.feasible
         report = self.world.step(None if invalid else plan)
         terms = self._rewards(report, invalid)
@@ -349,3 +372,59 @@ class CoELEnv(CoELBaseEnv):
     Version History:
         v0: initial release.
     """
+
+
+class InterDeviceEnvV1(InterDeviceEnv):
+    """``CoEL-InterDevice-v1``: :class:`InterDeviceEnv` whose action chooses a *set* of
+    homes per model.
+
+    Description, Observation Space, Rewards, Starting State, Episode End, Arguments:
+        As :class:`InterDeviceEnv`, except that the observation's plan part flags
+        every home of a model (v0: the first home only).
+
+    Action Space:
+        ``MultiDiscrete`` of :class:`coel_env.envs.actions.HomeSetAction`: per model
+        ``[home_0..home_{n-1}, spread, place x n_groups, replicate, bits x n_groups,
+        keep, host_policy]``; ``home_s`` 1 makes server ``s`` a home (masked where the
+        dense part cannot fit or the server is absent). Requests go to their nearest
+        home; ``spread``, ``place`` and ``replicate`` apply to every home. No home at
+        all is an invalid action (``info["infeasibility"]`` says so).
+
+    Version History:
+        v1: a set of homes per model (v0 names one, so plans that serve a model from
+        several servers, as the naive, greedy and MILP plans do, could not be
+        expressed).
+        v0: initial release.
+    """
+
+    ACTION = HomeSetAction
+    OBSERVATION = HomeSetObservation
+
+
+class CoELEnvV1(CoELEnv):
+    """``CoEL-v1``: :class:`CoELEnv` whose action chooses a *set* of homes per model.
+
+    Description, Observation Space, Rewards, Invalid actions, Starting State, Episode End,
+    Arguments:
+        As :class:`CoELEnv`, except that the observation's plan part flags every home
+        of a model (v0: the first home only), and that choosing no home is an invalid
+        action.
+
+    Action Space:
+        ``MultiDiscrete`` of :class:`coel_env.envs.actions.CoELSetAction`: per model
+        ``[update, home_0..home_{n-1}, spread, place x n_groups, replicate,
+        bits x n_groups, keep, host_policy]``. ``update``: 0 keep, 1 adjust (bits,
+        keep ratio, host policy), 2 redeploy; ``home_s`` 1 makes server ``s`` a home
+        (masked where the dense part cannot fit or the server is absent); requests go
+        to their nearest home and ``spread``/``place``/``replicate`` apply to every
+        home.
+
+    Version History:
+        v1: a set of homes per model (v0 names one, so plans that serve a model from
+        several servers, as the naive, greedy and MILP plans do, could not be
+        expressed).
+        v0: initial release.
+    """
+
+    ACTION = CoELSetAction
+    OBSERVATION = HomeSetObservation
