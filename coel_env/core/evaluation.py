@@ -39,7 +39,12 @@ import numpy as np
 
 from coel_env import cost
 from coel_env.catalog import BITS, MoEModel, get_model
-from coel_env.core.kernels import activity_kernel, grid_tokens, placement_kernel, table_kernel
+from coel_env.core.kernels import (
+    cost_kernel,
+    grid_tokens,
+    placement_kernel,
+    table_kernel,
+)
 from coel_env.core.plan import ModelPlan
 from coel_env.core.routing import _expected_counts
 from coel_env.profiles import DeviceProfile
@@ -260,34 +265,43 @@ class ServingModel:
                 np.full(k_pts, np.inf), np.zeros((k_pts, self.n)), np.zeros(k_pts), False
             )
         q = self.token_share(m, popularity) if token_share is None else token_share
-        pa, ta, disp = self._activity(q, ns, placed.disp_row, cache=token_share is not None)
-        d = m.d_model
-        total, busy, net_bytes = table_kernel(
-            pa, ta, m.n_moe_layers, self._values, self._slopes, placed.row, placed.fetch_ms,
-            placed.server, home, self.n, d * ACT_BYTES * mp.keep_ratio,
-            bandwidth_gbit_s[home], latency_ms[home],
-        )  # fmt: skip
-        total += disp
-        busy[:, home] += disp
         home_ms = self._home_ms(m, home, ns, phases)
-        total += home_ms
-        busy[:, home] += home_ms
+        act = self._cached_activity(q, ns, placed.disp_row, token_share is not None)
+        if act is None:  # a new snapshot: activity and costs in one pass
+            pa, ta, disp, total, busy, net_bytes = cost_kernel(
+                q, ns, self._values, self._slopes, placed.disp_row, m.n_moe_layers, placed.row,
+                placed.fetch_ms, placed.server, home, self.n,
+                m.d_model * ACT_BYTES * mp.keep_ratio, bandwidth_gbit_s[home], latency_ms[home],
+                home_ms,
+            )  # fmt: skip
+            if token_share is not None:
+                self._keep_activity(q, ns, placed.disp_row, (pa, ta, disp))
+        else:
+            pa, ta, disp = act
+            total, busy, net_bytes = table_kernel(
+                pa, ta, m.n_moe_layers, self._values, self._slopes, placed.row, placed.fetch_ms,
+                placed.server, home, self.n, m.d_model * ACT_BYTES * mp.keep_ratio,
+                bandwidth_gbit_s[home], latency_ms[home], disp, home_ms,
+            )  # fmt: skip
         return CostTable(total, busy, net_bytes, True)
 
-    def _activity(self, q: np.ndarray, ns: np.ndarray, disp_row: int, cache: bool):
-        """:func:`coel_env.core.kernels.activity_kernel` of a token share (kept for the
-        most recent shares when the caller holds on to them: they are read-only)."""
+    def _cached_activity(self, q: np.ndarray, ns: np.ndarray, disp_row: int, cache: bool):
+        """The kept :func:`coel_env.core.kernels.activity_kernel` output of a token share
+        (None when not kept; kept for the most recent shares when the caller holds on to
+        them: they are read-only)."""
+        if not cache:
+            return None
         key = (id(q), ns.tobytes(), disp_row)
-        hit = self._act.get(key) if cache else None
+        hit = self._act.get(key)
         if hit is not None and hit[0] is q:
             self._act.move_to_end(key)
             return hit[1]
-        out = activity_kernel(q, ns, self._values, self._slopes, disp_row)
-        if cache:
-            self._act[key] = (q, out)
-            if len(self._act) > ACTIVITY_CACHE:
-                self._act.popitem(last=False)
-        return out
+        return None
+
+    def _keep_activity(self, q: np.ndarray, ns: np.ndarray, disp_row: int, out: tuple) -> None:
+        self._act[(id(q), ns.tobytes(), disp_row)] = (q, out)
+        if len(self._act) > ACTIVITY_CACHE:
+            self._act.popitem(last=False)
 
     @staticmethod
     def token_share(m: MoEModel, popularity: np.ndarray) -> np.ndarray:

@@ -99,32 +99,51 @@ def activity_kernel(
     bits = np.zeros(1)
     as_int = bits.view(np.int64)
     # passes of 2**j tokens (every decode bucket and prefill point) take (1 - q)**n by
-    # repeated squaring; other sizes by exp
+    # repeated squaring (all experts squared together, in order of j: the chains of
+    # different experts overlap); other sizes by exp
     pow2 = np.full(k_pts, -1, np.int64)
+    need_log = False
     for k in range(k_pts):
         n = ns[k]
         if n >= 1.0 and n <= 2.0**30:
             m, e = math.frexp(n)
             if m == 0.5:
                 pow2[k] = e - 1
-    sq = np.empty(31)
+        if pow2[k] < 0:
+            need_log = True
+    cur = np.empty(n_exp)  # (1 - q)**(2**level)
     for i in range(n_exp):
-        qi = q[i]
-        if qi <= 0.0:
-            continue
-        sq[0] = 1.0 - qi
-        top = 0
-        lq = math.log1p(-qi) if qi < 1.0 else -math.inf
-        for k in range(k_pts):
-            n = ns[k]
-            j = pow2[k]
+        cur[i] = 1.0 - q[i]
+    level = 0
+    lq = np.empty(n_exp if need_log else 0)
+    if need_log:
+        for i in range(n_exp):
+            qi = q[i]
+            if qi > 0.0:
+                lq[i] = math.log1p(-qi) if qi < 1.0 else -math.inf
+    done = np.zeros(k_pts, np.bool_)
+    for _ in range(k_pts):
+        k = -1  # the next pass: smallest power of two first, then the others
+        for kk in range(k_pts):
+            if not done[kk] and (k < 0 or (pow2[kk] >= 0 and (pow2[k] < 0 or pow2[kk] < pow2[k]))):
+                k = kk
+        done[k] = True
+        n = ns[k]
+        j = pow2[k]
+        if j >= 0:
+            while level < j:
+                for i in range(n_exp):
+                    cur[i] = cur[i] * cur[i]
+                level += 1
+        acc = 0.0
+        for i in range(n_exp):
+            qi = q[i]
+            if qi <= 0.0:
+                continue
             if j >= 0:
-                while top < j:
-                    sq[top + 1] = sq[top] * sq[top]
-                    top += 1
-                pa = 1.0 - sq[j]  # P(expert active) = 1 - (1 - q)^n
+                pa = 1.0 - cur[i]  # P(expert active) = 1 - (1 - q)^n
             else:
-                pa = -math.expm1(n * lq)
+                pa = -math.expm1(n * lq[i])
             if pa <= 0.0:
                 continue
             ta = n * qi / max(pa, 1e-12)  # tokens it processes when active
@@ -132,7 +151,8 @@ def activity_kernel(
             ta_out[k, i] = ta
             bits[0] = ta
             g, sf, width = grid_position(ta, as_int)
-            disp[k] += pa * grid_value(values, slopes, disp_row, g, sf, width)
+            acc += pa * grid_value(values, slopes, disp_row, g, sf, width)
+        disp[k] = acc
     return pa_out, ta_out, disp
 
 
@@ -151,10 +171,12 @@ def table_kernel(
     act_bytes_per_token: float,  # activation bytes of one token one way (keep ratio applied)
     bw_gbit_s: np.ndarray,  # [n] bottleneck bandwidth home -> server
     latency_ms: np.ndarray,  # [n] path latency home -> server
+    disp: np.ndarray,  # [K] dispatch time (activity_kernel), added on the home
+    home_ms: np.ndarray,  # [K] what else runs on the home GPU, added after it
 ):
-    """Per pass: latency of the experts summed over layers [K], busy time per server
-    [K, n] and activation bytes [K] (the plan-dependent part of
-    :meth:`ServingModel.table`)."""
+    """Per pass: latency of the pass [K] (experts summed over layers, then ``disp``,
+    then ``home_ms``), busy time per server [K, n] and activation bytes [K] (the
+    plan-dependent part of :meth:`ServingModel.table`)."""
     k_pts, n_exp = pa.shape
     per_layer = n_exp // n_layers
     total = np.zeros(k_pts)
@@ -190,7 +212,127 @@ def table_kernel(
                         tot += min(1.0, p_any[s]) * 2.0 * latency_ms[s]
                         p_any[s] = 0.0
         total[k] = tot
+    _add_home(total, busy, home, disp, home_ms)
     return total, busy, net
+
+
+@njit(cache=True, error_model="numpy")
+def _add_home(total, busy, home, disp, home_ms):
+    """Add the dispatch, then the rest of the home's work, to each pass."""
+    for k in range(total.size):
+        total[k] += disp[k]
+        busy[k, home] += disp[k]
+    for k in range(total.size):
+        total[k] += home_ms[k]
+        busy[k, home] += home_ms[k]
+
+
+@njit(cache=True, error_model="numpy")
+def cost_kernel(
+    q: np.ndarray,  # [L*E] as activity_kernel
+    ns: np.ndarray,  # [K]
+    values: np.ndarray,  # [R, G]
+    slopes: np.ndarray,  # [R, G]
+    disp_row: int,
+    n_layers: int,  # the rest as table_kernel
+    expert_row: np.ndarray,
+    fetch_ms: np.ndarray,
+    server: np.ndarray,
+    home: int,
+    n_servers: int,
+    act_bytes_per_token: float,
+    bw_gbit_s: np.ndarray,
+    latency_ms: np.ndarray,
+    home_ms: np.ndarray,
+):
+    """:func:`activity_kernel` and :func:`table_kernel` in one pass over the experts
+    (the same operations in the same order: equal results), for a snapshot whose
+    activity is not known yet. Returns both kernels' outputs."""
+    k_pts = ns.size
+    n_exp = q.size
+    per_layer = n_exp // n_layers
+    pa_out = np.zeros((k_pts, n_exp))
+    ta_out = np.zeros((k_pts, n_exp))
+    disp = np.zeros(k_pts)
+    total = np.zeros(k_pts)
+    busy = np.zeros((k_pts, n_servers))
+    net = np.zeros(k_pts)
+    p_any = np.zeros(n_servers)
+    bits = np.zeros(1)
+    as_int = bits.view(np.int64)
+    pow2 = np.full(k_pts, -1, np.int64)
+    need_log = False
+    for k in range(k_pts):
+        n = ns[k]
+        if n >= 1.0 and n <= 2.0**30:
+            m, e = math.frexp(n)
+            if m == 0.5:
+                pow2[k] = e - 1
+        if pow2[k] < 0:
+            need_log = True
+    cur = np.empty(n_exp)
+    for i in range(n_exp):
+        cur[i] = 1.0 - q[i]
+    level = 0
+    lq = np.empty(n_exp if need_log else 0)
+    if need_log:
+        for i in range(n_exp):
+            qi = q[i]
+            if qi > 0.0:
+                lq[i] = math.log1p(-qi) if qi < 1.0 else -math.inf
+    done = np.zeros(k_pts, np.bool_)
+    for _ in range(k_pts):
+        k = -1
+        for kk in range(k_pts):
+            if not done[kk] and (k < 0 or (pow2[kk] >= 0 and (pow2[k] < 0 or pow2[kk] < pow2[k]))):
+                k = kk
+        done[k] = True
+        n = ns[k]
+        j = pow2[k]
+        if j >= 0:
+            while level < j:
+                for i in range(n_exp):
+                    cur[i] = cur[i] * cur[i]
+                level += 1
+        acc = 0.0
+        tot = 0.0
+        for layer in range(n_layers):
+            any_remote = False
+            for i in range(layer * per_layer, (layer + 1) * per_layer):
+                qi = q[i]
+                if qi <= 0.0:
+                    continue
+                if j >= 0:
+                    p = 1.0 - cur[i]
+                else:
+                    p = -math.expm1(n * lq[i])
+                if p <= 0.0:
+                    continue
+                t = n * qi / max(p, 1e-12)
+                pa_out[k, i] = p
+                ta_out[k, i] = t
+                bits[0] = t
+                g, sf, width = grid_position(t, as_int)
+                acc += p * grid_value(values, slopes, disp_row, g, sf, width)
+                ms = grid_value(values, slopes, expert_row[i], g, sf, width)
+                s = server[i]
+                busy[k, s] += ms * p
+                tot += p * (ms + fetch_ms[i])
+                if s != home:
+                    one_way = t * act_bytes_per_token
+                    tot += p * 2.0 * one_way * 8.0 / (max(bw_gbit_s[s], 1e-9) * 1e6)
+                    net[k] += p * 2.0 * one_way
+                    p_any[s] += p
+                    any_remote = True
+            if any_remote:
+                for s in range(n_servers):
+                    if p_any[s] > 0.0:
+                        tot += min(1.0, p_any[s]) * 2.0 * latency_ms[s]
+                        p_any[s] = 0.0
+        disp[k] = acc
+        total[k] = tot
+    _add_home(total, busy, home, disp, home_ms)
+    return pa_out, ta_out, disp, total, busy, net
 
 
 @njit(cache=True, error_model="numpy")
