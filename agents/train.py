@@ -534,11 +534,20 @@ def _callbacks_module():
             """Evaluates on fixed seeds every ``every`` steps and once at the end; keeps the
             history of a resumed run's ``evaluations.npz``."""
 
-            def __init__(self, *args, every: int, seeds: Sequence[int], **kwargs) -> None:
+            def __init__(
+                self, *args, every: int, seeds: Sequence[int], at_start: bool = False, **kwargs
+            ) -> None:
                 super().__init__(*args, eval_freq=1, **kwargs)
                 self.every = every
                 self.seeds = [int(s) for s in seeds]
+                self.at_start = at_start  # also before the first step (a cloned policy)
                 self._last_eval = None
+
+            def _on_training_start(self) -> None:
+                super()._on_training_start()
+                if self.at_start:
+                    self.num_timesteps = self.model.num_timesteps
+                    self._evaluate()
 
             def _init_callback(self) -> None:
                 super()._init_callback()
@@ -753,8 +762,16 @@ def train(
     verbose: int = 0,
     callbacks: Sequence[Any] | None = None,
     argv: Sequence[str] | None = None,
+    imitate: str | None = None,
+    imitate_episodes: int = 8,
+    imitate_epochs: int = 50,
+    imitate_passes: int = 20,
 ) -> Path:
     """Train ``algo`` on ``env_id`` into a new run folder and return it.
+
+    ``imitate`` names a policy whose plans are cloned before RL
+    (:mod:`agents.imitation`: ``imitate_episodes`` episodes of ``imitate_epochs``
+    epochs, ``imitate_passes`` passes).
 
     ``overrides`` are dotted scenario overrides, ``env_config`` other env config
     keys, ``hyperparams`` override the file's entry (plain values, as parsed
@@ -772,6 +789,16 @@ def train(
     checkpoint_freq = _check_int("--checkpoint-freq", checkpoint_freq, 0)
     torch_threads = _check_int("--torch-threads", torch_threads, 0)
     seeds = _eval_seeds(eval_episodes, eval_seeds)
+    if imitate is not None:
+        from agents.imitation import _check_expert
+
+        if algo == "dqn":
+            raise ValueError("--imitate is not available with --algo dqn (no policy network "
+                             "to clone into); use maskable_ppo, ppo or a2c")  # fmt: skip
+        _check_expert(str(imitate))
+        imitate_episodes = _check_int("--imitate-episodes", imitate_episodes, 1)
+        imitate_epochs = _check_int("--imitate-epochs", imitate_epochs, 1)
+        imitate_passes = _check_int("--imitate-passes", imitate_passes, 1)
     hp = resolve_hyperparams(algo, env_id, hyperparams)
     if n_envs is not None:
         hp["n_envs"] = n_envs
@@ -789,6 +816,8 @@ def train(
         config["overrides"] = {**config.get("overrides", {}), **dict(overrides)}
     resolved, action_space = _probe_env(env_id, config)
     _dqn_wrapper_needed(algo, action_space, env_id)  # raises where DQN cannot run
+    if imitate is not None:
+        _check_encodable(env_id, config, str(imitate))
 
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     path = _new_run_dir(run_dir, runs_root, f"{algo}-{env_id}-{stamp}-s{seed}")
@@ -810,6 +839,14 @@ def train(
         "torch_threads": torch_threads,
         "run_dir": str(path),
         "progress": bool(progress),
+        "imitate": None
+        if imitate is None
+        else {
+            "expert": str(imitate),
+            "episodes": imitate_episodes,
+            "epochs": imitate_epochs,
+            "passes": imitate_passes,
+        },
     }
     call = {"algo": algo, "env_id": env_id, "timesteps": timesteps, "seed": seed}
     (path / "command.txt").write_text(_command_line(argv, "train", call) + "\n", encoding="utf-8")
@@ -820,6 +857,47 @@ def train(
     (path / "seed").write_text(f"{seed}\n", encoding="utf-8")
     return _run(cls, path, args, hp, resolved, start=None, progress=progress, verbose=verbose,
                 callbacks=callbacks)  # fmt: skip
+
+
+def _check_encodable(env_id: str, config: Mapping[str, Any], imitate: str) -> None:
+    env = gym.make(f"coel_env:{env_id}", config=dict(config))
+    try:
+        if not hasattr(env.unwrapped.action_type, "encode"):
+            raise ValueError(
+                f"--imitate needs an env whose actions can express other policies' plans; "
+                f"{env_id} cannot (use CoEL-v1 or CoEL-InterDevice-v1)"
+            )
+        if str(imitate).endswith(".npz"):  # checked before the run folder exists
+            from agents.imitation import Demonstrations
+
+            Demonstrations.load(imitate, int(env.observation_space.shape[0]), env.action_space.nvec)
+    finally:
+        env.close()
+
+
+def _imitate(model, path: Path, args: Mapping[str, Any], config, progress: bool) -> None:
+    """Clone the expert's plans into ``model`` before RL (:mod:`agents.imitation`)."""
+    from agents import imitation
+
+    spec = args["imitate"]
+    if spec["expert"].endswith(".npz"):
+        space = model.observation_space
+        demos = imitation.Demonstrations.load(
+            spec["expert"], int(space.shape[0]), np.asarray(model.action_space.nvec)
+        )
+    else:
+        demos = imitation.collect(
+            args["env"],
+            config,
+            spec["expert"],
+            episodes=int(spec["episodes"]),
+            epochs=int(spec["epochs"]),
+            gamma=float(getattr(model, "gamma", 0.99)),
+            progress=progress,
+        )
+    demos.save(path / "demonstrations.npz")
+    stats = imitation.clone(model, demos, passes=int(spec["passes"]), seed=int(args["seed"]))
+    _write_yaml(path / "imitation.yml", {**spec, **stats})
 
 
 def resume(
@@ -938,6 +1016,8 @@ def _run(
             kwargs.setdefault("device", "cpu")
             model = cls(env=venv, seed=seed, verbose=verbose, tensorboard_log=str(path / "tb"),
                         **kwargs)  # fmt: skip
+            if args.get("imitate"):
+                _imitate(model, path, args, config, progress)
         else:
             steps, ckpt = start
             if norm is not None:
@@ -991,6 +1071,7 @@ def _run(
                     deterministic=True,
                     verbose=verbose,
                     warn=False,
+                    at_start=start is None and bool(args.get("imitate")),
                 )
             )
         if progress:
@@ -1208,6 +1289,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-seeds", type=int, nargs="+", default=None, metavar="S")
     p.add_argument("--checkpoint-freq", type=int, default=10_000, help="timesteps; 0: none")
     p.add_argument("--torch-threads", type=int, default=1, help="0: torch's default")
+    p.add_argument("--imitate", default=None, metavar="POLICY",
+                   help="clone this policy's plans before RL (version-1 envs), e.g. "
+                        "milp-oracle or greedy")  # fmt: skip
+    p.add_argument("--imitate-episodes", type=int, default=8, help="demonstration episodes")
+    p.add_argument("--imitate-epochs", type=int, default=50, help="epochs per demonstration")
+    p.add_argument("--imitate-passes", type=int, default=20, help="cloning passes over them")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--run-dir", default=None, help="new run folder (must not exist)")
     where.add_argument("--runs-root", default="runs", help="parent of run folders")
@@ -1248,6 +1335,10 @@ def main(args: argparse.Namespace) -> int:
                 progress=args.progress,
                 verbose=args.verbose,
                 argv=argv,
+                imitate=args.imitate,
+                imitate_episodes=args.imitate_episodes,
+                imitate_epochs=args.imitate_epochs,
+                imitate_passes=args.imitate_passes,
             )
     except TrainingInterrupted:
         return 130

@@ -332,6 +332,15 @@ class HomeSetAction(InterDeviceAction):
         pol = np.full(m.n_moe_layers, policy, np.int8)
         return ModelPlan(name, loc, bits, tuple(int(h) for h in homes), pol, keep)
 
+    def encode(self, plan: Plan | None, prev: Plan, popularity: dict) -> np.ndarray:
+        """The action whose decoding comes closest to ``plan`` (None: the plan in force,
+        ``prev``), model by model with :meth:`encode_model`."""
+        out = []
+        for name in self.models:
+            mp = (plan.models.get(name) if plan is not None else None) or prev.models[name]
+            out.append(self.encode_model(mp, popularity[name]))
+        return np.concatenate(out)
+
     def decode(self, action: np.ndarray, prev: Plan, popularity: dict):
         k = len(self.fields())
         free = self.world.gpu_capacity_gb.copy()

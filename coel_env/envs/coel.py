@@ -157,6 +157,20 @@ class CoELBaseEnv(gym.Env):
         obs = self.observation_type.observe(self._pop)
         return obs, reward, False, False, info
 
+    def encode_plan(self, plan) -> np.ndarray:
+        """The action that comes closest to deploying ``plan`` (a
+        :class:`~coel_env.core.plan.Plan`; None: keep the plan in force) from the plan
+        in force, for imitating other policies (version-1 envs only: their actions can
+        express the baselines' plans)."""
+        if not getattr(self.world, "_seeded", False):
+            raise RuntimeError("call reset() before encode_plan()")
+        if not hasattr(self.action_type, "encode"):
+            raise ValueError(
+                f"{type(self).__name__} cannot encode plans (it names one home per model); "
+                "use CoEL-v1 or CoEL-InterDevice-v1"
+            )
+        return self.action_type.encode(plan, self.world.plan, self._pop)
+
     def render(self):
         from coel_env.envs.render import render_ansi, render_rgb
 
