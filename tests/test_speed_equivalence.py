@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from coel_env.core.kernels import activity_kernel, cost_kernel, table_kernel
+from coel_env.core.kernels import activity_kernel, cost_kernel, p50_p95, table_kernel
 from coel_env.core.world import World
 
 
@@ -34,3 +34,27 @@ def test_cost_kernel_equals_activity_then_table(ns):
         )
         for a, b in zip(two_pass, fused, strict=True):
             assert a.dtype == b.dtype and np.array_equal(a, b)
+
+
+def _p50_p95_python(x: np.ndarray) -> tuple[float, float]:
+    """The percentiles as the world computed them in Python (numpy's formula)."""
+    n = x.size
+    s = np.sort(x).tolist()
+    out = []
+    for q in (0.5, 0.95):
+        v = q * (n - 1)
+        i = int(v)
+        g = v - i
+        a, b = s[i], s[min(i + 1, n - 1)]
+        d = b - a
+        out.append(b - d * (1 - g) if g >= 0.5 else a + d * g)
+    return out[0], out[1]
+
+
+def test_compiled_percentiles_equal_the_python_ones():
+    rng = np.random.default_rng(0)
+    for n in [*range(1, 40), 100, 1001]:
+        x = rng.lognormal(5.0, 2.0, n)
+        got = p50_p95(x)
+        assert got == _p50_p95_python(x)
+        assert got == tuple(np.percentile(x, (50, 95)).tolist())

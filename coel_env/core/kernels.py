@@ -449,6 +449,50 @@ def group_requests(origin, model, out_tok, routes, home, group, demand, count, o
 
 
 @njit(cache=True, error_model="numpy")
+def group_work(groups, step_busy, pre_busy, net, batch_g, out_g, in_g, p0, is_cloud, busy):
+    """Device time, activation bytes and cloud tokens of the served (model, home) groups
+    (in group order, as ``World._serve`` summed them): each group's decode step per
+    sequence times its output tokens plus the prefill per prompt token (at ``p0``
+    tokens) times its input tokens. Adds to ``busy`` [n] in place.
+
+    Returns:
+        (activation bytes, tokens served by the cloud).
+    """
+    act = 0.0
+    cloud = 0.0
+    n = busy.size
+    for j in range(groups.size):
+        g = groups[j]
+        o = out_g[g]
+        i = in_g[g]
+        bb = batch_g[g]
+        for s in range(n):
+            busy[s] = busy[s] + (step_busy[j, s] / bb * o + pre_busy[j, s] / p0 * i)
+        act += net[j, 0] / bb * o + net[j, 1] / p0 * i
+        if is_cloud[g % n]:
+            cloud += o + i
+    return act, cloud
+
+
+@njit(cache=True, error_model="numpy")
+def p50_p95(x):
+    """Median and 95th percentile of a non-empty ``x``, as ``np.percentile(x, (50, 95))``
+    (linear interpolation, numpy's formula)."""
+    s = np.sort(x)
+    n = s.size
+    out = np.empty(2)
+    for j in range(2):
+        v = (0.5, 0.95)[j] * (n - 1)
+        i = int(v)
+        g = v - i
+        a = s[i]
+        b = s[min(i + 1, n - 1)]
+        d = b - a
+        out[j] = b - d * (1 - g) if g >= 0.5 else a + d * g
+    return out[0], out[1]
+
+
+@njit(cache=True, error_model="numpy")
 def serve_kernel(
     home, group, origin, arrival_s, in_tok, out_tok, slo_ms, quality_floor,  # requests
     ok_g, a0_g, a1_g, tpot_g, batch_g, q_g,  # per (model, home) group

@@ -39,7 +39,7 @@ from coel_env.catalog import BITS, get_model
 from coel_env.core import topology as topo
 from coel_env.core.dynamics import Dynamics, DynamicsState
 from coel_env.core.evaluation import PREFILL_POINTS, ServingModel, StepCost, bucket, prefill_line
-from coel_env.core.kernels import group_requests, serve_kernel
+from coel_env.core.kernels import group_requests, group_work, p50_p95, serve_kernel
 from coel_env.core.perception import Perception
 from coel_env.core.plan import (
     ABSENT,
@@ -151,19 +151,9 @@ def _keep_loss(keep_ratio: float) -> float:
 def _p50_p95(x: np.ndarray) -> tuple[float, float]:
     """Median and 95th percentile (0 for no data), as ``np.percentile(x, (50, 95))``
     (linear interpolation, numpy's formula) without its overhead on small arrays."""
-    n = x.size
-    if not n:
+    if not x.size:
         return 0.0, 0.0
-    s = np.sort(x).tolist()
-    out = []
-    for q in (0.5, 0.95):
-        v = q * (n - 1)
-        i = int(v)
-        g = v - i
-        a, b = s[i], s[min(i + 1, n - 1)]
-        d = b - a
-        out.append(b - d * (1 - g) if g >= 0.5 else a + d * g)
-    return out[0], out[1]
+    return p50_p95(x)
 
 
 class World:
@@ -518,26 +508,37 @@ class World:
         q_g = np.zeros(n_g)
         ok_g = np.zeros(n_g, bool)
         groups = []
+        net = []
+        step_busy = []
+        pre_busy = []
+        cnt_l, out_l = cnt.tolist(), out_sum.tolist()
+        cache = self._cache
         for g in np.flatnonzero(cnt).tolist():
             mi, h = divmod(g, n)
             name = self.models[mi]
-            mp = self.plan.models[name]
-            c1 = self._cost(name, mp, h, 1, "decode")
-            if not c1.servable:
-                continue
-            b = max(1.0, cnt[g] / dt * (out_sum[g] / cnt[g]) * c1.ms / 1000.0)  # Little's law
-            step = self._cost(name, mp, h, b, "decode")
-            entry = self._entry(name, h)
-            line = entry.get("prefill_line")
-            if line is None:
-                pre = [self._cost(name, mp, h, p, "prefill") for p in PREFILL_POINTS]
-                line = entry["prefill_line"] = (*prefill_line(pre), pre[0])
+            entry = cache.get((name, h))
+            # (one-sequence decode ms, prefill line, quality loss) of the (model, home)
+            known = entry.get("serve") if entry is not None else None
+            if known is None:
+                known = self._serve_entry(name, mi, h)
+                if known is None:  # not servable
+                    continue
+                entry = cache[(name, h)]
+            c1_ms, line, q = known
+            b = max(1.0, cnt_l[g] / dt * (out_l[g] / cnt_l[g]) * c1_ms / 1000.0)  # Little's law
+            bb = bucket(b)
+            step = entry.get((bb, "decode"))
+            if step is None:
+                step = self._cost(name, self.plan.models[name], h, b, "decode")
             a0_g[g], a1_g[g] = line[0], line[1]
-            bb_g[g] = float(bucket(b))
+            bb_g[g] = float(bb)
             step_ms[g] = step.ms
-            q_g[g] = self._quality(mp, self.specs[mi], h)
+            q_g[g] = q
             ok_g[g] = True
-            groups.append((g, h, step, line[2]))
+            groups.append(g)
+            step_busy.append(step.busy_ms)
+            pre_busy.append(line[2].busy_ms)
+            net.append((step.net_bytes, line[2].net_bytes))
         served, lat_s, ttft_s, dropped_at, backlog, util, out_g, in_g, counts, sums = serve_kernel(
             home,
             gkey,
@@ -563,15 +564,12 @@ class World:
         )  # fmt: skip
         self._backlog = backlog
         busy = np.zeros(n)
-        act_bytes = 0.0
-        cloud_tokens = 0.0
-        p0 = PREFILL_POINTS[0]
-        for g, h, step, pre in groups:
-            o, i = float(out_g[g]), float(in_g[g])
-            busy += step.busy_ms / bb_g[g] * o + pre.busy_ms / p0 * i
-            act_bytes += step.net_bytes / bb_g[g] * o + pre.net_bytes / p0 * i
-            if self.is_cloud[h]:
-                cloud_tokens += o + i
+        act_bytes = cloud_tokens = 0.0
+        if groups:
+            act_bytes, cloud_tokens = group_work(
+                np.array(groups, np.int64), np.array(step_busy), np.array(pre_busy),
+                np.array(net), bb_g, out_g, in_g, float(PREFILL_POINTS[0]), self.is_cloud, busy,
+            )  # fmt: skip
         n_served = lat_s.size
         busy = np.minimum(busy, epoch_ms)
         energy = (
@@ -610,6 +608,21 @@ class World:
             "cloud_cost": cloud_tokens / 1000 * self._price,
             "utilisation": tuple(util.tolist()),
         }
+
+    def _serve_entry(self, name: str, mi: int, h: int) -> tuple | None:
+        """(one-sequence decode ms, prefill line, quality loss) of a (model, home) group,
+        kept in its cost entry; None when the group is not servable."""
+        mp = self.plan.models[name]
+        c1 = self._cost(name, mp, h, 1, "decode")
+        if not c1.servable:
+            return None
+        entry = self._entry(name, h)
+        line = entry.get("prefill_line")
+        if line is None:
+            pre = [self._cost(name, mp, h, p, "prefill") for p in PREFILL_POINTS]
+            line = entry["prefill_line"] = (*prefill_line(pre), pre[0])
+        out = entry["serve"] = (c1.ms, line, self._quality(mp, self.specs[mi], h))
+        return out
 
     def _memory(self) -> tuple[np.ndarray, np.ndarray]:
         """GPU and host memory the plan in force uses per server [GB] (cached per plan)."""
