@@ -20,7 +20,9 @@ AlphaGo and of DQfD / BC-then-PPO in the RL literature):
    env's mask forbids is moved to the first allowed choice (counted as
    ``repaired``). The discounted return-to-go of each state is kept for the critic.
 2. :func:`clone`: ``passes`` passes of minibatch Adam over the demonstrations,
-   maximising the log-likelihood of the expert's actions under the (masked) policy
+   maximising the log-likelihood of the expert's actions under the (masked) policy,
+   with the rare epochs where the expert changes its plan weighted up to balance the
+   many where it keeps it (:func:`decision_weights`),
    and fitting the value head to the returns-to-go (weight ``vf_coef``), on the
    model's own policy network. With ``VecNormalize``, its observation statistics
    are first updated with the demonstrations' observations.
@@ -203,8 +205,34 @@ def collect(
     )
 
 
-def clone(model: Any, demos: Demonstrations, *, passes: int, seed: int = 0) -> dict[str, Any]:
-    """Fit ``model``'s policy to ``demos`` (module doc); returns the statistics."""
+def decision_weights(actions: np.ndarray, update_fields: list[int]) -> np.ndarray:
+    """Per-sample weights [N] (mean 1) that balance the ``update`` decisions: a good
+    expert keeps its plan at most epochs and changes it at a few, and an unweighted
+    clone learns to always keep. Each model's ``update`` value gets the same total
+    weight; a sample's weight is the mean over models of ``1 / count`` of its value."""
+    n = len(actions)
+    if not update_fields or n == 0:
+        return np.ones(n, np.float32)
+    w = np.zeros(n)
+    for j in update_fields:
+        values, inverse, counts = np.unique(actions[:, j], return_inverse=True,
+                                            return_counts=True)  # fmt: skip
+        w += 1.0 / (len(values) * counts[inverse])
+    return (w / w.mean()).astype(np.float32)
+
+
+def clone(
+    model: Any,
+    demos: Demonstrations,
+    *,
+    passes: int,
+    seed: int = 0,
+    update_fields: list[int] | None = None,
+) -> dict[str, Any]:
+    """Fit ``model``'s policy to ``demos`` (module doc); returns the statistics.
+    ``update_fields``: indices of the action's ``update`` fields, whose values are
+    balanced by :func:`decision_weights` (None: every sample weighs the same)."""
+    update_fields = list(update_fields or [])
     import torch
     import torch.nn.functional as F
 
@@ -220,6 +248,7 @@ def clone(model: Any, demos: Demonstrations, *, passes: int, seed: int = 0) -> d
     acts = torch.as_tensor(demos.actions, device=dev)
     masks = torch.as_tensor(demos.masks, device=dev)
     rets = torch.as_tensor(demos.returns, device=dev)
+    weight = torch.as_tensor(decision_weights(demos.actions, update_fields), device=dev)
     vf_coef = float(getattr(model, "vf_coef", 0.5))
     opt = torch.optim.Adam(policy.parameters(), lr=BC_LR)
     gen = torch.Generator().manual_seed(int(seed))
@@ -236,7 +265,9 @@ def clone(model: Any, demos: Demonstrations, *, passes: int, seed: int = 0) -> d
         total = 0.0
         for idx in torch.randperm(n, generator=gen).split(BC_BATCH):
             values, log_prob, _ = evaluate(idx)
-            loss = -log_prob.mean() + vf_coef * F.mse_loss(values.flatten(), rets[idx])
+            loss = -(weight[idx] * log_prob).mean() + vf_coef * F.mse_loss(
+                values.flatten(), rets[idx]
+            )
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(policy.parameters(), 0.5)
@@ -259,6 +290,16 @@ def clone(model: Any, demos: Demonstrations, *, passes: int, seed: int = 0) -> d
         "nll_last_pass": float(nll[-1]) if nll else None,
         "field_accuracy": float(same.mean()),
         "action_accuracy": float(same.all(axis=1).mean()),
+        "change_accuracy": _change_accuracy(same, demos.actions, update_fields),
         "expert_return_mean": float(np.mean(demos.episode_returns)),
         "repaired_choices": int(demos.repaired),
     }
+
+
+def _change_accuracy(same: np.ndarray, actions: np.ndarray, update_fields: list[int]):
+    """Share of the epochs where the expert changes some model's plan that the clone
+    reproduces whole (None without update fields or changes)."""
+    if not update_fields:
+        return None
+    change = (actions[:, update_fields] != 0).any(axis=1)
+    return float(same[change].all(axis=1).mean()) if change.any() else None

@@ -896,7 +896,20 @@ def _imitate(model, path: Path, args: Mapping[str, Any], config, progress: bool)
             progress=progress,
         )
     demos.save(path / "demonstrations.npz")
-    stats = imitation.clone(model, demos, passes=int(spec["passes"]), seed=int(args["seed"]))
+    env = make_env(args["env"], config)
+    try:
+        fields = env.unwrapped.action_type.fields()
+        per_model = len(fields)
+        has_update = hasattr(env.unwrapped.action_type, "REDEPLOY")  # [update] leads
+    finally:
+        env.close()
+    n_fields = int(np.asarray(model.action_space.nvec).size)
+    updates = list(range(0, n_fields, per_model)) if has_update else []
+    stats = imitation.clone(
+        model, demos, passes=int(spec["passes"]), seed=int(args["seed"]), update_fields=updates
+    )
+    if spec["expert"].endswith(".npz"):  # what the file holds, not the unused defaults
+        spec = {**spec, "episodes": len(demos.episode_returns), "epochs": None}
     _write_yaml(path / "imitation.yml", {**spec, **stats})
 
 

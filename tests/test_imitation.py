@@ -89,3 +89,20 @@ def test_bad_imitation_input(tmp_path, greedy_demos):
         T.train("maskable_ppo", "CoEL-InterDevice-v1", run_dir=tmp_path / "g",
                 imitate=str(tmp_path / "demos.npz"), **{**kw, "scenario": None})  # fmt: skip
     assert not any((tmp_path / d).exists() for d in "abcdefg")  # no run folder made
+
+
+def test_headline_script_clones_then_compares(tmp_path):
+    """The README's main job, at a tiny budget: clone greedy on CoEL-v1, train, compare."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "headline"
+    cmd = [sys.executable, "experiments/headline.py", "--quick", "--timesteps", "64",
+           "--seeds", "1", "--epochs", "3", "--demo-episodes", "1", "--demo-epochs", "4",
+           "--policies", "naive,greedy", "--out-dir", str(out)]  # fmt: skip
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    rec = yaml.safe_load((out / "run" / "imitation.yml").read_text())
+    assert rec["expert"] == "greedy" and rec["samples"] == 4
+    table = (out / "table.csv").read_text()
+    assert "rl:run" in table and "greedy" in table
