@@ -18,11 +18,15 @@ MultiDiscrete space is flattened into ``Discrete(prod(nvec))`` (the
 space (the registered envs with their default ``n_groups=4`` are all above it;
 ``--env-config n_groups=2`` brings CoEL-IntraDevice-v0 down to 450 actions).
 
-Environments: ``CoEL-IntraDevice-v0``, ``CoEL-InterDevice-v0`` and ``CoEL-v0``
-(also with the ``coel_env/`` prefix). ``--scenario`` replaces the env's
+Environments: ``CoEL-IntraDevice-v0``, ``CoEL-InterDevice-v0``/``-v1`` and
+``CoEL-v0``/``-v1`` (also with the ``coel_env/`` prefix). ``--scenario`` replaces the env's
 scenario, ``--set K=V`` adds a dotted scenario override (config
 ``overrides``; V parsed as YAML), ``--env-config K=V`` sets any other env
 config key (``n_groups``, reward weights...).
+
+``--imitate POLICY|FILE.npz`` (version-1 envs; not DQN) first clones a
+baseline's plans into the policy (:mod:`agents.imitation`), with
+``--imitate-episodes``, ``--imitate-epochs`` and ``--imitate-passes``.
 
 Hyperparameters come from ``experiments/hyperparams/<algo>.yml``
 (rl-baselines3-zoo style): the entry of the env id, else ``default``; then
