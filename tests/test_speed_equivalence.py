@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from coel_env.core.kernels import activity_kernel, cost_kernel, p50_p95, table_kernel
+from coel_env.core.kernels import (
+    activity_kernel,
+    cost_kernel,
+    p50_p95,
+    route_table,
+    table_kernel,
+    unit_float32,
+)
 from coel_env.core.world import World
 
 
@@ -58,3 +65,38 @@ def test_compiled_percentiles_equal_the_python_ones():
         got = p50_p95(x)
         assert got == _p50_p95_python(x)
         assert got == tuple(np.percentile(x, (50, 95)).tolist())
+
+
+def test_unit_float32_equals_cast_nan_to_num_and_clip():
+    rng = np.random.default_rng(1)
+    special = [-0.0, 0.0, np.nan, np.inf, -np.inf, 1e300, -1e300, 1.0, 1.0000001, 3.5e38, 5e-46]
+    for _ in range(50):
+        x = np.concatenate([rng.normal(0.5, 1.0, 200), rng.choice(special, 40)])
+        rng.shuffle(x)
+        with np.errstate(over="ignore"):
+            ref = x.astype(np.float32)
+        np.nan_to_num(ref, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
+        np.clip(ref, 0.0, 1.0, out=ref)
+        got = unit_float32(x)
+        assert got.dtype == np.float32 and got.tobytes() == ref.tobytes()
+
+
+def test_route_table_equals_the_numpy_nearest_home():
+    rng = np.random.default_rng(2)
+    for _ in range(50):
+        n = int(rng.integers(1, 12))
+        lat = rng.choice([0.0, 1.0, 2.0, 5.0, np.inf], size=(n, n))  # ties and unreachable
+        up = rng.random(n) < 0.8
+        model_homes = [
+            list(rng.choice(n, size=int(rng.integers(0, n + 1)), replace=False)) for _ in range(3)
+        ]
+        ref = np.full((3, n), -1, np.int64)
+        for mi, homes in enumerate(model_homes):
+            homes = [h for h in homes if up[h]]
+            if homes:
+                hl = lat[:, homes]
+                choice = np.asarray(homes)[hl.argmin(axis=1)]
+                ref[mi] = np.where(np.isfinite(hl.min(axis=1)), choice, -1)
+        flat = np.array([h for hs in model_homes for h in hs], np.int64)
+        ptr = np.cumsum([0] + [len(hs) for hs in model_homes]).astype(np.int64)
+        assert np.array_equal(route_table(lat, flat, ptr, up), ref)

@@ -493,6 +493,104 @@ def p50_p95(x):
 
 
 @njit(cache=True, error_model="numpy")
+def unit_float32(x):
+    """``x`` as float32 with NaN and -inf set to 0, +inf to 1, then clipped to [0, 1]
+    (as ``astype(float32)``, ``nan_to_num(nan=0, posinf=1, neginf=0)`` and ``clip``:
+    the same values, a -0.0 stays -0.0)."""
+    out = np.empty(x.size, np.float32)
+    zero = np.float32(0.0)
+    one = np.float32(1.0)
+    for i in range(x.size):
+        v = np.float32(x[i])
+        if np.isnan(v):
+            v = zero
+        elif v > one:
+            v = one
+        elif v < zero:
+            v = zero
+        out[i] = v
+    return out
+
+
+@njit(cache=True, error_model="numpy")
+def plan_values_ok(location, bits_u8, host_policy, valid_bits, max_location, max_policy):
+    """Whether a model plan's arrays hold only allowed values: locations in
+    ``0..max_location``, bit widths (viewed as uint8) flagged in ``valid_bits``, host
+    policies in ``0..max_policy``."""
+    for v in location.ravel():
+        if v < 0 or v > max_location:
+            return False
+    for v in bits_u8.ravel():
+        if not valid_bits[v]:
+            return False
+    for v in host_policy:
+        if v < 0 or v > max_policy:
+            return False
+    return True
+
+
+@njit(cache=True, error_model="numpy")
+def route_table(latency_ms, homes, ptr, up):
+    """Home of each (model, origin) [n_models, n]: the present home
+    (``homes[ptr[m]:ptr[m + 1]]``, in order) with the lowest path latency from the
+    origin, the first on ties; -1 where no present home is reachable."""
+    n_m = ptr.size - 1
+    n = latency_ms.shape[0]
+    tab = np.full((n_m, n), -1, np.int64)
+    for m in range(n_m):
+        for o in range(n):
+            best = np.inf
+            for j in range(ptr[m], ptr[m + 1]):
+                h = homes[j]
+                if up[h] and latency_ms[o, h] < best:
+                    best = latency_ms[o, h]
+                    tab[m, o] = h
+    return tab
+
+
+@njit(cache=True, error_model="numpy")
+def free_memory(gpu, host, gpu_capacity, host_capacity, unified):
+    """Free GPU and host memory shares per server [n, 2], clipped to [0, 1] (host 0 on
+    unified memory); capacities are floored at 1e-9 GB."""
+    n = gpu.size
+    out = np.empty((n, 2))
+    for s in range(n):
+        out[s, 0] = min(max(1 - gpu[s] / max(gpu_capacity[s], 1e-9), 0.0), 1.0)
+        if unified[s]:
+            out[s, 1] = 0.0
+        else:
+            out[s, 1] = min(max(1 - host[s] / max(host_capacity[s], 1e-9), 0.0), 1.0)
+    return out
+
+
+@njit(cache=True, error_model="numpy")
+def status_kernel(
+    out, free, utilisation, arrived, dropped, epoch_s, background, up, ends, link_scale,
+    link_up, degree, demand, rate_floor,
+):  # fmt: skip
+    """Fill the true status vectors ``out`` [n, F] (``World.true_status``): free memory
+    shares, utilisation, dropped share of the arrived requests, background, present,
+    mean bandwidth multiplier of the server's links (up ones; 1 without links), demand
+    per model over the base rate. ``ends``: the links' end servers (u0, v0, u1, ...)."""
+    n = out.shape[0]
+    acc = np.zeros(n)
+    for j in range(ends.size):
+        e = j // 2
+        acc[ends[j]] += link_scale[e] * (1.0 if link_up[e] else 0.0)
+    for s in range(n):
+        out[s, 0] = free[s, 0]
+        out[s, 1] = free[s, 1]
+        out[s, 2] = utilisation[s]
+        out[s, 3] = dropped[s] / max(arrived[s] * epoch_s, 1.0)
+        out[s, 4] = background[s]
+        out[s, 5] = 1.0 if up[s] else 0.0
+        out[s, 6] = acc[s] / max(degree[s], 1) if ends.size else 1.0
+        for m in range(demand.shape[1]):
+            out[s, 7 + m] = demand[s, m] / rate_floor[s]
+    return out
+
+
+@njit(cache=True, error_model="numpy")
 def serve_kernel(
     home, group, origin, arrival_s, in_tok, out_tok, slo_ms, quality_floor,  # requests
     ok_g, a0_g, a1_g, tpot_g, batch_g, q_g,  # per (model, home) group

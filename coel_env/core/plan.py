@@ -31,7 +31,7 @@ from types import MappingProxyType
 import numpy as np
 
 from coel_env.catalog import BITS, MoEModel, get_model
-from coel_env.core.kernels import plan_scan
+from coel_env.core.kernels import plan_scan, plan_values_ok
 from coel_env.utils import frozen_reduce
 
 ABSENT, GPU, HOST = 0, 1, 2
@@ -79,30 +79,15 @@ class ModelPlan:
         bits = np.array(self.bits, dtype=np.int8)
         pol = np.array(self.host_policy, dtype=np.int8)
         shape = (m.n_moe_layers, m.n_experts)
-        if loc.ndim != 3 or loc.shape[:2] != shape:
-            raise ValueError(
-                f"location of {self.model} has shape {loc.shape}; expected "
-                f"({shape[0]}, {shape[1]}, n_servers)"
-            )
-        if loc.size and (loc.min() < ABSENT or loc.max() > HOST):
-            bad = loc[~np.isin(loc, (ABSENT, GPU, HOST))].flat[0]
-            raise ValueError(
-                f"location value {bad} is not allowed; allowed: 0 absent, 1 GPU, 2 host"
-            )
-        if bits.shape != shape:
-            raise ValueError(f"bits of {self.model} has shape {bits.shape}; expected {shape}")
-        if not _VALID_BITS[bits.view(np.uint8)].all():
-            bad = bits[~np.isin(bits, BITS)].flat[0]
-            raise ValueError(
-                f"bits={bad} is not allowed; allowed bit widths: {', '.join(map(str, BITS))}"
-            )
-        if pol.shape != (m.n_moe_layers,) or (
-            pol.size and (pol.min() < RUN_ON_CPU or pol.max() > FETCH)
-        ):
-            raise ValueError(
-                f"host_policy of {self.model} must be {m.n_moe_layers} values in "
-                f"{{0 run on CPU, 1 fetch}}; got shape {pol.shape}"
-            )
+        valid = (
+            loc.ndim == 3
+            and loc.shape[:2] == shape
+            and bits.shape == shape
+            and pol.shape == (m.n_moe_layers,)
+            and plan_values_ok(loc, bits.view(np.uint8), pol, _VALID_BITS, HOST, FETCH)
+        )
+        if not valid:  # say what is wrong
+            _check_arrays(self.model, m, loc, bits, pol)
         if not self.home:
             raise ValueError(f"home of {self.model} is empty; at least one server must run it")
         n = loc.shape[2]
@@ -137,12 +122,44 @@ class ModelPlan:
             self.model == other.model
             and self.home == other.home
             and self.keep_ratio == other.keep_ratio
-            and np.array_equal(self.location, other.location)
-            and np.array_equal(self.bits, other.bits)
-            and np.array_equal(self.host_policy, other.host_policy)
+            and _same_int8(self.location, other.location)
+            and _same_int8(self.bits, other.bits)
+            and _same_int8(self.host_policy, other.host_policy)
         )
 
     __hash__ = None  # type: ignore[assignment]
+
+
+def _same_int8(a: np.ndarray, b: np.ndarray) -> bool:
+    """``np.array_equal`` of two int8 arrays (a byte comparison: no temporaries)."""
+    return a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+def _check_arrays(model: str, m: MoEModel, loc, bits, pol) -> None:
+    """Raise on the first bad array of a model plan (field, value, what is allowed)."""
+    shape = (m.n_moe_layers, m.n_experts)
+    if loc.ndim != 3 or loc.shape[:2] != shape:
+        raise ValueError(
+            f"location of {model} has shape {loc.shape}; expected "
+            f"({shape[0]}, {shape[1]}, n_servers)"
+        )
+    if loc.size and (loc.min() < ABSENT or loc.max() > HOST):
+        bad = loc[~np.isin(loc, (ABSENT, GPU, HOST))].flat[0]
+        raise ValueError(f"location value {bad} is not allowed; allowed: 0 absent, 1 GPU, 2 host")
+    if bits.shape != shape:
+        raise ValueError(f"bits of {model} has shape {bits.shape}; expected {shape}")
+    if not _VALID_BITS[bits.view(np.uint8)].all():
+        bad = bits[~np.isin(bits, BITS)].flat[0]
+        raise ValueError(
+            f"bits={bad} is not allowed; allowed bit widths: {', '.join(map(str, BITS))}"
+        )
+    if pol.shape != (m.n_moe_layers,) or (
+        pol.size and (pol.min() < RUN_ON_CPU or pol.max() > FETCH)
+    ):
+        raise ValueError(
+            f"host_policy of {model} must be {m.n_moe_layers} values in "
+            f"{{0 run on CPU, 1 fetch}}; got shape {pol.shape}"
+        )
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,15 @@ from coel_env.catalog import BITS, get_model
 from coel_env.core import topology as topo
 from coel_env.core.dynamics import Dynamics, DynamicsState
 from coel_env.core.evaluation import PREFILL_POINTS, ServingModel, StepCost, bucket, prefill_line
-from coel_env.core.kernels import group_requests, group_work, p50_p95, serve_kernel
+from coel_env.core.kernels import (
+    free_memory,
+    group_requests,
+    group_work,
+    p50_p95,
+    route_table,
+    serve_kernel,
+    status_kernel,
+)
 from coel_env.core.perception import Perception
 from coel_env.core.plan import (
     ABSENT,
@@ -294,7 +302,7 @@ class World:
         answer is kept: an env checks a plan, then steps with it)."""
         up = self.dyn.server_up
         last = getattr(self, "_checked", None)
-        if last is not None and last[0] is plan and np.array_equal(last[1], up):
+        if last is not None and last[0] is plan and last[1] == up.tobytes():
             return last[2]
         rep = check_plan(
             plan,
@@ -304,7 +312,7 @@ class World:
             unified=self.unified,
             kv_reserve_gb=self.kv_reserve_gb,
         )
-        self._checked = (plan, up.copy(), rep)
+        self._checked = (plan, up.tobytes(), rep)
         return rep
 
     def step(self, plan: Plan | None = None) -> EpochReport:
@@ -330,7 +338,7 @@ class World:
                 self.perception.set_paths(self.paths.latency_ms, self.paths.hops)
                 paths_changed = True
         up = self.dyn.server_up
-        if not np.array_equal(up, old_up):
+        if up is not old_up and up.tobytes() != old_up.tobytes():  # bool [n]
             before = self.plan
             self.plan = _strip(self.plan, up)
             self._forget_changed(before, self.plan)
@@ -465,16 +473,16 @@ class World:
         old = self._route_key
         if old is not None and old[0] is key[0] and old[1] is key[1] and old[2] == key[2]:
             return self._route_tab
-        lat = self.paths.latency_ms
-        tab = np.full((len(self.models), self.n), -1, np.int64)
-        for mi, name in enumerate(self.models):
+        homes = []
+        ptr = [0]
+        for name in self.models:
             mp = self.plan.models.get(name)
-            homes = [h for h in mp.home if up[h]] if mp is not None else []
-            if not homes:
-                continue
-            hl = lat[:, homes]
-            choice = np.asarray(homes)[hl.argmin(axis=1)]
-            tab[mi] = np.where(np.isfinite(hl.min(axis=1)), choice, -1)
+            if mp is not None:
+                homes += mp.home
+            ptr.append(len(homes))
+        tab = route_table(
+            self.paths.latency_ms, np.array(homes, np.int64), np.array(ptr, np.int64), up
+        )
         self._route_key, self._route_tab = key, tab
         return tab
 
@@ -670,30 +678,18 @@ class World:
         """Each server's true status vector [n, len(STATUS_FIELDS) + n_models]."""
         if self._mem_status[0] is not self.plan:  # the memory fields change with the plan
             gpu, host = self._memory()
-            gcap = np.maximum(self.gpu_capacity_gb, 1e-9)
-            hcap = np.maximum(self.host_capacity_gb, 1e-9)
-            free = np.column_stack(
-                [
-                    np.clip(1 - gpu / gcap, 0, 1),
-                    np.where(self.unified, 0.0, np.clip(1 - host / hcap, 0, 1)),
-                ]
+            self._mem_status = (
+                self.plan,
+                free_memory(gpu, host, self.gpu_capacity_gb, self.host_capacity_gb, self.unified),
             )
-            self._mem_status = (self.plan, free)
-        out = np.empty((self.n, self.n_status))
-        out[:, :2] = self._mem_status[1]
         last = self._last
-        out[:, 2] = last["utilisation"]
-        arrived = last["demand"].sum(axis=1)
-        out[:, 3] = last["dropped"] / np.maximum(arrived * self.scenario.epoch_s, 1.0)
-        out[:, 4] = self.dyn.background
-        out[:, 5] = self.dyn.server_up
-        if self._edges:
-            scale = self.dyn.link_scale * self.dyn.link_up
-            acc = np.bincount(self._ends, weights=np.repeat(scale, 2), minlength=self.n)
-            out[:, 6] = acc / np.maximum(self._degree, 1)
-        else:
-            out[:, 6] = 1.0
-        out[:, 7:] = last["demand"] / self._rate_floor
+        out = np.empty((self.n, self.n_status))
+        status_kernel(
+            out, self._mem_status[1], last["utilisation"], last["demand"].sum(axis=1),
+            last["dropped"], self.scenario.epoch_s, self.dyn.background, self.dyn.server_up,
+            self._ends, self.dyn.link_scale, self.dyn.link_up, self._degree, last["demand"],
+            self._rate_floor[:, 0],
+        )  # fmt: skip
         return out
 
     def _broadcast(self, t1: float) -> float:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 from gymnasium import spaces
 
-from coel_env.core.kernels import group_summary
+from coel_env.core.kernels import group_summary, unit_float32
 from coel_env.core.world import STATUS_FIELDS, World
 from coel_env.envs.actions import groups_of_estimate
 
@@ -83,9 +83,7 @@ class ViewObservation:
             out[at : at + self.per_model] = self._model_part(name, popularity[name])
             at += self.per_model
         out[at] = min(w.epoch / self.max_steps, 1.0)
-        obs = out.astype(np.float32)
-        np.nan_to_num(obs, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
-        return np.clip(obs, 0.0, 1.0, out=obs)
+        return unit_float32(out)  # finite, in [0, 1]
 
     def _model_part(self, name: str, pop: np.ndarray) -> np.ndarray:
         """Popularity shares per group and the plan in force (cached while both are the
