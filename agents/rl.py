@@ -73,19 +73,55 @@ class RLPolicy:
                 f"policy {self.name!r} was trained on actions {nvec.tolist()}; this world "
                 f"needs {need.tolist()}"
             )
+        self._argmax = self._make_argmax()
+
+    def _make_argmax(self):
+        """The deterministic action of an actor-critic policy over a ``MultiDiscrete``
+        space, computed directly: the masked argmax of each field's logits (the mode
+        of SB3's / sb3-contrib's (masked) multi-categorical distribution, which
+        ``predict`` reaches through one torch ``Categorical`` per field, ~70 ms per
+        decision on ``large``'s 184 fields). None where that does not apply."""
+        import torch
+
+        policy = getattr(self.model, "policy", None)
+        nvec = getattr(self.model.action_space, "nvec", None)
+        if nvec is None or not hasattr(policy, "action_net") or self._flat:
+            return None
+        nvec = np.asarray(nvec, np.int64).ravel()
+        cols = np.arange(int(nvec.max()))
+        pad = cols[None, :] >= nvec[:, None]  # [fields, max choices]: not a choice
+        starts = np.r_[0, np.cumsum(nvec)[:-1]]
+        index = np.where(pad, 0, starts[:, None] + cols[None, :])
+
+        def argmax(x: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+            with torch.no_grad():
+                obs, _ = policy.obs_to_tensor(x)
+                feats = policy.extract_features(obs)
+                if isinstance(feats, tuple):  # separate actor and critic extractors
+                    feats = feats[0]
+                latent = policy.mlp_extractor.forward_actor(feats)
+                logits = policy.action_net(latent).cpu().numpy()[0]
+            table = np.where(pad, -np.inf, logits[index])
+            if mask is not None:
+                table = np.where(np.asarray(mask, bool)[index] & ~pad, table, -np.inf)
+            return table.argmax(axis=1).astype(np.int64)
+
+        return argmax
 
     def act(self, world: World, obs: Observation) -> Plan | InfeasibilityReport | None:
         pop = self.obs_type.popularity()
         x = self.obs_type.observe(pop)
         if self.vecnormalize is not None:
             x = self.vecnormalize.normalize_obs(x[None])[0]
-        if self._masked:
-            action, _ = self.model.predict(
-                x, deterministic=True, action_masks=self.action_type.mask()
-            )
+        mask = self.action_type.mask() if self._masked else None
+        if self._argmax is not None:
+            a = self._argmax(x, mask)
+        elif mask is not None:
+            action, _ = self.model.predict(x, deterministic=True, action_masks=mask)
+            a = np.asarray(action, dtype=np.int64)
         else:
             action, _ = self.model.predict(x, deterministic=True)
-        a = np.asarray(action, dtype=np.int64)
+            a = np.asarray(action, dtype=np.int64)
         if self._flat:  # undo agents.train.FlattenMultiDiscrete
             a = np.array(np.unravel_index(int(a), self.action_type.space_nvec()), dtype=np.int64)
         return self.action_type.decode(a, world.plan, pop)

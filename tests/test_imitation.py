@@ -106,3 +106,35 @@ def test_headline_script_clones_then_compares(tmp_path):
     assert rec["expert"] == "greedy" and rec["samples"] == 4
     table = (out / "table.csv").read_text()
     assert "rl:run" in table and "greedy" in table
+
+
+@pytest.mark.parametrize("algo", ["maskable_ppo", "ppo"])
+def test_fast_deterministic_action_equals_predict(algo):
+    """RLPolicy's direct masked argmax is the model's own deterministic prediction."""
+    from sb3_contrib import MaskablePPO
+    from stable_baselines3 import PPO
+
+    from coel_env.core.world import World
+
+    env = T.make_env(ENV, {"scenario": "large"})
+    cls = MaskablePPO if algo == "maskable_ppo" else PPO
+    model = cls("MlpPolicy", env, seed=1, device="cpu")
+    rl = RLPolicy(model, CoELEnvV1, {"scenario": "large"}, name="x")
+    world = World("large")
+    world.reset(0)
+    rl.reset(world, 0)
+    assert rl._argmax is not None
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        x = rng.random(env.observation_space.shape).astype(np.float32)
+        mask = rng.random(int(np.sum(env.action_space.nvec))) < 0.7
+        cuts = np.cumsum(env.action_space.nvec)[:-1]
+        for part in np.split(mask, cuts):
+            part[rng.integers(len(part))] = True  # something allowed in every field
+        if algo == "maskable_ppo":
+            want = model.predict(x, deterministic=True, action_masks=mask)[0]
+            got = rl._argmax(x, mask)
+        else:
+            want = model.predict(x, deterministic=True)[0]
+            got = rl._argmax(x, None)
+        np.testing.assert_array_equal(got, want)
