@@ -8,9 +8,12 @@ import pytest
 from coel_env.core.kernels import (
     activity_kernel,
     cost_kernel,
+    inverse_cdf,
     p50_p95,
     route_table,
+    sort_into_window,
     table_kernel,
+    token_share_uncapped,
     unit_float32,
 )
 from coel_env.core.world import World
@@ -100,3 +103,42 @@ def test_route_table_equals_the_numpy_nearest_home():
         flat = np.array([h for hs in model_homes for h in hs], np.int64)
         ptr = np.cumsum([0] + [len(hs) for hs in model_homes]).astype(np.int64)
         assert np.array_equal(route_table(lat, flat, ptr, up), ref)
+
+
+def test_inverse_cdf_equals_the_broadcast_count():
+    rng = np.random.default_rng(3)
+    for k in (1, 2, 3, 7):
+        mix = rng.dirichlet(np.ones(k), size=6)
+        cum = np.cumsum(mix, axis=1)
+        cum[:, -1] = 1.0
+        row = rng.integers(0, 6, 500)
+        u = np.concatenate([rng.random(490), cum[row[:10], 0]])  # some exactly on a bound
+        ref = np.minimum((u[:, None] >= cum[row]).sum(axis=1), k - 1).astype(np.int16)
+        got = inverse_cdf(u, cum, row)
+        assert got.dtype == np.int16 and np.array_equal(got, ref)
+
+
+def test_sort_into_window_equals_stable_argsort_and_clip():
+    rng = np.random.default_rng(4)
+    for n in (1, 2, 10, 300):
+        t = np.round(rng.uniform(-1.0, 11.0, n), 1)  # ties and values outside the window
+        owner = rng.integers(0, 5, n)
+        order = np.argsort(t, kind="stable")
+        hi = np.nextafter(10.0, -np.inf)
+        got_t, got_o = sort_into_window(t, owner, 0.0, hi)
+        assert np.clip(t[order], 0.0, hi).tobytes() == got_t.tobytes()
+        assert np.array_equal(owner[order], got_o) and got_o.dtype == owner.dtype
+
+
+def test_uncapped_token_share_equals_expected_counts():
+    from coel_env.core.routing import _expected_counts
+
+    rng = np.random.default_rng(5)
+    for top_k, alpha in ((2, 1.0), (8, 1.0), (2, 0.05), (6, 0.1)):
+        p = rng.dirichlet(np.full(64, alpha), size=16)
+        ref = np.clip(_expected_counts(p, 1.0, top_k), 0.0, 1.0).ravel()
+        got = token_share_uncapped(p, float(top_k))
+        if (top_k * p > 1.0 + 1e-12).any():
+            assert got is None
+        else:
+            assert got.tobytes() == ref.tobytes()

@@ -110,7 +110,14 @@ class DynamicsState:
     task_mix: np.ndarray  # [n, n_tasks] rows sum to 1
 
     def copy(self) -> DynamicsState:
-        return DynamicsState(*(np.array(getattr(self, f.name)) for f in fields(self)))
+        return DynamicsState(
+            np.array(self.background),
+            np.array(self.link_scale),
+            np.array(self.link_up),
+            np.array(self.server_up),
+            np.array(self.demand),
+            np.array(self.task_mix),
+        )
 
 
 class Dynamics:

@@ -44,6 +44,7 @@ from coel_env.core.kernels import (
     grid_tokens,
     placement_kernel,
     table_kernel,
+    token_share_uncapped,
 )
 from coel_env.core.plan import ModelPlan
 from coel_env.core.routing import _expected_counts
@@ -306,7 +307,10 @@ class ServingModel:
     @staticmethod
     def token_share(m: MoEModel, popularity: np.ndarray) -> np.ndarray:
         """Expected tokens per expert of one token, flat ``[L * E]`` (``t / n``)."""
-        return np.clip(_expected_counts(popularity, 1.0, m.top_k), 0.0, 1.0).ravel()
+        out = token_share_uncapped(popularity, float(1.0 * m.top_k))
+        if out is None:  # some expert would get more than every token: cap and spread
+            out = np.clip(_expected_counts(popularity, 1.0, m.top_k), 0.0, 1.0).ravel()
+        return out
 
     def _home_ms(self, m: MoEModel, home: int, ns: np.ndarray, phases) -> np.ndarray:
         """What runs on the home GPU whatever the plan (router, shared experts, attention,

@@ -336,6 +336,22 @@ def cost_kernel(
 
 
 @njit(cache=True, error_model="numpy")
+def token_share_uncapped(popularity, top_k):
+    """Expected tokens per expert of one token, flat ``[L * E]``, when no expert gets
+    more than every token (``top_k * p <= 1 + 1e-12``): ``min(top_k * p, 1)`` clipped to
+    [0, 1], as :func:`coel_env.core.routing._expected_counts` gives then; None
+    otherwise (the caller caps and spreads the excess)."""
+    p = popularity.ravel()
+    out = np.empty(p.size)
+    for i in range(p.size):
+        v = top_k * p[i]
+        if v > 1.0 + 1e-12:
+            return None
+        out[i] = min(max(min(v, 1.0), 0.0), 1.0)
+    return out
+
+
+@njit(cache=True, error_model="numpy")
 def _lindley_pass(idx, keep, b0, arrive_scale, arr_ms, work, w):
     """Lindley's recursion over the kept arrivals ``idx[keep]`` of one FIFO queue.
 
@@ -718,6 +734,36 @@ def take_points(points, ptr, used, span):
         ptr[i] = j
         used[i] = end
     return pos, owner
+
+
+@njit(cache=True, error_model="numpy")
+def inverse_cdf(u, cum, row):
+    """Category of each uniform ``u[r]`` under the cumulative probabilities
+    ``cum[row[r]]`` (how many of them are <= ``u[r]``, at most the last category), int16."""
+    k = cum.shape[1]
+    out = np.empty(u.size, np.int16)
+    for r in range(u.size):
+        c = cum[row[r]]
+        j = 0
+        for i in range(k):
+            if u[r] >= c[i]:
+                j += 1
+        out[r] = min(j, k - 1)
+    return out
+
+
+@njit(cache=True, error_model="numpy")
+def sort_into_window(t, owner, lo, hi):
+    """``t`` sorted (stable) and clipped to ``[lo, hi]``, with ``owner`` in the same
+    order (as ``np.argsort(kind="stable")`` then ``np.clip``)."""
+    order = np.argsort(t, kind="mergesort")
+    out = np.empty(t.size)
+    own = np.empty(t.size, owner.dtype)
+    for j in range(t.size):
+        i = order[j]
+        out[j] = min(max(t[i], lo), hi)
+        own[j] = owner[i]
+    return out, own
 
 
 @njit(cache=True, error_model="numpy")

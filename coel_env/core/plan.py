@@ -242,9 +242,15 @@ def _expert_memory_gb(mp: ModelPlan) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _scan(mp: ModelPlan, up: np.ndarray) -> tuple:
-    """:func:`coel_env.core.kernels.plan_scan` of ``mp`` (keeps its expert memory)."""
+    """:func:`coel_env.core.kernels.plan_scan` of ``mp`` (keeps its expert memory, and
+    the last answer per present set: the plan is immutable)."""
+    key = up.tobytes()
+    last = mp.__dict__.get("_last_scan")
+    if last is not None and last[0] == key:
+        return last[1]
     out = plan_scan(mp.location, expert_gb_table(mp.model)[mp.bits], up)
     mp.__dict__.setdefault("_expert_mem", (out[4], out[5]))
+    mp.__dict__["_last_scan"] = (key, out)
     return out
 
 

@@ -84,7 +84,7 @@ def migration_cost(
     down = ~alive
     for name, mp in new.models.items():
         prev = old.models.get(name) if old is not None else None
-        if prev is mp and not (mp.location[:, :, down] != ABSENT).any():
+        if prev is mp and not (down.any() and (mp.location[:, :, down] != ABSENT).any()):
             continue  # the same model plan, every holder present: nothing moves
         eb = expert_gb_table(name)[mp.bits] * GB  # [L, E] bytes at the new width
         if prev is None:

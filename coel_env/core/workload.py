@@ -77,7 +77,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from coel_env.core.kernels import take_points
+from coel_env.core.kernels import inverse_cdf, sort_into_window, take_points
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -551,8 +551,10 @@ def _wall_clock(wl, op: np.ndarray, origin: np.ndarray, t0: float, t1: float):
         n_grid = max(2, math.ceil((t1 - t0) / (c.diurnal_period_s / 4096.0)) + 1)
         grid = np.linspace(t0, t1, n_grid)
         arrival = np.interp(op, wl.cumulative_profile(grid), grid)
+    if arrival.size and t1 > t0:  # sorted (stable), clipped to the window
+        return sort_into_window(arrival, origin, t0, np.nextafter(t1, -np.inf))
     order = np.argsort(arrival, kind="stable")
-    return _clip_to_window(arrival[order], t0, t1), origin[order]
+    return arrival[order], origin[order]
 
 
 def _clip_to_window(t: np.ndarray, t0: float, t1: float) -> np.ndarray:
@@ -1073,22 +1075,17 @@ class SyntheticStream:
         a, b = self._at, self._at + n
         self._at = b
         attrs = self._attrs
-        task_cum = _cumulative(np.asarray(task_mix, dtype=np.float64))[origin]
-        model_cum = wl._model_cum[origin]
-        task = np.minimum(
-            (attrs["u_task"][a:b, None] >= task_cum).sum(axis=1), task_cum.shape[1] - 1
-        )
-        model = np.minimum(
-            (attrs["u_model"][a:b, None] >= model_cum).sum(axis=1), model_cum.shape[1] - 1
-        )
+        task_cum = _cumulative(np.asarray(task_mix, dtype=np.float64))
+        task = inverse_cdf(attrs["u_task"][a:b], task_cum, origin)
+        model = inverse_cdf(attrs["u_model"][a:b], wl._model_cum, origin)
         out_tokens = attrs["output_tokens"][a:b]
         return Requests._unchecked(
             arrival_s=arrival,
             origin=origin.astype(np.int32),
-            model=model.astype(np.int16),
+            model=model,
             input_tokens=attrs["input_tokens"][a:b].copy(),
             output_tokens=out_tokens.copy(),
-            task=task.astype(np.int16),
+            task=task,
             slo_ms=c.slo.slo_ms(out_tokens),
             quality_floor=np.full(n, c.slo.quality_floor, dtype=np.float32),
         )
