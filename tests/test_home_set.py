@@ -140,3 +140,19 @@ def test_harness_counts_a_plan_less_decision_as_invalid():
 
     out = run_episode(NoHome(), scenario="default", seed=0, epochs=3)
     assert out.metrics["invalid_epochs"] == 3.0
+
+
+def test_encode_plan_is_refused_before_reset_and_on_version_0():
+    env = gym.make("CoEL-v1").unwrapped
+    with pytest.raises(RuntimeError, match="reset"):
+        env.encode_plan(None)
+    v0 = gym.make("CoEL-v0").unwrapped
+    v0.reset(seed=0)
+    with pytest.raises(ValueError, match="CoEL-v1"):
+        v0.encode_plan(None)
+    inter = gym.make("CoEL-InterDevice-v1")
+    inter.reset(seed=0)
+    u = inter.unwrapped
+    a = u.encode_plan(None)  # the plan in force, as an action that redeploys it
+    _, _, _, _, info = inter.step(a)
+    assert not info["invalid_action"] and info["migration_bytes"] == 0.0
