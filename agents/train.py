@@ -311,11 +311,17 @@ def parse_kv(items: Sequence[str], flag: str = "--hyperparams") -> dict[str, Any
         if not eq or not key:
             raise ValueError(f"{flag} {item!r} is not allowed; expected KEY=VALUE")
         try:
-            out[key] = yaml.safe_load(raw)
+            value = yaml.safe_load(raw)
         except yaml.YAMLError as exc:
             msg = " ".join(str(exc).split())
             raise ValueError(f"{flag} {item!r}: the value is not valid YAML ({msg})") from None
+        if isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
+        out[key] = value
     return out
+
+
+_EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def parse_hyperparams(items: Sequence[str]) -> dict[str, Any]:

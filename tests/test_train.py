@@ -270,3 +270,9 @@ def test_eval_seed_options():
     assert T._eval_seeds(None, [7, 9]) == [7, 9]
     with pytest.raises(ValueError, match="--eval-episodes"):
         T._eval_seeds(3, [7, 9])
+
+
+def test_exponent_floats_without_a_dot_are_numbers():
+    """YAML 1.1 reads ``1e-4`` as a string; --hyperparams takes it as the number."""
+    hp = T.parse_hyperparams(["learning_rate=1e-4", "ent_coef=0", "policy=MlpPolicy"])
+    assert hp == {"learning_rate": 1e-4, "ent_coef": 0, "policy": "MlpPolicy"}
