@@ -26,7 +26,7 @@ from pathlib import Path
 
 QUICK = dict(timesteps=2048, seeds=3, epochs=20, imitate="greedy", demo_episodes=3,
              demo_epochs=20)  # fmt: skip
-FULL = dict(timesteps=20_000, seeds=5, epochs=50, imitate="milp-oracle", demo_episodes=8,
+FULL = dict(timesteps=60_000, seeds=5, epochs=50, imitate="milp-oracle", demo_episodes=8,
             demo_epochs=50)  # fmt: skip
 BASELINES = "naive,greedy,fiddler,lru,static,milp-periodic,milp-oracle"
 
