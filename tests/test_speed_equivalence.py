@@ -10,6 +10,7 @@ from coel_env.core.kernels import (
     cost_kernel,
     inverse_cdf,
     p50_p95,
+    popularity_moved,
     route_table,
     sort_into_window,
     table_kernel,
@@ -142,3 +143,15 @@ def test_uncapped_token_share_equals_expected_counts():
             assert got is None
         else:
             assert got.tobytes() == ref.tobytes()
+
+
+def test_popularity_moved_decides_as_numpy_or_defers():
+    rng = np.random.default_rng(6)
+    for scale in (0.0005, 0.001, 0.002, 0.01):
+        old = rng.dirichlet(np.ones(64), size=(8, 16))
+        new = np.abs(old + rng.normal(0.0, scale, old.shape))
+        ref = np.abs(new - old).sum(axis=2).mean(axis=1) > 0.1
+        got = popularity_moved(new, old, 0.1)
+        assert got is not None and np.array_equal(got, ref)
+    d = np.abs(new - old).sum(axis=2).mean(axis=1)
+    assert popularity_moved(new, old, float(d[3])) is None  # on the threshold: numpy decides

@@ -274,7 +274,7 @@ def cost_kernel(
     for i in range(n_exp):
         cur[i] = 1.0 - q[i]
     level = 0
-    lq = np.empty(n_exp if need_log else 0)
+    lq = np.zeros(n_exp if need_log else 0)
     if need_log:
         for i in range(n_exp):
             qi = q[i]
@@ -294,23 +294,31 @@ def cost_kernel(
                 for i in range(n_exp):
                     cur[i] = cur[i] * cur[i]
                 level += 1
+        pa_k = pa_out[k]
+        ta_k = ta_out[k]
+        # P(active) and tokens when active of every expert first (a loop without
+        # branches or scatters: vectorised), then the grid reads and sums in order
+        if j >= 0:
+            for i in range(n_exp):
+                p = 1.0 - cur[i]
+                ok = q[i] > 0.0 and p > 0.0
+                pa_k[i] = p if ok else 0.0
+                ta_k[i] = n * q[i] / max(p, 1e-12) if ok else 0.0
+        else:
+            for i in range(n_exp):
+                p = -math.expm1(n * lq[i])
+                ok = q[i] > 0.0 and p > 0.0
+                pa_k[i] = p if ok else 0.0
+                ta_k[i] = n * q[i] / max(p, 1e-12) if ok else 0.0
         acc = 0.0
         tot = 0.0
         for layer in range(n_layers):
             any_remote = False
             for i in range(layer * per_layer, (layer + 1) * per_layer):
-                qi = q[i]
-                if qi <= 0.0:
-                    continue
-                if j >= 0:
-                    p = 1.0 - cur[i]
-                else:
-                    p = -math.expm1(n * lq[i])
+                p = pa_k[i]
                 if p <= 0.0:
                     continue
-                t = n * qi / max(p, 1e-12)
-                pa_out[k, i] = p
-                ta_out[k, i] = t
+                t = ta_k[i]
                 bits[0] = t
                 g, sf, width = grid_position(t, as_int)
                 acc += p * grid_value(values, slopes, disp_row, g, sf, width)
@@ -764,6 +772,31 @@ def sort_into_window(t, owner, lo, hi):
         out[j] = min(max(t[i], lo), hi)
         own[j] = owner[i]
     return out, own
+
+
+#: Relative margin around a threshold within which a compiled sum (any order) may not
+#: decide a comparison: far above the rounding error of summing ~1e5 non-negative terms
+#: in double precision (~1e5 x 1.1e-16 = 1e-11).
+DECIDE_MARGIN = 1e-9
+
+
+@njit(cache=True, error_model="numpy")
+def popularity_moved(new, old, tol):
+    """Per server (first axis of ``[S, L, E]``): whether the mean over layers of the L1
+    distance between ``new`` and ``old`` exceeds ``tol``; None when some distance lies
+    within :data:`DECIDE_MARGIN` of ``tol`` (the caller decides with numpy's sums)."""
+    n_s, n_l, n_e = new.shape
+    out = np.zeros(n_s, np.bool_)
+    for s in range(n_s):
+        d = 0.0
+        for layer in range(n_l):
+            for e in range(n_e):
+                d += abs(new[s, layer, e] - old[s, layer, e])
+        d /= n_l
+        if abs(d - tol) <= DECIDE_MARGIN * tol:
+            return None
+        out[s] = d > tol
+    return out
 
 
 @njit(cache=True, error_model="numpy")

@@ -1255,6 +1255,11 @@ class RoutingModel:
         """
         return self._current[self._task_index(task)]
 
+    def popularities(self) -> np.ndarray:
+        """The current popularity of every task, in :attr:`tasks` order (read-only
+        ``[n_tasks, n_moe_layers, n_experts]``; a snapshot, as :meth:`popularity`)."""
+        return self._current
+
     def task_weights(self, mix: TaskMix) -> np.ndarray:
         """Normalise a task mix to weights aligned with :attr:`tasks`.
 

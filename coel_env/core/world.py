@@ -44,6 +44,7 @@ from coel_env.core.kernels import (
     group_requests,
     group_work,
     p50_p95,
+    popularity_moved,
     route_table,
     serve_kernel,
     status_kernel,
@@ -409,13 +410,17 @@ class World:
         self.pop_version += 1  # the snapshot may change: readers of ``_pop`` re-read it
         for name in self.models:
             rm = self.routing[name]
-            cur = np.stack([rm.popularity(t) for t in rm.tasks])  # [T, L, E]
+            cur = rm.popularities()  # [T, L, E], tasks in the world's order
             new = np.einsum("st,tle->sle", self.dyn.task_mix, cur)
             old = self._pop.get(name)
             if old is None:
                 self._pop[name] = new
                 continue
-            moved = np.abs(new - old).sum(axis=2).mean(axis=1) > POP_TOLERANCE  # [servers]
+            # mean L1 distance per layer > POP_TOLERANCE, per server: compiled, except
+            # when a distance is within rounding of the tolerance (then numpy's sums)
+            moved = popularity_moved(new, old, POP_TOLERANCE)
+            if moved is None:
+                moved = np.abs(new - old).sum(axis=2).mean(axis=1) > POP_TOLERANCE
             for h in np.flatnonzero(moved):
                 old[h] = new[h]
                 self._cache.pop((name, int(h)), None)
