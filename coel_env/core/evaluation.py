@@ -104,6 +104,7 @@ class ServingModel:
         self._act: OrderedDict = OrderedDict()  # token share -> activity (LRU)
         self._rowmaps: dict = {}  # model -> grid row per (server, CPU?, bits) key
         self._values = self._slopes = np.zeros((0, self._grid.size))
+        self._row_buf = (np.empty((0, self._grid.size)), np.empty((0, self._grid.size)))
 
     # ----------------------------------------------------------------- parts
 
@@ -157,8 +158,16 @@ class ServingModel:
             t, h = self._grid, 1e-5  # derivative by central difference (error ~1e-10)
             slope = (fn(t * (1 + h)) - fn(t * (1 - h))) / (2 * h * t)
             self._row_list.append((np.asarray(fn(t), float), slope))
-            self._values = np.stack([v for v, _ in self._row_list])
-            self._slopes = np.stack([d for _, d in self._row_list])
+            r = len(self._row_list)
+            if r > self._row_buf[0].shape[0]:  # grow the row buffers by doubling
+                grown = tuple(np.empty((2 * r, t.size)) for _ in range(2))
+                for old, new in zip(self._row_buf, grown, strict=True):
+                    new[: r - 1] = old[: r - 1]
+                self._row_buf = grown
+            self._row_buf[0][r - 1] = self._row_list[-1][0]
+            self._row_buf[1][r - 1] = slope
+            self._values = self._row_buf[0][:r]  # C-contiguous views of the first r rows
+            self._slopes = self._row_buf[1][:r]
         return i
 
     def _expert_row(self, m: MoEModel, dev: DeviceProfile, bits: int) -> int:

@@ -541,16 +541,19 @@ def plan_values_ok(location, bits_u8, host_policy, valid_bits, max_location, max
     """Whether a model plan's arrays hold only allowed values: locations in
     ``0..max_location``, bit widths (viewed as uint8) flagged in ``valid_bits``, host
     policies in ``0..max_policy``."""
-    for v in location.ravel():
-        if v < 0 or v > max_location:
-            return False
+    lo = 0
+    hi = 0
+    for v in location.ravel():  # no early exit: a vectorised min / max
+        lo = min(lo, v)
+        hi = max(hi, v)
+    if lo < 0 or hi > max_location:
+        return False
+    ok = True
     for v in bits_u8.ravel():
-        if not valid_bits[v]:
-            return False
+        ok &= valid_bits[v]
     for v in host_policy:
-        if v < 0 or v > max_policy:
-            return False
-    return True
+        ok &= v >= 0 and v <= max_policy
+    return ok
 
 
 @njit(cache=True, error_model="numpy")
@@ -1059,6 +1062,21 @@ def shortest_paths(n, u, v, latency_ms):
         if w < adj[a, b]:
             adj[a, b] = w
             adj[b, a] = w
+    # each node's neighbours in increasing id (the dense scan's relaxation order)
+    start = np.zeros(n + 1, np.int64)
+    for a in range(n):
+        for b in range(n):
+            if adj[a, b] < np.inf:
+                start[a + 1] += 1
+    for a in range(n):
+        start[a + 1] += start[a]
+    nbr = np.empty(start[n], np.int64)
+    at = 0
+    for a in range(n):
+        for b in range(n):
+            if adj[a, b] < np.inf:
+                nbr[at] = b
+                at += 1
     dist = np.full((n, n), np.inf)
     pred = np.full((n, n), -9999, np.int64)
     hops = np.full((n, n), -1, np.int64)
@@ -1078,9 +1096,10 @@ def shortest_paths(n, u, v, latency_ms):
             if x < 0:
                 break
             done[x] = True
-            for j in range(n):
+            for jj in range(start[x], start[x + 1]):
+                j = nbr[jj]
                 w = adj[x, j]
-                if w < np.inf and not done[j] and best + w < d[j]:
+                if not done[j] and best + w < d[j]:
                     d[j] = best + w
                     pred[src, j] = x
                     hops[src, j] = hops[src, x] + 1

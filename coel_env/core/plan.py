@@ -313,8 +313,10 @@ def check_plan(
     gcap = np.asarray(gpu_capacity_gb, float)
     hcap = np.asarray(host_capacity_gb, float)
     gpu_need = np.where(uni, gpu + host, gpu)
-    for s in range(n):
-        if gpu_need[s] > gcap[s] + 1e-9:
+    gpu_over = gpu_need > gcap + 1e-9
+    host_over = ~uni & (host > hcap + 1e-9)
+    for s in np.flatnonzero(gpu_over | host_over).tolist():  # servers over, in order
+        if gpu_over[s]:
             what = "unified memory" if uni[s] else "GPU memory"
             out.append(
                 Violation(
@@ -326,7 +328,7 @@ def check_plan(
                     float(gpu_need[s] - gcap[s]),
                 )
             )
-        if not uni[s] and host[s] > hcap[s] + 1e-9:
+        if host_over[s]:
             out.append(
                 Violation(
                     "host_memory",
