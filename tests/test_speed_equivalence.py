@@ -8,7 +8,9 @@ import pytest
 from coel_env.core.kernels import (
     activity_kernel,
     cost_kernel,
+    holds_all,
     inverse_cdf,
+    ou_step,
     p50_p95,
     popularity_moved,
     route_table,
@@ -155,3 +157,23 @@ def test_popularity_moved_decides_as_numpy_or_defers():
         assert got is not None and np.array_equal(got, ref)
     d = np.abs(new - old).sum(axis=2).mean(axis=1)
     assert popularity_moved(new, old, float(d[3])) is None  # on the threshold: numpy decides
+
+
+def test_ou_step_equals_the_numpy_expression_and_clip():
+    rng = np.random.default_rng(7)
+    x = rng.normal(0.2, 0.3, 40)
+    noise = rng.standard_normal(40)
+    a, c = np.exp(-0.03), 0.25 * np.sqrt(1 - np.exp(-0.03) ** 2)
+    ref = np.clip(0.2 + (x - 0.2) * a + c * noise, 0.0, 0.8)
+    assert ou_step(x, 0.2, a, c, noise, 0.0, 0.8).tobytes() == ref.tobytes()
+    free = 0.0 + (x - 0.0) * a + c * noise
+    assert ou_step(x, 0.0, a, c, noise, -np.inf, np.inf).tobytes() == free.tobytes()
+
+
+def test_holds_all_equals_the_numpy_check():
+    rng = np.random.default_rng(8)
+    loc = (rng.random((4, 8, 3)) < 0.97).astype(np.int8)
+    for s in range(3):
+        assert holds_all(loc, s) == bool((loc[:, :, s] != 0).all())
+    loc[:, :, 1] = 2
+    assert holds_all(loc, 1)

@@ -31,6 +31,8 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from coel_env.core.kernels import ou_step
+
 
 @dataclass(frozen=True)
 class DynamicsConfig:
@@ -162,18 +164,29 @@ class Dynamics:
         buf[1] += 1
         return buf[0][buf[1] - 1]
 
-    def _ou(self, x: np.ndarray, mu: float, sigma: float, process: str) -> np.ndarray:
+    def _ou(
+        self,
+        x: np.ndarray,
+        mu: float,
+        sigma: float,
+        process: str,
+        low: float = -math.inf,
+        high: float = math.inf,
+    ) -> np.ndarray:
+        """One exact Ornstein-Uhlenbeck step of ``x``, clipped to ``[low, high]``."""
         a = math.exp(-self.config.theta)
         noise = self._draw(process, "normal", x.shape)
-        return mu + (x - mu) * a + sigma * math.sqrt(1 - a * a) * noise
+        return ou_step(x, mu, a, sigma * math.sqrt(1 - a * a), noise, low, high)
 
     def step(self, s: DynamicsState) -> DynamicsState:
         """One epoch later (call :meth:`initial` first)."""
         c = self.config
         s = s.copy()
         if c.background:
-            bg = self._ou(s.background, c.background_mean, c.background_sigma, "background")
-            s.background = np.clip(bg, 0.0, c.background_max)
+            s.background = self._ou(
+                s.background, c.background_mean, c.background_sigma, "background",
+                0.0, c.background_max,
+            )  # fmt: skip
         if c.links and self.n_links:
             s.link_scale = np.exp(self._ou(np.log(s.link_scale), 0.0, c.link_sigma, "links"))
             u = self._draw("links", "uniform", (self.n_links,))

@@ -803,6 +803,32 @@ def popularity_moved(new, old, tol):
 
 
 @njit(cache=True, error_model="numpy")
+def ou_step(x, mu, a, c, noise, low, high):
+    """``mu + (x - mu) * a + c * noise`` clipped to ``[low, high]`` (as the numpy
+    expression and ``np.clip``), elementwise."""
+    out = np.empty(x.shape)
+    for i in range(x.size):
+        v = mu + (x.flat[i] - mu) * a + c * noise.flat[i]
+        if v < low:
+            v = low
+        elif v > high:
+            v = high
+        out.flat[i] = v
+    return out
+
+
+@njit(cache=True, error_model="numpy")
+def holds_all(location, server):
+    """Whether ``server`` holds every expert of a placement ``location`` [L, E, S]."""
+    n_l, n_e, _ = location.shape
+    for layer in range(n_l):
+        for e in range(n_e):
+            if location[layer, e, server] == 0:
+                return False
+    return True
+
+
+@njit(cache=True, error_model="numpy")
 def migration_kernel(
     new_loc, new_bits, old_loc, old_bits, alive, expert_bytes, latency_ms, bottleneck_gbit_s,
     pcie_gbps, store_gbit_s, time_s,

@@ -43,6 +43,7 @@ from coel_env.core.kernels import (
     free_memory,
     group_requests,
     group_work,
+    holds_all,
     p50_p95,
     popularity_moved,
     route_table,
@@ -711,7 +712,7 @@ def _all_local(mp: ModelPlan, home: int) -> bool:
     memo = mp.__dict__.setdefault("_all_local", {})
     hit = memo.get(home)
     if hit is None:
-        hit = memo[home] = bool((mp.location[:, :, home] != ABSENT).all())
+        hit = memo[home] = holds_all(mp.location, home)
     return hit
 
 
