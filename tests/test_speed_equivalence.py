@@ -8,6 +8,7 @@ import pytest
 from coel_env.core.kernels import (
     activity_kernel,
     cost_kernel,
+    cumulative_rows,
     holds_all,
     inverse_cdf,
     ou_step,
@@ -177,3 +178,12 @@ def test_holds_all_equals_the_numpy_check():
         assert holds_all(loc, s) == bool((loc[:, :, s] != 0).all())
     loc[:, :, 1] = 2
     assert holds_all(loc, 1)
+
+
+def test_cumulative_rows_equals_the_numpy_cumsum():
+    from coel_env.core.workload import _cumulative
+
+    rng = np.random.default_rng(9)
+    for k in (1, 2, 5, 9, 17):
+        mix = rng.dirichlet(np.ones(k), size=7)
+        assert cumulative_rows(mix).tobytes() == _cumulative(mix).tobytes()

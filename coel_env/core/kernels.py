@@ -829,6 +829,32 @@ def holds_all(location, server):
 
 
 @njit(cache=True, error_model="numpy")
+def cumulative_rows(mix):
+    """Row-wise cumulative probabilities, last column exactly 1 (as ``np.cumsum(mix,
+    axis=1)``, a running sum, with the last column set)."""
+    n, k = mix.shape
+    out = np.empty((n, k))
+    for i in range(n):
+        c = mix[i, 0]
+        out[i, 0] = c
+        for j in range(1, k):
+            c = c + mix[i, j]
+            out[i, j] = c
+        out[i, k - 1] = 1.0
+    return out
+
+
+@njit(cache=True, error_model="numpy")
+def any_short(points, used, span):
+    """Whether some server's drawn points end before its next window does."""
+    last = points.shape[1] - 1
+    for i in range(points.shape[0]):
+        if points[i, last] < used[i] + span[i]:
+            return True
+    return False
+
+
+@njit(cache=True, error_model="numpy")
 def migration_kernel(
     new_loc, new_bits, old_loc, old_bits, alive, expert_bytes, latency_ms, bottleneck_gbit_s,
     pcie_gbps, store_gbit_s, time_s,

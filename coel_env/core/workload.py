@@ -77,7 +77,13 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from coel_env.core.kernels import inverse_cdf, sort_into_window, take_points
+from coel_env.core.kernels import (
+    any_short,
+    cumulative_rows,
+    inverse_cdf,
+    sort_into_window,
+    take_points,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -1018,6 +1024,8 @@ class SyntheticStream:
         """Draw more points for servers whose chunk ends before their window does (the
         chunk widens when one window needs more than half of it)."""
         while True:
+            if not any_short(self._points, self._used, span):
+                return
             short = np.flatnonzero(self._points[:, -1] < self._used + span)
             if not short.size:
                 return
@@ -1075,7 +1083,7 @@ class SyntheticStream:
         a, b = self._at, self._at + n
         self._at = b
         attrs = self._attrs
-        task_cum = _cumulative(np.asarray(task_mix, dtype=np.float64))
+        task_cum = cumulative_rows(np.asarray(task_mix, dtype=np.float64))
         task = inverse_cdf(attrs["u_task"][a:b], task_cum, origin)
         model = inverse_cdf(attrs["u_model"][a:b], wl._model_cum, origin)
         out_tokens = attrs["output_tokens"][a:b]
