@@ -31,6 +31,13 @@ The demonstrations are saved as ``demonstrations.npz`` in the run folder;
 ``--imitate PATH.npz`` clones from such a file instead of running the expert again
 (an expensive expert such as ``milp-oracle`` then runs once for several runs).
 
+3. ``rounds`` DAgger rounds (Ross et al., AISTATS 2011), optional: the clone
+   itself runs ``episodes`` new episodes (seeds after the expert's), the expert
+   labels every state the clone reaches with the action it would take there, and
+   the clone is fitted again on all demonstrations so far. The expert's own
+   episodes never show the states its clone drifts into, nor when to re-plan
+   from a plan it would not have chosen; the rounds do.
+
 Then RL continues from the cloned policy as usual; the training's evaluation
 also runs before the first RL step, so ``best_model.zip`` is never worse than the
 clone on the evaluation seeds. The statistics (expert return, log-likelihood,
@@ -41,7 +48,7 @@ in the run folder.
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,8 +143,13 @@ def collect(
     epochs: int,
     gamma: float,
     progress: bool = False,
+    actor: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+    seed0: int = DEMO_SEED0,
 ) -> Demonstrations:
-    """Run ``expert`` in ``env_id`` and record its encoded decisions (module doc)."""
+    """Run ``expert`` in ``env_id`` and record its encoded decisions (module doc).
+
+    ``actor(obs, mask) -> action``: when given, it chooses the actions that are
+    stepped (the expert only labels the states they lead to: a DAgger round)."""
     from agents.base import observe
     from agents.registry import make_policy
     from agents.train import make_env
@@ -163,7 +175,7 @@ def collect(
         bar = tqdm(total=episodes * epochs, desc=f"demonstrations ({expert})", file=sys.stderr)
     try:
         for ep in range(episodes):
-            seed = DEMO_SEED0 + ep
+            seed = seed0 + ep
             obs, _ = env.reset(seed=seed)
             policy = make_policy(expert)
             policy.reset(u.world, seed)
@@ -179,7 +191,8 @@ def collect(
                 obs_l.append(obs)
                 mask_l.append(mask)
                 act_l.append(a)
-                obs, r, terminated, truncated, _ = env.step(a)
+                step = a if actor is None else np.asarray(actor(obs, mask), np.int64)
+                obs, r, terminated, truncated, _ = env.step(step)
                 rewards.append(float(r))
                 if bar is not None:
                     bar.update(1)
@@ -202,6 +215,18 @@ def collect(
         returns=np.concatenate(ret_l).astype(np.float32),
         episode_returns=ep_returns,
         repaired=repaired,
+    )
+
+
+def concatenate(parts: list[Demonstrations]) -> Demonstrations:
+    """One data set of several (e.g. the expert's episodes and DAgger rounds)."""
+    return Demonstrations(
+        obs=np.concatenate([p.obs for p in parts]),
+        masks=np.concatenate([p.masks for p in parts]),
+        actions=np.concatenate([p.actions for p in parts]),
+        returns=np.concatenate([p.returns for p in parts]),
+        episode_returns=[r for p in parts for r in p.episode_returns],
+        repaired=sum(p.repaired for p in parts),
     )
 
 

@@ -776,6 +776,8 @@ def train(
     imitate_episodes: int = 8,
     imitate_epochs: int = 50,
     imitate_passes: int = 20,
+    imitate_rounds: int = 0,
+    imitate_demos: str | Path | None = None,
 ) -> Path:
     """Train ``algo`` on ``env_id`` into a new run folder and return it.
 
@@ -809,6 +811,13 @@ def train(
         imitate_episodes = _check_int("--imitate-episodes", imitate_episodes, 1)
         imitate_epochs = _check_int("--imitate-epochs", imitate_epochs, 1)
         imitate_passes = _check_int("--imitate-passes", imitate_passes, 1)
+        imitate_rounds = _check_int("--imitate-rounds", imitate_rounds, 0)
+        if imitate_rounds and str(imitate).endswith(".npz"):
+            raise ValueError("--imitate-rounds needs an expert policy to label states, not a file")
+        if imitate_demos is not None:
+            if str(imitate).endswith(".npz"):
+                raise ValueError("--imitate-demos goes with an expert policy, not a file")
+            _check_expert(str(imitate_demos))
     hp = resolve_hyperparams(algo, env_id, hyperparams)
     if n_envs is not None:
         hp["n_envs"] = n_envs
@@ -828,6 +837,8 @@ def train(
     _dqn_wrapper_needed(algo, action_space, env_id)  # raises where DQN cannot run
     if imitate is not None:
         _check_encodable(env_id, config, str(imitate))
+        if imitate_demos is not None:
+            _check_encodable(env_id, config, str(imitate_demos))
 
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     path = _new_run_dir(run_dir, runs_root, f"{algo}-{env_id}-{stamp}-s{seed}")
@@ -856,6 +867,8 @@ def train(
             "episodes": imitate_episodes,
             "epochs": imitate_epochs,
             "passes": imitate_passes,
+            "rounds": imitate_rounds,
+            "demos": None if imitate_demos is None else str(imitate_demos),
         },
     }
     call = {"algo": algo, "env_id": env_id, "timesteps": timesteps, "seed": seed}
@@ -890,10 +903,11 @@ def _imitate(model, path: Path, args: Mapping[str, Any], config, progress: bool)
     from agents import imitation
 
     spec = args["imitate"]
-    if spec["expert"].endswith(".npz"):
+    start_file = spec["expert"] if spec["expert"].endswith(".npz") else spec.get("demos")
+    if start_file:
         space = model.observation_space
         demos = imitation.Demonstrations.load(
-            spec["expert"], int(space.shape[0]), np.asarray(model.action_space.nvec)
+            start_file, int(space.shape[0]), np.asarray(model.action_space.nvec)
         )
     else:
         demos = imitation.collect(
@@ -905,7 +919,6 @@ def _imitate(model, path: Path, args: Mapping[str, Any], config, progress: bool)
             gamma=float(getattr(model, "gamma", 0.99)),
             progress=progress,
         )
-    demos.save(path / "demonstrations.npz")
     env = make_env(args["env"], config)
     try:
         fields = env.unwrapped.action_type.fields()
@@ -918,9 +931,36 @@ def _imitate(model, path: Path, args: Mapping[str, Any], config, progress: bool)
     stats = imitation.clone(
         model, demos, passes=int(spec["passes"]), seed=int(args["seed"]), update_fields=updates
     )
+    rounds = int(spec.get("rounds", 0) or 0)
+    masked = type(model).__name__.startswith("Maskable")
+
+    def actor(obs, mask):
+        kw = {"action_masks": mask} if masked else {}
+        x = obs
+        vn = model.get_vec_normalize_env()
+        if vn is not None:
+            x = vn.normalize_obs(obs[None])[0]
+        return model.predict(x, deterministic=True, **kw)[0]
+
+    clone_returns: list[float] = []
+    for r in range(rounds):
+        more = imitation.collect(
+            args["env"], config, spec["expert"], episodes=int(spec["episodes"]),
+            epochs=int(spec["epochs"]), gamma=float(getattr(model, "gamma", 0.99)),
+            progress=progress, actor=actor,
+            seed0=imitation.DEMO_SEED0 + (r + 1) * int(spec["episodes"]),
+        )  # fmt: skip
+        demos = imitation.concatenate([demos, more])
+        stats = imitation.clone(model, demos, passes=int(spec["passes"]),
+                                seed=int(args["seed"]) + r + 1, update_fields=updates)  # fmt: skip
+        clone_returns.append(float(np.mean(more.episode_returns)))
+    demos.save(path / "demonstrations.npz")
     if spec["expert"].endswith(".npz"):  # what the file holds, not the unused defaults
         spec = {**spec, "episodes": len(demos.episode_returns), "epochs": None}
-    _write_yaml(path / "imitation.yml", {**spec, **stats})
+    rec = {**spec, **stats}
+    if rounds:
+        rec["dagger_clone_return_mean"] = clone_returns  # the clone's episodes, per round
+    _write_yaml(path / "imitation.yml", rec)
 
 
 def resume(
@@ -1318,6 +1358,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--imitate-episodes", type=int, default=8, help="demonstration episodes")
     p.add_argument("--imitate-epochs", type=int, default=50, help="epochs per demonstration")
     p.add_argument("--imitate-passes", type=int, default=20, help="cloning passes over them")
+    p.add_argument("--imitate-rounds", type=int, default=0,
+                   help="DAgger rounds: the clone acts, the expert labels")  # fmt: skip
+    p.add_argument(
+        "--imitate-demos",
+        default=None,
+        metavar="FILE.npz",
+        help="start from these demonstrations instead of the expert's episodes",
+    )
     where = p.add_mutually_exclusive_group()
     where.add_argument("--run-dir", default=None, help="new run folder (must not exist)")
     where.add_argument("--runs-root", default="runs", help="parent of run folders")
@@ -1362,6 +1410,8 @@ def main(args: argparse.Namespace) -> int:
                 imitate_episodes=args.imitate_episodes,
                 imitate_epochs=args.imitate_epochs,
                 imitate_passes=args.imitate_passes,
+                imitate_rounds=args.imitate_rounds,
+                imitate_demos=args.imitate_demos,
             )
     except TrainingInterrupted:
         return 130

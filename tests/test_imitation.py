@@ -138,3 +138,21 @@ def test_fast_deterministic_action_equals_predict(algo):
             want = model.predict(x, deterministic=True)[0]
             got = rl._argmax(x, None)
         np.testing.assert_array_equal(got, want)
+
+
+def test_dagger_rounds_label_the_clones_states(tmp_path, greedy_demos):
+    greedy_demos.save(tmp_path / "demos.npz")
+    run = T.train("maskable_ppo", ENV, timesteps=64, run_dir=tmp_path / "run", scenario="static",
+                  hyperparams=FAST, eval_freq=0, imitate="greedy", imitate_episodes=2,
+                  imitate_epochs=5, imitate_passes=2, imitate_rounds=1,
+                  imitate_demos=tmp_path / "demos.npz")  # fmt: skip
+    rec = yaml.safe_load((run / "imitation.yml").read_text())
+    assert rec["samples"] == 36 + 2 * 5  # the file's, then one round of 2 x 5 states
+    assert len(rec["dagger_clone_return_mean"]) == 1
+    kw = dict(timesteps=64, hyperparams=FAST, eval_freq=0, scenario="static")
+    with pytest.raises(ValueError, match="needs an expert policy"):
+        T.train("maskable_ppo", ENV, run_dir=tmp_path / "a", imitate=str(tmp_path / "demos.npz"),
+                imitate_rounds=1, **kw)  # fmt: skip
+    with pytest.raises(ValueError, match="goes with an expert policy"):
+        T.train("maskable_ppo", ENV, run_dir=tmp_path / "b", imitate=str(tmp_path / "demos.npz"),
+                imitate_demos=tmp_path / "demos.npz", **kw)  # fmt: skip
