@@ -333,7 +333,10 @@ class World:
                 rm.step(self._rng_route, dt=float(COST_REFRESH_EPOCHS))
         paths_changed = False
         if sc.dynamics.links:
-            failed = tuple(self._edges[i] for i in np.flatnonzero(~self.dyn.link_up))
+            link_up = self.dyn.link_up
+            failed = (
+                () if link_up.all() else tuple(self._edges[i] for i in np.flatnonzero(~link_up))
+            )
             if refresh or failed != self._failed:  # bandwidth is re-sampled at refreshes
                 self._failed = failed
                 self.paths = self.topology.with_links(self.dyn.link_scale, failed=failed)
@@ -411,7 +414,7 @@ class World:
         self.pop_version += 1  # the snapshot may change: readers of ``_pop`` re-read it
         for name in self.models:
             rm = self.routing[name]
-            cur = rm.popularities()  # [T, L, E], tasks in the world's order
+            cur = rm.popularities()  # [T, L, E], in rm.tasks order
             new = np.einsum("st,tle->sle", self.dyn.task_mix, cur)
             old = self._pop.get(name)
             if old is None:
