@@ -15,6 +15,7 @@ from coel_env.core.kernels import (
     p50_p95,
     popularity_moved,
     route_table,
+    shortest_paths,
     sort_into_window,
     table_kernel,
     token_share_uncapped,
@@ -187,3 +188,41 @@ def test_cumulative_rows_equals_the_numpy_cumsum():
     for k in (1, 2, 5, 9, 17):
         mix = rng.dirichlet(np.ones(k), size=7)
         assert cumulative_rows(mix).tobytes() == _cumulative(mix).tobytes()
+
+
+def _dense_dijkstra(n, u, v, lat):
+    """The dense scan the compiled Dijkstra replaced (nearest first, lowest id on ties)."""
+    adj = np.full((n, n), np.inf)
+    for a, b, w in zip(u, v, lat, strict=True):
+        if w < adj[a, b]:
+            adj[a, b] = adj[b, a] = w
+    dist = np.full((n, n), np.inf)
+    pred = np.full((n, n), -9999, np.int64)
+    hops = np.full((n, n), -1, np.int64)
+    for src in range(n):
+        d, done = dist[src], np.zeros(n, bool)
+        d[src], hops[src, src] = 0.0, 0
+        for _ in range(n):
+            best, x = np.inf, -1
+            for j in range(n):
+                if not done[j] and d[j] < best:
+                    best, x = d[j], j
+            if x < 0:
+                break
+            done[x] = True
+            for j in range(n):
+                if adj[x, j] < np.inf and not done[j] and best + adj[x, j] < d[j]:
+                    d[j], pred[src, j], hops[src, j] = best + adj[x, j], x, hops[src, x] + 1
+    return dist, pred, hops
+
+
+def test_shortest_paths_equal_the_dense_scan_with_ties():
+    rng = np.random.default_rng(10)
+    for trial in range(60):
+        n = int(rng.integers(1, 14))
+        m = int(rng.integers(0, 3 * n))
+        u, v = rng.integers(0, n, m), rng.integers(0, n, m)
+        u, v = u[u != v], v[u != v]
+        lat = rng.choice([0.5, 1.0, 2.0], size=u.size) if trial % 2 else rng.uniform(0.1, 5, u.size)
+        for a, b in zip(shortest_paths(n, u, v, lat), _dense_dijkstra(n, u, v, lat), strict=True):
+            assert a.tobytes() == b.tobytes()

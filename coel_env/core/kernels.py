@@ -1133,25 +1133,32 @@ def shortest_paths(n, u, v, latency_ms):
     pred = np.full((n, n), -9999, np.int64)
     hops = np.full((n, n), -1, np.int64)
     done = np.zeros(n, np.bool_)
+    front = np.empty(n, np.int64)  # reached, unsettled nodes (finite distance)
     for src in range(n):
         d = dist[src]
         done[:] = False
         d[src] = 0.0
         hops[src, src] = 0
-        for _ in range(n):
-            best = np.inf
-            x = -1
-            for j in range(n):
-                if not done[j] and d[j] < best:
-                    best = d[j]
-                    x = j
-            if x < 0:
-                break
+        front[0] = src
+        n_front = 1
+        while n_front:
+            at = 0  # the nearest reached node, the lowest id among equals
+            for f in range(1, n_front):
+                y, z = front[f], front[at]
+                if d[y] < d[z] or (d[y] == d[z] and y < z):
+                    at = f
+            x = front[at]
+            best = d[x]
+            n_front -= 1
+            front[at] = front[n_front]
             done[x] = True
             for jj in range(start[x], start[x + 1]):
                 j = nbr[jj]
                 w = adj[x, j]
                 if not done[j] and best + w < d[j]:
+                    if d[j] == np.inf:
+                        front[n_front] = j
+                        n_front += 1
                     d[j] = best + w
                     pred[src, j] = x
                     hops[src, j] = hops[src, x] + 1
