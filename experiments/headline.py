@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         eval_freq=max(budget["timesteps"] // 4, 256),
         checkpoint_freq=max(budget["timesteps"] // 2, 256), progress=sys.stderr.isatty(),
         argv=sys.argv, imitate=imitate, imitate_episodes=budget["demo_episodes"],
-        imitate_epochs=budget["demo_epochs"], imitate_passes=50,
+        imitate_epochs=budget["demo_epochs"], imitate_passes=100,
     )  # fmt: skip
     names = [n for n in args.policies.split(",") if n]
     print(f"comparing with {', '.join(names)} ...", file=sys.stderr)
