@@ -108,6 +108,15 @@ def _remember(key: tuple, popularity: np.ndarray, value) -> None:
     _MEMO[key] = (popularity, value)
 
 
+def _place(loc: np.ndarray, groups: np.ndarray, target: np.ndarray, home: int, replicate) -> None:
+    """Mark every expert [L, E] on its group's target server (``target[groups]``) and,
+    with ``replicate``, on ``home`` as well (where the target is the home it already is)."""
+    layers, experts = np.indices(groups.shape, sparse=True)
+    loc[layers, experts, target[groups]] = 1
+    if replicate:
+        loc[:, :, home] = 1
+
+
 class _Base:
     """Shared pieces: sizes of models and the world's capacities."""
 
@@ -205,11 +214,7 @@ class InterDeviceAction(_Base):
         near = self._nearest()[home]
         target = near[place] if spread else np.full(g, home)
         loc = np.zeros((m.n_moe_layers, m.n_experts, self.n), np.int8)
-        for grp in range(g):
-            sel = groups == grp
-            loc[sel, target[grp]] = 1
-            if replicate and target[grp] != home:
-                loc[sel, home] = 1
+        _place(loc, groups, target, home, replicate)
         free[home] -= self._dense_gb(i)
         self._fill_tiers(loc, bits, popularity, free, i)
         return ModelPlan(name, loc, bits, (home,), np.full(m.n_moe_layers, policy, np.int8), keep)
@@ -322,11 +327,7 @@ class HomeSetAction(InterDeviceAction):
         loc = np.zeros((m.n_moe_layers, m.n_experts, n), np.int8)
         for home in homes:
             target = near[home][place] if spread else np.full(g, home)
-            for grp in range(g):
-                sel = groups == grp
-                loc[sel, target[grp]] = 1
-                if replicate and target[grp] != home:
-                    loc[sel, home] = 1
+            _place(loc, groups, target, home, replicate)
             free[home] -= self._dense_gb(i)
         self._fill_tiers(loc, bits, popularity, free, i)
         pol = np.full(m.n_moe_layers, policy, np.int8)

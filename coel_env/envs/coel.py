@@ -188,6 +188,8 @@ class CoELBaseEnv(gym.Env):
             a = np.asarray(action)
         except Exception:  # noqa: BLE001 - anything that is not array-like
             raise ValueError(f"action {action!r} is not an array of integers") from None
+        if a.shape == nvec.shape and a.dtype.kind in "iu" and ((a >= 0) & (a < nvec)).all():
+            return a.astype(np.int64)  # the common case: integers in range
         if a.shape != nvec.shape:
             raise ValueError(f"action has shape {a.shape}; the action space needs {nvec.shape}")
         if not np.issubdtype(a.dtype, np.number) or not np.all(np.isfinite(a)):
