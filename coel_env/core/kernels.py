@@ -79,6 +79,22 @@ def grid_value(values, slopes, r: int, g: int, s: float, width: float) -> float:
     )
 
 
+@njit(cache=True)
+def _pow2_exponents(ns):
+    """``j`` where ``ns[k] == 2**j`` (1 <= ns[k] <= 2**30), else -1; and whether any is -1."""
+    pow2 = np.full(ns.size, -1, np.int64)
+    need_log = False
+    for k in range(ns.size):
+        n = ns[k]
+        if n >= 1.0 and n <= 2.0**30:
+            m, e = math.frexp(n)
+            if m == 0.5:
+                pow2[k] = e - 1
+        if pow2[k] < 0:
+            need_log = True
+    return pow2, need_log
+
+
 @njit(cache=True, error_model="numpy")
 def activity_kernel(
     q: np.ndarray,  # [L*E] expected tokens per expert of one token (t / n)
@@ -101,16 +117,7 @@ def activity_kernel(
     # passes of 2**j tokens (every decode bucket and prefill point) take (1 - q)**n by
     # repeated squaring (all experts squared together, in order of j: the chains of
     # different experts overlap); other sizes by exp
-    pow2 = np.full(k_pts, -1, np.int64)
-    need_log = False
-    for k in range(k_pts):
-        n = ns[k]
-        if n >= 1.0 and n <= 2.0**30:
-            m, e = math.frexp(n)
-            if m == 0.5:
-                pow2[k] = e - 1
-        if pow2[k] < 0:
-            need_log = True
+    pow2, need_log = _pow2_exponents(ns)
     cur = np.empty(n_exp)  # (1 - q)**(2**level)
     for i in range(n_exp):
         cur[i] = 1.0 - q[i]
@@ -260,16 +267,7 @@ def cost_kernel(
     p_any = np.zeros(n_servers)
     bits = np.zeros(1)
     as_int = bits.view(np.int64)
-    pow2 = np.full(k_pts, -1, np.int64)
-    need_log = False
-    for k in range(k_pts):
-        n = ns[k]
-        if n >= 1.0 and n <= 2.0**30:
-            m, e = math.frexp(n)
-            if m == 0.5:
-                pow2[k] = e - 1
-        if pow2[k] < 0:
-            need_log = True
+    pow2, need_log = _pow2_exponents(ns)
     cur = np.empty(n_exp)
     for i in range(n_exp):
         cur[i] = 1.0 - q[i]

@@ -256,35 +256,24 @@ class InterDeviceAction(_Base):
         return tail
 
 
-class CoELAction(InterDeviceAction):
-    """``[update]`` (keep / adjust / redeploy) followed by the inter-device fields."""
+class _WithUpdate:
+    """``[update]`` (keep / adjust / redeploy) in front of each model's fields of the
+    encoding it is mixed into; shared by :class:`CoELAction` and :class:`CoELSetAction`."""
 
     KEEP, ADJUST, REDEPLOY = 0, 1, 2
 
     def fields(self) -> list[int]:
         return [3] + super().fields()
 
-    def decode(self, action: np.ndarray, prev: Plan, popularity: dict) -> Plan | None:
-        k = len(self.fields())
-        free = self.world.gpu_capacity_gb.copy()
-        out = {}
-        for i, name in enumerate(self.models):
-            a = np.asarray(action[i * k : (i + 1) * k])
-            update, rest = int(a[0]), a[1:]
-            old = prev.models.get(name)
-            if update == self.KEEP and old is not None:
-                out[name] = old
-                continue
-            if update == self.ADJUST and old is not None:
-                g = self.n_groups
-                groups = groups_of_estimate(popularity[name], g)
-                bits = np.asarray(BITS)[rest[3 + g : 3 + 2 * g]][groups].astype(np.int8)
-                keep = KEEP_RATIOS[int(rest[3 + 2 * g])]
-                pol = np.full(self.specs[i].n_moe_layers, int(rest[4 + 2 * g]), np.int8)
-                out[name] = ModelPlan(name, old.location, bits, old.home, pol, keep)
-                continue
-            out[name] = self.decode_model(i, rest, popularity[name], free)
-        return Plan(out)
+    def _adjusted(self, i: int, old: ModelPlan, tail: np.ndarray, popularity) -> ModelPlan:
+        """``old`` with the bits, keep ratio and host policy of ``tail`` = ``[bits x
+        n_groups, keep, host_policy]`` (placement and homes stay)."""
+        g = self.n_groups
+        groups = groups_of_estimate(popularity, g)
+        bits = np.asarray(BITS)[tail[:g]][groups].astype(np.int8)
+        keep = KEEP_RATIOS[int(tail[g])]
+        pol = np.full(self.specs[i].n_moe_layers, int(tail[g + 1]), np.int8)
+        return ModelPlan(old.model, old.location, bits, old.home, pol, keep)
 
     def mask(self) -> np.ndarray:
         inner = super().mask()
@@ -295,6 +284,28 @@ class CoELAction(InterDeviceAction):
             parts.append(np.array([has, has, True]))
             parts.append(inner[i * k : (i + 1) * k])
         return np.concatenate(parts)
+
+
+class CoELAction(_WithUpdate, InterDeviceAction):
+    """``[update]`` (keep / adjust / redeploy) followed by the inter-device fields."""
+
+    def decode(self, action: np.ndarray, prev: Plan, popularity: dict) -> Plan | None:
+        k = len(self.fields())
+        g = self.n_groups
+        free = self.world.gpu_capacity_gb.copy()
+        out = {}
+        for i, name in enumerate(self.models):
+            a = np.asarray(action[i * k : (i + 1) * k])
+            update, rest = int(a[0]), a[1:]
+            old = prev.models.get(name)
+            if update == self.KEEP and old is not None:
+                out[name] = old
+                continue
+            if update == self.ADJUST and old is not None:
+                out[name] = self._adjusted(i, old, rest[3 + g :], popularity[name])
+                continue
+            out[name] = self.decode_model(i, rest, popularity[name], free)
+        return Plan(out)
 
 
 class HomeSetAction(InterDeviceAction):
@@ -405,13 +416,8 @@ class HomeSetAction(InterDeviceAction):
         return np.concatenate(parts)
 
 
-class CoELSetAction(HomeSetAction):
+class CoELSetAction(_WithUpdate, HomeSetAction):
     """``[update]`` (keep / adjust / redeploy) followed by the home-set fields."""
-
-    KEEP, ADJUST, REDEPLOY = CoELAction.KEEP, CoELAction.ADJUST, CoELAction.REDEPLOY
-
-    def fields(self) -> list[int]:
-        return [3] + super().fields()
 
     def decode(self, action: np.ndarray, prev: Plan, popularity: dict):
         k = len(self.fields())
@@ -426,28 +432,13 @@ class CoELSetAction(HomeSetAction):
                 out[name] = old
                 continue
             if update == self.ADJUST and old is not None:
-                tail = rest[n + 2 + g :]  # bits.., keep, host_policy
-                groups = groups_of_estimate(popularity[name], g)
-                bits = np.asarray(BITS)[tail[:g]][groups].astype(np.int8)
-                keep = KEEP_RATIOS[int(tail[g])]
-                pol = np.full(self.specs[i].n_moe_layers, int(tail[g + 1]), np.int8)
-                out[name] = ModelPlan(name, old.location, bits, old.home, pol, keep)
+                out[name] = self._adjusted(i, old, rest[n + 2 + g :], popularity[name])
                 continue
             mp = self.decode_model(i, rest, popularity[name], free)
             if isinstance(mp, InfeasibilityReport):
                 return mp
             out[name] = mp
         return Plan(out)
-
-    def mask(self) -> np.ndarray:
-        inner = super().mask()
-        k = int(np.sum(super().fields()))
-        parts = []
-        for i in range(len(self.models)):
-            has = self.models[i] in self.world.plan.models
-            parts.append(np.array([has, has, True]))
-            parts.append(inner[i * k : (i + 1) * k])
-        return np.concatenate(parts)
 
     def encode(self, plan: Plan | None, prev: Plan, popularity: dict) -> np.ndarray:
         """The action that comes closest to moving from ``prev`` to ``plan`` (None: keep
