@@ -275,6 +275,34 @@ class _WithUpdate:
         pol = np.full(self.specs[i].n_moe_layers, int(tail[g + 1]), np.int8)
         return ModelPlan(old.model, old.location, bits, old.home, pol, keep)
 
+    def _adjust_at(self) -> int:
+        """Where ``[bits x n_groups, keep, host_policy]`` start after ``update``."""
+        raise NotImplementedError
+
+    def decode(self, action: np.ndarray, prev: Plan, popularity: dict):
+        """Per model: ``keep`` the plan in force, ``adjust`` it, or ``redeploy`` (the
+        encoding's own ``decode_model``); an :class:`InfeasibilityReport` when a
+        redeploy decodes to no plan at all."""
+        k = len(self.fields())
+        at = self._adjust_at()
+        free = self.world.gpu_capacity_gb.copy()
+        out = {}
+        for i, name in enumerate(self.models):
+            a = np.asarray(action[i * k : (i + 1) * k])
+            update, rest = int(a[0]), a[1:]
+            old = prev.models.get(name)
+            if update == self.KEEP and old is not None:
+                out[name] = old
+                continue
+            if update == self.ADJUST and old is not None:
+                out[name] = self._adjusted(i, old, rest[at:], popularity[name])
+                continue
+            mp = self.decode_model(i, rest, popularity[name], free)
+            if isinstance(mp, InfeasibilityReport):
+                return mp
+            out[name] = mp
+        return Plan(out)
+
     def mask(self) -> np.ndarray:
         inner = super().mask()
         k = int(np.sum(super().fields()))
@@ -289,23 +317,8 @@ class _WithUpdate:
 class CoELAction(_WithUpdate, InterDeviceAction):
     """``[update]`` (keep / adjust / redeploy) followed by the inter-device fields."""
 
-    def decode(self, action: np.ndarray, prev: Plan, popularity: dict) -> Plan | None:
-        k = len(self.fields())
-        g = self.n_groups
-        free = self.world.gpu_capacity_gb.copy()
-        out = {}
-        for i, name in enumerate(self.models):
-            a = np.asarray(action[i * k : (i + 1) * k])
-            update, rest = int(a[0]), a[1:]
-            old = prev.models.get(name)
-            if update == self.KEEP and old is not None:
-                out[name] = old
-                continue
-            if update == self.ADJUST and old is not None:
-                out[name] = self._adjusted(i, old, rest[3 + g :], popularity[name])
-                continue
-            out[name] = self.decode_model(i, rest, popularity[name], free)
-        return Plan(out)
+    def _adjust_at(self) -> int:
+        return 3 + self.n_groups  # home, spread, place x G, replicate
 
 
 class HomeSetAction(InterDeviceAction):
@@ -419,26 +432,8 @@ class HomeSetAction(InterDeviceAction):
 class CoELSetAction(_WithUpdate, HomeSetAction):
     """``[update]`` (keep / adjust / redeploy) followed by the home-set fields."""
 
-    def decode(self, action: np.ndarray, prev: Plan, popularity: dict):
-        k = len(self.fields())
-        n, g = self.n, self.n_groups
-        free = self.world.gpu_capacity_gb.copy()
-        out = {}
-        for i, name in enumerate(self.models):
-            a = np.asarray(action[i * k : (i + 1) * k])
-            update, rest = int(a[0]), a[1:]
-            old = prev.models.get(name)
-            if update == self.KEEP and old is not None:
-                out[name] = old
-                continue
-            if update == self.ADJUST and old is not None:
-                out[name] = self._adjusted(i, old, rest[n + 2 + g :], popularity[name])
-                continue
-            mp = self.decode_model(i, rest, popularity[name], free)
-            if isinstance(mp, InfeasibilityReport):
-                return mp
-            out[name] = mp
-        return Plan(out)
+    def _adjust_at(self) -> int:
+        return self.n + 2 + self.n_groups  # home flags, spread, place x G, replicate
 
     def encode(self, plan: Plan | None, prev: Plan, popularity: dict) -> np.ndarray:
         """The action that comes closest to moving from ``prev`` to ``plan`` (None: keep
