@@ -32,9 +32,14 @@ class HomeSetObservation(ViewObservation):
         mp = self.world.plan.models.get(name)
         if mp is None or len(mp.home) == 1:
             return part
-        part = part.copy()  # the parent's cached array stays as it is
-        part[self.n_groups + np.asarray(mp.home)] = 1.0
-        return part
+        homes = self.__dict__.setdefault("_homes", {})
+        hit = homes.get(name)
+        if hit is not None and hit[0] is part:  # the parent's cache entry is unchanged
+            return hit[1]
+        flagged = part.copy()  # the parent's cached array stays as it is
+        flagged[self.n_groups + np.asarray(mp.home)] = 1.0
+        homes[name] = (part, flagged)
+        return flagged
 
 
 class CoELBaseEnv(gym.Env):
