@@ -96,33 +96,22 @@ def _pow2_exponents(ns):
 
 
 @njit(cache=True, error_model="numpy")
-def activity_kernel(
-    q: np.ndarray,  # [L*E] expected tokens per expert of one token (t / n)
-    ns: np.ndarray,  # [K] tokens of each pass
-    values: np.ndarray,  # [R, G] grid rows: latency at the nodes [ms]
-    slopes: np.ndarray,  # [R, G] its derivative [ms per token]
-    disp_row: int,  # row of the home's dispatch kernel
-):
-    """What a popularity snapshot implies whatever the plan: per pass and expert the
-    probability that it is active and the tokens it then processes [K, L*E], and the
-    dispatch time of the active experts summed over experts [K] (it runs on the home).
-    """
+def _activity(q, ns):
+    """Per pass and expert the probability that it is active, ``1 - (1 - q)**n``, and
+    the tokens it then processes, ``n q / P(active)`` [K, L*E] (0 for experts that get
+    no tokens). Passes of 2**j tokens (every decode bucket and prefill point) take
+    ``(1 - q)**n`` by repeated squaring (all experts squared together, in order of j:
+    the chains of different experts overlap); other sizes by exp."""
     k_pts = ns.size
     n_exp = q.size
     pa_out = np.zeros((k_pts, n_exp))
     ta_out = np.zeros((k_pts, n_exp))
-    disp = np.zeros(k_pts)
-    bits = np.zeros(1)
-    as_int = bits.view(np.int64)
-    # passes of 2**j tokens (every decode bucket and prefill point) take (1 - q)**n by
-    # repeated squaring (all experts squared together, in order of j: the chains of
-    # different experts overlap); other sizes by exp
     pow2, need_log = _pow2_exponents(ns)
     cur = np.empty(n_exp)  # (1 - q)**(2**level)
     for i in range(n_exp):
         cur[i] = 1.0 - q[i]
     level = 0
-    lq = np.empty(n_exp if need_log else 0)
+    lq = np.zeros(n_exp if need_log else 0)
     if need_log:
         for i in range(n_exp):
             qi = q[i]
@@ -142,22 +131,50 @@ def activity_kernel(
                 for i in range(n_exp):
                     cur[i] = cur[i] * cur[i]
                 level += 1
+        pa_k = pa_out[k]
+        ta_k = ta_out[k]
+        # a loop without branches or scatters: vectorised
+        if j >= 0:
+            for i in range(n_exp):
+                p = 1.0 - cur[i]
+                ok = q[i] > 0.0 and p > 0.0
+                pa_k[i] = p if ok else 0.0
+                ta_k[i] = n * q[i] / max(p, 1e-12) if ok else 0.0
+        else:
+            for i in range(n_exp):
+                p = -math.expm1(n * lq[i])
+                ok = q[i] > 0.0 and p > 0.0
+                pa_k[i] = p if ok else 0.0
+                ta_k[i] = n * q[i] / max(p, 1e-12) if ok else 0.0
+    return pa_out, ta_out
+
+
+@njit(cache=True, error_model="numpy")
+def activity_kernel(
+    q: np.ndarray,  # [L*E] expected tokens per expert of one token (t / n)
+    ns: np.ndarray,  # [K] tokens of each pass
+    values: np.ndarray,  # [R, G] grid rows: latency at the nodes [ms]
+    slopes: np.ndarray,  # [R, G] its derivative [ms per token]
+    disp_row: int,  # row of the home's dispatch kernel
+):
+    """What a popularity snapshot implies whatever the plan: per pass and expert the
+    probability that it is active and the tokens it then processes [K, L*E]
+    (:func:`_activity`), and the dispatch time of the active experts summed over
+    experts [K] (it runs on the home). :func:`cost_kernel` computes the same together
+    with :func:`table_kernel`'s costs; this stands alone for the tests' two-pass
+    reference."""
+    pa_out, ta_out = _activity(q, ns)
+    disp = np.zeros(ns.size)
+    bits = np.zeros(1)
+    as_int = bits.view(np.int64)
+    for k in range(ns.size):
         acc = 0.0
-        for i in range(n_exp):
-            qi = q[i]
-            if qi <= 0.0:
-                continue
-            if j >= 0:
-                pa = 1.0 - cur[i]  # P(expert active) = 1 - (1 - q)^n
-            else:
-                pa = -math.expm1(n * lq[i])
+        for i in range(q.size):
+            pa = pa_out[k, i]
             if pa <= 0.0:
                 continue
-            ta = n * qi / max(pa, 1e-12)  # tokens it processes when active
-            pa_out[k, i] = pa
-            ta_out[k, i] = ta
-            bits[0] = ta
-            g, sf, width = grid_position(ta, as_int)
+            bits[0] = ta_out[k, i]
+            g, sf, width = grid_position(ta_out[k, i], as_int)
             acc += pa * grid_value(values, slopes, disp_row, g, sf, width)
         disp[k] = acc
     return pa_out, ta_out, disp
@@ -252,14 +269,13 @@ def cost_kernel(
     latency_ms: np.ndarray,
     home_ms: np.ndarray,
 ):
-    """:func:`activity_kernel` and :func:`table_kernel` in one pass over the experts
-    (the same operations in the same order: equal results), for a snapshot whose
-    activity is not known yet. Returns both kernels' outputs."""
+    """:func:`activity_kernel` and :func:`table_kernel` in one call (the same
+    operations in the same order: equal results), for a snapshot whose activity is
+    not known yet. Returns both kernels' outputs."""
     k_pts = ns.size
     n_exp = q.size
     per_layer = n_exp // n_layers
-    pa_out = np.zeros((k_pts, n_exp))
-    ta_out = np.zeros((k_pts, n_exp))
+    pa_out, ta_out = _activity(q, ns)
     disp = np.zeros(k_pts)
     total = np.zeros(k_pts)
     busy = np.zeros((k_pts, n_servers))
@@ -267,47 +283,9 @@ def cost_kernel(
     p_any = np.zeros(n_servers)
     bits = np.zeros(1)
     as_int = bits.view(np.int64)
-    pow2, need_log = _pow2_exponents(ns)
-    cur = np.empty(n_exp)
-    for i in range(n_exp):
-        cur[i] = 1.0 - q[i]
-    level = 0
-    lq = np.zeros(n_exp if need_log else 0)
-    if need_log:
-        for i in range(n_exp):
-            qi = q[i]
-            if qi > 0.0:
-                lq[i] = math.log1p(-qi) if qi < 1.0 else -math.inf
-    done = np.zeros(k_pts, np.bool_)
-    for _ in range(k_pts):
-        k = -1
-        for kk in range(k_pts):
-            if not done[kk] and (k < 0 or (pow2[kk] >= 0 and (pow2[k] < 0 or pow2[kk] < pow2[k]))):
-                k = kk
-        done[k] = True
-        n = ns[k]
-        j = pow2[k]
-        if j >= 0:
-            while level < j:
-                for i in range(n_exp):
-                    cur[i] = cur[i] * cur[i]
-                level += 1
+    for k in range(k_pts):
         pa_k = pa_out[k]
         ta_k = ta_out[k]
-        # P(active) and tokens when active of every expert first (a loop without
-        # branches or scatters: vectorised), then the grid reads and sums in order
-        if j >= 0:
-            for i in range(n_exp):
-                p = 1.0 - cur[i]
-                ok = q[i] > 0.0 and p > 0.0
-                pa_k[i] = p if ok else 0.0
-                ta_k[i] = n * q[i] / max(p, 1e-12) if ok else 0.0
-        else:
-            for i in range(n_exp):
-                p = -math.expm1(n * lq[i])
-                ok = q[i] > 0.0 and p > 0.0
-                pa_k[i] = p if ok else 0.0
-                ta_k[i] = n * q[i] / max(p, 1e-12) if ok else 0.0
         acc = 0.0
         tot = 0.0
         for layer in range(n_layers):
