@@ -201,23 +201,34 @@ class InterDeviceAction(_Base):
     def decode_model(
         self, i: int, a: np.ndarray, popularity: np.ndarray, free: np.ndarray
     ) -> ModelPlan:
+        return self._deploy(i, (int(a[0]),), a[1:], popularity, free)
+
+    def _deploy(
+        self, i: int, homes, rest: np.ndarray, popularity: np.ndarray, free: np.ndarray
+    ) -> ModelPlan:
+        """Model ``i`` with its dense part on each of ``homes``, from the fields after
+        ``home``: ``[spread, place x n_groups, replicate, bits x n_groups, keep,
+        host_policy]`` (placement relative to each home); takes its GPU memory off
+        ``free``."""
         g = self.n_groups
         name, m = self.models[i], self.specs[i]
-        home, spread = int(a[0]), int(a[1])
-        place = a[2 : 2 + g]
-        replicate = int(a[2 + g])
-        bit_idx = a[3 + g : 3 + 2 * g]
-        keep = KEEP_RATIOS[int(a[3 + 2 * g])]
-        policy = int(a[4 + 2 * g])
+        spread = int(rest[0])
+        place = rest[1 : 1 + g]
+        replicate = int(rest[1 + g])
+        bit_idx = rest[2 + g : 2 + 2 * g]
+        keep = KEEP_RATIOS[int(rest[2 + 2 * g])]
+        policy = int(rest[3 + 2 * g])
         groups = groups_of_estimate(popularity, g)
         bits = np.asarray(BITS)[bit_idx][groups].astype(np.int8)
-        near = self._nearest()[home]
-        target = near[place] if spread else np.full(g, home)
+        near = self._nearest()
         loc = np.zeros((m.n_moe_layers, m.n_experts, self.n), np.int8)
-        _place(loc, groups, target, home, replicate)
-        free[home] -= self._dense_gb(i)
+        for home in homes:
+            target = near[home][place] if spread else np.full(g, home)
+            _place(loc, groups, target, home, replicate)
+            free[home] -= self._dense_gb(i)
         self._fill_tiers(loc, bits, popularity, free, i)
-        return ModelPlan(name, loc, bits, (home,), np.full(m.n_moe_layers, policy, np.int8), keep)
+        pol = np.full(m.n_moe_layers, policy, np.int8)
+        return ModelPlan(name, loc, bits, tuple(int(h) for h in homes), pol, keep)
 
     def _fill_tiers(self, loc, bits, popularity, free, i) -> None:
         """On each server holding experts: GPU in popularity order while it fits, then host."""
@@ -331,31 +342,13 @@ class HomeSetAction(InterDeviceAction):
     def decode_model(
         self, i: int, a: np.ndarray, popularity: np.ndarray, free: np.ndarray
     ) -> ModelPlan | InfeasibilityReport:
-        n, g = self.n, self.n_groups
-        name, m = self.models[i], self.specs[i]
+        n, name = self.n, self.models[i]
         homes = np.flatnonzero(a[:n])
         if homes.size == 0:
             return InfeasibilityReport(
                 (Violation("no_home", None, name, f"{name}: no server is chosen as a home"),)
             )
-        rest = a[n:]  # the inter-device fields after ``home``
-        spread = int(rest[0])
-        place = rest[1 : 1 + g]
-        replicate = int(rest[1 + g])
-        bit_idx = rest[2 + g : 2 + 2 * g]
-        keep = KEEP_RATIOS[int(rest[2 + 2 * g])]
-        policy = int(rest[3 + 2 * g])
-        groups = groups_of_estimate(popularity, g)
-        bits = np.asarray(BITS)[bit_idx][groups].astype(np.int8)
-        near = self._nearest()
-        loc = np.zeros((m.n_moe_layers, m.n_experts, n), np.int8)
-        for home in homes:
-            target = near[home][place] if spread else np.full(g, home)
-            _place(loc, groups, target, home, replicate)
-            free[home] -= self._dense_gb(i)
-        self._fill_tiers(loc, bits, popularity, free, i)
-        pol = np.full(m.n_moe_layers, policy, np.int8)
-        return ModelPlan(name, loc, bits, tuple(int(h) for h in homes), pol, keep)
+        return self._deploy(i, homes, a[n:], popularity, free)
 
     def encode(self, plan: Plan | None, prev: Plan, popularity: dict) -> np.ndarray:
         """The action whose decoding comes closest to ``plan`` (None: the plan in force,
