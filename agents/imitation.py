@@ -134,6 +134,15 @@ def _check_expert(expert: str) -> None:
         raise ValueError(f"--imitate {expert!r} is not a known policy; known: {', '.join(known)}")
 
 
+def require_encoding(env_id: str, env) -> None:
+    """Raise unless ``env`` (unwrapped) can turn plans into actions (version-1 envs)."""
+    if not hasattr(env.action_type, "encode"):
+        raise ValueError(
+            f"--imitate needs an env whose actions can express other policies' plans; "
+            f"{env_id} cannot (use CoEL-v1 or CoEL-InterDevice-v1)"
+        )
+
+
 def collect(
     env_id: str,
     config: Mapping[str, Any],
@@ -157,12 +166,11 @@ def collect(
     _check_expert(expert)
     env = make_env(env_id, config)
     u = env.unwrapped
-    if not hasattr(u.action_type, "encode"):
+    try:
+        require_encoding(env_id, u)
+    except ValueError:
         env.close()
-        raise ValueError(
-            f"--imitate needs an env whose actions can express other policies' plans; "
-            f"{env_id} cannot (use CoEL-v1 or CoEL-InterDevice-v1)"
-        )
+        raise
     nvec = env.action_space.nvec
     cuts = np.cumsum(nvec)[:-1]
     obs_l, mask_l, act_l, ret_l, ep_returns = [], [], [], [], []

@@ -883,16 +883,12 @@ def train(
 
 
 def _check_encodable(env_id: str, config: Mapping[str, Any], imitate: str) -> None:
+    from agents.imitation import Demonstrations, require_encoding
+
     env = gym.make(f"coel_env:{env_id}", config=dict(config))
     try:
-        if not hasattr(env.unwrapped.action_type, "encode"):
-            raise ValueError(
-                f"--imitate needs an env whose actions can express other policies' plans; "
-                f"{env_id} cannot (use CoEL-v1 or CoEL-InterDevice-v1)"
-            )
+        require_encoding(env_id, env.unwrapped)
         if str(imitate).endswith(".npz"):  # checked before the run folder exists
-            from agents.imitation import Demonstrations
-
             Demonstrations.load(imitate, int(env.observation_space.shape[0]), env.action_space.nvec)
     finally:
         env.close()
