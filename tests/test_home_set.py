@@ -99,8 +99,17 @@ def test_keeping_encodes_as_update_keep():
     env = gym.make("CoEL-v1")
     env.reset(seed=0)
     u = env.unwrapped
-    a = u.action_type.encode(u.world.plan, u.world.plan, u._pop)
-    assert not a.any()
+    at = u.action_type
+    a = at.encode(u.world.plan, u.world.plan, u._pop)
+    k = len(at.fields())
+    assert not a[::k].any()  # update = keep for every model
+    # the other fields name the plan in force: as a redeploy they give it back
+    redeploy = a.copy()
+    redeploy[::k] = at.REDEPLOY
+    again = at.decode(redeploy, u.world.plan, u._pop)
+    for name, mp in u.world.plan.models.items():
+        assert again.models[name].home == mp.home
+        assert np.array_equal(again.models[name].location > 0, mp.location > 0)
 
 
 @pytest.mark.parametrize("expert", ["greedy", "naive"])

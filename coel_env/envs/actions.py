@@ -431,13 +431,23 @@ class CoELSetAction(_WithUpdate, HomeSetAction):
     def encode(self, plan: Plan | None, prev: Plan, popularity: dict) -> np.ndarray:
         """The action that comes closest to moving from ``prev`` to ``plan`` (None: keep
         everything): ``keep`` for a model whose plan does not change, else ``redeploy``
-        with :meth:`HomeSetAction.encode_model`'s fields."""
+        with :meth:`HomeSetAction.encode_model`'s fields.
+
+        After ``keep`` (which reads nothing else) the fields describe the plan in force,
+        as a redeploy of it would: so in demonstrations the fields always name the plan
+        that should be in force, and only ``update`` says whether to deploy it (a clone
+        then learns one meaning per field instead of "zeros when keeping")."""
         out = []
         for name in self.models:
             new = None if plan is None else plan.models.get(name)
             old = prev.models.get(name)
             if new is None or (old is not None and (old is new or old == new)):
-                out.append(np.zeros(len(self.fields()), np.int64))  # keep
+                fields = (
+                    self.encode_model(old, popularity[name])
+                    if old is not None
+                    else np.zeros(len(self.fields()) - 1, np.int64)
+                )
+                out.append(np.r_[self.KEEP, fields])
                 continue
             out.append(np.r_[self.REDEPLOY, self.encode_model(new, popularity[name])])
         return np.concatenate(out)
