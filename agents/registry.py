@@ -2,7 +2,8 @@
 
 ``make_policy("greedy")``, ``make_policy("greedy-oracle")``,
 ``make_policy("milp-oracle")``, ``make_policy("milp-periodic")``,
-``make_policy("static")``, ``make_policy("ma:RUN_DIR")`` (a ``coel train-ma``
+``make_policy("static")``, ``make_policy("static-homes")``,
+``make_policy("ma:RUN_DIR")`` (a ``coel train-ma``
 run folder: the multi-agent policy); an unknown name raises ``ValueError`` listing the
 known ones.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 from agents.base import Policy
 from agents.baselines import POLICIES
 
-MILP_POLICIES = ("milp-oracle", "milp-periodic", "static")
+MILP_POLICIES = ("milp-oracle", "milp-periodic", "static", "static-homes")
 #: Epochs between re-solves of ``milp-periodic`` (it decides from the broadcast view).
 PERIODIC_EVERY = 5
 
@@ -33,6 +34,8 @@ def make_policy(name: str, **kwargs) -> Policy:
 
         if name == "static":
             return milp.StaticPolicy(**kwargs)
+        if name == "static-homes":
+            return milp.StaticHomesPolicy(**kwargs)
         if name == "milp-periodic":
             kwargs.setdefault("every", PERIODIC_EVERY)
             return milp.MilpPolicy(name=name, sees="view", **kwargs)

@@ -16,6 +16,7 @@ ENV_IDS = (
     ("CoEL-v0", "coel_env.envs:CoELEnv", 200),
     ("CoEL-InterDevice-v1", "coel_env.envs:InterDeviceEnvV1", 100),
     ("CoEL-v1", "coel_env.envs:CoELEnvV1", 200),
+    ("CoEL-v2", "coel_env.envs:CoELEnvV2", 200),
 )
 NAMESPACE = "coel_env"
 

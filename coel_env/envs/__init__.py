@@ -3,9 +3,17 @@
 from coel_env.envs.coel import (
     CoELEnv,
     CoELEnvV1,
+    CoELEnvV2,
     InterDeviceEnv,
     InterDeviceEnvV1,
     IntraDeviceEnv,
 )
 
-__all__ = ["CoELEnv", "CoELEnvV1", "InterDeviceEnv", "InterDeviceEnvV1", "IntraDeviceEnv"]
+__all__ = [
+    "CoELEnv",
+    "CoELEnvV1",
+    "CoELEnvV2",
+    "InterDeviceEnv",
+    "InterDeviceEnvV1",
+    "IntraDeviceEnv",
+]

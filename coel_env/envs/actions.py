@@ -117,6 +117,12 @@ def _place(loc: np.ndarray, groups: np.ndarray, target: np.ndarray, home: int, r
         loc[:, :, home] = 1
 
 
+def _no_home(name: str) -> InfeasibilityReport:
+    return InfeasibilityReport(
+        (Violation("no_home", None, name, f"{name}: no server is chosen as a home"),)
+    )
+
+
 class _Base:
     """Shared pieces: sizes of models and the world's capacities."""
 
@@ -276,15 +282,20 @@ class _WithUpdate:
     def fields(self) -> list[int]:
         return [3] + super().fields()
 
-    def _adjusted(self, i: int, old: ModelPlan, tail: np.ndarray, popularity) -> ModelPlan:
-        """``old`` with the bits, keep ratio and host policy of ``tail`` = ``[bits x
-        n_groups, keep, host_policy]`` (placement and homes stay)."""
+    def _adjusted(
+        self, i: int, old: ModelPlan, rest: np.ndarray, popularity, homes=None
+    ) -> ModelPlan:
+        """``old`` with the bits, keep ratio and host policy of ``rest`` (the fields after
+        ``update``; they start at :meth:`_adjust_at` as ``[bits x n_groups, keep,
+        host_policy]``); the placement stays, and so do the homes unless ``homes``."""
         g = self.n_groups
+        tail = rest[self._adjust_at() :]
         groups = groups_of_estimate(popularity, g)
         bits = np.asarray(BITS)[tail[:g]][groups].astype(np.int8)
         keep = KEEP_RATIOS[int(tail[g])]
         pol = np.full(self.specs[i].n_moe_layers, int(tail[g + 1]), np.int8)
-        return ModelPlan(old.model, old.location, bits, old.home, pol, keep)
+        home = old.home if homes is None else homes
+        return ModelPlan(old.model, old.location, bits, home, pol, keep)
 
     def _adjust_at(self) -> int:
         """Where ``[bits x n_groups, keep, host_policy]`` start after ``update``."""
@@ -295,7 +306,6 @@ class _WithUpdate:
         encoding's own ``decode_model``); an :class:`InfeasibilityReport` when a
         redeploy decodes to no plan at all."""
         k = len(self.fields())
-        at = self._adjust_at()
         free = self.world.gpu_capacity_gb.copy()
         out = {}
         for i, name in enumerate(self.models):
@@ -306,7 +316,10 @@ class _WithUpdate:
                 out[name] = old
                 continue
             if update == self.ADJUST and old is not None:
-                out[name] = self._adjusted(i, old, rest[at:], popularity[name])
+                mp = self._adjusted(i, old, rest, popularity[name])
+                if isinstance(mp, InfeasibilityReport):
+                    return mp
+                out[name] = mp
                 continue
             mp = self.decode_model(i, rest, popularity[name], free)
             if isinstance(mp, InfeasibilityReport):
@@ -345,9 +358,7 @@ class HomeSetAction(InterDeviceAction):
         n, name = self.n, self.models[i]
         homes = np.flatnonzero(a[:n])
         if homes.size == 0:
-            return InfeasibilityReport(
-                (Violation("no_home", None, name, f"{name}: no server is chosen as a home"),)
-            )
+            return _no_home(name)
         return self._deploy(i, homes, a[n:], popularity, free)
 
     def encode(self, plan: Plan | None, prev: Plan, popularity: dict) -> np.ndarray:
@@ -451,3 +462,37 @@ class CoELSetAction(_WithUpdate, HomeSetAction):
                 continue
             out.append(np.r_[self.REDEPLOY, self.encode_model(new, popularity[name])])
         return np.concatenate(out)
+
+
+class CoELSetActionV2(CoELSetAction):
+    """``CoEL-v2``: :class:`CoELSetAction` whose ``adjust`` also sets the *homes* from
+    the home flags: the flagged servers run the dense part (a new home receives it),
+    every expert copy stays where it is, and bits, keep ratio and host policy change
+    as in version 1. A home without a copy of some expert uses the nearest server
+    that has one, as for a spread placement. An empty set of homes is an invalid
+    action, as for a redeploy. So a home on a server that becomes loaded can be
+    dropped (and later taken back) without moving experts, which a version-1
+    redeploy (placement derived anew from the homes and the popularity) cannot do."""
+
+    def _adjusted(
+        self, i: int, old: ModelPlan, rest: np.ndarray, popularity, homes=None
+    ) -> ModelPlan | InfeasibilityReport:
+        flagged = np.flatnonzero(rest[: self.n])
+        if flagged.size == 0:
+            return _no_home(self.models[i])
+        return super()._adjusted(i, old, rest, popularity, tuple(int(h) for h in flagged))
+
+    def encode(self, plan: Plan | None, prev: Plan, popularity: dict) -> np.ndarray:
+        """As :meth:`CoELSetAction.encode`, except that a change which keeps the
+        placement (every copy on the same server and tier: only homes, bits, keep
+        ratio or host policy change) is an ``adjust``."""
+        out = super().encode(plan, prev, popularity)
+        k = len(self.fields())
+        for i, name in enumerate(self.models):
+            new = None if plan is None else plan.models.get(name)
+            old = prev.models.get(name)
+            if out[i * k] != self.REDEPLOY or new is None or old is None:
+                continue
+            if np.array_equal(new.location, old.location):
+                out[i * k] = self.ADJUST
+        return out

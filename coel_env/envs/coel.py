@@ -15,6 +15,7 @@ from coel_env.core.world import World
 from coel_env.envs.actions import (
     CoELAction,
     CoELSetAction,
+    CoELSetActionV2,
     HomeSetAction,
     InterDeviceAction,
     IntraDeviceAction,
@@ -449,3 +450,28 @@ class CoELEnvV1(CoELEnv):
 
     ACTION = CoELSetAction
     OBSERVATION = HomeSetObservation
+
+
+class CoELEnvV2(CoELEnvV1):
+    """``CoEL-v2``: :class:`CoELEnvV1` whose ``adjust`` also moves the homes.
+
+    Description, Observation Space, Rewards, Invalid actions, Starting State, Episode End,
+    Arguments:
+        As :class:`CoELEnvV1`.
+
+    Action Space:
+        ``MultiDiscrete`` of :class:`coel_env.envs.actions.CoELSetActionV2`, the same
+        fields as version 1. ``update``: 0 keep, 1 adjust: the flagged servers become
+        the homes (a new home receives the dense part; every expert copy stays where
+        it is, a home uses the nearest copy of each expert) and bits, keep ratio and
+        host policy change; 2 redeploy (the placement is derived anew).
+
+    Version History:
+        v2: ``adjust`` sets the homes too, so a home on a server that becomes loaded
+        can be dropped, and later taken back, without moving experts (in v1 only a
+        redeploy could change homes, and it derives the whole placement anew).
+        v1: a set of homes per model.
+        v0: initial release.
+    """
+
+    ACTION = CoELSetActionV2
