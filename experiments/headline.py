@@ -1,9 +1,10 @@
 """The headline comparison: train an agent, then compare it with the baselines.
 
-    python experiments/headline.py [--quick] [--env CoEL-v1] [--algo maskable_ppo]
+    python experiments/headline.py [--quick] [--env CoEL-v2] [--algo maskable_ppo]
                                    [--scenario NAME] [--imitate POLICY|FILE.npz|none]
-                                   [--timesteps N] [--seeds N] [--epochs N]
-                                   [--policies ...] [--out-dir DIR]
+                                   [--demo-episodes N] [--demo-epochs N]
+                                   [--demo-rounds N] [--timesteps N] [--seeds N]
+                                   [--epochs N] [--policies ...] [--out-dir DIR]
 
 Trains ``--algo`` on ``--env`` (its default scenario, or ``--scenario``) into
 ``<out-dir>/run``, starting from a clone of ``--imitate``'s plans (``coel train
@@ -12,9 +13,10 @@ then runs ``coel compare`` on the same seeded instances for the trained policy
 and the baselines, writing the table and figures into ``<out-dir>``
 (default: a new ``runs/headline-<env>-<time>`` folder; never overwritten).
 ``--quick`` is the minutes-long version the README's first command runs
-(clone ``greedy`` from 3 short episodes, a short RL run, 3 seeds x 20 epochs);
-without it the budget is the one behind ``results/`` (clone ``milp-oracle`` from 8
-episodes of 50 epochs).
+(clone ``static-homes`` from 3 short episodes, a short RL run, 3 seeds x 20
+epochs); without it the budget is the one behind ``results/`` (clone
+``static-homes`` from 16 whole training episodes of 200 epochs plus one DAgger
+round of 16 more, then 60k RL steps; 5 seeds x 50 epochs).
 """
 
 from __future__ import annotations
@@ -24,11 +26,11 @@ import sys
 import time
 from pathlib import Path
 
-QUICK = dict(timesteps=2048, seeds=3, epochs=20, imitate="greedy", demo_episodes=3,
-             demo_epochs=20)  # fmt: skip
-FULL = dict(timesteps=60_000, seeds=5, epochs=50, imitate="milp-oracle", demo_episodes=8,
-            demo_epochs=50)  # fmt: skip
-BASELINES = "naive,greedy,fiddler,lru,static,milp-periodic,milp-oracle"
+QUICK = dict(timesteps=2048, seeds=3, epochs=20, imitate="static-homes", demo_episodes=3,
+             demo_epochs=20, demo_rounds=0)  # fmt: skip
+FULL = dict(timesteps=60_000, seeds=5, epochs=50, imitate="static-homes", demo_episodes=16,
+            demo_epochs=200, demo_rounds=1)  # fmt: skip
+BASELINES = "naive,greedy,fiddler,lru,static,static-homes,milp-periodic,milp-oracle"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,12 +41,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="minutes-long version")
-    p.add_argument("--env", default="CoEL-v1")
+    p.add_argument("--env", default="CoEL-v2")
     p.add_argument("--scenario", default=None, help="scenario (default: the env's)")
     p.add_argument("--imitate", default=None, metavar="POLICY|FILE.npz|none",
                    help="policy (or demonstrations file) cloned before RL")  # fmt: skip
     p.add_argument("--demo-episodes", type=int, default=None, help="demonstration episodes")
     p.add_argument("--demo-epochs", type=int, default=None, help="epochs per demonstration")
+    p.add_argument("--demo-rounds", type=int, default=None, help="DAgger rounds after them")
     p.add_argument("--algo", default="maskable_ppo")
     p.add_argument("--timesteps", type=int, default=None)
     p.add_argument("--seeds", type=int, default=None)
@@ -72,13 +75,16 @@ def run(args: argparse.Namespace) -> int:
         f"training {args.algo} on {args.env} for {budget['timesteps']} steps ...", file=sys.stderr
     )
     imitate = None if str(budget["imitate"]).lower() == "none" else budget["imitate"]
+    if str(imitate).endswith(".npz") and args.demo_rounds is None:
+        budget["demo_rounds"] = 0  # a file: no expert to label DAgger states
     run = train(
         args.algo, args.env, timesteps=budget["timesteps"], seed=args.seed,
         run_dir=out / "run", scenario=args.scenario,
         eval_freq=max(budget["timesteps"] // 4, 256),
         checkpoint_freq=max(budget["timesteps"] // 2, 256), progress=sys.stderr.isatty(),
         argv=sys.argv, imitate=imitate, imitate_episodes=budget["demo_episodes"],
-        imitate_epochs=budget["demo_epochs"], imitate_passes=100,
+        imitate_epochs=budget["demo_epochs"], imitate_rounds=budget["demo_rounds"],
+        imitate_passes=100,
     )  # fmt: skip
     names = [n for n in args.policies.split(",") if n]
     print(f"comparing with {', '.join(names)} ...", file=sys.stderr)

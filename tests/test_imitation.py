@@ -92,18 +92,21 @@ def test_bad_imitation_input(tmp_path, greedy_demos):
 
 
 def test_headline_script_clones_then_compares(tmp_path):
-    """The README's main job, at a tiny budget: clone greedy on CoEL-v1, train, compare."""
+    """The README's main job, at a tiny budget: clone static-homes on CoEL-v2 (with one
+    DAgger round), train, compare."""
     import subprocess
     import sys
 
     out = tmp_path / "headline"
     cmd = [sys.executable, "experiments/headline.py", "--quick", "--timesteps", "64",
            "--seeds", "1", "--epochs", "3", "--demo-episodes", "1", "--demo-epochs", "4",
-           "--policies", "naive,greedy", "--out-dir", str(out)]  # fmt: skip
+           "--demo-rounds", "1", "--policies", "naive,greedy", "--out-dir", str(out)]  # fmt: skip
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     rec = yaml.safe_load((out / "run" / "imitation.yml").read_text())
-    assert rec["expert"] == "greedy" and rec["samples"] == 4
+    assert rec["expert"] == "static-homes" and rec["rounds"] == 1
+    assert rec["samples"] == 8  # 1 episode x 4 epochs, and as many from the DAgger round
+    assert yaml.safe_load((out / "run" / "args.yml").read_text())["env"] == "CoEL-v2"
     table = (out / "table.csv").read_text()
     assert "rl:run" in table and "greedy" in table
 
