@@ -49,6 +49,7 @@ def test_registry_has_every_id_under_its_namespace():
             "CoEL-IntraDevice-v0",
             "CoEL-v0",
             "CoEL-v1",
+            "CoEL-v2",
         )
     ]
     for full in IDS:
