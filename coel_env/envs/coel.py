@@ -381,6 +381,10 @@ class CoELEnv(CoELBaseEnv):
 
     Starting State:
         The world's naive plan; no broadcast heard yet but the controller's own.
+        ``reset(seed=s)`` seeds the env's ``np_random``, which draws the world's
+        seed: env seed ``s`` is not the instance that ``World.reset(s)`` (and so
+        ``coel baselines/evaluate/compare --seeds``) gives, so training-time
+        evaluations and the comparison tables never share instances.
 
     Episode End:
         Never terminates; truncated by ``max_episode_steps`` (200).
