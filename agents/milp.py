@@ -2113,9 +2113,10 @@ class StaticHomesPolicy(StaticPolicy):
     *homes* follow the load. Every epoch a model's homes are its first plan's homes on
     servers that are present and whose background load is below ``threshold`` (when
     none is, the least loaded one); every expert copy stays where it is, so dropping
-    a home moves nothing and taking it back moves only the dense part. On the
-    ``default`` scenario the MILP's gains over ``static`` come mostly from such home
-    changes (a home's server becomes loaded), which this rule makes without solving.
+    a home moves nothing and taking it back moves only the dense part. Where
+    ``milp-oracle``'s re-planning pays on ``default`` (seeds 2 and 4 of the 5-seed
+    headline), it is mostly by such home changes (a home's server becomes loaded),
+    which this rule makes without solving.
 
     ``threshold`` 0.5 was chosen on seeds 100-104 of ``default`` (50 epochs; not the
     seeds behind ``results/``): mean return 38.39 / 39.92 / 39.62 / 38.75 at 0.4 /

@@ -75,8 +75,8 @@ def run(args: argparse.Namespace) -> int:
         f"training {args.algo} on {args.env} for {budget['timesteps']} steps ...", file=sys.stderr
     )
     imitate = None if str(budget["imitate"]).lower() == "none" else budget["imitate"]
-    if str(imitate).endswith(".npz") and args.demo_rounds is None:
-        budget["demo_rounds"] = 0  # a file: no expert to label DAgger states
+    if (imitate is None or str(imitate).endswith(".npz")) and args.demo_rounds is None:
+        budget["demo_rounds"] = 0  # no expert to label DAgger states
     run = train(
         args.algo, args.env, timesteps=budget["timesteps"], seed=args.seed,
         run_dir=out / "run", scenario=args.scenario,

@@ -66,4 +66,5 @@ def test_registry_names_build_policies_with_those_names():
     for name in policy_names():
         p = make_policy(name)
         assert p.name == name
-        assert p.sees == ("oracle" if name.endswith("oracle") or name.startswith("static") else "view")
+        oracle = name.endswith("oracle") or name.startswith("static")
+        assert p.sees == ("oracle" if oracle else "view")
