@@ -15,6 +15,10 @@ one episode per seed (0..N-1) on the same fresh world through
   metric per policy, and the score (mean return relative to ``milp-oracle``
   when it is among the policies), decision time per epoch;
 * ``episodes.csv``: one row per policy and seed;
+* ``paired.md`` (with ``--runs`` and something to compare them with): per trained
+  policy, its return minus every other policy's, seed by seed (mean, 95% interval,
+  seeds ahead): the policies run on the same instances, so these intervals are
+  much narrower than the per-policy ones;
 * ``bars.png``: return, SLO attainment, p95 latency and decision time per policy;
 * ``learning_curves.png``: each run's evaluation return over training steps;
 * ``deployment.png``: the deployment map at the end of seed 0 under the best
@@ -93,8 +97,13 @@ def compare(
     rows = harness.summarize(results)
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_csv(out_dir / "table.csv", rows)
-    _write_csv(out_dir / "episodes.csv", harness.episode_rows(results))
+    episodes = harness.episode_rows(results)
+    _write_csv(out_dir / "episodes.csv", episodes)
     (out_dir / "table.md").write_text(_markdown(rows, env_id, scenario, seeds, epochs))
+    trained = [p.name for p in policies[: len(runs)]]
+    if trained and len(policies) > 1:  # seed-by-seed differences of each trained policy
+        (out_dir / "paired.md").write_text("\n".join(
+            harness.paired_markdown(episodes, name) for name in trained))  # fmt: skip
     cmd = list(argv or sys.argv)
     cmd[0] = Path(cmd[0]).name  # no machine-specific paths
     (out_dir / "command.txt").write_text(" ".join(cmd) + "\n")

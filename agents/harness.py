@@ -204,5 +204,42 @@ def episode_rows(results: Sequence[EpisodeResult]) -> list[dict]:
     return [r.row() for r in results]
 
 
+def paired(rows: Sequence[Mapping], policy: str, metric: str = "return") -> list[dict]:
+    """Seed-by-seed differences ``policy - other`` of ``metric`` from episode rows
+    (:func:`episode_rows`, or an ``episodes.csv`` read back), one row per other policy:
+    ``mean``, ``ci95`` (Student t over the shared seeds), ``ahead`` (seeds where
+    ``policy`` is higher) and ``seeds``. The policies ran on the same seeded instances,
+    so the differences are free of what the seeds have in common (how loaded each
+    instance is), which makes most of the spread of the per-policy intervals."""
+    by: dict[str, dict[int, float]] = {}
+    for r in rows:
+        if metric not in r:
+            raise ValueError(f"no column {metric!r}; columns: {', '.join(r)}")
+        by.setdefault(str(r["policy"]), {})[int(r["seed"])] = float(r[metric])
+    if policy not in by:
+        raise ValueError(f"no policy {policy!r}; policies: {', '.join(by)}")
+    mine = by[policy]
+    out = []
+    for other, vals in by.items():
+        seeds = sorted(set(mine) & set(vals))
+        if other == policy or not seeds:
+            continue
+        diff = [mine[s] - vals[s] for s in seeds]
+        mean, ci = mean_ci95(diff)
+        out.append({"other": other, "mean": mean, "ci95": ci,
+                    "ahead": sum(d > 0 for d in diff), "seeds": len(seeds)})  # fmt: skip
+    return out
+
+
+def paired_markdown(rows: Sequence[Mapping], policy: str, metric: str = "return") -> str:
+    """:func:`paired` as a markdown table."""
+    lines = [f"| {policy} - other | mean {metric} difference | 95% CI | seeds ahead |",
+             "|---|---:|---:|---:|"]  # fmt: skip
+    for r in paired(rows, policy, metric):
+        lines.append(f"| {r['other']} | {r['mean']:+.3f} | ±{r['ci95']:.3f} "
+                     f"| {r['ahead']}/{r['seeds']} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 __all__ = ["METRICS", "EpisodeResult", "run_episode", "evaluate", "summarize", "mean_ci95",
-           "episode_rows"]  # fmt: skip
+           "episode_rows", "paired", "paired_markdown"]  # fmt: skip

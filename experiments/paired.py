@@ -16,34 +16,9 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
-from collections import defaultdict
 from pathlib import Path
 
-
-def paired(rows: list[dict], policy: str, metric: str) -> list[dict]:
-    """One row per other policy: ``mean``, ``ci95``, ``ahead``, ``seeds`` of ``policy - other``."""
-    from agents.harness import mean_ci95
-
-    by = defaultdict(dict)
-    for r in rows:
-        if metric not in r:
-            raise ValueError(f"no column {metric!r}; columns: {', '.join(r)}")
-        by[r["policy"]][int(r["seed"])] = float(r[metric])
-    if policy not in by:
-        raise ValueError(f"no policy {policy!r} in the file; policies: {', '.join(by)}")
-    mine = by[policy]
-    out = []
-    for other, vals in by.items():
-        if other == policy:
-            continue
-        seeds = sorted(set(mine) & set(vals))
-        if not seeds:
-            continue
-        diff = [mine[s] - vals[s] for s in seeds]
-        mean, ci = mean_ci95(diff)
-        out.append({"other": other, "mean": mean, "ci95": ci,
-                    "ahead": sum(d > 0 for d in diff), "seeds": len(seeds)})  # fmt: skip
-    return out
+from agents.harness import paired_markdown
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,14 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     with args.episodes.open(newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     try:
-        table = paired(rows, args.policy, args.metric)
+        print(paired_markdown(rows, args.policy, args.metric), end="")
     except ValueError as e:
         print(f"paired: error: {e}", file=sys.stderr)
         return 2
-    print(f"| {args.policy} - other | mean {args.metric} difference | 95% CI | seeds ahead |")
-    print("|---|---:|---:|---:|")
-    for r in table:
-        print(f"| {r['other']} | {r['mean']:+.3f} | ±{r['ci95']:.3f} | {r['ahead']}/{r['seeds']} |")
     return 0
 
 

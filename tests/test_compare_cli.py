@@ -39,6 +39,8 @@ def test_end_to_end_train_evaluate_compare_through_the_cli(tmp_path):
     rows = list(csv.DictReader((out / "table.csv").open()))
     assert [r["policy"] for r in rows] == ["rl:run", "naive", "greedy"]
     assert all(float(r["return_ci95"]) >= 0 for r in rows)
+    paired = (out / "paired.md").read_text()
+    assert "| rl:run - other |" in paired and "| naive |" in paired and "| greedy |" in paired
 
 
 def test_existing_results_folder_is_refused(tmp_path, capsys):

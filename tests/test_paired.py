@@ -6,7 +6,8 @@ import csv
 
 import pytest
 
-from experiments.paired import main, paired
+from agents.harness import paired
+from experiments.paired import main
 
 ROWS = [
     {"policy": p, "seed": str(s), "return": str(v)}
