@@ -1,13 +1,14 @@
 """``coel baselines``: run policies on the same seeded scenario instances and compare them.
 
-  coel baselines --env CoEL-v0 --policies greedy,milp-oracle --seeds 5
+  coel baselines --env CoEL-v0 --policies greedy,milp-oracle --seeds 5 [--first-seed K]
                  [--scenario NAME|FILE] [--trace F] [--topology F] [--set K=V ...]
                  [--epochs N] [--json] [--out FILE.csv] [--force]
 
-``--seeds N`` means seeds 0 to N-1. Each policy runs one episode per seed on
-a fresh world (same instances, same traces for every policy) through
-``agents.harness``; the table has the mean and 95% confidence half-width of
-the return, SLO attainment, p50/p95 latency, quality loss, dropped share,
+``--seeds N`` means seeds 0 to N-1 (``--first-seed K``: K to K+N-1; seeds from 100 on
+are behind no committed result, for choosing settings apart from them). Each
+policy runs one episode per seed on a fresh world (same instances, same traces
+for every policy) through ``agents.harness``; the table has the mean and 95%
+confidence half-width of the return, SLO attainment, p50/p95 latency, quality loss, dropped share,
 migration, energy and decision time per epoch, and the score (mean return
 relative to ``milp-oracle`` when it is among the policies). ``--env`` picks
 the environment whose scenario and reward weights are used (its default
@@ -40,6 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help=f"comma-separated; known: {', '.join(policy_names())}",
     )  # fmt: skip
     p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1")
+    add_first_seed(p)
     p.add_argument("--epochs", type=int, default=50, help="epochs per episode")
     p.add_argument("--scenario", default=None, help="preset or YAML (default: the env's)")
     p.add_argument("--trace", type=Path, default=None, help="request trace CSV")
@@ -48,6 +50,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON list")
     p.add_argument("--out", type=Path, default=None, help="CSV of per-episode rows")
     p.add_argument("--force", action="store_true", help="overwrite --out")
+
+
+def add_first_seed(p: argparse.ArgumentParser) -> None:
+    """``--first-seed K`` (seeds K..K+N-1 instead of 0..N-1), shared by the harness CLIs."""
+    p.add_argument("--first-seed", type=int, default=0,
+                   help="first seed: seeds K..K+N-1 (e.g. 100: seeds no result uses)")  # fmt: skip
 
 
 def _env_class(env_id: str):
@@ -87,8 +95,7 @@ def format_table(rows: list[dict]) -> str:
 def main(args: argparse.Namespace) -> int:
     cls = _env_class(args.env)
     scenario = args.scenario or cls.SCENARIO
-    if args.seeds < 1:
-        raise ValueError(f"--seeds {args.seeds!r} is not allowed; must be >= 1")
+    seeds = harness.seed_list(args.seeds, args.first_seed)
     names = [n.strip() for n in args.policies.split(",") if n.strip()]
     if not names:
         raise ValueError("--policies is empty; name at least one policy")
@@ -98,11 +105,11 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError(f"--out {str(out)!r} exists; not overwritten (use --force)")
     overrides = build_overrides(args)
     results = harness.evaluate(
-        policies, scenario, list(range(args.seeds)), args.epochs,
+        policies, scenario, seeds, args.epochs,
         overrides=overrides or None, reward_config=cls.default_config(),
     )  # fmt: skip
-    report(results, out, args.json, f"{args.env} on {scenario}: {args.seeds} seeds x "
-           f"{args.epochs} epochs")  # fmt: skip
+    label = harness.seeds_label(args.seeds, args.first_seed)
+    report(results, out, args.json, f"{args.env} on {scenario}: {label} x {args.epochs} epochs")
     return 0
 
 

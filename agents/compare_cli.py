@@ -1,12 +1,12 @@
 """``coel compare``: trained policies and baselines on the same instances, table and figures.
 
   coel compare [--env ID] [--runs RUN_DIR ...] [--policies naive,greedy,...]
-               [--seeds N] [--epochs N] [--scenario NAME|FILE] [--set K=V ...]
+               [--seeds N] [--first-seed K] [--epochs N] [--scenario NAME|FILE] [--set K=V ...]
                [--out-dir DIR] [--force]
 
 Every policy (each ``--runs`` folder as an RL policy, a ``coel train-ma`` folder as
 the multi-agent policy, and each baseline) runs
-one episode per seed (0..N-1) on the same fresh world through
+one episode per seed (0..N-1, or K..K+N-1 with ``--first-seed K``) on the same fresh world through
 ``agents.harness``. Written to ``--out-dir`` (default
 ``results/compare-<env>-<scenario>``; an existing folder is refused without
 ``--force``):
@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from agents import harness
-from agents.baselines_cli import COLUMNS, _env_class, format_table
+from agents.baselines_cli import COLUMNS, _env_class, add_first_seed, format_table
 from agents.registry import make_policy
 from coel_env.simulate_cli import build_overrides
 
@@ -48,6 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--policies", default="naive,greedy,fiddler,milp-oracle",
                    help="comma-separated baselines (see coel baselines)")  # fmt: skip
     p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1")
+    add_first_seed(p)
     p.add_argument("--epochs", type=int, default=None, help="epochs per episode")
     p.add_argument("--scenario", default=None, help="preset or YAML (default: the env's)")
     p.add_argument("--trace", type=Path, default=None, help="request trace CSV")
@@ -71,6 +72,7 @@ def compare(
     force: bool = False,
     best: bool = False,
     argv: list[str] | None = None,
+    first_seed: int = 0,
 ) -> list[dict]:
     """Run everything, write the table and figures into ``out_dir``, return the summary rows."""
     from agents.evaluate_cli import load_rl_policy
@@ -78,8 +80,7 @@ def compare(
     cls = _env_class(env_id)
     scenario = scenario or cls.SCENARIO
     epochs = epochs or cls.MAX_STEPS
-    if seeds < 1:
-        raise ValueError(f"--seeds {seeds!r} is not allowed; must be >= 1")
+    seed_list = harness.seed_list(seeds, first_seed)
     if out_dir.exists() and any(out_dir.iterdir()) and not force:
         raise ValueError(f"--out-dir {str(out_dir)!r} exists; not overwritten (use --force)")
     from agents.multiagent import is_multiagent_run, load_ma_policy
@@ -91,7 +92,7 @@ def compare(
         raise ValueError("nothing to compare: give --runs and/or --policies")
     cfg = cls.default_config()
     results = harness.evaluate(
-        policies, scenario, list(range(seeds)), epochs,
+        policies, scenario, seed_list, epochs,
         overrides=overrides or None, reward_config=cfg,
     )  # fmt: skip
     rows = harness.summarize(results)
@@ -99,7 +100,9 @@ def compare(
     _write_csv(out_dir / "table.csv", rows)
     episodes = harness.episode_rows(results)
     _write_csv(out_dir / "episodes.csv", episodes)
-    (out_dir / "table.md").write_text(_markdown(rows, env_id, scenario, seeds, epochs))
+    (out_dir / "table.md").write_text(
+        _markdown(rows, env_id, scenario, harness.seeds_label(seeds, first_seed), epochs)
+    )
     trained = [p.name for p in policies[: len(runs)]]
     if trained and len(policies) > 1:  # seed-by-seed differences of each trained policy
         (out_dir / "paired.md").write_text("\n".join(
@@ -122,9 +125,9 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
         w.writerows(rows)
 
 
-def _markdown(rows, env_id, scenario, seeds, epochs) -> str:
+def _markdown(rows, env_id, scenario, seeds: str, epochs) -> str:
     head = ["policy", "sees"] + list(COLUMNS) + ["score"]
-    out = [f"{env_id} on `{scenario}`: {seeds} seeds x {epochs} epochs "
+    out = [f"{env_id} on `{scenario}`: {seeds} x {epochs} epochs "
            "(mean ± 95% CI half-width)", "", "| " + " | ".join(head) + " |",
            "|" + "---|" * len(head)]  # fmt: skip
     for r in rows:
@@ -205,7 +208,7 @@ def main(args: argparse.Namespace) -> int:
     rows = compare(
         args.env, list(args.runs), names, args.seeds, args.epochs, out,
         scenario=args.scenario, overrides=build_overrides(args) or None, force=args.force,
-        best=args.best,
+        best=args.best, first_seed=args.first_seed,
     )  # fmt: skip
     print(format_table(rows))
     print(f"results: {out}", file=sys.stderr)

@@ -2,11 +2,12 @@
 
   coel evaluate RUN_DIR_OR_ZIP [--env ID] [--scenario NAME|FILE] [--trace F]
                 [--topology F] [--set K=V ...] [--seeds N | --episodes N]
-                [--epochs N] [--best] [--json] [--out FILE.csv] [--force]
+                [--first-seed K] [--epochs N] [--best] [--json] [--out FILE.csv] [--force]
 
 Loads the model (``model.zip``, or ``best_model.zip`` with ``--best``) with
 its ``VecNormalize`` statistics, and runs it deterministically for one episode
-per seed (``--seeds N``: seeds 0..N-1; ``--episodes N`` is the same) through
+per seed (``--seeds N``: seeds 0..N-1; ``--episodes N`` is the same;
+``--first-seed K``: seeds K..K+N-1) through
 ``agents.harness``, printing and writing the same metrics as
 ``coel baselines`` (``--json``: the same JSON list, so rows compare one to
 one). The env id and config come from the run folder; ``--env``,
@@ -24,7 +25,7 @@ import argparse
 from pathlib import Path
 
 from agents import harness
-from agents.baselines_cli import _env_class, report
+from agents.baselines_cli import _env_class, add_first_seed, report
 from coel_env.simulate_cli import build_overrides
 
 
@@ -37,6 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (default 5)")
     p.add_argument("--episodes", type=int, default=None, help="same as --seeds")
+    add_first_seed(p)
     p.add_argument(
         "--epochs", type=int, default=None, help="epochs per episode (default: the env's limit)"
     )
@@ -67,8 +69,7 @@ def main(args: argparse.Namespace) -> int:
     if args.seeds is not None and args.episodes is not None and args.seeds != args.episodes:
         raise ValueError(f"--seeds {args.seeds} and --episodes {args.episodes} disagree")
     n = args.seeds or args.episodes or 5
-    if n < 1:
-        raise ValueError(f"--seeds {n!r} is not allowed; must be >= 1")
+    seeds = harness.seed_list(n, args.first_seed)
     policy, cls, config = load_rl_policy(args.run, args.env, args.best, args.name)
     scenario = args.scenario or config.get("scenario") or cls.SCENARIO
     overrides = {**(config.get("overrides") or {}), **build_overrides(args)}
@@ -77,8 +78,9 @@ def main(args: argparse.Namespace) -> int:
     if out.exists() and not args.force:
         raise ValueError(f"--out {str(out)!r} exists; not overwritten (use --force)")
     results = harness.evaluate(
-        [policy], scenario, list(range(n)), epochs,
+        [policy], scenario, seeds, epochs,
         overrides=overrides or None, reward_config={**cls.default_config(), **config},
     )  # fmt: skip
-    report(results, out, args.json, f"{policy.name} on {scenario}: {n} seeds x {epochs} epochs")
+    label = harness.seeds_label(n, args.first_seed)
+    report(results, out, args.json, f"{policy.name} on {scenario}: {label} x {epochs} epochs")
     return 0

@@ -139,6 +139,21 @@ def run_episode(
     return EpisodeResult(policy.name, policy.sees, seed, epochs, metrics, extra)
 
 
+def seed_list(n: int, first: int = 0) -> list[int]:
+    """Seeds ``first .. first + n - 1`` of ``--seeds N --first-seed K`` (checked: ``n`` >= 1,
+    ``first`` >= 0). Seeds from 100 on are not behind any committed result, so they
+    serve to choose settings without looking at the seeds of ``results/``."""
+    for flag, v, low in (("--seeds", n, 1), ("--first-seed", first, 0)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise ValueError(f"{flag} {v!r} is not allowed; must be an integer >= {low}")
+    return list(range(first, first + n))
+
+
+def seeds_label(n: int, first: int = 0) -> str:
+    """``"20 seeds"``, or ``"20 seeds (100-119)"`` when they do not start at 0."""
+    return f"{n} seeds" if first == 0 else f"{n} seeds ({first}-{first + n - 1})"
+
+
 def evaluate(
     policies: Iterable[Policy],
     scenario: str,

@@ -54,6 +54,7 @@ def test_existing_output_is_not_overwritten(tmp_path, capsys):
         (["--policies", "nope"], "unknown policy 'nope'; known policies: fiddler, greedy"),
         (["--env", "CartPole-v9"], "--env 'CartPole-v9' is not a registered id"),
         (["--seeds", "0"], "--seeds 0 is not allowed"),
+        (["--first-seed", "-1"], "--first-seed -1 is not allowed; must be an integer >= 0"),
     ],
 )
 def test_bad_input(tmp_path, capsys, argv, message):
@@ -68,3 +69,22 @@ def test_registry_names_build_policies_with_those_names():
         assert p.name == name
         oracle = name.endswith("oracle") or name.startswith("static")
         assert p.sees == ("oracle" if oracle else "view")
+
+
+def test_first_seed_runs_the_held_out_seeds(tmp_path, capsys):
+    """``--first-seed 100 --seeds 2`` runs seeds 100 and 101: the same episodes as the
+    harness gives for those seeds, and not those of seeds 0 and 1."""
+    from agents import harness
+
+    out = tmp_path / "held.csv"
+    argv = ["baselines", "--policies", "greedy", "--seeds", "2", "--first-seed", "100",
+            "--epochs", "3", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    assert "2 seeds (100-101) x 3 epochs" in capsys.readouterr().out
+    rows = out.read_text().splitlines()[1:]
+    assert [r.split(",")[2] for r in rows] == ["100", "101"]
+    want = harness.run_episode(make_policy("greedy"), "default", 101, 3).metrics["return"]
+    assert float(rows[1].split(",")[4]) == pytest.approx(want, rel=0, abs=0)
+    first = harness.run_episode(make_policy("greedy"), "default", 0, 3).metrics["return"]
+    assert float(rows[0].split(",")[4]) != first
+    assert harness.seed_list(3, 7) == [7, 8, 9]

@@ -53,7 +53,18 @@ def test_existing_results_folder_is_refused(tmp_path, capsys):
     assert "exists" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv", [["--policies", "", "--runs"], ["--seeds", "0"]])
+@pytest.mark.parametrize(
+    "argv", [["--policies", "", "--runs"], ["--seeds", "0"], ["--first-seed", "-3"]]
+)
 def test_bad_input(tmp_path, capsys, argv):
     rc = main(["compare", *argv, "--out-dir", str(Path(tmp_path) / "o")])
     assert rc == 2 and capsys.readouterr().err
+
+
+def test_first_seed_is_in_the_table_and_the_episodes(tmp_path):
+    out = tmp_path / "held"
+    assert main(["compare", "--env", "CoEL-v2", "--policies", "naive", "--seeds", "2",
+                 "--first-seed", "100", "--epochs", "2", "--out-dir", str(out)]) == 0  # fmt: skip
+    assert "2 seeds (100-101) x 2 epochs" in (out / "table.md").read_text()
+    seeds = [r.split(",")[2] for r in (out / "episodes.csv").read_text().splitlines()[1:]]
+    assert seeds == ["100", "101"]

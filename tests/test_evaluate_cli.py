@@ -29,6 +29,14 @@ def test_evaluate_prints_the_baselines_json_rows(run_dir, tmp_path, capsys):
     assert rl[0]["policy"] == "rl:run" and rl[0]["seeds"] == 2
 
 
+def test_first_seed_evaluates_the_seeds_it_names(run_dir, tmp_path, capsys):
+    out = tmp_path / "held.csv"
+    assert main(["evaluate", str(run_dir), "--seeds", "2", "--first-seed", "100",
+                 "--epochs", "2", "--out", str(out)]) == 0  # fmt: skip
+    assert "2 seeds (100-101)" in capsys.readouterr().out
+    assert [r.split(",")[2] for r in out.read_text().splitlines()[1:]] == ["100", "101"]
+
+
 def test_evaluation_is_deterministic(run_dir, tmp_path, capsys):
     outs = []
     for k in range(2):
