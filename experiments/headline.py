@@ -16,7 +16,7 @@ and the baselines, writing the table and figures into ``<out-dir>``
 (clone ``static-homes`` from 3 short episodes, a short RL run, 3 seeds x 20
 epochs); without it the budget is the one behind ``results/`` (clone
 ``static-homes`` from 16 whole training episodes of 200 epochs plus one DAgger
-round of 16 more, then 60k RL steps; 5 seeds x 50 epochs).
+round of 16 more, then 240k RL steps; 5 seeds x 50 epochs).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 
 QUICK = dict(timesteps=2048, seeds=3, epochs=20, imitate="static-homes", demo_episodes=3,
              demo_epochs=20, demo_rounds=0)  # fmt: skip
-FULL = dict(timesteps=60_000, seeds=5, epochs=50, imitate="static-homes", demo_episodes=16,
+FULL = dict(timesteps=240_000, seeds=5, epochs=50, imitate="static-homes", demo_episodes=16,
             demo_epochs=200, demo_rounds=1)  # fmt: skip
 BASELINES = "naive,greedy,fiddler,lru,static,static-homes,milp-periodic,milp-oracle"
 
