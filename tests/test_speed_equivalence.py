@@ -9,10 +9,12 @@ from coel_env.core.kernels import (
     activity_kernel,
     cost_kernel,
     cumulative_rows,
+    fill_tiers,
     holds_all,
     inverse_cdf,
     ou_step,
     p50_p95,
+    place_homes,
     popularity_moved,
     route_table,
     shortest_paths,
@@ -226,3 +228,58 @@ def test_shortest_paths_equal_the_dense_scan_with_ties():
         lat = rng.choice([0.5, 1.0, 2.0], size=u.size) if trial % 2 else rng.uniform(0.1, 5, u.size)
         for a, b in zip(shortest_paths(n, u, v, lat), _dense_dijkstra(n, u, v, lat), strict=True):
             assert a.tobytes() == b.tobytes()
+
+
+def test_place_homes_equals_the_numpy_indexing_per_home():
+    rng = np.random.default_rng(11)
+    for _ in range(40):
+        n_l, n_e, n, g = int(rng.integers(1, 5)), int(rng.integers(1, 9)), 6, 3
+        groups = rng.integers(0, g, (n_l, n_e))
+        near = np.array([rng.permutation(n)[:4] for _ in range(n)], np.int64)
+        place = rng.integers(0, 4, g)
+        homes = np.flatnonzero(rng.random(n) < 0.4)
+        spread, replicate = int(rng.integers(0, 2)), int(rng.integers(0, 2))
+        ref = np.zeros((n_l, n_e, n), np.int8)
+        for home in homes:  # the numpy code the kernel replaced
+            target = near[home][place] if spread else np.full(g, home)
+            layers, experts = np.indices(groups.shape, sparse=True)
+            ref[layers, experts, target[groups]] = 1
+            if replicate:
+                ref[:, :, home] = 1
+        got = np.zeros_like(ref)
+        place_homes(got, groups, near, place, homes, spread, replicate)
+        assert np.array_equal(got, ref)
+
+
+def _fill_tiers_per_server(location, bits, layers, experts, gb_by_bits, free_gb, unified):
+    """The one-pass-per-server loop the compiled fill replaced."""
+    for s in range(location.shape[2]):
+        budget, cum, used = max(free_gb[s], 0.0) + 1e-9, 0.0, 0.0
+        for layer, e in zip(layers, experts, strict=True):
+            if location[layer, e, s] == 0:
+                continue
+            w = gb_by_bits[bits[layer, e]]
+            cum += w
+            if unified[s] or cum <= budget:
+                location[layer, e, s], used = 1, used + w
+            else:
+                location[layer, e, s] = 2
+        free_gb[s] -= used
+
+
+def test_fill_tiers_equals_one_pass_per_server():
+    rng = np.random.default_rng(12)
+    gb = np.zeros(17)
+    gb[[2, 3, 4, 8, 16]] = [0.01, 0.015, 0.02, 0.04, 0.08]
+    for _ in range(40):
+        n_l, n_e, n = int(rng.integers(1, 6)), int(rng.integers(1, 12)), 5
+        loc = (rng.random((n_l, n_e, n)) < 0.5).astype(np.int8)
+        bits = rng.choice([2, 3, 4, 8, 16], (n_l, n_e)).astype(np.int8)
+        order = rng.permutation(n_l * n_e)
+        layers, experts = np.divmod(order, n_e)
+        free = rng.uniform(-0.1, 0.6, n)
+        unified = rng.random(n) < 0.2
+        ref_loc, ref_free = loc.copy(), free.copy()
+        _fill_tiers_per_server(ref_loc, bits, layers, experts, gb, ref_free, unified)
+        fill_tiers(loc, bits, layers, experts, gb, free, unified)
+        assert np.array_equal(loc, ref_loc) and free.tobytes() == ref_free.tobytes()

@@ -968,28 +968,49 @@ def plan_scan(location, expert_gb, up):
 
 
 @njit(cache=True, error_model="numpy")
+def place_homes(location, groups, near, place, homes, spread, replicate):
+    """Mark every expert [L, E] of a model on its group's server, for each home in turn:
+    with ``spread`` the ``place[g]``-th nearest server to the home (``near[home]``),
+    else the home itself; with ``replicate`` on the home as well. Writes tier 1 into
+    ``location`` [L, E, n] (:func:`fill_tiers` then sets the tiers)."""
+    n_l, n_e = groups.shape
+    for h in range(homes.size):
+        home = homes[h]
+        for layer in range(n_l):
+            for e in range(n_e):
+                target = near[home, place[groups[layer, e]]] if spread else home
+                location[layer, e, target] = 1
+                if replicate:
+                    location[layer, e, home] = 1
+
+
+@njit(cache=True, error_model="numpy")
 def fill_tiers(location, bits, layers, experts, gb_by_bits, free_gb, unified):
     """On each server holding experts of a model: GPU memory in the given (popularity)
     order while they fit, the rest in host memory (all on GPU with unified memory).
     Writes tiers 1 (GPU) / 2 (host) into ``location`` and takes the GPU share off
     ``free_gb``."""
     n = location.shape[2]
+    budget = np.empty(n)
     for s in range(n):
-        budget = max(free_gb[s], 0.0) + 1e-9
-        cum = 0.0
-        used = 0.0
-        for j in range(layers.size):
-            layer, e = layers[j], experts[j]
-            if location[layer, e, s] == 0:
+        budget[s] = max(free_gb[s], 0.0) + 1e-9
+    cum = np.zeros(n)
+    used = np.zeros(n)
+    for j in range(layers.size):  # each server's sums in this order, as one pass per server
+        layer, e = layers[j], experts[j]
+        w = gb_by_bits[bits[layer, e]]
+        row = location[layer, e]
+        for s in range(n):
+            if row[s] == 0:
                 continue
-            w = gb_by_bits[bits[layer, e]]
-            cum += w
-            if unified[s] or cum <= budget:
-                location[layer, e, s] = 1
-                used += w
+            cum[s] += w
+            if unified[s] or cum[s] <= budget[s]:
+                row[s] = 1
+                used[s] += w
             else:
-                location[layer, e, s] = 2
-        free_gb[s] -= used
+                row[s] = 2
+    for s in range(n):
+        free_gb[s] -= used[s]
 
 
 @njit(cache=True, error_model="numpy")

@@ -43,7 +43,7 @@ from __future__ import annotations
 import numpy as np
 
 from coel_env.catalog import BITS
-from coel_env.core.kernels import fill_tiers
+from coel_env.core.kernels import fill_tiers, place_homes
 from coel_env.core.plan import (
     GB,
     GPU,
@@ -106,15 +106,6 @@ def _remember(key: tuple, popularity: np.ndarray, value) -> None:
     if len(_MEMO) >= _MEMO_SIZE:
         del _MEMO[next(iter(_MEMO))]  # oldest first
     _MEMO[key] = (popularity, value)
-
-
-def _place(loc: np.ndarray, groups: np.ndarray, target: np.ndarray, home: int, replicate) -> None:
-    """Mark every expert [L, E] on its group's target server (``target[groups]``) and,
-    with ``replicate``, on ``home`` as well (where the target is the home it already is)."""
-    layers, experts = np.indices(groups.shape, sparse=True)
-    loc[layers, experts, target[groups]] = 1
-    if replicate:
-        loc[:, :, home] = 1
 
 
 def _no_home(name: str) -> InfeasibilityReport:
@@ -226,12 +217,12 @@ class InterDeviceAction(_Base):
         policy = int(rest[3 + 2 * g])
         groups = groups_of_estimate(popularity, g)
         bits = np.asarray(BITS)[bit_idx][groups].astype(np.int8)
-        near = self._nearest()
         loc = np.zeros((m.n_moe_layers, m.n_experts, self.n), np.int8)
-        for home in homes:
-            target = near[home][place] if spread else np.full(g, home)
-            _place(loc, groups, target, home, replicate)
-            free[home] -= self._dense_gb(i)
+        home_arr = np.asarray(homes, np.int64)
+        place_homes(
+            loc, groups, self._nearest(), np.asarray(place, np.int64), home_arr, spread, replicate
+        )
+        free[home_arr] -= self._dense_gb(i)  # homes are distinct: one subtraction each
         self._fill_tiers(loc, bits, popularity, free, i)
         pol = np.full(m.n_moe_layers, policy, np.int8)
         return ModelPlan(name, loc, bits, tuple(int(h) for h in homes), pol, keep)
