@@ -33,6 +33,10 @@ from pathlib import Path  # noqa: E402
 
 from coel_env.core.world import World  # noqa: E402
 
+#: The world issue's aims (epochs/s on one core, naive plan).
+AIM_DEFAULT_EPS = 15_000.0
+AIM_LARGE_EPS = 1_500.0
+
 
 def machine() -> dict[str, str]:
     """Where the numbers were measured."""

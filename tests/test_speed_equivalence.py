@@ -12,12 +12,15 @@ from coel_env.core.kernels import (
     fill_tiers,
     holds_all,
     inverse_cdf,
+    mirrored_paths,
     ou_step,
     p50_p95,
+    path_bottlenecks,
     place_homes,
     popularity_moved,
     route_table,
     shortest_paths,
+    shortest_paths_after,
     sort_into_window,
     table_kernel,
     token_share_uncapped,
@@ -283,3 +286,66 @@ def test_fill_tiers_equals_one_pass_per_server():
         _fill_tiers_per_server(ref_loc, bits, layers, experts, gb, ref_free, unified)
         fill_tiers(loc, bits, layers, experts, gb, free, unified)
         assert np.array_equal(loc, ref_loc) and free.tobytes() == ref_free.tobytes()
+
+
+def test_shortest_paths_after_a_change_of_links_equal_a_full_run():
+    """Rows kept from the last routes (ties, zero latencies, disconnected graphs)."""
+    rng = np.random.default_rng(13)
+    redone = kept = 0
+    for trial in range(300):
+        n = int(rng.integers(2, 11))
+        pairs = np.array([(a, b) for a in range(n) for b in range(a + 1, n)], np.int64)
+        u, v, m = pairs[:, 0], pairs[:, 1], len(pairs)
+        if trial % 3 == 0:
+            lat = rng.choice([0.0, 0.5, 1.0, 2.0], m)
+        else:
+            lat = rng.choice([1.0, 2.0], m) if trial % 3 == 1 else rng.uniform(0.0, 3.0, m)
+        up0 = rng.random(m) < rng.uniform(0.2, 0.9)
+        tree0 = shortest_paths(n, u[up0], v[up0], lat[up0])
+        for _ in range(5):
+            up1 = up0 ^ (rng.random(m) < 0.15)  # links fail and recover
+            full = shortest_paths(n, u[up1], v[up1], lat[up1])
+            *got, n_redo = shortest_paths_after(
+                n, u[up1], v[up1], lat[up1], u[up0], v[up0], lat[up0], *tree0
+            )
+            for a, b in zip(got, full, strict=True):
+                assert a.tobytes() == b.tobytes()
+            redone, kept = redone + n_redo, kept + n - n_redo
+            up0, tree0 = up1, tuple(got)
+    assert redone > 0 and kept > 0  # both paths of the update were taken
+
+
+def test_mirrored_paths_equal_the_numpy_mirror():
+    rng = np.random.default_rng(14)
+    for _ in range(30):
+        n = int(rng.integers(1, 12))
+        m = int(rng.integers(0, 3 * n))
+        u, v = rng.integers(0, n, m), rng.integers(0, n, m)
+        u, v = u[u != v], v[u != v]
+        lat, bw = rng.uniform(0.1, 5, u.size), rng.uniform(1, 100, u.size)
+        dist, pred, hops = shortest_paths(n, u, v, lat)
+        bott = path_bottlenecks(dist, pred, hops, u, v, bw)
+        upper = np.arange(n)[:, None] <= np.arange(n)[None, :]
+        ref = [np.where(upper, x, x.T) for x in (dist, hops, bott)] + [pred]
+        for a, b in zip(mirrored_paths(dist, pred, hops, u, v, bw), ref, strict=True):
+            assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
+
+
+def test_routes_with_link_state_equal_with_links():
+    from coel_env.core.topology import _route
+
+    world = World("large")
+    topo = world.topology
+    rng = np.random.default_rng(15)
+    m = len(topo.edges)
+    for _ in range(20):
+        up = rng.random(m) > 0.1
+        scale = rng.uniform(0.5, 1.5, m)
+        failed = [topo.edges[i] for i in np.flatnonzero(~up)]
+        a = topo.routes_with(scale, up)  # from the routes of the last failure set
+        b = topo.with_links(scale, failed=failed)
+        bw = topo.edge_bandwidth_gbit_s * scale
+        c = _route(topo.n, topo._edge_u[up], topo._edge_v[up], topo.edge_latency_ms[up], bw[up])
+        for f in ("latency_ms", "hops", "bottleneck_gbit_s", "predecessors"):
+            assert getattr(a, f).tobytes() == getattr(b, f).tobytes()
+            assert getattr(a, f).tobytes() == getattr(c, f).tobytes()  # routed from scratch

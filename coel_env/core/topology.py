@@ -45,7 +45,7 @@ import pandas as pd
 from scipy.sparse.csgraph import connected_components, shortest_path
 
 from coel_env import profiles
-from coel_env.core.kernels import path_bottlenecks, shortest_paths
+from coel_env.core.kernels import mirrored_paths, shortest_paths, shortest_paths_after
 
 __all__ = [
     "PROPAGATION_MS_PER_KM",
@@ -366,21 +366,18 @@ def _shortest_paths(n: int, u: np.ndarray, v: np.ndarray, latency_ms: np.ndarray
 def _bottleneck(
     tree: tuple, n: int, u: np.ndarray, v: np.ndarray, bandwidth_gbit_s: np.ndarray
 ) -> PathMatrices:
-    """Path matrices of the shortest-path ``tree`` with the links' bandwidths."""
+    """Path matrices of the shortest-path ``tree`` with the links' bandwidths (one path
+    per unordered pair, the one found from the lower id, mirrored)."""
     dist, pred, hops = tree
-    bott = path_bottlenecks(
+    lat, hp, bott, pred = mirrored_paths(
         dist, pred, hops, np.asarray(u, np.int64), np.asarray(v, np.int64),
         np.asarray(bandwidth_gbit_s, float),
     )  # fmt: skip
-    rows = np.arange(n)[:, None]
-    cols = np.arange(n)[None, :]
-    # One path per unordered pair (the one found from the lower id), mirrored.
-    upper = rows <= cols
     return PathMatrices(
-        latency_ms=_readonly(np.where(upper, dist, dist.T)),
-        hops=_readonly(np.where(upper, hops, hops.T)),
-        bottleneck_gbit_s=_readonly(np.where(upper, bott, bott.T)),
-        predecessors=_readonly(pred.astype(np.int64)),
+        latency_ms=_readonly(lat),
+        hops=_readonly(hp),
+        bottleneck_gbit_s=_readonly(bott),
+        predecessors=_readonly(pred),
     )
 
 
@@ -584,7 +581,7 @@ class Topology:
             the new :class:`PathMatrices` (routing recomputed on the new latencies).
         """
         m = len(self.edges)
-        bw = self.edge_bandwidth_gbit_s * _check_scale(bandwidth_scale, "bandwidth_scale", m)
+        bw_scale = _check_scale(bandwidth_scale, "bandwidth_scale", m)
         lat = self.edge_latency_ms * _check_scale(latency_scale, "latency_scale", m)
         up = np.ones(m, dtype=bool)
         for e in failed:
@@ -593,9 +590,18 @@ class Topology:
             except (TypeError, ValueError):
                 raise ValueError(f"failed contains {e!r}; must be (u, v) link pairs") from None
             up[self.edge_index(u, v)] = False
-        u, v = self._edge_u[up], self._edge_v[up]
         if latency_scale is not None:
-            return _route(self.n, u, v, lat[up], bw[up])
+            u, v = self._edge_u[up], self._edge_v[up]
+            return _route(self.n, u, v, lat[up], (self.edge_bandwidth_gbit_s * bw_scale)[up])
+        return self.routes_with(bw_scale, up)
+
+    def routes_with(self, bandwidth_scale: np.ndarray, link_up: np.ndarray) -> PathMatrices:
+        """:meth:`with_links` for arrays already checked (the world's dynamics state):
+        ``bandwidth_scale`` float ``[n_edges]`` (> 0) and ``link_up`` bool ``[n_edges]``
+        (False: the link is down), both in :attr:`edges` order. Not checked."""
+        up = link_up
+        u, v = self._edge_u[up], self._edge_v[up]
+        lat = self.edge_latency_ms
         # bandwidth does not move latency-shortest paths: route once per set of failures
         key = ("routes", up.tobytes())
         tree = self._cache.get(key)
@@ -603,8 +609,19 @@ class Topology:
             if len(self._cache) > 256:  # bounded: drop earlier failure sets
                 for k in [k for k in self._cache if k[0] == "routes"]:
                     del self._cache[k]
-            tree = self._cache[key] = _shortest_paths(self.n, u, v, lat[up])
-        return _bottleneck(tree, self.n, u, v, bw[up])
+            last = self._cache.get("last_routes")
+            if last is None:
+                tree = _shortest_paths(self.n, u, v, lat[up])
+            else:  # from the last routes: only the sources the changed links can touch
+                up0, tree0 = last
+                *tree, _ = shortest_paths_after(
+                    self.n, u, v, lat[up], self._edge_u[up0], self._edge_v[up0], lat[up0],
+                    *tree0,
+                )  # fmt: skip
+                tree = tuple(tree)
+            self._cache[key] = tree
+            self._cache["last_routes"] = (up.copy(), tree)
+        return _bottleneck(tree, self.n, u, v, (self.edge_bandwidth_gbit_s * bandwidth_scale)[up])
 
 
 def _check_scale(scale: np.ndarray | None, field: str, m: int) -> np.ndarray:

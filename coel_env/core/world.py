@@ -241,7 +241,7 @@ class World:
             rm.reset()
         self.perception.reset()
         self.paths = self.topology.paths
-        self._failed: tuple = ()
+        self._failed: bytes | None = None  # link_up of the paths in force
         self.t_s = 0.0
         self.epoch = 0
         self._cache: dict = {}
@@ -334,12 +334,10 @@ class World:
         paths_changed = False
         if sc.dynamics.links:
             link_up = self.dyn.link_up
-            failed = (
-                () if link_up.all() else tuple(self._edges[i] for i in np.flatnonzero(~link_up))
-            )
+            failed = link_up.tobytes()  # the set of failed links
             if refresh or failed != self._failed:  # bandwidth is re-sampled at refreshes
                 self._failed = failed
-                self.paths = self.topology.with_links(self.dyn.link_scale, failed=failed)
+                self.paths = self.topology.routes_with(self.dyn.link_scale, link_up)
                 self.perception.set_paths(self.paths.latency_ms, self.paths.hops)
                 paths_changed = True
         up = self.dyn.server_up
