@@ -45,12 +45,18 @@ from numba.core.registry import CPUDispatcher  # noqa: E402
 
 import coel_env  # noqa: E402, F401  (registers the ids)
 from coel_env.core.world import World  # noqa: E402
-from experiments.bench_envs import AIM_DEFAULT_SPS, AIM_LARGE_SPS, MaskedSampler  # noqa: E402
+from experiments.bench_envs import (  # noqa: E402
+    AIM_DEFAULT_SPS,
+    AIM_LARGE_SPS,
+    MaskedSampler,
+    _run_coel,
+)
 from experiments.bench_world import AIM_DEFAULT_EPS, AIM_LARGE_EPS  # noqa: E402
 
 #: Kernels that cost a plan at a popularity snapshot (the cost model).
 COST_MODEL = ("cost_kernel", "table_kernel", "activity_kernel", "placement_kernel")
 WARMUP = 100
+EPISODE = 200  # epochs per reset in bench_world.py
 
 
 class KernelTimer:
@@ -122,37 +128,33 @@ def dispatch_overhead_s(max_args: int = 24, repeats: int = 20000) -> list[float]
 
 
 def _world_run(scenario: str, steps: int, seed: int):
+    """``bench_world.py``'s protocol: ``reset(seed)`` and 200 epochs (an episode), as
+    many times as ``steps`` needs, after a warm-up."""
     world = World(scenario)
     world.reset(seed)
     for _ in range(WARMUP):
         world.step()
-    world.reset(seed)
 
     def run() -> None:
-        for _ in range(steps):
-            world.step()
+        done = 0
+        while done < steps:
+            world.reset(seed)
+            for _ in range(min(EPISODE, steps - done)):
+                world.step()
+            done += EPISODE
 
     return run, world.n
 
 
 def _env_run(scenario: str, steps: int, seed: int):
+    """``bench_envs.py``'s protocol: ``reset(seed)``, then ``steps`` masked random steps
+    (resetting when an episode ends), after a warm-up."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # CoEL-v0 is an older version
-        env = gym.make("CoEL-v0", config={"scenario": scenario}).unwrapped
+        env = gym.make("CoEL-v0", config={"scenario": scenario})
     sampler = MaskedSampler(env.action_space.nvec, np.random.default_rng(seed))
-    env.reset(seed=seed)
-    for _ in range(WARMUP):
-        env.step(sampler.sample(env.action_masks()))
-
-    def run() -> None:
-        env.reset(seed=seed)
-        sampler.rng = np.random.default_rng(seed)
-        for _ in range(steps):
-            _, _, terminated, truncated, _ = env.step(sampler.sample(env.action_masks()))
-            if terminated or truncated:
-                env.reset()
-
-    return run, env.world.n
+    _run_coel(env, sampler, WARMUP, seed)
+    return (lambda: _run_coel(env, sampler, steps, seed)), env.unwrapped.world.n
 
 
 TARGETS = (
@@ -228,7 +230,9 @@ def markdown(rows: list[dict], info: dict[str, str], command: str, overhead: lis
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--steps", type=int, default=1000, help="timed steps per workload")
+    p.add_argument(
+        "--steps", type=int, default=1000, help="timed steps (world: epochs) per workload"
+    )
     p.add_argument("--seed", type=int, default=0, help="episode and sampling seed")
     p.add_argument("--out", type=Path, help="write a markdown table here")
     args = p.parse_args(argv)

@@ -1269,3 +1269,20 @@ def mirrored_paths(dist, pred, hops, u, v, bandwidth_gbit_s):
             hp[i, j] = hops[a, b]
             bt[i, j] = bott[a, b]
     return lat, hp, bt, pred.copy()
+
+
+@njit(cache=True, error_model="numpy")
+def mix_popularity(mix, cur):
+    """``np.einsum("st,tle->sle", mix, cur)``: each server's popularity from its task
+    mix [S, T] and the tasks' popularities [T, L, E], summed over tasks in order from
+    0.0 as numpy's einsum does (equal results)."""
+    s_n, t_n = mix.shape
+    _, l_n, e_n = cur.shape
+    out = np.zeros((s_n, l_n, e_n))
+    for s in range(s_n):
+        for t in range(t_n):
+            a = mix[s, t]
+            for layer in range(l_n):
+                for e in range(e_n):
+                    out[s, layer, e] += a * cur[t, layer, e]
+    return out

@@ -542,21 +542,26 @@ def _check_window(t0_s: object, duration_s: object) -> tuple[float, float]:
     return t0, t0 + d
 
 
-def _wall_clock(wl, op: np.ndarray, origin: np.ndarray, t0: float, t1: float):
+def _wall_clock(wl, op: np.ndarray, origin: np.ndarray, t0: float, t1: float, ends=None):
     """Points at operational times ``op`` back to wall-clock arrivals in ``[t0, t1)``,
     sorted (stable), with their origins in the same order.
 
     Without a diurnal profile operational time is wall-clock time; with one, the
     profile's cumulative rate is inverted piecewise-linearly on a grid of P/4096 steps
-    (inverse error < 1e-3 s for a 1-day period).
+    (inverse error < 1e-3 s for a 1-day period). ``ends``: the cumulative profile at
+    ``[t0, t1]`` when the caller has it (the whole grid when the window is that short).
     """
     c = wl.config
     if c.diurnal_amplitude == 0.0:
         arrival = op
     else:
         n_grid = max(2, math.ceil((t1 - t0) / (c.diurnal_period_s / 4096.0)) + 1)
-        grid = np.linspace(t0, t1, n_grid)
-        arrival = np.interp(op, wl.cumulative_profile(grid), grid)
+        if n_grid == 2 and ends is not None:  # np.linspace(t0, t1, 2) is [t0, t1]
+            grid, profile = np.array([t0, t1]), ends
+        else:
+            grid = np.linspace(t0, t1, n_grid)
+            profile = wl.cumulative_profile(grid)
+        arrival = np.interp(op, profile, grid)
     if arrival.size and t1 > t0:  # sorted (stable), clipped to the window
         return sort_into_window(arrival, origin, t0, np.nextafter(t1, -np.inf))
     order = np.argsort(arrival, kind="stable")
@@ -1070,11 +1075,12 @@ class SyntheticStream:
         c = wl.config
         t0, t1 = t0_s, t0_s + duration_s
         rates = np.asarray(rates_per_s, dtype=np.float64)
-        big_l0, big_l1 = wl.cumulative_profile(np.array([t0, t1]))
+        ends = wl.cumulative_profile(np.array([t0, t1]))
+        big_l0, big_l1 = ends
         span = rates * (big_l1 - big_l0)
         self._refill(span)
         u, origin = take_points(self._points, self._ptr, self._used, span)
-        arrival, origin = _wall_clock(wl, big_l0 + u / rates[origin], origin, t0, t1)
+        arrival, origin = _wall_clock(wl, big_l0 + u / rates[origin], origin, t0, t1, ends)
         n = arrival.size
         if self._at + n > self._attrs["u_task"].size:
             self._draw_attributes(self._at)

@@ -44,6 +44,7 @@ from coel_env.core.kernels import (
     group_requests,
     group_work,
     holds_all,
+    mix_popularity,
     p50_p95,
     popularity_moved,
     route_table,
@@ -413,7 +414,7 @@ class World:
         for name in self.models:
             rm = self.routing[name]
             cur = rm.popularities()  # [T, L, E], in rm.tasks order
-            new = np.einsum("st,tle->sle", self.dyn.task_mix, cur)
+            new = mix_popularity(self.dyn.task_mix, cur)  # einsum "st,tle->sle"
             old = self._pop.get(name)
             if old is None:
                 self._pop[name] = new
