@@ -101,6 +101,7 @@ class ServingModel:
         self._row_index: dict = {}
         self._row_list: list = []
         self._home: dict = {}
+        self._ns: dict = {}  # (passes, phases) -> pass sizes as an array, >= 1
         self._act: OrderedDict = OrderedDict()  # token share -> activity (LRU)
         self._rowmaps: dict = {}  # model -> grid row per (server, CPU?, bits) key
         self._values = self._slopes = np.zeros((0, self._grid.size))
@@ -216,7 +217,7 @@ class ServingModel:
                 s, cpu, b = gk // 64, bool((gk // 32) % 2), gk % 32
                 rowmap[gk] = self._expert_row(m, self.cpus[s] if cpu else self.gpus[s], b)
             row = rowmap[group]
-        remote = [s for s in np.flatnonzero(used).tolist() if s != home]
+        remote = bool(used.sum() - used[home])  # some expert runs on another server
         out = _Placement(flat_server, row, fetch_ms, remote, self._disp_row(m, home))
         self._placements[key] = (mp, out)
         return out
@@ -267,7 +268,14 @@ class ServingModel:
         ``token_share``: :meth:`token_share` of ``popularity`` when the caller has it.
         """
         m = mp.spec
-        ns = np.maximum(np.asarray(ns, float), 1.0)
+        ns_key = (tuple(ns), tuple(phases))
+        ns = self._ns.get(ns_key)
+        if ns is None:  # the passes, as an array (a few distinct ones: kept)
+            ns = np.maximum(np.asarray(ns_key[0], float), 1.0)
+            ns.setflags(write=False)
+            if len(self._ns) > 4096:  # bounded (odd batch sizes)
+                self._ns.clear()
+            self._ns[ns_key] = ns
         k_pts = ns.size
         placed = self._placement(mp, home, latency_ms, up)
         if placed is None:
@@ -275,8 +283,8 @@ class ServingModel:
                 np.full(k_pts, np.inf), np.zeros((k_pts, self.n)), np.zeros(k_pts), False
             )
         q = self.token_share(m, popularity) if token_share is None else token_share
-        home_ms = self._home_ms(m, home, ns, phases)
-        act = self._cached_activity(q, ns, placed.disp_row, token_share is not None)
+        home_ms = self._home_ms(m, home, ns, phases, ns_key)
+        act = self._cached_activity(q, ns_key[0], placed.disp_row, token_share is not None)
         if act is None:  # a new snapshot: activity and costs in one pass
             pa, ta, disp, total, busy, net_bytes = cost_kernel(
                 q, ns, self._values, self._slopes, placed.disp_row, m.n_moe_layers, placed.row,
@@ -285,7 +293,7 @@ class ServingModel:
                 home_ms,
             )  # fmt: skip
             if token_share is not None:
-                self._keep_activity(q, ns, placed.disp_row, (pa, ta, disp))
+                self._keep_activity(q, ns_key[0], placed.disp_row, (pa, ta, disp))
         else:
             pa, ta, disp = act
             total, busy, net_bytes = table_kernel(
@@ -295,21 +303,21 @@ class ServingModel:
             )  # fmt: skip
         return CostTable(total, busy, net_bytes, True)
 
-    def _cached_activity(self, q: np.ndarray, ns: np.ndarray, disp_row: int, cache: bool):
+    def _cached_activity(self, q: np.ndarray, ns: tuple, disp_row: int, cache: bool):
         """The kept :func:`coel_env.core.kernels.activity_kernel` output of a token share
         (None when not kept; kept for the most recent shares when the caller holds on to
-        them: they are read-only)."""
+        them: they are read-only). ``ns``: the passes as given to :meth:`table`."""
         if not cache:
             return None
-        key = (id(q), ns.tobytes(), disp_row)
+        key = (id(q), ns, disp_row)
         hit = self._act.get(key)
         if hit is not None and hit[0] is q:
             self._act.move_to_end(key)
             return hit[1]
         return None
 
-    def _keep_activity(self, q: np.ndarray, ns: np.ndarray, disp_row: int, out: tuple) -> None:
-        self._act[(id(q), ns.tobytes(), disp_row)] = (q, out)
+    def _keep_activity(self, q: np.ndarray, ns: tuple, disp_row: int, out: tuple) -> None:
+        self._act[(id(q), ns, disp_row)] = (q, out)
         if len(self._act) > ACTIVITY_CACHE:
             self._act.popitem(last=False)
 
@@ -321,10 +329,13 @@ class ServingModel:
             out = np.clip(_expected_counts(popularity, 1.0, m.top_k), 0.0, 1.0).ravel()
         return out
 
-    def _home_ms(self, m: MoEModel, home: int, ns: np.ndarray, phases) -> np.ndarray:
+    def _home_ms(
+        self, m: MoEModel, home: int, ns: np.ndarray, phases, ns_key: tuple | None = None
+    ) -> np.ndarray:
         """What runs on the home GPU whatever the plan (router, shared experts, attention,
-        dense layers, LM head) for each pass [K] (cached per model, home and passes)."""
-        key = (m.name, home, ns.tobytes(), tuple(phases))
+        dense layers, LM head) for each pass [K] (cached per model, home and passes;
+        ``ns_key``: the passes and phases as a key, when the caller has it)."""
+        key = (m.name, home, ns_key if ns_key is not None else (ns.tobytes(), tuple(phases)))
         hit = self._home.get(key)
         if hit is not None:
             return hit
@@ -359,7 +370,7 @@ class _Placement:
     server: np.ndarray  # [L * E] server each expert runs on (int64)
     row: np.ndarray  # [L * E] kernel-latency grid row of each expert (int64)
     fetch_ms: np.ndarray  # [L * E] PCIe fetch before running (0 unless fetched)
-    remote: list  # other servers used
+    remote: bool  # some expert runs on another server
     disp_row: int  # grid row of the home's dispatch kernel
 
 

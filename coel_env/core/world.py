@@ -90,6 +90,8 @@ POP_TOLERANCE = 0.1
 #: (model, home) epochs on ``default`` and ``large``) and the prefill points; a larger
 #: batch bucket is costed when first needed.
 TABLE_POINTS = ((1, "decode"),) + tuple((p, "prefill") for p in PREFILL_POINTS)
+_TABLE_NS = tuple(p[0] for p in TABLE_POINTS)
+_TABLE_PHASES = tuple(p[1] for p in TABLE_POINTS)
 #: Fields of a server's broadcast status vector.
 STATUS_FIELDS = (
     "free_gpu_frac",
@@ -447,15 +449,15 @@ class World:
         key = (bucket(n) if phase == "decode" else int(n), phase)
         c = entry.get(key)
         if c is None:
-            points = [key]
+            points, ns, phases = [key], [key[0]], [key[1]]
             if not entry:  # a new snapshot: the points most epochs need, in one sweep
-                points = TABLE_POINTS
+                points, ns, phases = TABLE_POINTS, _TABLE_NS, _TABLE_PHASES
             pop = self._pop[name][home]
             share = self._share.get((name, home))
             if share is None:
                 share = self._share[(name, home)] = self.serving.token_share(mp.spec, pop)
             tab = self.serving.table(
-                mp, home, pop, [p[0] for p in points], [p[1] for p in points],
+                mp, home, pop, ns, phases,
                 self.paths.latency_ms, self.paths.bottleneck_gbit_s, self.dyn.server_up,
                 token_share=share,
             )  # fmt: skip
