@@ -1,4 +1,4 @@
-"""experiments/bench_envs.py and experiments/soak.py: tiny runs end to end, in subprocesses.
+"""experiments/bench_envs.py, bench_floor.py and soak.py: tiny runs end to end, in subprocesses.
 
 The scripts set thread variables before NumPy is imported and are timed, so they
 run in their own interpreters here (nothing leaks into the test process).
@@ -111,6 +111,50 @@ def test_masked_sampler_uniform_among_allowed():
         "assert set(a[:, 0]) == {0, 2} and set(a[:, 1]) == {0} and set(a[:, 2]) == {1}\n"
         "share = (a[:, 0] == 0).mean()\n"
         "assert 0.45 < share < 0.55, share\n"
+        "print('ok')\n"
+    )
+    assert _run("-c", code).stdout.strip() == "ok"
+
+
+def test_bench_floor_tiny(tmp_path):
+    out = tmp_path / "speed_floor.md"
+    proc = _run(
+        "experiments/bench_floor.py",
+        *("--steps", "30", "--warmup", "5", "--out", str(out)),
+        timeout=240.0,
+    )
+    assert "cpu_count:" in proc.stdout
+    lines = out.read_text().splitlines()
+    assert "Command: `python experiments/bench_floor.py --steps 30 --warmup 5" in "\n".join(lines)
+    header = next(line for line in lines if line.startswith("| workload |"))
+    cols = _cells(header)
+    rows = [dict(zip(cols, _cells(line), strict=True)) for line in lines[lines.index(header) + 2 :]
+            if line.startswith("| ")]  # fmt: skip
+    assert [(r["workload"].split()[0], r["scenario"]) for r in rows] == [
+        ("World.step", "default"), ("World.step", "large"),
+        ("CoEL-v0", "default"), ("CoEL-v0", "large"),
+    ]  # fmt: skip
+    for r in rows:
+        now = float(r["steps/s now"].replace(",", ""))
+        bound = float(r["bound steps/s"].replace(",", ""))
+        kernel, cost = float(r["kernel us/step"]), float(r["of which cost model"])
+        assert now > 0 and 0 < kernel and 0 <= cost <= kernel
+        assert 0 < float(r["kernel share"].rstrip("%")) <= 100  # part of its own run
+        aim = float(r["aim"].replace(",", ""))
+        assert r["aim reachable"] == ("yes" if bound >= aim else "**no**")
+
+
+def test_kernel_timer_wraps_and_restores():
+    code = (
+        "import experiments.bench_floor as bf\n"
+        "import coel_env.core.world as w, coel_env.core.kernels as k\n"
+        "orig = w.serve_kernel\n"
+        "with bf.KernelTimer() as t:\n"
+        "    assert w.serve_kernel is not orig\n"
+        "    world = w.World('default'); world.reset(0); world.step(); world.step()\n"
+        "assert w.serve_kernel is orig and k.cost_kernel.__class__.__name__ == 'CPUDispatcher'\n"
+        "assert t.calls['serve_kernel'] == 2 and t.seconds['serve_kernel'] > 0\n"
+        "assert t.calls['cost_kernel'] >= 1\n"
         "print('ok')\n"
     )
     assert _run("-c", code).stdout.strip() == "ok"
