@@ -34,12 +34,11 @@ from __future__ import annotations
 import os
 
 from experiments.benchutil import machine as _machine
-from experiments.benchutil import single_thread
+from experiments.benchutil import single_thread, write_report
 
 single_thread()  # before numpy is imported anywhere
 
 import argparse  # noqa: E402
-import shlex  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -322,12 +321,12 @@ def main(argv: list[str] | None = None) -> int:
             r = bench_coel(env_id, token, args.steps, args.repeats, args.warmup, args.seed)
             rows.append(r)
             print(format_row(r, cartpole), flush=True)
-    if args.out is not None:
-        given = sys.argv[1:] if argv is None else list(argv)
-        command = shlex.join(["python", "experiments/bench_envs.py", *given])
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(markdown(rows, cartpole, info, command))
-        print(f"wrote {args.out}")
+    write_report(
+        args.out,
+        "experiments/bench_envs.py",
+        argv,
+        lambda command: markdown(rows, cartpole, info, command),
+    )
     return 0
 
 

@@ -26,12 +26,11 @@ Runs on one thread (as the other benchmarks). The process itself is not pinned.
 from __future__ import annotations
 
 from experiments.benchutil import machine as _machine
-from experiments.benchutil import single_thread
+from experiments.benchutil import single_thread, write_report
 
 single_thread()  # before numpy is imported anywhere
 
 import argparse  # noqa: E402
-import shlex  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
@@ -259,12 +258,12 @@ def main(argv: list[str] | None = None) -> int:
             f"bound {r['bound_sps']:8.0f}/s  aim {aim:,.0f}",
             flush=True,
         )
-    if args.out is not None:
-        given = sys.argv[1:] if argv is None else list(argv)
-        command = shlex.join(["python", "experiments/bench_floor.py", *given])
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(markdown(rows, info, command, overhead))
-        print(f"wrote {args.out}")
+    write_report(
+        args.out,
+        "experiments/bench_floor.py",
+        argv,
+        lambda command: markdown(rows, info, command, overhead),
+    )
     return 0
 
 

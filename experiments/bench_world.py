@@ -20,12 +20,11 @@ from __future__ import annotations
 import os
 
 from experiments.benchutil import machine as _machine
-from experiments.benchutil import single_thread
+from experiments.benchutil import single_thread, write_report
 
 single_thread()  # before numpy is imported anywhere
 
 import argparse  # noqa: E402
-import shlex  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -124,12 +123,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['epochs']} epochs x {r['repeats']})",
             flush=True,
         )
-    if args.out is not None:
-        given = sys.argv[1:] if argv is None else list(argv)
-        command = shlex.join(["python", "experiments/bench_world.py", *given])
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(markdown(rows, info, command))
-        print(f"wrote {args.out}")
+    write_report(
+        args.out, "experiments/bench_world.py", argv, lambda command: markdown(rows, info, command)
+    )
     return 0
 
 

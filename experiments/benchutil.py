@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 THREAD_VARS = (
     "OMP_NUM_THREADS",
@@ -42,3 +46,21 @@ def machine(**extra: str) -> dict[str, str]:
         ),
     }
     return out
+
+
+def command_line(script: str, argv: Sequence[str] | None) -> str:
+    """The command that ran ``script`` (``experiments/NAME.py``) with these arguments
+    (``sys.argv`` when ``argv`` is None), for the reports."""
+    given = sys.argv[1:] if argv is None else list(argv)
+    return shlex.join(["python", script, *given])
+
+
+def write_report(
+    out: Path | None, script: str, argv: Sequence[str] | None, render: Callable[[str], str]
+) -> None:
+    """Write ``render(command)`` to ``out`` (if given) and say so."""
+    if out is None:
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render(command_line(script, argv)))
+    print(f"wrote {out}")

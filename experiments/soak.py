@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import os
 
-from experiments.benchutil import single_thread
+from experiments.benchutil import command_line, single_thread
 
 single_thread()  # before numpy is imported anywhere
 
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
 import gc  # noqa: E402
-import shlex  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
@@ -276,8 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     for line in summary_lines(r):
         print(line)
-    given = sys.argv[1:] if argv is None else list(argv)
-    command = shlex.join(["python", "experiments/soak.py", *given])
+    command = command_line("experiments/soak.py", argv)
     if args.csv is not None:
         args.csv.parent.mkdir(parents=True, exist_ok=True)
         args.csv.write_text("step,rss_bytes\n" + "".join(f"{s},{b}\n" for s, b in r["samples"]))
