@@ -342,7 +342,7 @@ def test_routes_with_link_state_equal_with_links():
         up = rng.random(m) > 0.1
         scale = rng.uniform(0.5, 1.5, m)
         failed = [topo.edges[i] for i in np.flatnonzero(~up)]
-        a = topo.routes_with(scale, up)  # from the routes of the last failure set
+        a = topo._routes_with(scale, up)  # from the routes of the last failure set
         b = topo.with_links(scale, failed=failed)
         bw = topo.edge_bandwidth_gbit_s * scale
         c = _route(topo.n, topo._edge_u[up], topo._edge_v[up], topo.edge_latency_ms[up], bw[up])

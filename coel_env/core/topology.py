@@ -593,10 +593,10 @@ class Topology:
         if latency_scale is not None:
             u, v = self._edge_u[up], self._edge_v[up]
             return _route(self.n, u, v, lat[up], (self.edge_bandwidth_gbit_s * bw_scale)[up])
-        return self.routes_with(bw_scale, up)
+        return self._routes_with(bw_scale, up)
 
-    def routes_with(self, bandwidth_scale: np.ndarray, link_up: np.ndarray) -> PathMatrices:
-        """:meth:`with_links` for arrays already checked (the world's dynamics state):
+    def _routes_with(self, bandwidth_scale: np.ndarray, link_up: np.ndarray) -> PathMatrices:
+        """:meth:`with_links` for arrays already checked (the world's dynamics state; internal):
         ``bandwidth_scale`` float ``[n_edges]`` (> 0) and ``link_up`` bool ``[n_edges]``
         (False: the link is down), both in :attr:`edges` order. Not checked."""
         up = link_up

@@ -340,7 +340,7 @@ class World:
             failed = link_up.tobytes()  # the set of failed links
             if refresh or failed != self._failed:  # bandwidth is re-sampled at refreshes
                 self._failed = failed
-                self.paths = self.topology.routes_with(self.dyn.link_scale, link_up)
+                self.paths = self.topology._routes_with(self.dyn.link_scale, link_up)
                 self.perception.set_paths(self.paths.latency_ms, self.paths.hops)
                 paths_changed = True
         up = self.dyn.server_up
