@@ -329,13 +329,11 @@ class ServingModel:
             out = np.clip(_expected_counts(popularity, 1.0, m.top_k), 0.0, 1.0).ravel()
         return out
 
-    def _home_ms(
-        self, m: MoEModel, home: int, ns: np.ndarray, phases, ns_key: tuple | None = None
-    ) -> np.ndarray:
+    def _home_ms(self, m: MoEModel, home: int, ns: np.ndarray, phases, ns_key: tuple) -> np.ndarray:
         """What runs on the home GPU whatever the plan (router, shared experts, attention,
         dense layers, LM head) for each pass [K] (cached per model, home and passes;
-        ``ns_key``: the passes and phases as a key, when the caller has it)."""
-        key = (m.name, home, ns_key if ns_key is not None else (ns.tobytes(), tuple(phases)))
+        ``ns_key``: the passes and phases as :meth:`table` keys them)."""
+        key = (m.name, home, ns_key)
         hit = self._home.get(key)
         if hit is not None:
             return hit

@@ -352,7 +352,7 @@ def _route(
     n: int, u: np.ndarray, v: np.ndarray, latency_ms: np.ndarray, bandwidth_gbit_s: np.ndarray
 ) -> PathMatrices:
     """Path matrices of latency-shortest-path routing over the given links."""
-    return _bottleneck(_shortest_paths(n, u, v, latency_ms), n, u, v, bandwidth_gbit_s)
+    return _bottleneck(_shortest_paths(n, u, v, latency_ms), u, v, bandwidth_gbit_s)
 
 
 def _shortest_paths(n: int, u: np.ndarray, v: np.ndarray, latency_ms: np.ndarray) -> tuple:
@@ -364,7 +364,7 @@ def _shortest_paths(n: int, u: np.ndarray, v: np.ndarray, latency_ms: np.ndarray
 
 
 def _bottleneck(
-    tree: tuple, n: int, u: np.ndarray, v: np.ndarray, bandwidth_gbit_s: np.ndarray
+    tree: tuple, u: np.ndarray, v: np.ndarray, bandwidth_gbit_s: np.ndarray
 ) -> PathMatrices:
     """Path matrices of the shortest-path ``tree`` with the links' bandwidths (one path
     per unordered pair, the one found from the lower id, mirrored)."""
@@ -621,7 +621,7 @@ class Topology:
                 tree = tuple(tree)
             self._cache[key] = tree
             self._cache["last_routes"] = (up.copy(), tree)
-        return _bottleneck(tree, self.n, u, v, (self.edge_bandwidth_gbit_s * bandwidth_scale)[up])
+        return _bottleneck(tree, u, v, (self.edge_bandwidth_gbit_s * bandwidth_scale)[up])
 
 
 def _check_scale(scale: np.ndarray | None, field: str, m: int) -> np.ndarray:

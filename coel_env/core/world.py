@@ -212,8 +212,7 @@ class World:
         self._rate_floor = np.maximum(self._base_rates, 1e-9)[:, None]
         self.slo = SloConfig(sc.workload.ttft_ms, sc.workload.tpot_ms, sc.workload.quality_floor)
         edges = self.topology.edges
-        self._edges = list(edges)
-        self._ends = np.asarray(self._edges, np.int64).reshape(-1)  # u0, v0, u1, v1, ...
+        self._ends = np.asarray(list(edges), np.int64).reshape(-1)  # u0, v0, u1, v1, ...
         self._degree = np.bincount(self._ends, minlength=self.n)
         self.dynamics = Dynamics(sc.dynamics, self.n, len(edges), self.is_cloud)
         field_bytes = 4 * (len(STATUS_FIELDS) + len(self.models))
