@@ -19,6 +19,7 @@ from coel_env.core.kernels import (
     place_homes,
     popularity_moved,
     route_table,
+    same_local,
     shortest_paths,
     shortest_paths_after,
     sort_into_window,
@@ -184,6 +185,90 @@ def test_holds_all_equals_the_numpy_check():
         assert holds_all(loc, s) == bool((loc[:, :, s] != 0).all())
     loc[:, :, 1] = 2
     assert holds_all(loc, 1)
+
+
+def test_same_local_equals_the_numpy_check():
+    rng = np.random.default_rng(9)
+    old = rng.integers(1, 3, (4, 8, 5)).astype(np.int8)
+    new = old.copy()
+    old[0, 0, 1] = 0  # server 1 misses an expert in the old plan
+    new[2, 3, 2] = 3 - new[2, 3, 2]  # server 2 has one expert in the other tier
+    new[1, 1, 3] = 0  # server 3 misses one in the new plan
+    up = np.array([True, True, True, True, False])
+    homes = np.arange(5, dtype=np.int64)
+    want = [
+        bool(up[h] and (old[:, :, h] != 0).all() and (old[:, :, h] == new[:, :, h]).all())
+        for h in homes
+    ]
+    assert same_local(old, new, homes, up).tolist() == want == [True, False, False, False, False]
+    assert same_local(old, new, homes[[4, 0]], up).tolist() == [False, True]
+
+
+def _forget_all_changed(world, old, new):
+    """The cost-cache rules before costs were kept across plan changes: a model whose
+    plan object changed loses every cost entry; a change of paths drops each entry
+    whose home lacks an expert (scanned over the whole cache)."""
+    for name in world.models:
+        if old.models.get(name) is not new.models.get(name):
+            for key in [k for k in world._cache if k[0] == name]:
+                del world._cache[key]
+    world.serving.keep_only(new.models.values())
+
+
+def _drop_scanned(world):
+    from coel_env.core.world import _all_local
+
+    for name, home in list(world._cache):
+        mp = world.plan.models.get(name)
+        if mp is None or not _all_local(mp, home):
+            del world._cache[(name, home)]
+    sm = world.serving
+    for k, (_, out) in list(sm._placements.items()):
+        if out is None or out.remote:
+            del sm._placements[k]
+
+
+def _moved_plan(world, name, server, tier):
+    """The plan in force with ``name``'s experts on ``server`` moved to ``tier``."""
+    from coel_env.core.plan import ModelPlan, Plan
+
+    mp = world.plan.models[name]
+    loc = mp.location.copy()
+    loc[:, :, server] = np.where(loc[:, :, server] != 0, tier, 0)
+    new = ModelPlan(name, loc, mp.bits, mp.home, mp.host_policy, mp.keep_ratio)
+    return Plan({**world.plan.models, name: new})
+
+
+@pytest.mark.parametrize("scenario", ["default", "large"])
+def test_costs_kept_across_plan_changes_equal_recomputed_ones(scenario, monkeypatch):
+    """Costs kept at homes a plan change leaves alone (and the remote entries noted
+    for path changes) give the reports of recomputing every cost of a changed plan."""
+    from coel_env.core.world import World as W
+
+    def run(reference: bool):
+        world = W(scenario)
+        if reference:
+            forget = lambda o, n: _forget_all_changed(world, o, n)  # noqa: E731
+            monkeypatch.setattr(world, "_forget_changed", forget)
+            monkeypatch.setattr(world, "_drop_path_dependent_costs", lambda: _drop_scanned(world))
+        world.reset(4)
+        name = world.models[0]
+        out, kept = [], 0
+        for t in range(160):
+            plan = None
+            if t % 7 == 3:  # a plan change that leaves most homes alone
+                home = world.plan.models[name].home[t % len(world.plan.models[name].home)]
+                plan = _moved_plan(world, name, home, 2 if t % 2 else 1)
+            before = {k for k, v in world._cache.items() if v}
+            rep = world.step(plan)
+            kept += len(before & {k for k, v in world._cache.items() if v})
+            out.append(rep.as_dict())
+        return out, kept
+
+    want, _ = run(reference=True)
+    got, kept = run(reference=False)
+    assert kept > 0
+    assert got == want
 
 
 def test_cumulative_rows_equals_the_numpy_cumsum():

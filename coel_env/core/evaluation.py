@@ -96,6 +96,7 @@ class ServingModel:
         )
         self._att: dict = {}
         self._placements: dict = {}
+        self._remote: set = set()  # keys of placements that use other servers (or none)
         self._fits: dict = {}
         self._grid = grid_tokens()
         self._row_index: dict = {}
@@ -206,6 +207,7 @@ class ServingModel:
         )  # fmt: skip
         if not ok:
             self._placements[key] = (mp, None)
+            self._remote.add(key)
             return None
         # the grid row of each (server, CPU or GPU, bits), by lookup (rows built on demand)
         rowmap = self._rowmaps.get(m.name)
@@ -220,6 +222,8 @@ class ServingModel:
         remote = bool(used.sum() - used[home])  # some expert runs on another server
         out = _Placement(flat_server, row, fetch_ms, remote, self._disp_row(m, home))
         self._placements[key] = (mp, out)
+        if remote:
+            self._remote.add(key)
         return out
 
     def keep_only(self, plans) -> None:
@@ -230,9 +234,14 @@ class ServingModel:
 
     def forget_remote(self) -> None:
         """Paths changed: forget placements that use other servers (and unservable ones)."""
-        for k, (_, out) in list(self._placements.items()):
-            if out is None or out.remote:
-                del self._placements[k]
+        for k in self._remote:
+            self._placements.pop(k, None)
+        self._remote.clear()
+
+    def reset(self) -> None:
+        """Forget every placement (a new episode)."""
+        self._placements.clear()
+        self._remote.clear()
 
     def step(
         self,

@@ -805,6 +805,30 @@ def holds_all(location, server):
 
 
 @njit(cache=True, error_model="numpy")
+def same_local(old_location, new_location, homes, up):
+    """For each server of ``homes``: whether it is present and holds every expert in
+    both placements [L, E, S], each in the same tier (GPU or host memory). Requests
+    served there then run every expert on it, the same way under both plans."""
+    n_l, n_e, _ = old_location.shape
+    out = np.zeros(homes.size, np.bool_)
+    for k in range(homes.size):
+        h = homes[k]
+        if not up[h]:
+            continue
+        ok = True
+        for layer in range(n_l):
+            for e in range(n_e):
+                a = old_location[layer, e, h]
+                if a == 0 or a != new_location[layer, e, h]:
+                    ok = False
+                    break
+            if not ok:
+                break
+        out[k] = ok
+    return out
+
+
+@njit(cache=True, error_model="numpy")
 def cumulative_rows(mix):
     """Row-wise cumulative probabilities, last column exactly 1 (as ``np.cumsum(mix,
     axis=1)``, a running sum, with the last column set)."""

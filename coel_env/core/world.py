@@ -48,6 +48,7 @@ from coel_env.core.kernels import (
     p50_p95,
     popularity_moved,
     route_table,
+    same_local,
     serve_kernel,
     status_kernel,
 )
@@ -247,7 +248,8 @@ class World:
         self.t_s = 0.0
         self.epoch = 0
         self._cache: dict = {}
-        self.serving._placements.clear()
+        self._remote: set = set()  # keys of cost entries that use other servers
+        self.serving.reset()
         self._mem: tuple = (None, None)
         self._mem_status: tuple = (None, None)
         self._pop = {}
@@ -432,15 +434,42 @@ class World:
                 self._share.pop((name, int(h), "rows"), None)
 
     def _forget_changed(self, old: Plan, new: Plan) -> None:
-        """Forget cached costs of the models whose plan object changed."""
+        """Forget cached costs of the models whose plan object changed, except at homes
+        that hold every expert under both plans, in the same tier and at the same bit
+        widths: requests there use no other server, so their costs (and quality loss)
+        are the same under both plans."""
+        up = self.dyn.server_up
         for name in self.models:
-            if old.models.get(name) is not new.models.get(name):
-                for key in [k for k in self._cache if k[0] == name]:
+            mo, mn = old.models.get(name), new.models.get(name)
+            if mo is mn:
+                continue
+            keys = [k for k in self._cache if k[0] == name]
+            if not keys:
+                continue
+            keep = None
+            if (
+                mo is not None
+                and mn is not None
+                and np.array_equal(mo.bits, mn.bits)
+                and np.array_equal(mo.host_policy, mn.host_policy)
+            ):
+                homes = np.array([k[1] for k in keys], np.int64)
+                keep = same_local(mo.location, mn.location, homes, up)
+            for i, key in enumerate(keys):
+                if keep is None or not keep[i]:
                     del self._cache[key]
         self.serving.keep_only(new.models.values())
 
     def _entry(self, name: str, home: int) -> dict:
-        return self._cache.setdefault((name, home), {})
+        """The cost entry of a (model, home) under the plan in force (created empty;
+        entries whose requests use other servers are noted: they depend on the paths)."""
+        entry = self._cache.get((name, home))
+        if entry is None:
+            entry = self._cache[(name, home)] = {}
+            mp = self.plan.models.get(name)
+            if mp is None or not _all_local(mp, home):
+                self._remote.add((name, home))
+        return entry
 
     def _cost(self, name: str, mp: ModelPlan, home: int, n: float, phase: str) -> StepCost:
         """Cost of a pass, from the (model, home) table (filled in one sweep, see below)."""
@@ -468,11 +497,12 @@ class World:
         return c
 
     def _drop_path_dependent_costs(self) -> None:
-        """Paths changed: forget costs of (model, home) pairs that use remote experts."""
-        for name, home in list(self._cache):
-            mp = self.plan.models.get(name)
-            if mp is None or not _all_local(mp, home):
-                del self._cache[(name, home)]
+        """Paths changed: forget costs of (model, home) pairs that use remote experts
+        (those noted when their entries were made; an entry kept across a plan change
+        holds every expert on its home under both plans)."""
+        for key in self._remote:
+            self._cache.pop(key, None)
+        self._remote.clear()
         self.serving.forget_remote()
 
     def _routes(self, up: np.ndarray) -> np.ndarray:
