@@ -30,23 +30,33 @@ from coel_env.core.kernels import (
 from coel_env.core.world import World
 
 
-@pytest.mark.parametrize("ns", [(1.0, 128.0, 2048.0), (2048.0, 3.0, 1.0, 100.5, 128.0), (4.0,)])
-def test_cost_kernel_equals_activity_then_table(ns):
+@pytest.mark.parametrize("remote", [False, True])
+@pytest.mark.parametrize(
+    "ns", [(1.0, 128.0, 2048.0), (2048.0, 3.0, 1.0, 100.5, 128.0), (4.0,), (2.0, 70000.0)]
+)
+def test_cost_kernel_equals_activity_then_table(ns, remote):
+    """The fused kernel and the two-pass one agree bit for bit, with experts on other
+    servers (``remote``), inactive experts and token counts beyond the grid."""
     world = World("default")
     world.reset(0)
     world.step()
     sm = world.serving
+    rng = np.random.default_rng(len(ns))
     for name, mp in world.plan.models.items():
         home = mp.home[0]
         paths = world.paths
         placed = sm._placement(mp, home, paths.latency_ms, world.dyn.server_up)
         q = sm.token_share(mp.spec, world._pop[name][home])
+        server = placed.server
+        if remote:
+            server = np.where(rng.random(q.size) < 0.3, rng.integers(0, world.n, q.size), server)
+            q = np.where(rng.random(q.size) < 0.1, 0.0, q)
         k = np.asarray(ns)
         home_ms = np.linspace(1.0, 2.0, k.size)
         common = (
             mp.spec.n_moe_layers, sm._values, sm._slopes, placed.row, placed.fetch_ms,
-            placed.server, home, world.n, 0.5 * mp.spec.d_model,
-            paths.bottleneck_gbit_s[home], paths.latency_ms[home],
+            server, home, world.n, 0.5 * mp.spec.d_model,
+            paths.bottleneck_gbit_s[home] + 1.0, paths.latency_ms[home] + 0.5,
         )  # fmt: skip
         pa, ta, disp = activity_kernel(q, k, sm._values, sm._slopes, placed.disp_row)
         two_pass = (pa, ta, disp, *table_kernel(pa, ta, *common, disp, home_ms))
@@ -55,6 +65,7 @@ def test_cost_kernel_equals_activity_then_table(ns):
         )
         for a, b in zip(two_pass, fused, strict=True):
             assert a.dtype == b.dtype and np.array_equal(a, b)
+        assert (fused[5].max() > 0) == remote  # activation bytes: remote experts costed
 
 
 def _p50_p95_python(x: np.ndarray) -> tuple[float, float]:

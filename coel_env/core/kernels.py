@@ -181,6 +181,72 @@ def activity_kernel(
 
 
 @njit(cache=True, error_model="numpy")
+def _grid_pass(ta_k, values, slopes, expert_row, disp_row, ms_out, disp_out):
+    """Each expert's kernel latency at its token count ``ta_k`` [L*E] (grid row
+    ``expert_row``) into ``ms_out``, and the dispatch kernel's (row ``disp_row``) into
+    ``disp_out`` when ``disp_row >= 0``. No sums: the experts are independent. The
+    grid position is :func:`grid_position`'s, read from the bits of ``ta_k``."""
+    ti = ta_k.view(np.int64)
+    for i in range(ta_k.size):
+        t = ta_k[i]
+        if t <= 1.0:
+            g, sf, width = 0, 0.0, 0.0
+        else:
+            b = ti[i]
+            o = (b >> 52) - 1023
+            if o >= GRID_OCTAVES:
+                g, sf, width = GRID_OCTAVES * GRID_PER_OCTAVE, t - 2.0**GRID_OCTAVES, -1.0
+            else:
+                g = o * GRID_PER_OCTAVE + ((b >> _SHIFT) & (GRID_PER_OCTAVE - 1))
+                sf = (b & _LOW) / _FRAC
+                width = _OCTAVE_START[o] / GRID_PER_OCTAVE
+        if disp_row >= 0:
+            disp_out[i] = grid_value(values, slopes, disp_row, g, sf, width)
+        ms_out[i] = grid_value(values, slopes, expert_row[i], g, sf, width)
+
+
+@njit(cache=True, error_model="numpy")
+def _pass_sums(k, pa_k, ta_k, ms, dv, with_disp, fetch_ms, server, home, n_layers,
+               act_bytes_per_token, bw_gbit_s, latency_ms, busy, p_any):  # fmt: skip
+    """One pass's latency (experts in order, summed over layers; the path latency once
+    per (layer, remote server) used), its activation bytes, its dispatch time (the sum
+    of ``pa_k * dv`` when ``with_disp``), and each server's busy time (into ``busy[k]``;
+    the home's summed apart, then stored: the same additions)."""
+    per_layer = pa_k.size // n_layers
+    tot = 0.0
+    net = 0.0
+    acc = 0.0
+    busy_home = 0.0
+    for layer in range(n_layers):
+        any_remote = False
+        for i in range(layer * per_layer, (layer + 1) * per_layer):
+            p = pa_k[i]
+            if p <= 0.0:
+                continue
+            if with_disp:
+                acc += p * dv[i]
+            s = server[i]
+            if s == home:
+                busy_home += ms[i] * p
+                tot += p * (ms[i] + fetch_ms[i])
+            else:
+                busy[k, s] += ms[i] * p
+                tot += p * (ms[i] + fetch_ms[i])
+                one_way = ta_k[i] * act_bytes_per_token
+                tot += p * 2.0 * one_way * 8.0 / (max(bw_gbit_s[s], 1e-9) * 1e6)
+                net += p * 2.0 * one_way
+                p_any[s] += p
+                any_remote = True
+        if any_remote:  # path latency once per (layer, remote server) used
+            for s in range(p_any.size):
+                if p_any[s] > 0.0:
+                    tot += min(1.0, p_any[s]) * 2.0 * latency_ms[s]
+                    p_any[s] = 0.0
+    busy[k, home] = busy_home
+    return tot, net, acc
+
+
+@njit(cache=True, error_model="numpy")
 def table_kernel(
     pa: np.ndarray,  # [K, L*E] P(expert active) (see activity_kernel)
     ta: np.ndarray,  # [K, L*E] tokens it processes when active
@@ -202,40 +268,17 @@ def table_kernel(
     then ``home_ms``), busy time per server [K, n] and activation bytes [K] (the
     plan-dependent part of :meth:`ServingModel.table`)."""
     k_pts, n_exp = pa.shape
-    per_layer = n_exp // n_layers
     total = np.zeros(k_pts)
     busy = np.zeros((k_pts, n_servers))
     net = np.zeros(k_pts)
     p_any = np.zeros(n_servers)
-    bits = np.zeros(1)
-    as_int = bits.view(np.int64)
+    ms = np.empty(n_exp)
     for k in range(k_pts):
-        tot = 0.0
-        for layer in range(n_layers):
-            any_remote = False
-            for i in range(layer * per_layer, (layer + 1) * per_layer):
-                p = pa[k, i]
-                if p <= 0.0:
-                    continue
-                t = ta[k, i]
-                bits[0] = t
-                g, sf, width = grid_position(t, as_int)
-                ms = grid_value(values, slopes, expert_row[i], g, sf, width)
-                s = server[i]
-                busy[k, s] += ms * p
-                tot += p * (ms + fetch_ms[i])
-                if s != home:
-                    one_way = t * act_bytes_per_token
-                    tot += p * 2.0 * one_way * 8.0 / (max(bw_gbit_s[s], 1e-9) * 1e6)
-                    net[k] += p * 2.0 * one_way
-                    p_any[s] += p
-                    any_remote = True
-            if any_remote:  # path latency once per (layer, remote server) used
-                for s in range(n_servers):
-                    if p_any[s] > 0.0:
-                        tot += min(1.0, p_any[s]) * 2.0 * latency_ms[s]
-                        p_any[s] = 0.0
-        total[k] = tot
+        _grid_pass(ta[k], values, slopes, expert_row, -1, ms, ms)
+        total[k], net[k], _ = _pass_sums(
+            k, pa[k], ta[k], ms, ms, False, fetch_ms, server, home, n_layers,
+            act_bytes_per_token, bw_gbit_s, latency_ms, busy, p_any,
+        )  # fmt: skip
     _add_home(total, busy, home, disp, home_ms)
     return total, busy, net
 
@@ -274,47 +317,20 @@ def cost_kernel(
     not known yet. Returns both kernels' outputs."""
     k_pts = ns.size
     n_exp = q.size
-    per_layer = n_exp // n_layers
     pa_out, ta_out = _activity(q, ns)
     disp = np.zeros(k_pts)
     total = np.zeros(k_pts)
     busy = np.zeros((k_pts, n_servers))
     net = np.zeros(k_pts)
     p_any = np.zeros(n_servers)
-    bits = np.zeros(1)
-    as_int = bits.view(np.int64)
+    ms = np.empty(n_exp)
+    dv = np.empty(n_exp)
     for k in range(k_pts):
-        pa_k = pa_out[k]
-        ta_k = ta_out[k]
-        acc = 0.0
-        tot = 0.0
-        for layer in range(n_layers):
-            any_remote = False
-            for i in range(layer * per_layer, (layer + 1) * per_layer):
-                p = pa_k[i]
-                if p <= 0.0:
-                    continue
-                t = ta_k[i]
-                bits[0] = t
-                g, sf, width = grid_position(t, as_int)
-                acc += p * grid_value(values, slopes, disp_row, g, sf, width)
-                ms = grid_value(values, slopes, expert_row[i], g, sf, width)
-                s = server[i]
-                busy[k, s] += ms * p
-                tot += p * (ms + fetch_ms[i])
-                if s != home:
-                    one_way = t * act_bytes_per_token
-                    tot += p * 2.0 * one_way * 8.0 / (max(bw_gbit_s[s], 1e-9) * 1e6)
-                    net[k] += p * 2.0 * one_way
-                    p_any[s] += p
-                    any_remote = True
-            if any_remote:
-                for s in range(n_servers):
-                    if p_any[s] > 0.0:
-                        tot += min(1.0, p_any[s]) * 2.0 * latency_ms[s]
-                        p_any[s] = 0.0
-        disp[k] = acc
-        total[k] = tot
+        _grid_pass(ta_out[k], values, slopes, expert_row, disp_row, ms, dv)
+        total[k], net[k], disp[k] = _pass_sums(
+            k, pa_out[k], ta_out[k], ms, dv, True, fetch_ms, server, home, n_layers,
+            act_bytes_per_token, bw_gbit_s, latency_ms, busy, p_any,
+        )  # fmt: skip
     _add_home(total, busy, home, disp, home_ms)
     return pa_out, ta_out, disp, total, busy, net
 
