@@ -445,3 +445,34 @@ def test_routes_with_link_state_equal_with_links():
         for f in ("latency_ms", "hops", "bottleneck_gbit_s", "predecessors"):
             assert getattr(a, f).tobytes() == getattr(b, f).tobytes()
             assert getattr(a, f).tobytes() == getattr(c, f).tobytes()  # routed from scratch
+
+
+def test_plan_scan_kept_per_plan_equals_a_scan_per_present_set():
+    """The scan with every server present answers for present sets whose absent
+    servers hold nothing; others are scanned again: each equal to a direct scan."""
+    from coel_env.catalog import get_model
+    from coel_env.core.kernels import plan_scan
+    from coel_env.core.plan import ModelPlan, _scan, expert_gb_table
+
+    m = get_model("olmoe-1b-7b")
+    rng = np.random.default_rng(11)
+    n = 6
+    fast = 0
+    for trial in range(40):
+        loc = np.zeros((m.n_moe_layers, m.n_experts, n), np.int8)
+        holders = rng.choice(n, size=rng.integers(1, 4), replace=False)
+        for s in holders:
+            loc[:, :, s] = rng.choice([0, 1, 2], size=loc.shape[:2], p=[0.3, 0.4, 0.3])
+        if trial % 4 == 0:
+            loc[0, 1, :] = 0  # an expert without any copy
+        bits = rng.choice([16, 8, 4], size=loc.shape[:2]).astype(np.int8)
+        pol = np.zeros(m.n_moe_layers, np.int8)
+        mp = ModelPlan(m.name, loc, bits, (int(holders[0]),), pol)
+        for _ in range(5):
+            up = rng.random(n) < 0.7
+            want = plan_scan(mp.location, expert_gb_table(m.name)[mp.bits], up)
+            got = _scan(mp, up)
+            fast += got is mp.__dict__["_full_scan"]
+            for a, b in zip(want, got, strict=True):
+                assert np.array_equal(a, b)
+    assert 0 < fast < 200  # both ways were taken

@@ -234,22 +234,36 @@ def memory_use_gb(
 def _expert_memory_gb(mp: ModelPlan) -> tuple[np.ndarray, np.ndarray]:
     """GPU and host memory the experts of ``mp`` take per server [GB] (computed once per
     model plan: its arrays are read-only)."""
-    hit = mp.__dict__.get("_expert_mem")
-    if hit is None:
-        _scan(mp, np.ones(mp.n_servers, bool))
-        hit = mp.__dict__["_expert_mem"]
-    return hit
+    out = _full_scan(mp)
+    return out[4], out[5]
+
+
+def _full_scan(mp: ModelPlan) -> tuple:
+    """:func:`coel_env.core.kernels.plan_scan` of ``mp`` with every server present
+    (once per model plan: it is immutable)."""
+    out = mp.__dict__.get("_full_scan")
+    if out is None:
+        gb = expert_gb_table(mp.model)[mp.bits]
+        out = mp.__dict__["_full_scan"] = plan_scan(mp.location, gb, np.ones(mp.n_servers, bool))
+    return out
 
 
 def _scan(mp: ModelPlan, up: np.ndarray) -> tuple:
-    """:func:`coel_env.core.kernels.plan_scan` of ``mp`` (keeps its expert memory, and
-    the last answer per present set: the plan is immutable)."""
+    """:func:`coel_env.core.kernels.plan_scan` of ``mp`` for the present servers ``up``.
+
+    When no absent server holds an expert of ``mp`` (expert sizes are > 0: a server
+    holds one exactly when it has expert memory), the answer is the scan with every
+    server present: no absent holder, and an expert lacks a present copy exactly when
+    it has none at all. Otherwise the plan is scanned again (the last answer is kept)."""
+    full = _full_scan(mp)
+    down = ~up
+    if not (down.any() and ((full[4][down] > 0.0).any() or (full[5][down] > 0.0).any())):
+        return full
     key = up.tobytes()
     last = mp.__dict__.get("_last_scan")
     if last is not None and last[0] == key:
         return last[1]
     out = plan_scan(mp.location, expert_gb_table(mp.model)[mp.bits], up)
-    mp.__dict__.setdefault("_expert_mem", (out[4], out[5]))
     mp.__dict__["_last_scan"] = (key, out)
     return out
 
