@@ -476,3 +476,30 @@ def test_plan_scan_kept_per_plan_equals_a_scan_per_present_set():
             for a, b in zip(want, got, strict=True):
                 assert np.array_equal(a, b)
     assert 0 < fast < 200  # both ways were taken
+
+
+def test_plan_scan_over_its_holders_equals_the_scan_of_every_server():
+    """Plans on few servers are scanned over those servers only: same answers (absent
+    holders, experts without a present copy, memory sums) as looking at every one."""
+    from coel_env.core.kernels import _plan_scan_dense, plan_scan
+
+    rng = np.random.default_rng(12)
+    sparse = 0
+    for trial in range(200):
+        n = int(rng.integers(1, 40))
+        shape = (int(rng.integers(1, 27)), int(rng.integers(1, 65)), n)
+        loc = np.zeros(shape, np.int8)
+        holders = rng.choice(n, size=int(rng.integers(1, n + 1)), replace=False)
+        for s in holders:
+            loc[:, :, s] = rng.choice([0, 1, 2], size=shape[:2], p=[0.4, 0.3, 0.3])
+        w = rng.random(shape[:2]) + 0.01
+        up = rng.random(n) < 0.75
+        want = _plan_scan_dense(loc, w, up)
+        got = plan_scan(loc, w, up)
+        sparse += 4 * (loc != 0).any(axis=(0, 1)).sum() <= n
+        for a, b in zip(want, got, strict=True):
+            assert np.array_equal(a, b), trial
+        strided = loc[:, :, ::-1]  # not contiguous: scanned as a copy
+        for a, b in zip(_plan_scan_dense(strided, w, up), plan_scan(strided, w, up), strict=True):
+            assert np.array_equal(a, b), trial
+    assert sparse > 30
