@@ -367,12 +367,14 @@ def _fill_tiers_per_server(location, bits, layers, experts, gb_by_bits, free_gb,
 
 
 def test_fill_tiers_equals_one_pass_per_server():
+    """The one pass over the holders of any expert equals a pass per server."""
     rng = np.random.default_rng(12)
     gb = np.zeros(17)
     gb[[2, 3, 4, 8, 16]] = [0.01, 0.015, 0.02, 0.04, 0.08]
     for _ in range(40):
-        n_l, n_e, n = int(rng.integers(1, 6)), int(rng.integers(1, 12)), 5
+        n_l, n_e, n = int(rng.integers(1, 6)), int(rng.integers(1, 12)), int(rng.integers(1, 12))
         loc = (rng.random((n_l, n_e, n)) < 0.5).astype(np.int8)
+        loc[:, :, rng.random(n) < 0.6] = 0  # servers that hold nothing (skipped)
         bits = rng.choice([2, 3, 4, 8, 16], (n_l, n_e)).astype(np.int8)
         order = rng.permutation(n_l * n_e)
         layers, experts = np.divmod(order, n_e)

@@ -968,6 +968,19 @@ def placement_kernel(location, bits, fetch_policy, up, latency_home, home, unifi
 
 
 @njit(cache=True, error_model="numpy")
+def _holders(location):
+    """The servers (ascending) that hold any expert of a placement [L, E, S] (one OR
+    over it)."""
+    n_l, n_e, n = location.shape
+    flat = np.ascontiguousarray(location).reshape(n_l * n_e, n).view(np.uint8)
+    held = np.zeros(n, np.uint8)
+    for i in range(n_l * n_e):
+        for s in range(n):
+            held[s] |= flat[i, s]
+    return np.flatnonzero(held)
+
+
+@njit(cache=True, error_model="numpy")
 def _plan_scan_dense(location, expert_gb, up):
     """:func:`plan_scan` looking at every server of every expert."""
     n_l, n_e, n = location.shape
@@ -1017,11 +1030,7 @@ def plan_scan(location, expert_gb, up):
     n_l, n_e, n = location.shape
     m = n_l * n_e
     flat = np.ascontiguousarray(location).reshape(m, n).view(np.uint8)
-    held = np.zeros(n, np.uint8)
-    for i in range(m):
-        for s in range(n):
-            held[s] |= flat[i, s]
-    holders = np.flatnonzero(held)
+    holders = _holders(location)
     if 4 * holders.size > n:
         return _plan_scan_dense(location, expert_gb, up)
     w = np.ascontiguousarray(expert_gb).reshape(m)
@@ -1096,11 +1105,12 @@ def fill_tiers(location, bits, layers, experts, gb_by_bits, free_gb, unified):
         budget[s] = max(free_gb[s], 0.0) + 1e-9
     cum = np.zeros(n)
     used = np.zeros(n)
+    holders = _holders(location)  # the servers holding any expert (often a few)
     for j in range(layers.size):  # each server's sums in this order, as one pass per server
         layer, e = layers[j], experts[j]
         w = gb_by_bits[bits[layer, e]]
         row = location[layer, e]
-        for s in range(n):
+        for s in holders:
             if row[s] == 0:
                 continue
             cum[s] += w
