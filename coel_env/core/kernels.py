@@ -967,6 +967,20 @@ def placement_kernel(location, bits, fetch_policy, up, latency_home, home, unifi
     return True, server, key, fetch_ms, used
 
 
+#: Placements over fewer servers are scanned whole (finding the holders first costs
+#: about as much as the scan there).
+SPARSE_MIN_SERVERS = 16
+
+
+@njit(cache=True, error_model="numpy")
+def absent_holds(up, gpu, host):
+    """Whether a server that is not present (``up`` False) has expert memory in use."""
+    for s in range(up.size):
+        if not up[s] and (gpu[s] > 0.0 or host[s] > 0.0):
+            return True
+    return False
+
+
 @njit(cache=True, error_model="numpy")
 def _holders(location):
     """The servers (ascending) that hold any expert of a placement [L, E, S] (one OR
@@ -1023,11 +1037,14 @@ def plan_scan(location, expert_gb, up):
         present server, the first of them as (layer, expert) (-1, -1 if none), expert
         GB on each server's GPU [n], in its host memory [n]).
 
-    Plans that hold experts on a few servers (a quarter or fewer) are summed over
-    those servers only (found by one OR over the placement; each server's sums in
-    the same expert order as the full scan: equal results).
+    Plans that hold experts on a few servers (a quarter or fewer, of at least
+    :data:`SPARSE_MIN_SERVERS`) are summed over those servers only (found by one OR
+    over the placement; each server's sums in the same expert order as the full
+    scan: equal results).
     """
     n_l, n_e, n = location.shape
+    if n < SPARSE_MIN_SERVERS:
+        return _plan_scan_dense(location, expert_gb, up)
     m = n_l * n_e
     flat = np.ascontiguousarray(location).reshape(m, n).view(np.uint8)
     holders = _holders(location)
@@ -1105,7 +1122,8 @@ def fill_tiers(location, bits, layers, experts, gb_by_bits, free_gb, unified):
         budget[s] = max(free_gb[s], 0.0) + 1e-9
     cum = np.zeros(n)
     used = np.zeros(n)
-    holders = _holders(location)  # the servers holding any expert (often a few)
+    # the servers holding any expert (often a few of many)
+    holders = _holders(location) if n >= SPARSE_MIN_SERVERS else np.arange(n)
     for j in range(layers.size):  # each server's sums in this order, as one pass per server
         layer, e = layers[j], experts[j]
         w = gb_by_bits[bits[layer, e]]

@@ -31,7 +31,7 @@ from types import MappingProxyType
 import numpy as np
 
 from coel_env.catalog import BITS, MoEModel, get_model
-from coel_env.core.kernels import plan_scan, plan_values_ok
+from coel_env.core.kernels import absent_holds, plan_scan, plan_values_ok
 from coel_env.utils import frozen_reduce
 
 ABSENT, GPU, HOST = 0, 1, 2
@@ -233,38 +233,33 @@ def memory_use_gb(
 
 def _expert_memory_gb(mp: ModelPlan) -> tuple[np.ndarray, np.ndarray]:
     """GPU and host memory the experts of ``mp`` take per server [GB] (computed once per
-    model plan: its arrays are read-only)."""
-    out = _full_scan(mp)
-    return out[4], out[5]
-
-
-def _full_scan(mp: ModelPlan) -> tuple:
-    """:func:`coel_env.core.kernels.plan_scan` of ``mp`` with every server present
-    (once per model plan: it is immutable)."""
+    model plan: its arrays are read-only; the sums do not depend on who is present)."""
     out = mp.__dict__.get("_full_scan")
     if out is None:
-        gb = expert_gb_table(mp.model)[mp.bits]
-        out = mp.__dict__["_full_scan"] = plan_scan(mp.location, gb, np.ones(mp.n_servers, bool))
-    return out
+        out = _scan(mp, np.ones(mp.n_servers, bool))
+    return out[4], out[5]
 
 
 def _scan(mp: ModelPlan, up: np.ndarray) -> tuple:
     """:func:`coel_env.core.kernels.plan_scan` of ``mp`` for the present servers ``up``.
 
-    When no absent server holds an expert of ``mp`` (expert sizes are > 0: a server
-    holds one exactly when it has expert memory), the answer is the scan with every
-    server present: no absent holder, and an expert lacks a present copy exactly when
-    it has none at all. Otherwise the plan is scanned again (the last answer is kept)."""
-    full = _full_scan(mp)
-    down = ~up
-    if not (down.any() and ((full[4][down] > 0.0).any() or (full[5][down] > 0.0).any())):
-        return full
+    A scan that finds no absent server holding an expert is kept as the plan's
+    ``_full_scan``: it is the answer for every present set whose absent servers hold
+    none of the plan's experts (an expert then lacks a present copy exactly when it has
+    none at all; expert sizes are > 0, so a server holds one exactly when it has expert
+    memory). Other sets are scanned (the last answer is kept too)."""
+    d = mp.__dict__
     key = up.tobytes()
-    last = mp.__dict__.get("_last_scan")
+    last = d.get("_last_scan")
     if last is not None and last[0] == key:
         return last[1]
+    full = d.get("_full_scan")
+    if full is not None and not absent_holds(up, full[4], full[5]):
+        return full
     out = plan_scan(mp.location, expert_gb_table(mp.model)[mp.bits], up)
-    mp.__dict__["_last_scan"] = (key, out)
+    if out[0] < 0:
+        d["_full_scan"] = out
+    d["_last_scan"] = (key, out)
     return out
 
 

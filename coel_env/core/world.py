@@ -450,8 +450,8 @@ class World:
             if (
                 mo is not None
                 and mn is not None
-                and np.array_equal(mo.bits, mn.bits)
-                and np.array_equal(mo.host_policy, mn.host_policy)
+                and mo.bits.tobytes() == mn.bits.tobytes()  # same shapes: the same model
+                and mo.host_policy.tobytes() == mn.host_policy.tobytes()
             ):
                 homes = np.array([k[1] for k in keys], np.int64)
                 keep = same_local(mo.location, mn.location, homes, up)
