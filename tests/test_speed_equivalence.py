@@ -317,13 +317,19 @@ def _dense_dijkstra(n, u, v, lat):
     return dist, pred, hops
 
 
+def _random_links(rng, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Up to 3n random links (ends u, v) between n servers, no self-loops (parallel
+    links allowed)."""
+    m = int(rng.integers(0, 3 * n))
+    u, v = rng.integers(0, n, m), rng.integers(0, n, m)
+    return u[u != v], v[u != v]
+
+
 def test_shortest_paths_equal_the_dense_scan_with_ties():
     rng = np.random.default_rng(10)
     for trial in range(60):
         n = int(rng.integers(1, 14))
-        m = int(rng.integers(0, 3 * n))
-        u, v = rng.integers(0, n, m), rng.integers(0, n, m)
-        u, v = u[u != v], v[u != v]
+        u, v = _random_links(rng, n)
         lat = rng.choice([0.5, 1.0, 2.0], size=u.size) if trial % 2 else rng.uniform(0.1, 5, u.size)
         for a, b in zip(shortest_paths(n, u, v, lat), _dense_dijkstra(n, u, v, lat), strict=True):
             assert a.tobytes() == b.tobytes()
@@ -417,9 +423,7 @@ def test_mirrored_paths_equal_the_numpy_mirror():
     rng = np.random.default_rng(14)
     for _ in range(30):
         n = int(rng.integers(1, 12))
-        m = int(rng.integers(0, 3 * n))
-        u, v = rng.integers(0, n, m), rng.integers(0, n, m)
-        u, v = u[u != v], v[u != v]
+        u, v = _random_links(rng, n)
         lat, bw = rng.uniform(0.1, 5, u.size), rng.uniform(1, 100, u.size)
         dist, pred, hops = shortest_paths(n, u, v, lat)
         bott = path_bottlenecks(dist, pred, hops, u, v, bw)
@@ -484,9 +488,10 @@ def test_plan_scan_kept_per_plan_equals_a_scan_per_present_set(monkeypatch):
 
 
 def test_plan_scan_over_its_holders_equals_the_scan_of_every_server():
-    """Plans on few servers are scanned over those servers only: same answers (absent
-    holders, experts without a present copy, memory sums) as looking at every one."""
-    from coel_env.core.kernels import SPARSE_MIN_SERVERS, _plan_scan_dense, plan_scan
+    """Plans on 16 or more servers are scanned over the servers that hold their
+    experts only: same answers (absent holders, experts without a present copy,
+    memory sums) as looking at every server."""
+    from coel_env.core.kernels import SPARSE_MIN_SERVERS, plan_scan, plan_scan_over
 
     rng = np.random.default_rng(12)
     sparse = 0
@@ -499,12 +504,37 @@ def test_plan_scan_over_its_holders_equals_the_scan_of_every_server():
             loc[:, :, s] = rng.choice([0, 1, 2], size=shape[:2], p=[0.4, 0.3, 0.3])
         w = rng.random(shape[:2]) + 0.01
         up = rng.random(n) < 0.75
-        want = _plan_scan_dense(loc, w, up)
+        every = np.arange(n)
+        want = plan_scan_over(loc, w, up, every)
         got = plan_scan(loc, w, up)
-        sparse += n >= SPARSE_MIN_SERVERS and 4 * (loc != 0).any(axis=(0, 1)).sum() <= n
+        sparse += n >= SPARSE_MIN_SERVERS and (loc != 0).any(axis=(0, 1)).sum() < n
         for a, b in zip(want, got, strict=True):
             assert np.array_equal(a, b), trial
         strided = loc[:, :, ::-1]  # not contiguous: scanned as a copy
-        for a, b in zip(_plan_scan_dense(strided, w, up), plan_scan(strided, w, up), strict=True):
+        for a, b in zip(
+            plan_scan_over(strided, w, up, every), plan_scan(strided, w, up), strict=True
+        ):
             assert np.array_equal(a, b), trial
     assert sparse > 20
+
+
+def test_placements_of_retired_plans_leave_no_remote_keys():
+    """The keys of remote placements are noted for path changes; retiring a plan
+    forgets them too (a world without link changes would collect them forever)."""
+    from coel_env.core.plan import ModelPlan
+
+    world = World("default")
+    world.reset(0)
+    world.step()
+    sm = world.serving
+    name, mp = next(iter(world.plan.models.items()))
+    home = mp.home[0]
+    other = next(s for s in range(world.n) if s != home and world.dyn.server_up[s])
+    loc = np.zeros_like(mp.location)
+    loc[:, :, other] = 1  # every expert on another server
+    remote = ModelPlan(name, loc, mp.bits, (home,), mp.host_policy, mp.keep_ratio)
+    placed = sm._placement(remote, home, world.paths.latency_ms, world.dyn.server_up)
+    assert placed is None or placed.remote
+    assert (id(remote), home) in sm._remote
+    sm.keep_only([])
+    assert not sm._placements and not sm._remote

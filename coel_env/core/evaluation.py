@@ -231,6 +231,7 @@ class ServingModel:
         live = {id(mp) for mp in plans}
         for k in [k for k in self._placements if k[0] not in live]:
             del self._placements[k]
+            self._remote.discard(k)
 
     def forget_remote(self) -> None:
         """Paths changed: forget placements that use other servers (and unservable ones)."""

@@ -982,10 +982,14 @@ def absent_holds(up, gpu, host):
 
 
 @njit(cache=True, error_model="numpy")
-def _holders(location):
-    """The servers (ascending) that hold any expert of a placement [L, E, S] (one OR
-    over it)."""
+def _scan_servers(location):
+    """The servers worth looking at in a placement [L, E, S]: on
+    :data:`SPARSE_MIN_SERVERS` or more, those (ascending) that hold any expert (one OR
+    over it; often a few of many); on fewer, all of them (finding the holders would
+    cost about as much as the scan)."""
     n_l, n_e, n = location.shape
+    if n < SPARSE_MIN_SERVERS:
+        return np.arange(n)
     flat = np.ascontiguousarray(location).reshape(n_l * n_e, n).view(np.uint8)
     held = np.zeros(n, np.uint8)
     for i in range(n_l * n_e):
@@ -995,8 +999,9 @@ def _holders(location):
 
 
 @njit(cache=True, error_model="numpy")
-def _plan_scan_dense(location, expert_gb, up):
-    """:func:`plan_scan` looking at every server of every expert."""
+def plan_scan_over(location, expert_gb, up, servers):
+    """:func:`plan_scan` looking only at ``servers`` (ascending; the others hold
+    nothing)."""
     n_l, n_e, n = location.shape
     gpu = np.zeros(n)
     host = np.zeros(n)
@@ -1008,7 +1013,7 @@ def _plan_scan_dense(location, expert_gb, up):
         for e in range(n_e):
             w = expert_gb[layer, e]
             any_up = False
-            for s in range(n):
+            for s in servers:
                 t = location[layer, e, s]
                 if t == 0:
                     continue
@@ -1030,67 +1035,15 @@ def _plan_scan_dense(location, expert_gb, up):
 
 @njit(cache=True, error_model="numpy")
 def plan_scan(location, expert_gb, up):
-    """One pass over a model plan's placement.
+    """One pass over a model plan's placement, over the servers holding its experts
+    (:func:`_scan_servers`; each server's sums in expert order either way).
 
     Returns:
         (first absent server holding an expert (-1: none), experts without a copy on a
         present server, the first of them as (layer, expert) (-1, -1 if none), expert
         GB on each server's GPU [n], in its host memory [n]).
-
-    Plans that hold experts on a few servers (a quarter or fewer, of at least
-    :data:`SPARSE_MIN_SERVERS`) are summed over those servers only (found by one OR
-    over the placement; each server's sums in the same expert order as the full
-    scan: equal results).
     """
-    n_l, n_e, n = location.shape
-    if n < SPARSE_MIN_SERVERS:
-        return _plan_scan_dense(location, expert_gb, up)
-    m = n_l * n_e
-    flat = np.ascontiguousarray(location).reshape(m, n).view(np.uint8)
-    holders = _holders(location)
-    if 4 * holders.size > n:
-        return _plan_scan_dense(location, expert_gb, up)
-    w = np.ascontiguousarray(expert_gb).reshape(m)
-    gpu = np.zeros(n)
-    host = np.zeros(n)
-    down_at = -1
-    n_up = 0
-    for s in holders:
-        if up[s]:
-            n_up += 1
-        elif down_at < 0:
-            down_at = s
-    present = np.empty(n_up, np.int64)
-    k = 0
-    for s in holders:
-        if up[s]:
-            present[k] = s
-            k += 1
-        g = 0.0
-        h = 0.0
-        for i in range(m):
-            t = flat[i, s]
-            if t == 1:
-                g += w[i]
-            elif t != 0:
-                h += w[i]
-        gpu[s] = g
-        host[s] = h
-    missing = 0
-    first_l = -1
-    first_e = -1
-    for i in range(m):
-        ok = False
-        for s in present:
-            if flat[i, s] != 0:
-                ok = True
-                break
-        if not ok:
-            missing += 1
-            if first_l < 0:
-                first_l = i // n_e
-                first_e = i % n_e
-    return down_at, missing, first_l, first_e, gpu, host
+    return plan_scan_over(location, expert_gb, up, _scan_servers(location))
 
 
 @njit(cache=True, error_model="numpy")
@@ -1122,8 +1075,7 @@ def fill_tiers(location, bits, layers, experts, gb_by_bits, free_gb, unified):
         budget[s] = max(free_gb[s], 0.0) + 1e-9
     cum = np.zeros(n)
     used = np.zeros(n)
-    # the servers holding any expert (often a few of many)
-    holders = _holders(location) if n >= SPARSE_MIN_SERVERS else np.arange(n)
+    holders = _scan_servers(location)
     for j in range(layers.size):  # each server's sums in this order, as one pass per server
         layer, e = layers[j], experts[j]
         w = gb_by_bits[bits[layer, e]]

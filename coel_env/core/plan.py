@@ -232,9 +232,10 @@ def memory_use_gb(
 
 
 def _expert_memory_gb(mp: ModelPlan) -> tuple[np.ndarray, np.ndarray]:
-    """GPU and host memory the experts of ``mp`` take per server [GB] (computed once per
-    model plan: its arrays are read-only; the sums do not depend on who is present)."""
-    out = mp.__dict__.get("_full_scan")
+    """GPU and host memory the experts of ``mp`` take per server [GB], from any scan of
+    the plan (its arrays are read-only; the sums do not depend on who is present)."""
+    d = mp.__dict__
+    out = d.get("_full_scan") or d.get("_last_scan", (None, None))[1]
     if out is None:
         out = _scan(mp, np.ones(mp.n_servers, bool))
     return out[4], out[5]
