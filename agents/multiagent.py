@@ -51,6 +51,7 @@ from typing import Any
 import numpy as np
 
 from agents.base import Observation
+from agents.train import unchecked_distributions
 from coel_env.core.plan import Plan
 from coel_env.core.world import World
 
@@ -137,8 +138,9 @@ class MAPolicy:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # tiny MLP: more threads only spin (10x slower on 2 cores)
         try:
-            actions, _ = self.model.predict(np.stack([by_server[s] for s in servers]),
-                                            deterministic=True)  # fmt: skip
+            with unchecked_distributions():
+                actions, _ = self.model.predict(np.stack([by_server[s] for s in servers]),
+                                                deterministic=True)  # fmt: skip
         finally:
             torch.set_num_threads(threads)
         actions = np.asarray(actions, np.int64).reshape(len(servers), -1)
@@ -269,6 +271,7 @@ def _eval_callback(path: Path, config, seeds, epochs, every: int):
     return HarnessEval()
 
 
+@unchecked_distributions()
 def train_ma(
     *,
     timesteps: int,

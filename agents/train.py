@@ -89,6 +89,7 @@ other saved data with cloudpickle): load only files you trust.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import importlib.metadata
 import inspect
@@ -145,6 +146,30 @@ def _optimizers() -> dict[str, Any]:
     import torch
 
     return {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop}
+
+
+@contextlib.contextmanager
+def unchecked_distributions():
+    """Training without torch's distribution argument checks (the previous setting is
+    restored after, also on errors); also a decorator.
+
+    ``torch.distributions`` checks every distribution's parameters and samples when
+    Python runs without ``-O`` (``Distribution.set_default_validate_args``). SB3's
+    multi-categorical policies build one ``Categorical`` per action field per step
+    (sb3-contrib's masked ones twice), so on the CoEL envs' 28-184 fields these checks
+    take a third to a half of the learner's time (``experiments/bench_training.py``).
+    They only check: the numbers, random draws and so the trained model are the same
+    without them (a test trains both ways and compares the weights). Non-finite logits
+    still fail: sampling from them raises in ``torch.multinomial``.
+    """
+    from torch.distributions import Distribution
+
+    before = Distribution._validate_args
+    Distribution.set_default_validate_args(False)
+    try:
+        yield
+    finally:
+        Distribution.set_default_validate_args(before)
 
 
 def algo_class(algo: str) -> type:
@@ -1036,6 +1061,7 @@ def _load_vecnormalize(path: Path, venv=None):
     return vn
 
 
+@unchecked_distributions()
 def _run(
     cls: type,
     path: Path,

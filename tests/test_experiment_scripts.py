@@ -1,4 +1,5 @@
-"""experiments/bench_envs.py, bench_floor.py and soak.py: tiny runs end to end, in subprocesses.
+"""experiments/bench_envs.py, bench_floor.py, bench_training.py and soak.py: tiny runs end to
+end, in subprocesses.
 
 The scripts set thread variables before NumPy is imported and are timed, so they
 run in their own interpreters here (nothing leaks into the test process).
@@ -99,6 +100,35 @@ def test_soak_tiny(tmp_path):
     assert float(cells[4]) == warm and float(cells[6]) == final
     assert cells[9] == verdict
     assert "| 100 (warm-up end) |" in text
+
+
+def test_bench_training_tiny(tmp_path):
+    out = tmp_path / "training_benchmark.md"
+    proc = _run(
+        "experiments/bench_training.py",
+        *("--ids", "CoEL-IntraDevice-v0", "--algos", "ppo", "--timesteps", "64"),
+        *("--repeats", "1", "--out", str(out)),
+        timeout=120.0,
+    )
+    assert "cpu_count:" in proc.stdout
+    text = out.read_text()
+    assert "Command: `python experiments/bench_training.py --ids CoEL-IntraDevice-v0" in text
+    lines = text.splitlines()
+    cols = _cells(next(line for line in lines if line.startswith("| id |")))
+    cells = _cells(next(x for x in lines if x.startswith("| CoEL-")))
+    row = dict(zip(cols, cells, strict=True))
+    assert row["id"] == "CoEL-IntraDevice-v0" and row["algo"] == "ppo"
+    assert row["n_envs x n_steps"] == "1 x 128"  # the hyperparameter file's default entry
+    assert row["timesteps x repeats"] == "64 x 1"
+    train, learner = float(row["training steps/s"]), float(row["learner-only steps/s"])
+    checked = float(row["learner-only with torch's checks"])
+    assert 0 < train and 0 < learner and 0 < checked
+    share = float(row["env share"].rstrip("%")) / 100
+    assert abs(share - max(0.0, 1 - train / learner)) <= 0.006  # printed rounded
+    at_aim = float(row["at the aim steps/s"])
+    assert abs(at_aim - 1 / (1 / learner + 1 / 12_000)) <= 0.05 + 1e-3 * at_aim
+    assert abs(float(row["gain at the aim"].lstrip("x")) - at_aim / train) <= 0.006
+    assert re.search(rf"CoEL-IntraDevice-v0 .*training\s+({NUM}) steps/s", proc.stdout)
 
 
 def test_masked_sampler_uniform_among_allowed():

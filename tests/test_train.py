@@ -276,3 +276,53 @@ def test_exponent_floats_without_a_dot_are_numbers():
     """YAML 1.1 reads ``1e-4`` as a string; --hyperparams takes it as the number."""
     hp = T.parse_hyperparams(["learning_rate=1e-4", "ent_coef=0", "policy=MlpPolicy"])
     assert hp == {"learning_rate": 1e-4, "ent_coef": 0, "policy": "MlpPolicy"}
+
+
+def test_unchecked_distributions_turns_checks_off_and_restores_them():
+    from torch.distributions import Categorical, Distribution
+
+    nan = torch.tensor([float("nan"), 0.0])
+    before = Distribution._validate_args
+    Distribution.set_default_validate_args(True)
+    try:
+        with pytest.raises(ValueError, match="logits"):
+            Categorical(logits=nan)  # checked: invalid parameters raise
+        with T.unchecked_distributions():
+            assert Distribution._validate_args is False
+            Categorical(logits=nan)  # not checked
+        assert Distribution._validate_args is True
+        with pytest.raises(RuntimeError, match="boom"), T.unchecked_distributions():
+            raise RuntimeError("boom")
+        assert Distribution._validate_args is True  # restored after an error too
+    finally:
+        Distribution.set_default_validate_args(before)
+
+
+def test_training_without_distribution_checks_gives_the_same_weights():
+    """The checks only check: MaskablePPO (one masked Categorical per action field)
+    trained with and without them from the same seed ends with identical weights."""
+    from sb3_contrib import MaskablePPO
+    from torch.distributions import Distribution
+
+    def weights(checked: bool) -> dict:
+        venv = T._make_vec(INTRA, {}, 1, "dummy", 3, "maskable_ppo", False)
+        model = MaskablePPO("MlpPolicy", venv, seed=3, device="cpu", **FAST)
+        start.update({k: v.clone() for k, v in model.policy.state_dict().items()})
+        before = Distribution._validate_args
+        Distribution.set_default_validate_args(True)
+        try:
+            if checked:
+                model.learn(128)
+            else:
+                with T.unchecked_distributions():
+                    model.learn(128)
+        finally:
+            Distribution.set_default_validate_args(before)
+            venv.close()
+        return {k: v.clone() for k, v in model.policy.state_dict().items()}
+
+    start: dict = {}
+    a, b = weights(True), weights(False)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], start[k]) for k in a)  # it did train

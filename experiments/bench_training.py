@@ -1,0 +1,247 @@
+"""How much the environment's speed limits training: SB3 ``learn()`` steps/s on a CoEL
+env, and on a stand-in env with the same spaces that costs (almost) nothing to step.
+
+    python experiments/bench_training.py [--ids CoEL-v0 CoEL-v2] [--algos maskable_ppo ppo]
+                                         [--scenario NAME|FILE] [--timesteps N]
+                                         [--repeats R] [--seed S]
+                                         [--out results/training_benchmark.md]
+
+For each (id, algorithm): the algorithm's hyperparameters for that id, resolved as
+``coel train`` resolves them (``experiments/hyperparams/<algo>.yml``: ``n_envs``,
+``n_steps``, batch size, epochs, network), the vectorised env built as ``coel train``
+builds it (``DummyVecEnv``, one torch thread, CPU), one untimed rollout, then
+``--repeats`` timed ``learn()`` calls of ``--timesteps`` each (rounded up to whole
+rollouts; no evaluation or checkpoint callbacks; torch's distribution checks off, as
+in ``coel train``). The same is then done with
+:class:`NullEnv`: the id's observation and action spaces, ``action_masks()`` and
+episode length, a fixed observation and zero reward, so its steps cost a few
+microseconds and ``learn()`` runs as fast as the learner itself allows.
+
+Reported per row (medians over the repeats):
+
+* **training steps/s**: ``learn()`` on the CoEL env;
+* **learner-only steps/s**: ``learn()`` on the null env (rollout bookkeeping, policy
+  forward passes and gradient updates: what no env speed-up can remove), without
+  torch's distribution checks as ``coel train`` runs
+  (:func:`agents.train.unchecked_distributions`), and with them (SB3's default);
+* **env share**: the part of training time the CoEL env takes, ``1 - t_null / t_env``;
+* **env steps/s in training**: the CoEL env's own rate inside training,
+  ``1 / (1/training - 1/learner)`` (its steps, ``action_masks()`` and info handling);
+* **at the aim**: the training steps/s the same learner would reach if the env ran
+  at the envs issue's aim for ``CoEL-v0`` (12k steps/s), ``1 / (1/learner + 1/12000)``,
+  and its gain over training now.
+
+Runs on one core, as the other benchmarks: OMP/MKL/OpenBLAS/NumExpr/Accelerate
+threads are set to 1 before NumPy is imported, and torch to one thread.
+"""
+
+from __future__ import annotations
+
+from experiments.benchutil import machine as _machine
+from experiments.benchutil import single_thread, write_report
+
+single_thread()  # before numpy is imported anywhere
+
+import argparse  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import gymnasium as gym  # noqa: E402
+import numpy as np  # noqa: E402
+
+import coel_env  # noqa: E402  (registers the ids)
+from agents import train as T  # noqa: E402
+
+#: The envs issue's aim for ``CoEL-v0`` on its default scenario [env steps/s].
+AIM_ENV_SPS = 12_000.0
+#: Algorithms measured by default (those with a MultiDiscrete policy and no flattening).
+DEFAULT_ALGOS = ("maskable_ppo", "ppo")
+DEFAULT_IDS = ("CoEL-v0", "CoEL-v2")
+
+
+class NullEnv(gym.Env):
+    """The spaces, masks and episode length of a CoEL env; stepping costs nothing.
+
+    ``reset`` and ``step`` return one fixed observation (the CoEL env's first one, so
+    the policy sees realistic inputs), reward 0 and an empty info; ``action_masks``
+    allows every choice. The episode is cut by ``TimeLimit`` at the CoEL id's
+    ``max_episode_steps``, as the real env is.
+    """
+
+    def __init__(self, observation: np.ndarray, action_space: gym.spaces.MultiDiscrete,
+                 observation_space: gym.spaces.Box) -> None:  # fmt: skip
+        self.observation_space = observation_space
+        self.action_space = action_space
+        self._obs = np.asarray(observation, observation_space.dtype)
+        self._obs.setflags(write=False)
+        self._mask = np.ones(int(np.sum(action_space.nvec)), bool)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return self._obs, {}
+
+    def step(self, action):
+        return self._obs, 0.0, False, False, {}
+
+    def action_masks(self) -> np.ndarray:
+        return self._mask
+
+
+def _null_vec(env_id: str, config: dict, n_envs: int, seed: int):
+    """``n_envs`` :class:`NullEnv` copies of ``env_id``'s spaces, as ``coel train`` vectorises."""
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    probe = gym.make(f"coel_env:{env_id}", config=dict(config))
+    obs, _ = probe.reset(seed=seed)
+    spaces = (obs, probe.action_space, probe.observation_space)
+    limit = probe.spec.max_episode_steps
+    probe.close()
+
+    def make() -> gym.Env:
+        return gym.wrappers.TimeLimit(NullEnv(*spaces), max_episode_steps=limit)
+
+    return make_vec_env(make, n_envs=n_envs, seed=seed, vec_env_cls=DummyVecEnv)
+
+
+def _learn_rates(cls, hp: dict, venv, seed: int, timesteps: int, repeats: int,
+                 checked: bool = False) -> list[float]:  # fmt: skip
+    """Steps/s of ``repeats`` timed ``learn()`` calls after one untimed rollout, without
+    torch's distribution checks as ``coel train`` runs (with them when ``checked``)."""
+    if not checked:
+        with T.unchecked_distributions():
+            return _learn_rates(cls, hp, venv, seed, timesteps, repeats, checked=True)
+    kwargs = T._model_kwargs(cls, hp)
+    kwargs.setdefault("device", "cpu")
+    model = cls(env=venv, seed=seed, verbose=0, **kwargs)
+    rollout = int(hp.get("n_steps", 2048)) * int(hp["n_envs"])
+    model.learn(rollout)
+    rates = []
+    for _ in range(repeats):
+        before = model.num_timesteps
+        t = time.perf_counter()
+        model.learn(timesteps, reset_num_timesteps=False)
+        rates.append((model.num_timesteps - before) / (time.perf_counter() - t))
+    return rates
+
+
+def bench(env_id: str, algo: str, scenario: str | None, timesteps: int, repeats: int,
+          seed: int) -> dict:  # fmt: skip
+    """One row: ``learn()`` steps/s on the CoEL env and on the null env (medians)."""
+    import torch
+
+    torch.set_num_threads(1)
+    cls = T.algo_class(algo)
+    hp = T.resolve_hyperparams(algo, env_id)
+    n_envs = int(hp["n_envs"])
+    if hp.get("normalize"):
+        raise ValueError(f"{algo} on {env_id}: normalize=true is not benchmarked here")
+    config = {} if scenario is None else {"scenario": scenario}
+    real = T._make_vec(env_id, config, n_envs, "dummy", seed, algo, False)
+    try:
+        env_rates = _learn_rates(cls, hp, real, seed, timesteps, repeats)
+    finally:
+        real.close()
+    null = _null_vec(env_id, config, n_envs, seed)
+    try:
+        null_rates = _learn_rates(cls, hp, null, seed, timesteps, repeats)
+        checked_rates = _learn_rates(cls, hp, null, seed, timesteps, repeats, checked=True)
+    finally:
+        null.close()
+    train_sps = statistics.median(env_rates)
+    learner_sps = statistics.median(null_rates)
+    env_s = 1.0 / train_sps - 1.0 / learner_sps  # the env's seconds per step in training
+    at_aim = 1.0 / (1.0 / learner_sps + 1.0 / AIM_ENV_SPS)
+    return {
+        "id": env_id,
+        "algo": algo,
+        "scenario": scenario or "own",
+        "n_envs": n_envs,
+        "n_steps": int(hp.get("n_steps", 2048)),
+        "timesteps": timesteps,
+        "repeats": repeats,
+        "train_sps": train_sps,
+        "learner_sps": learner_sps,
+        "checked_sps": statistics.median(checked_rates),
+        "env_share": max(0.0, 1.0 - train_sps / learner_sps),
+        "env_sps": (1.0 / env_s) if env_s > 0 else float("inf"),
+        "at_aim_sps": at_aim,
+        "gain_at_aim": at_aim / train_sps,
+    }
+
+
+def format_row(r: dict) -> str:
+    return (
+        f"{r['id']:<10s} {r['algo']:<13s} {r['scenario']:<8s} n_envs {r['n_envs']}  "
+        f"training {r['train_sps']:8.1f} steps/s  learner only {r['learner_sps']:8.1f} "
+        f"(with torch's checks {r['checked_sps']:.1f})  "
+        f"env share {r['env_share']:.0%}  env in training {r['env_sps']:8.1f} steps/s  "
+        f"at the aim {r['at_aim_sps']:8.1f} (x{r['gain_at_aim']:.2f})"
+    )
+
+
+def markdown(rows: list[dict], info: dict[str, str], command: str) -> str:
+    lines = [
+        "# Training benchmark: how much the env's speed limits SB3 training",
+        "",
+        f"Command: `{command}`",
+        "",
+        "`learn()` steps/s (median over the repeats) on the CoEL env and on a null env",
+        "with the same spaces, masks and episode length whose steps cost nothing (see",
+        "`experiments/bench_training.py`), both without torch's distribution checks, as",
+        "`coel train` runs; the learner is also timed with them (SB3's default when Python",
+        "runs without `-O`). Env share: `1 - training / learner-only`.",
+        "At the aim: the training rate if the env stepped at 12k steps/s (the envs",
+        "issue's aim for `CoEL-v0`), `1 / (1/learner + 1/12000)`.",
+        "",
+        "| id | algo | scenario | n_envs x n_steps | timesteps x repeats | training steps/s "
+        "| learner-only steps/s | learner-only with torch's checks | env share "
+        "| env steps/s in training | at the aim steps/s | gain at the aim |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['id']} | {r['algo']} | {r['scenario']} | {r['n_envs']} x {r['n_steps']} "
+            f"| {r['timesteps']} x {r['repeats']} | {r['train_sps']:.1f} "
+            f"| {r['learner_sps']:.1f} | {r['checked_sps']:.1f} | {r['env_share']:.0%} "
+            f"| {r['env_sps']:.1f} "
+            f"| {r['at_aim_sps']:.1f} | x{r['gain_at_aim']:.2f} |"
+        )
+    lines += ["", "Machine:", ""]
+    lines += [f"- {k}: {v}" for k, v in info.items()]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--ids", nargs="+", default=list(DEFAULT_IDS), metavar="ID")
+    p.add_argument("--algos", nargs="+", default=list(DEFAULT_ALGOS), metavar="ALGO",
+                   choices=("maskable_ppo", "ppo", "a2c"))  # fmt: skip
+    p.add_argument("--scenario", default=None, metavar="NAME|FILE",
+                   help="every id's scenario (default: each id's own)")  # fmt: skip
+    p.add_argument("--timesteps", type=int, default=8192, help="timed steps per repeat")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=None, help="write a markdown report here")
+    args = p.parse_args(argv)
+    if args.timesteps < 1 or args.repeats < 1:
+        p.error("--timesteps and --repeats must be >= 1")
+    ids = [T.canonical_env_id(i) for i in args.ids]
+    info = _machine(gymnasium=gym.__version__, coel_env=coel_env.__version__)
+    for k, v in info.items():
+        print(f"{k}: {v}")
+    rows = []
+    for env_id in ids:
+        for algo in args.algos:
+            r = bench(env_id, algo, args.scenario, args.timesteps, args.repeats, args.seed)
+            print(format_row(r), flush=True)
+            rows.append(r)
+    write_report(args.out, "experiments/bench_training.py", argv,
+                 lambda cmd: markdown(rows, info, cmd))  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
