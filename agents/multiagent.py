@@ -41,6 +41,7 @@ Model files unpickle data: load only files you trust.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import sys
 import warnings
@@ -271,7 +272,6 @@ def _eval_callback(path: Path, config, seeds, epochs, every: int):
     return HarnessEval()
 
 
-@unchecked_distributions()
 def train_ma(
     *,
     timesteps: int,
@@ -287,6 +287,7 @@ def train_ma(
     eval_seeds: Sequence[int] | None = None,
     eval_epochs: int | None = None,
     torch_threads: int = 1,
+    distribution_checks: bool = False,
     progress: bool = False,
     verbose: int = 0,
     argv: Sequence[str] | None = None,
@@ -296,6 +297,8 @@ def train_ma(
     ``timesteps`` counts agent steps; ``eval_freq`` too (0: evaluate at the end only).
     ``eval_epochs``: epochs per evaluation episode (default ``max_cycles``). With the
     same arguments on one CPU, two runs give identical parameters. Returns the folder.
+    Trains without torch's distribution checks unless ``distribution_checks`` (as
+    :func:`agents.train.unchecked_distributions`: the same model, faster).
     """
     import torch
     from stable_baselines3 import PPO
@@ -337,7 +340,8 @@ def train_ma(
         "n_envs": hp["n_envs"], "scenario": scenario, "overrides": dict(overrides or {}),
         "env_config": dict(env_config or {}), "hyperparams": dict(hyperparams or {}),
         "eval_freq": eval_freq, "eval_seeds": seeds, "eval_epochs": eval_epochs,
-        "torch_threads": torch_threads, "run_dir": str(path),
+        "torch_threads": torch_threads, "distribution_checks": bool(distribution_checks),
+        "run_dir": str(path),
     }  # fmt: skip
     call = {"timesteps": timesteps, "seed": seed}
     (path / "command.txt").write_text(tr._command_line(argv, "train_ma", call) + "\n",
@@ -350,6 +354,9 @@ def train_ma(
 
     threads_before = torch.get_num_threads()
     venv = None
+    checks = contextlib.ExitStack()
+    if not distribution_checks:
+        checks.enter_context(unchecked_distributions())
     try:
         if torch_threads > 0:
             torch.set_num_threads(torch_threads)
@@ -375,6 +382,7 @@ def train_ma(
             ev.evaluate()
         return path
     finally:
+        checks.close()
         torch.set_num_threads(threads_before)
         if venv is not None:
             venv.close()
@@ -399,6 +407,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="evaluation seeds (default 0..4)")  # fmt: skip
     p.add_argument("--eval-epochs", type=int, default=None, help="default: max_cycles")
     p.add_argument("--torch-threads", type=int, default=1, help="0: torch's default")
+    p.add_argument("--distribution-checks", action="store_true",
+                   help="keep torch's distribution checks (slower; the same model)")  # fmt: skip
     where = p.add_mutually_exclusive_group()
     where.add_argument("--run-dir", default=None, help="new run folder (must not exist)")
     where.add_argument("--runs-root", default="runs", help="parent of run folders")
@@ -418,7 +428,8 @@ def main(args: argparse.Namespace) -> int:
             env_config=parse_kv(args.env_config, "--env-config"), n_envs=args.n_envs,
             hyperparams=parse_hyperparams(args.hyperparams), eval_freq=args.eval_freq,
             eval_seeds=args.eval_seeds, eval_epochs=args.eval_epochs,
-            torch_threads=args.torch_threads, progress=args.progress, verbose=args.verbose,
+            torch_threads=args.torch_threads, distribution_checks=args.distribution_checks,
+            progress=args.progress, verbose=args.verbose,
             argv=list(sys.argv),
         )  # fmt: skip
     except TrainingInterrupted:

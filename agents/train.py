@@ -153,6 +153,7 @@ def unchecked_distributions():
     """Training without torch's distribution argument checks (the previous setting is
     restored after, also on errors); also a decorator.
 
+    ``coel train`` runs in it unless ``--distribution-checks`` is given.
     ``torch.distributions`` checks every distribution's parameters and samples when
     Python runs without ``-O`` (``Distribution.set_default_validate_args``). SB3's
     multi-categorical policies build one ``Categorical`` per action field per step
@@ -793,6 +794,7 @@ def train(
     eval_seeds: Sequence[int] | None = None,
     checkpoint_freq: int = 10_000,
     torch_threads: int = 1,
+    distribution_checks: bool = False,
     progress: bool = False,
     verbose: int = 0,
     callbacks: Sequence[Any] | None = None,
@@ -813,7 +815,9 @@ def train(
     ``overrides`` are dotted scenario overrides, ``env_config`` other env config
     keys, ``hyperparams`` override the file's entry (plain values, as parsed
     from YAML). ``eval_freq`` / ``checkpoint_freq`` are in timesteps (0: off).
-    ``callbacks`` are extra SB3 callbacks. Ctrl-C raises
+    ``callbacks`` are extra SB3 callbacks. ``distribution_checks`` keeps torch's
+    distribution argument checks on (see :func:`unchecked_distributions`; slower, the
+    same model). Ctrl-C raises
     :class:`TrainingInterrupted` after saving. See the module docstring.
     """
     cls = algo_class(algo)
@@ -883,6 +887,7 @@ def train(
         "eval_seeds": seeds,
         "checkpoint_freq": checkpoint_freq,
         "torch_threads": torch_threads,
+        "distribution_checks": bool(distribution_checks),
         "run_dir": str(path),
         "progress": bool(progress),
         "imitate": None
@@ -1061,8 +1066,15 @@ def _load_vecnormalize(path: Path, venv=None):
     return vn
 
 
-@unchecked_distributions()
-def _run(
+def _run(cls: type, path: Path, args: Mapping[str, Any], *rest, **kwargs) -> Path:
+    """:func:`_train_loop`, without torch's distribution checks unless the run asks for
+    them (``distribution_checks`` in its args; runs made before the flag: off)."""
+    checks = args.get("distribution_checks", False)
+    with contextlib.nullcontext() if checks else unchecked_distributions():
+        return _train_loop(cls, path, args, *rest, **kwargs)
+
+
+def _train_loop(
     cls: type,
     path: Path,
     args: Mapping[str, Any],
@@ -1374,6 +1386,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-seeds", type=int, nargs="+", default=None, metavar="S")
     p.add_argument("--checkpoint-freq", type=int, default=10_000, help="timesteps; 0: none")
     p.add_argument("--torch-threads", type=int, default=1, help="0: torch's default")
+    p.add_argument("--distribution-checks", action="store_true",
+                   help="keep torch's distribution checks (slower; the same model)")  # fmt: skip
     p.add_argument("--imitate", default=None, metavar="POLICY",
                    help="clone this policy's plans before RL (version-1 envs), e.g. "
                         "milp-oracle or greedy")  # fmt: skip
@@ -1425,6 +1439,7 @@ def main(args: argparse.Namespace) -> int:
                 eval_seeds=args.eval_seeds,
                 checkpoint_freq=args.checkpoint_freq,
                 torch_threads=args.torch_threads,
+                distribution_checks=args.distribution_checks,
                 progress=args.progress,
                 verbose=args.verbose,
                 argv=argv,

@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 import pytest
+import yaml
 from pettingzoo.test import parallel_api_test, parallel_seed_test
 
 import coel_env
@@ -272,12 +273,20 @@ def test_train_ma_is_deterministic_and_compare_takes_it(tmp_path):
 
     hp = {"n_steps": 8, "batch_size": 40, "n_epochs": 1, "policy_kwargs": {"net_arch": [16]}}
     runs = []
-    for name in ("a", "b"):
-        runs.append(train_ma(timesteps=80, seed=5, run_dir=tmp_path / name, hyperparams=hp,
-                             env_config={"max_cycles": 6}, eval_seeds=[0],
-                             eval_epochs=3))  # fmt: skip
+    before = torch.distributions.Distribution._validate_args
+    torch.distributions.Distribution.set_default_validate_args(True)
+    try:  # "b" keeps torch's distribution checks: the checks change nothing
+        for name in ("a", "b"):
+            runs.append(train_ma(timesteps=80, seed=5, run_dir=tmp_path / name, hyperparams=hp,
+                                 env_config={"max_cycles": 6}, eval_seeds=[0], eval_epochs=3,
+                                 distribution_checks=name == "b"))  # fmt: skip
+        assert torch.distributions.Distribution._validate_args is True  # restored
+    finally:
+        torch.distributions.Distribution.set_default_validate_args(before)
     pa, pb = (load_ma_policy(r).model.policy.state_dict() for r in runs)
     assert all(torch.equal(pa[k], pb[k]) for k in pa)
+    checks = [yaml.safe_load((r / "args.yml").read_text())["distribution_checks"] for r in runs]
+    assert checks == [False, True]
     assert is_multiagent_run(runs[0]) and not is_multiagent_run(tmp_path)
     for f in ("args.yml", "config.yml", "hyperparams.yml", "model.zip", "evaluations.npz",
               "versions.yml", "seed", "command.txt"):  # fmt: skip

@@ -3,6 +3,7 @@
 Budgets are tiny (a few hundred env steps per run) so the module stays fast.
 """
 
+import argparse
 import shutil
 import subprocess
 import sys
@@ -289,7 +290,9 @@ def test_unchecked_distributions_turns_checks_off_and_restores_them():
             Categorical(logits=nan)  # checked: invalid parameters raise
         with T.unchecked_distributions():
             assert Distribution._validate_args is False
-            Categorical(logits=nan)  # not checked
+            unchecked = Categorical(logits=nan)  # not checked
+            with pytest.raises(RuntimeError, match="nan"):
+                unchecked.sample()  # but sampling from non-finite logits still fails
         assert Distribution._validate_args is True
         with pytest.raises(RuntimeError, match="boom"), T.unchecked_distributions():
             raise RuntimeError("boom")
@@ -326,3 +329,42 @@ def test_training_without_distribution_checks_gives_the_same_weights():
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], start[k]) for k in a)  # it did train
+
+
+class SeeChecks(BaseCallback):
+    """Records whether torch's distribution checks are on while the model learns."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set = set()
+
+    def _on_step(self) -> bool:
+        from torch.distributions import Distribution
+
+        self.seen.add(Distribution._validate_args)
+        return True
+
+
+@pytest.mark.parametrize("checks", [False, True])
+def test_coel_train_runs_without_distribution_checks_unless_asked(tmp_path, checks):
+    from torch.distributions import Distribution
+
+    before = Distribution._validate_args
+    Distribution.set_default_validate_args(True)
+    try:
+        see = SeeChecks()
+        run = T.train("maskable_ppo", INTRA, timesteps=64, run_dir=tmp_path / "r",
+                      hyperparams=FAST, eval_freq=0, checkpoint_freq=0,
+                      distribution_checks=checks, callbacks=[see])  # fmt: skip
+        assert see.seen == {checks}
+        assert Distribution._validate_args is True  # restored
+        assert yaml.safe_load((run / "args.yml").read_text())["distribution_checks"] is checks
+    finally:
+        Distribution.set_default_validate_args(before)
+
+
+def test_distribution_checks_flag_on_the_command_line():
+    p = argparse.ArgumentParser()
+    T.add_arguments(p)
+    assert p.parse_args(["--algo", "ppo"]).distribution_checks is False
+    assert p.parse_args(["--distribution-checks"]).distribution_checks is True
