@@ -52,7 +52,6 @@ from typing import Any
 import numpy as np
 
 from agents.base import Observation
-from agents.train import unchecked_distributions
 from coel_env.core.plan import Plan
 from coel_env.core.world import World
 
@@ -129,6 +128,7 @@ class MAPolicy:
         self._lead = {}
 
     def act(self, world: World, obs: Observation) -> Plan | None:
+        from agents import train as tr
         from coel_env.multiagent import combine, popularity_estimate
 
         pop = popularity_estimate(world)
@@ -139,7 +139,7 @@ class MAPolicy:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # tiny MLP: more threads only spin (10x slower on 2 cores)
         try:
-            with unchecked_distributions():
+            with tr.unchecked_distributions():
                 actions, _ = self.model.predict(np.stack([by_server[s] for s in servers]),
                                                 deterministic=True)  # fmt: skip
         finally:
@@ -356,7 +356,7 @@ def train_ma(
     venv = None
     checks = contextlib.ExitStack()
     if not distribution_checks:
-        checks.enter_context(unchecked_distributions())
+        checks.enter_context(tr.unchecked_distributions())
     try:
         if torch_threads > 0:
             torch.set_num_threads(torch_threads)
