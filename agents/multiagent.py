@@ -139,7 +139,7 @@ class MAPolicy:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # tiny MLP: more threads only spin (10x slower on 2 cores)
         try:
-            with tr.unchecked_distributions():
+            with tr.distribution_checks(False):
                 actions, _ = self.model.predict(np.stack([by_server[s] for s in servers]),
                                                 deterministic=True)  # fmt: skip
         finally:
@@ -298,7 +298,7 @@ def train_ma(
     ``eval_epochs``: epochs per evaluation episode (default ``max_cycles``). With the
     same arguments on one CPU, two runs give identical parameters. Returns the folder.
     Trains without torch's distribution checks unless ``distribution_checks`` (as
-    :func:`agents.train.unchecked_distributions`: the same model, faster).
+    :func:`agents.train.distribution_checks`: the same model, faster).
     """
     import torch
     from stable_baselines3 import PPO
@@ -355,8 +355,7 @@ def train_ma(
     threads_before = torch.get_num_threads()
     venv = None
     checks = contextlib.ExitStack()
-    if not distribution_checks:
-        checks.enter_context(tr.unchecked_distributions())
+    checks.enter_context(tr.distribution_checks(distribution_checks))
     try:
         if torch_threads > 0:
             torch.set_num_threads(torch_threads)
@@ -408,7 +407,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-epochs", type=int, default=None, help="default: max_cycles")
     p.add_argument("--torch-threads", type=int, default=1, help="0: torch's default")
     p.add_argument("--distribution-checks", action="store_true",
-                   help="keep torch's distribution checks (slower; the same model)")  # fmt: skip
+                   help="turn torch's distribution checks on (slower; the same model)")  # fmt: skip
     where = p.add_mutually_exclusive_group()
     where.add_argument("--run-dir", default=None, help="new run folder (must not exist)")
     where.add_argument("--runs-root", default="runs", help="parent of run folders")

@@ -149,24 +149,25 @@ def _optimizers() -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def unchecked_distributions():
-    """Training without torch's distribution argument checks (the previous setting is
-    restored after, also on errors); also a decorator.
+def distribution_checks(on: bool = False):
+    """torch's distribution argument checks switched ``on`` or off inside (the previous
+    setting is restored after, also on errors).
 
-    ``coel train`` runs in it unless ``--distribution-checks`` is given.
-    ``torch.distributions`` checks every distribution's parameters and samples when
-    Python runs without ``-O`` (``Distribution.set_default_validate_args``). SB3's
-    multi-categorical policies build one ``Categorical`` per action field per step
-    (sb3-contrib's masked ones twice), so on the CoEL envs' 28-184 fields these checks
-    take a third to a half of the learner's time (``experiments/bench_training.py``).
-    They only check: the numbers, random draws and so the trained model are the same
-    without them (a test trains both ways and compares the weights). Non-finite logits
-    still fail: sampling from them raises in ``torch.multinomial``.
+    ``coel train`` and ``coel train-ma`` run with them off unless
+    ``--distribution-checks`` is given. ``torch.distributions`` checks every
+    distribution's parameters and samples when Python runs without ``-O``
+    (``Distribution.set_default_validate_args``). SB3's multi-categorical policies
+    build one ``Categorical`` per action field per step (sb3-contrib's masked ones
+    twice), so on the CoEL envs' 28-184 fields these checks take a third to a half of
+    the learner's time (``experiments/bench_training.py``). They only check: the
+    numbers, random draws and so the trained model are the same without them (a test
+    trains both ways and compares the weights). Non-finite logits still fail: sampling
+    from them raises in ``torch.multinomial``.
     """
     from torch.distributions import Distribution
 
     before = Distribution._validate_args
-    Distribution.set_default_validate_args(False)
+    Distribution.set_default_validate_args(bool(on))
     try:
         yield
     finally:
@@ -815,8 +816,8 @@ def train(
     ``overrides`` are dotted scenario overrides, ``env_config`` other env config
     keys, ``hyperparams`` override the file's entry (plain values, as parsed
     from YAML). ``eval_freq`` / ``checkpoint_freq`` are in timesteps (0: off).
-    ``callbacks`` are extra SB3 callbacks. ``distribution_checks`` keeps torch's
-    distribution argument checks on (see :func:`unchecked_distributions`; slower, the
+    ``callbacks`` are extra SB3 callbacks. ``distribution_checks`` turns torch's
+    distribution argument checks on (see :func:`distribution_checks`; slower, the
     same model). Ctrl-C raises
     :class:`TrainingInterrupted` after saving. See the module docstring.
     """
@@ -1069,8 +1070,7 @@ def _load_vecnormalize(path: Path, venv=None):
 def _run(cls: type, path: Path, args: Mapping[str, Any], *rest, **kwargs) -> Path:
     """:func:`_train_loop`, without torch's distribution checks unless the run asks for
     them (``distribution_checks`` in its args; runs made before the flag: off)."""
-    checks = args.get("distribution_checks", False)
-    with contextlib.nullcontext() if checks else unchecked_distributions():
+    with distribution_checks(args.get("distribution_checks", False)):
         return _train_loop(cls, path, args, *rest, **kwargs)
 
 
@@ -1387,7 +1387,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint-freq", type=int, default=10_000, help="timesteps; 0: none")
     p.add_argument("--torch-threads", type=int, default=1, help="0: torch's default")
     p.add_argument("--distribution-checks", action="store_true",
-                   help="keep torch's distribution checks (slower; the same model)")  # fmt: skip
+                   help="turn torch's distribution checks on (slower; the same model)")  # fmt: skip
     p.add_argument("--imitate", default=None, metavar="POLICY",
                    help="clone this policy's plans before RL (version-1 envs), e.g. "
                         "milp-oracle or greedy")  # fmt: skip

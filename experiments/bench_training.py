@@ -23,7 +23,7 @@ Reported per row (medians over the repeats):
 * **learner-only steps/s**: ``learn()`` on the null env (rollout bookkeeping, policy
   forward passes and gradient updates: what no env speed-up can remove), without
   torch's distribution checks as ``coel train`` runs
-  (:func:`agents.train.unchecked_distributions`), and with them (SB3's default);
+  (:func:`agents.train.distribution_checks`), and with them (SB3's default);
 * **env share**: the part of training time the CoEL env takes, ``1 - t_null / t_env``;
 * **env steps/s in training**: the CoEL env's own rate inside training,
   ``1 / (1/training - 1/learner)`` (its steps, ``action_masks()`` and info handling);
@@ -110,9 +110,11 @@ def _learn_rates(cls, hp: dict, venv, seed: int, timesteps: int, repeats: int,
                  checked: bool = False) -> list[float]:  # fmt: skip
     """Steps/s of ``repeats`` timed ``learn()`` calls after one untimed rollout, without
     torch's distribution checks as ``coel train`` runs (with them when ``checked``)."""
-    if not checked:
-        with T.unchecked_distributions():
-            return _learn_rates(cls, hp, venv, seed, timesteps, repeats, checked=True)
+    with T.distribution_checks(checked):
+        return _timed_learn(cls, hp, venv, seed, timesteps, repeats)
+
+
+def _timed_learn(cls, hp: dict, venv, seed: int, timesteps: int, repeats: int) -> list[float]:
     kwargs = T._model_kwargs(cls, hp)
     kwargs.setdefault("device", "cpu")
     model = cls(env=venv, seed=seed, verbose=0, **kwargs)

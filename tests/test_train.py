@@ -279,7 +279,7 @@ def test_exponent_floats_without_a_dot_are_numbers():
     assert hp == {"learning_rate": 1e-4, "ent_coef": 0, "policy": "MlpPolicy"}
 
 
-def test_unchecked_distributions_turns_checks_off_and_restores_them():
+def test_distribution_checks_switches_checks_and_restores_them():
     from torch.distributions import Categorical, Distribution
 
     nan = torch.tensor([float("nan"), 0.0])
@@ -288,15 +288,20 @@ def test_unchecked_distributions_turns_checks_off_and_restores_them():
     try:
         with pytest.raises(ValueError, match="logits"):
             Categorical(logits=nan)  # checked: invalid parameters raise
-        with T.unchecked_distributions():
+        with T.distribution_checks(False):
             assert Distribution._validate_args is False
             unchecked = Categorical(logits=nan)  # not checked
             with pytest.raises(RuntimeError, match="nan"):
                 unchecked.sample()  # but sampling from non-finite logits still fails
         assert Distribution._validate_args is True
-        with pytest.raises(RuntimeError, match="boom"), T.unchecked_distributions():
+        with pytest.raises(RuntimeError, match="boom"), T.distribution_checks(False):
             raise RuntimeError("boom")
         assert Distribution._validate_args is True  # restored after an error too
+        Distribution.set_default_validate_args(False)
+        with T.distribution_checks(True):  # on, even where they were off
+            with pytest.raises(ValueError, match="logits"):
+                Categorical(logits=nan)
+        assert Distribution._validate_args is False
     finally:
         Distribution.set_default_validate_args(before)
 
@@ -317,7 +322,7 @@ def test_training_without_distribution_checks_gives_the_same_weights():
             if checked:
                 model.learn(128)
             else:
-                with T.unchecked_distributions():
+                with T.distribution_checks(False):
                     model.learn(128)
         finally:
             Distribution.set_default_validate_args(before)
