@@ -71,7 +71,7 @@ class Observation:
     @classmethod
     def _build(cls, world: World, status: np.ndarray, age: np.ndarray) -> Observation:
         base = len(STATUS_FIELDS)
-        rates = np.maximum(world._base_rates, 0.0)[:, None]
+        rates = np.maximum(world.base_rates_per_s, 0.0)[:, None]
         demand = status[:, base:] * np.where(rates > 0, rates, world.scenario.workload.rate_per_s)
         return cls(
             up=status[:, STATUS_FIELDS.index("up")] > 0.5,
@@ -80,7 +80,7 @@ class Observation:
             unified=world.unified.copy(),
             background=status[:, STATUS_FIELDS.index("background")].copy(),
             demand_per_s=demand,
-            popularity={name: pop.mean(axis=0) for name, pop in world._pop.items()},
+            popularity=dict(world.popularity_estimate()),
             latency_ms=world.paths.latency_ms.copy(),
             bandwidth_gbit_s=world.paths.bottleneck_gbit_s.copy(),
             age_s=age,

@@ -45,6 +45,7 @@ import numpy as np
 from agents.base import Observation, Policy
 from coel_env import cost, quality
 from coel_env.catalog import BITS, MoEModel
+from coel_env.core.groups import group_of
 from coel_env.core.plan import (
     FETCH,
     GB,
@@ -59,7 +60,6 @@ from coel_env.core.plan import (
 from coel_env.core.routing import expected_expert_tokens, expert_token_counts
 from coel_env.core.workload import AZURE_CONV_FIT, SyntheticWorkload
 from coel_env.core.world import World
-from coel_env.envs.actions import group_of
 from coel_env.profiles import DeviceProfile
 
 __all__ = [

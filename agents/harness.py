@@ -3,7 +3,7 @@
 :func:`run_episode` resets a fresh :class:`~coel_env.core.world.World` with a
 seed, asks the policy for a plan before each epoch (timing the decision),
 steps the world and scores the epoch with the environments' own reward
-function (:func:`coel_env.envs.rewards.reward_terms`), so returns of RL agents
+function (:func:`coel_env.core.rewards.reward_terms`), so returns of RL agents
 and baselines are comparable number for number. :func:`summarize` turns
 episodes into a row per policy: mean and 95% confidence half-width (Student t
 over seeds) of every metric, and the return relative to a reference policy
@@ -22,8 +22,8 @@ from scipy import stats
 
 from agents.base import Policy, observe
 from coel_env.core.plan import InfeasibilityReport, reuse_unchanged
+from coel_env.core.rewards import RewardConfig, reward_terms, total_reward
 from coel_env.core.world import World
-from coel_env.envs.rewards import reward_terms, total_reward
 
 #: Metrics reported per episode (and summarised per policy).
 METRICS = (
@@ -75,16 +75,14 @@ def run_episode(
         seed: the episode seed (``World.reset(seed)``).
         epochs: epochs to run (>= 1).
         overrides: scenario overrides.
-        reward_config: reward weights and references (default: ``CoELEnv.default_config()``).
+        reward_config: reward weights and references (other keys are ignored; defaults:
+            :class:`~coel_env.core.rewards.RewardConfig`).
         controller: the server whose broadcast view ``sees="view"`` policies get.
         world: an already built world to reuse (it is reset here).
     """
-    from coel_env.envs import CoELEnv
-
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs={epochs!r} is not allowed; must be an integer >= 1")
-    cfg = dict(CoELEnv.default_config())
-    cfg.update(reward_config or {})
+    cfg = RewardConfig.from_config(reward_config).as_dict()
     w = world if world is not None else World(scenario, dict(overrides) if overrides else None)
     w.reset(seed)
     policy.reset(w, seed)

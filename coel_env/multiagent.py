@@ -67,7 +67,7 @@ Combining the actions into one plan (:func:`combine`, deterministic):
 
 Rewards:
     every agent gets the team reward, ``sum(config[t] * terms[t])`` over the
-    terms of ``CoEL-v0`` (:data:`coel_env.envs.rewards.REWARD_TERMS`, computed
+    terms of ``CoEL-v0`` (:data:`coel_env.core.rewards.REWARD_TERMS`, computed
     by the same function, so the team return equals the ``CoEL-v0`` /
     ``agents.harness`` return of the same plans), plus local terms weighted by
     the config keys of the same name (:data:`LOCAL_TERMS`):
@@ -108,11 +108,12 @@ from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
 from coel_env.catalog import BITS
+from coel_env.core.groups import group_of
 from coel_env.core.plan import ABSENT, GB, GPU, HOST, KEEP_RATIOS, ModelPlan, Plan, reuse_unchanged
+from coel_env.core.rewards import REWARD_TERMS, report_info, reward_terms, total_reward
 from coel_env.core.world import STATUS_FIELDS, World
-from coel_env.envs.actions import N_NEAREST, group_of
+from coel_env.envs.actions import N_NEAREST
 from coel_env.envs.observations import AGE_PERIODS, DEMAND_SCALE
-from coel_env.envs.rewards import REWARD_TERMS, report_info, reward_terms, total_reward
 
 #: Local reward terms; each has a config key of the same name holding its weight.
 LOCAL_TERMS = ("rejected_reward", "local_drop_reward")

@@ -114,7 +114,7 @@ def test_reward_is_the_weighted_sum_of_named_terms(env_id):
     env.reset(seed=0)
     _, r, _, _, info = env.step(masked_sample(env, np.random.default_rng(0)))
     terms = info["rewards"]
-    assert set(terms) == set(coel_env.envs.rewards.REWARD_TERMS)
+    assert set(terms) == set(coel_env.core.rewards.REWARD_TERMS)
     assert r == pytest.approx(sum(cfg[k] * v for k, v in terms.items()))
 
 

@@ -6,7 +6,7 @@ import pytest
 from agents import harness
 from coel_env.core.world import World
 from coel_env.envs import CoELEnv
-from coel_env.envs.rewards import reward_terms, total_reward
+from coel_env.core.rewards import reward_terms, total_reward
 
 
 class Keep:

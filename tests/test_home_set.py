@@ -126,7 +126,7 @@ def test_an_experts_plans_replayed_as_actions_give_its_return(expert):
     pb.reset(ub.world, 1)
     ret_a = ret_b = 0.0
     from coel_env.core.plan import reuse_unchanged
-    from coel_env.envs.rewards import reward_terms, total_reward
+    from coel_env.core.rewards import reward_terms, total_reward
 
     for _ in range(15):
         plan = pa.act(ua.world, observe(pa, ua.world, 0))

@@ -253,6 +253,7 @@ class World:
         self._mem: tuple = (None, None)
         self._mem_status: tuple = (None, None)
         self._pop = {}
+        self._pop_mean: tuple = (None, {})  # (key, popularity_estimate())
         self._share: dict = {}  # (model, home) -> token share of its popularity snapshot
         self._qplan: dict = {}
         self._checked = None
@@ -737,6 +738,36 @@ class World:
     def view(self, server: int) -> tuple[np.ndarray, np.ndarray]:
         """What ``server`` believes of every server: status [n, F] and age [n] [s]."""
         return self.perception.view(server, self.t_s)
+
+    # ------------------------------------------------------- read-only state
+
+    @property
+    def base_rates_per_s(self) -> np.ndarray:
+        """Each server's base request rate before the dynamics' demand factor [1/s]
+        (0 at the cloud); a read-only array."""
+        out = self._base_rates.view()
+        out.setflags(write=False)
+        return out
+
+    def memory_use_gb(self) -> tuple[np.ndarray, np.ndarray]:
+        """GPU and host memory the plan in force uses per server [GB] (copies)."""
+        gpu, host = self._memory()
+        return gpu.copy(), host.copy()
+
+    def popularity_estimate(self) -> dict[str, np.ndarray]:
+        """Each model's expert popularity [L, E], the mean over servers of their routing
+        snapshots: the estimate the envs, baselines and MILP decide with.
+
+        The same read-only arrays are returned until the popularity is refreshed (the
+        epoch after a change), so callers may memoise on their identity.
+        """
+        key = self.pop_version
+        if self._pop_mean[0] != key:
+            est = {name: pop.mean(axis=0) for name, pop in self._pop.items()}
+            for a in est.values():
+                a.setflags(write=False)
+            self._pop_mean = (key, est)
+        return self._pop_mean[1]
 
 
 def _all_local(mp: ModelPlan, home: int) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import math
 from typing import Any
 
 import gymnasium as gym
@@ -11,6 +10,15 @@ import numpy as np
 from gymnasium import spaces
 
 from coel_env.core.plan import InfeasibilityReport, reuse_unchanged
+from coel_env.core.rewards import (
+    REWARD_REFS,
+    REWARD_TERMS,
+    RewardConfig,
+    check_reward_value,
+    report_info,
+    reward_terms,
+    total_reward,
+)
 from coel_env.core.world import World
 from coel_env.envs.actions import (
     CoELAction,
@@ -21,7 +29,6 @@ from coel_env.envs.actions import (
     IntraDeviceAction,
 )
 from coel_env.envs.observations import ViewObservation
-from coel_env.envs.rewards import REWARD_TERMS, report_info, reward_terms, total_reward
 
 
 class HomeSetObservation(ViewObservation):
@@ -64,17 +71,8 @@ class CoELBaseEnv(gym.Env):
             "controller": 0,  # server whose broadcast view is observed [index]
             "n_groups": 4,  # popularity groups per layer that actions address
             "max_steps": cls.MAX_STEPS,  # normalises the progress feature [epochs]
-            "latency_ref_ms": 60000.0,  # p95 latency that costs a full latency term [ms]
-            "migration_ref_gb": 10.0,  # migration that costs a full migration term [GB]
-            "broadcast_ref_mb": 10.0,  # broadcast bytes that cost a full term [MB]
-            "slo_reward": 1.0,  # weight of the SLO attainment (share of arrived requests)
-            "latency_reward": 0.2,  # weight of -p95 latency / latency_ref_ms (capped at 1)
-            "quality_reward": 0.5,  # weight of -quality loss / quality floor (capped at 2)
-            "dropped_reward": 0.5,  # weight of -dropped share of arrived requests
-            "migration_reward": 0.1,  # weight of -migration bytes / migration_ref_gb
-            "energy_reward": 0.05,  # weight of -energy / (sum of busy power x epoch)
-            "broadcast_reward": 0.0,  # weight of -broadcast bytes / broadcast_ref_mb
-            "invalid_reward": 1.0,  # weight of -1 for an invalid action
+            # reward weights and references (units and meaning: RewardConfig's fields)
+            **RewardConfig().as_dict(),
         }
 
     def __init__(self, config: dict | None = None, render_mode: str | None = None) -> None:
@@ -228,13 +226,8 @@ def _check_config(cfg: dict) -> None:
         ):
             raise ValueError(f"{key}={v!r} is not allowed; must be an integer >= "
                              f"{0 if key == 'controller' else 1}")  # fmt: skip
-    for key in (*REWARD_TERMS, "latency_ref_ms", "migration_ref_gb", "broadcast_ref_mb"):
-        v = cfg[key]
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-            raise ValueError(f"{key}={v!r} is not allowed; must be a finite number")
-        if key.endswith("_ref_ms") or key.endswith("_gb") or key.endswith("_mb"):
-            if v <= 0:
-                raise ValueError(f"{key}={v!r} is not allowed; must be > 0")
+    for key in (*REWARD_TERMS, *REWARD_REFS):
+        check_reward_value(key, cfg[key])
     if not isinstance(cfg["overrides"], dict):
         raise ValueError(f"overrides={cfg['overrides']!r} is not allowed; must be a dict")
     if not isinstance(cfg["device_profiles"], list | tuple):

@@ -22,9 +22,9 @@ from __future__ import annotations
 import numpy as np
 from gymnasium import spaces
 
+from coel_env.core.groups import groups_of_estimate
 from coel_env.core.kernels import group_summary, unit_float32
 from coel_env.core.world import STATUS_FIELDS, World
-from coel_env.envs.actions import groups_of_estimate
 
 AGE_PERIODS = 5.0  # ages are normalised by this many broadcast periods
 DEMAND_SCALE = 5.0  # demand is normalised by this multiple of the base rate
@@ -49,20 +49,13 @@ class ViewObservation:
         self._scale[base:] = DEMAND_SCALE
         self._out = np.zeros(self.dim)
         self._parts: dict = {}
-        self._pop_key: tuple | None = None
-        self._pop: dict = {}
 
     def space(self) -> spaces.Box:
         return spaces.Box(0.0, 1.0, (self.dim,), np.float32)
 
     def popularity(self) -> dict[str, np.ndarray]:
         """The controller's popularity estimate per model [L, E] (mean over servers)."""
-        w = self.world
-        key = (w, w.pop_version)
-        if self._pop_key is None or self._pop_key[0] is not w or self._pop_key[1] != key[1]:
-            self._pop_key = key
-            self._pop = {name: pop.mean(axis=0) for name, pop in w._pop.items()}
-        return self._pop
+        return self.world.popularity_estimate()
 
     def observe(self, popularity: dict[str, np.ndarray]) -> np.ndarray:
         w = self.world

@@ -19,7 +19,7 @@ def _hosted(world) -> list[list[str]]:
 def render_ansi(world, report) -> str:
     """One line per server (device, state, memory, load, hosted models; * = home) and
     the last epoch's metrics."""
-    gpu, _ = world._memory()
+    gpu, _ = world.memory_use_gb()
     util = report.utilisation if report is not None else (0.0,) * world.n
     hosted = _hosted(world)
     lines = [f"epoch {world.epoch}  t={world.t_s:.0f}s  scenario {world.scenario.name}"]
@@ -54,7 +54,7 @@ def render_rgb(world, report) -> np.ndarray:
             pos[s] = (srv.lon, srv.lat)
     if len(pos) != world.n:
         pos = nx.spring_layout(g, seed=0)
-    gpu, _ = world._memory()
+    gpu, _ = world.memory_use_gb()
     util = np.asarray(report.utilisation if report is not None else np.zeros(world.n))
     fig, ax = plt.subplots(figsize=(6, 4.5), dpi=80)
     up_edges = [e for e in g.edges]
