@@ -1,0 +1,403 @@
+"""The epoch's instance built from a world and what an observation says
+(:func:`build_instance`, coefficients from the world's own cost model), decisions as the
+world's :class:`~coel_env.core.plan.Plan` (:func:`to_plan`), and the decode batches a
+plan implies (:func:`_little_batch`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from agents.milp.config import MilpConfig, Weights, group_of
+from agents.milp.formulation import _exec_ok_raw, _lowest
+from agents.milp.instance import (
+    E_CPU,
+    E_FETCH,
+    E_GPU,
+    T_GPU,
+    T_HOST,
+    Decision,
+    Instance,
+    ModelInstance,
+    queue_cuts,
+)
+from coel_env import cost
+from coel_env.core.evaluation import ACT_BYTES, PREFILL_POINTS, ServingModel, bucket
+from coel_env.core.plan import ABSENT, GB, GPU, HOST, ModelPlan, Plan
+from coel_env.core.routing import _expected_counts
+from coel_env.core.workload import AZURE_CONV_FIT, SyntheticWorkload
+from coel_env.quality import SHARED_SENSITIVITY, bits_loss, token_keep_loss
+
+
+def _token_stats(world) -> tuple[float, float, float, float]:
+    """(mean input tokens, mean output tokens, CV^2 of output tokens, CV^2 of gaps)."""
+    cfg = world.workload.config if isinstance(world.workload, SyntheticWorkload) else None
+    fit_in = cfg.input_tokens if cfg else AZURE_CONV_FIT.input_tokens
+    fit_out = cfg.output_tokens if cfg else AZURE_CONV_FIT.output_tokens
+    cv = cfg.interarrival_cv if cfg else AZURE_CONV_FIT.interarrival_cv
+    z = np.sqrt(2) * _erfinv(np.linspace(-1, 1, 4003)[1:-1])  # standard normal quantiles
+
+    def stats(d):
+        x = np.clip(np.round(np.exp(d.mu_log + d.sigma_log * z)), 1, d.max_tokens)
+        return float(x.mean()), float(x.var() / max(x.mean(), 1e-9) ** 2)
+
+    e_in, _ = stats(fit_in)
+    e_out, cs2 = stats(fit_out)
+    return e_in, e_out, cs2, float(cv) ** 2
+
+
+def _erfinv(y: np.ndarray) -> np.ndarray:
+    from scipy.special import erfinv
+
+    return erfinv(y)
+
+
+def _serving_parts(serving: ServingModel, m, pop, onehot, n: float, phase: str, bits, up):
+    """Per-group pieces of one pass of ``n`` tokens, as ``ServingModel.step`` adds them.
+
+    Returns (grp [S, 3, B, G], base [S], xfer_per_gbit [G], p_any_layers).
+    """
+    n = max(float(n), 1.0)
+    S = serving.n
+    t = _expected_counts(pop, n, m.top_k)
+    q = np.clip(t / n, 0.0, 1.0)
+    pa = 1.0 - (1.0 - q) ** n
+    ta = np.where(pa > 0, t / np.maximum(pa, 1e-12), 0.0)
+    flops = 2.0 * m.expert_params * ta
+    ops = 5 if m.gated else 3
+    pa_g = np.einsum("le,leg->g", pa, onehot)
+    grp = np.zeros((S, 3, len(bits), onehot.shape[2]))
+    cache: dict = {}
+    for s in range(S):
+        if not up[s]:
+            continue
+        for bi, b in enumerate(bits):
+            w = float(m.expert_bytes(b))
+            for e, dev in ((E_GPU, serving.gpus[s]), (E_CPU, serving.cpus[s])):
+                key = (dev.name, b)
+                if key not in cache:
+                    ms = serving._fit_ms(dev, b, w, flops, ops)
+                    cache[key] = np.einsum("le,leg->g", pa * ms, onehot)
+                grp[s, e, bi] = cache[key]
+            fetch = w / (serving.pcie_gbps[s] * 1e6)
+            grp[s, E_FETCH, bi] = grp[s, E_GPU, bi] + fetch * pa_g
+    d = m.d_model
+    base = np.zeros(S)
+    moved = 3.0 * ACT_BYTES * ta * d
+    for h in range(S):
+        if not up[h]:
+            continue
+        g16 = serving.gpus[h]
+        disp = serving._fit_ms(g16, 16, moved, np.ones_like(moved), cost.DISPATCH_OPS)
+        router = float(
+            serving._fit_ms(g16, 16, ACT_BYTES * d * m.n_experts, 2.0 * n * d * m.n_experts, 6)
+        )
+        b = m.n_moe_layers * router + float((pa * disp).sum())
+        if m.n_shared_experts:
+            shared = float(
+                cost.ffn_latency_ms(
+                    g16, d, m.d_ff_shared * m.n_shared_experts, m.gated, n, mode=serving.mode
+                )
+            )
+            b += m.n_moe_layers * shared
+        base[h] = b + serving._attention_ms(m, h, n, phase)
+    xfer = np.einsum("le,leg->g", pa * 2 * ta * d * ACT_BYTES * 8 / 1e6, onehot)
+    p_any = float(np.minimum(1.0, pa.sum(axis=1)).sum())
+    return grp, base, xfer, p_any
+
+
+def _migration_costs(world, obs, name, m, groups, onehot, bits, up, gb_ms):
+    """Bytes cost (mig_x [G, S, 2, B], mig_home [S]) in request-ms and receive seconds
+    (mig_x_s, mig_home_s) of each placement (see the package docstring, :mod:`agents.milp`)."""
+    S = world.n
+    L, E = groups.shape
+    G = onehot.shape[2]
+    lat = obs.latency_ms
+    bw = obs.bandwidth_gbit_s
+    store = world.scenario.serving.store_gbit_s
+    pcie = world.pcie_gbps
+    prev = obs.plan.models.get(name)
+    if prev is not None and prev.n_servers == S:
+        old_loc, old_bits = prev.location, prev.bits
+    else:
+        old_loc, old_bits = np.zeros((L, E, S), np.int8), np.zeros((L, E), np.int8)
+    held_old = (old_loc != ABSENT) & up[None, None, :]
+    mig = np.zeros((G, S, 2, len(bits)))
+    mig_s = np.zeros((G, S, 2, len(bits)))
+    for bi, b in enumerate(bits):
+        eb = float(m.expert_bytes(b))
+        local = held_old & (old_bits >= b)[:, :, None]  # [L, E, S]
+        src_lat = np.where(local[:, :, :, None], lat[None, None, :, :], np.inf)  # [L,E,src,dst]
+        src = src_lat.argmin(axis=2)  # [L, E, dst]
+        any_src = local.any(axis=2)
+        gbit = np.where(any_src[:, :, None], bw[src, np.arange(S)[None, None, :]], store)
+        net_t = eb * 8 / (np.maximum(gbit, 1e-9) * 1e9)  # [L, E, S]
+        net = np.where(local, 0.0, gb_ms * eb / GB)
+        net_s = np.where(local, 0.0, net_t)
+        for t, tier in ((T_GPU, GPU), (T_HOST, HOST)):
+            move = local & (old_loc != tier)
+            pc = np.where(move, eb / (pcie[None, None, :] * 1e9), 0.0)
+            mig[:, :, t, bi] = np.einsum("les,leg->gs", net, onehot)
+            mig_s[:, :, t, bi] = np.einsum("les,leg->gs", net_s + pc, onehot)
+    mig_home = np.zeros(S)
+    mig_home_s = np.zeros(S)
+    old_homes = [h for h in (prev.home if prev is not None else ()) if up[h]]
+    dense = float(m.non_expert_bytes(16))
+    for h in range(S):
+        if h in old_homes:
+            continue
+        gbit = bw[min(old_homes, key=lambda o: lat[o, h]), h] if old_homes else store
+        mig_home[h] = gb_ms * dense / GB
+        mig_home_s[h] = dense * 8 / (max(gbit, 1e-9) * 1e9)
+    return mig, mig_home, mig_s, mig_home_s
+
+
+def build_instance(
+    world,
+    obs,
+    config: MilpConfig | None = None,
+    *,
+    demand_per_s: np.ndarray | None = None,
+    batch: Mapping[str, np.ndarray] | None = None,
+    serving: ServingModel | None = None,
+) -> Instance:
+    """The epoch's instance from what ``obs`` says (and the world's static facts: devices,
+    model specs, KV reserve, workload token statistics).
+
+    Args:
+        world: the world (static facts only).
+        obs: an :class:`agents.base.Observation`.
+        config: MILP options.
+        demand_per_s: demand per (server, model) [1/s]; default ``obs.demand_per_s``.
+        batch: decode batch per model and home (default 1).
+        serving: a :class:`ServingModel` to cost with (cached attention); default a new one.
+    """
+    cfg = config or MilpConfig()
+    S = world.n
+    serving = serving or ServingModel(world.gpus, world.cpus, world.scenario.serving.mode)
+    dt = world.scenario.epoch_s
+    up = np.asarray(obs.up, bool)
+    unified = np.asarray(obs.unified, bool)
+    host_ok = up & ~unified & (np.asarray(obs.host_capacity_gb) > 0)
+    bg = np.clip(np.asarray(obs.background, float), 0.0, 0.95)
+    slow = 1.0 / (1.0 - bg)
+    lat = np.asarray(obs.latency_ms, float)
+    bw = np.asarray(obs.bandwidth_gbit_s, float)
+    demand = np.asarray(obs.demand_per_s if demand_per_s is None else demand_per_s, float)
+    demand = np.where(up[:, None], np.maximum(demand, 0.0), 0.0)
+    e_in, e_out, cs2, ca2 = _token_stats(world)
+    wl = world.scenario.workload
+    floor = float(wl.quality_floor)
+    weights = Weights.from_reward(
+        cfg.reward,
+        slo_budget_ms=wl.ttft_ms + wl.tpot_ms * e_out,
+        floor=floor,
+        p95_over_mean=cfg.p95_over_mean,
+    )
+    n_req = max(float(demand.sum() * dt), 1.0)
+    quality_ms = weights.quality / weights.per_ms
+    drop_ms = weights.drop / weights.per_ms
+    horizon = float(cfg.migration_horizon)
+    gb_ms = weights.migration_per_gb / weights.per_ms * n_req / horizon if cfg.migration else 0.0
+    mig_price = drop_ms * demand.sum(axis=1) * dt / horizon if cfg.migration else np.zeros(S)
+    alpha = (e_in - PREFILL_POINTS[0]) / (PREFILL_POINTS[1] - PREFILL_POINTS[0])
+    bits = tuple(sorted(cfg.bits, reverse=True))
+    keeps = tuple(cfg.keep_ratios)
+    policies = (0, 1) if cfg.host_policy else (0,)
+    is_cloud = getattr(world, "is_cloud", np.zeros(S, bool))
+    # server orders
+    order_all = []
+    for h in range(S):
+        others = [s for s in range(S) if s != h and up[s] and np.isfinite(lat[h, s])]
+        others.sort(key=lambda s: (lat[h, s], s))
+        order_all.append(np.array([h] + others[: max(cfg.near - 1, 0)], int))
+    models = []
+    for mi_idx, (name, m) in enumerate(zip(world.models, world.specs, strict=True)):
+        pop = np.asarray(obs.popularity[name], float)
+        pop = pop / np.maximum(pop.sum(axis=1, keepdims=True), 1e-12)
+        G = min(cfg.n_groups, m.n_experts)
+        groups = group_of(pop, G)
+        onehot = (groups[..., None] == np.arange(G)).astype(float)
+        home_gb = m.non_expert_bytes(16) / GB + world.kv_reserve_gb[name]
+        cand = up & (np.asarray(obs.gpu_capacity_gb) >= home_gb - 1e-9)
+        if not cfg.allow_cloud_home:
+            cand &= ~is_cloud
+        count = np.bincount(groups.ravel(), minlength=G)  # experts per group, all layers
+        whole_gb = home_gb + count.sum() * m.expert_bytes(bits[-1]) / GB
+        own_gb = np.asarray(obs.gpu_capacity_gb, float) + np.where(
+            host_ok, np.asarray(obs.host_capacity_gb, float), 0.0
+        )
+        spread = {"always": cand, "never": np.zeros(S, bool), "auto": whole_gb > own_gb}
+        order = tuple(
+            (order_all[h] if spread[cfg.remote][h] else order_all[h][:1])
+            if cand[h]
+            else np.zeros(0, int)
+            for h in range(S)
+        )
+        origin_order = []
+        for o in range(S):
+            hs = [h for h in np.flatnonzero(cand) if np.isfinite(lat[o, h])]
+            hs.sort(key=lambda h: (lat[o, h], h))
+            origin_order.append(np.array(hs[: cfg.home_near], int))
+        bb = np.ones(S)
+        if batch is not None and name in batch:
+            bb = np.asarray(batch[name], float)
+        parts = {}
+        for n in sorted({float(bucket(b)) for b in bb}):
+            parts[("decode", n)] = _serving_parts(serving, m, pop, onehot, n, "decode", bits, up)
+        for p in PREFILL_POINTS:
+            parts[("prefill", p)] = _serving_parts(serving, m, pop, onehot, p, "prefill", bits, up)
+        p0, p1 = parts[("prefill", PREFILL_POINTS[0])], parts[("prefill", PREFILL_POINTS[1])]
+        pre_grp = (1 - alpha) * p0[0] + alpha * p1[0]  # [S, 3, B, G]
+        pre_base = (1 - alpha) * p0[1] + alpha * p1[1]
+        pre_x = (1 - alpha) * p0[2] + alpha * p1[2]
+        pre_any = (1 - alpha) * p0[3] + alpha * p1[3]
+        B = len(bits)
+        use = np.zeros((S, G, S, 3, B))
+        use_w = np.zeros_like(use)
+        base = np.zeros(S)
+        base_w = np.zeros(S)
+        xfer = np.zeros((S, G, S))
+        xfer_w = np.zeros_like(xfer)
+        remote = np.zeros((S, S))
+        remote_w = np.zeros_like(remote)
+        bbk = np.array([float(bucket(b)) for b in bb])
+        for h in np.flatnonzero(cand):
+            dg, db, dx, dany = parts[("decode", bbk[h])]
+            per_l = e_out * dg + pre_grp  # [S, 3, B, G]
+            per_w = e_out * dg / bbk[h] + pre_grp
+            use[h] = slow[h] * per_l.transpose(3, 0, 1, 2)
+            use_w[h] = per_w.transpose(3, 0, 1, 2)
+            base[h] = slow[h] * (e_out * db[h] + pre_base[h])
+            base_w[h] = e_out * db[h] / bbk[h] + pre_base[h]
+            inv_bw = np.where(np.arange(S) == h, 0.0, 1.0 / np.maximum(bw[h], 1e-9))
+            inv_bw = np.where(np.isfinite(lat[h]), inv_bw, 0.0)
+            xl = (e_out * dx + pre_x)[:, None] * inv_bw[None, :]
+            xw = (e_out * dx / bbk[h] + pre_x)[:, None] * inv_bw[None, :]
+            xfer[h] = slow[h] * xl
+            xfer_w[h] = xw
+            two_lat = np.where(np.isfinite(lat[h]), 2.0 * lat[h], 0.0)
+            two_lat[h] = 0.0
+            remote[h] = slow[h] * two_lat * (e_out * dany + pre_any)
+            remote_w[h] = two_lat * (e_out * dany / bbk[h] + pre_any)
+        share = (pop[:, :, None] * onehot).sum(axis=1).mean(axis=0)  # [G]
+        ws = SHARED_SENSITIVITY * m.n_shared_experts / m.top_k if m.n_shared_experts else 0.0
+        qbits = share[:, None] * bits_loss(np.array(bits))[None, :] / (1.0 + ws)
+        qkeep = np.asarray(token_keep_loss(np.array(keeps)), float)
+        count = onehot.sum(axis=(0, 1))  # experts per group over all layers
+        group_gb = count[:, None] * np.array([m.expert_bytes(b) for b in bits])[None, :] / GB
+        if cfg.migration:
+            mig_x, mig_home, mig_x_s, mig_home_s = _migration_costs(
+                world, obs, name, m, groups, onehot, bits, up, gb_ms
+            )
+        else:
+            mig_x, mig_home = np.zeros((G, S, 2, B)), np.zeros(S)
+            mig_x_s, mig_home_s = np.zeros((G, S, 2, B)), np.zeros(S)
+        rtt = np.where(np.isfinite(lat), 2.0 * lat, 0.0)
+        models.append(
+            ModelInstance(
+                name=name,
+                bits=bits,
+                keeps=keeps,
+                policies=policies,
+                home_gb=home_gb,
+                group_gb=group_gb,
+                cand=cand,
+                order=order,
+                origin_order=tuple(origin_order),
+                demand=demand[:, mi_idx] * dt,
+                rtt=rtt,
+                base=base,
+                use=use,
+                xfer=xfer,
+                remote=remote,
+                base_w=base_w,
+                use_w=use_w,
+                xfer_w=xfer_w,
+                remote_w=remote_w,
+                qbits=qbits,
+                qkeep=qkeep,
+                quality_ms=quality_ms,
+                mig_x=mig_x,
+                mig_home=mig_home,
+                groups=groups,
+                batch=bbk,
+                mig_x_s=mig_x_s,
+                mig_home_s=mig_home_s,
+            )  # fmt: skip
+        )
+    cap = np.where(up, 1000.0 * dt * (1.0 - bg), 0.0)
+    cap = np.maximum(cap, 1.0)
+    kq = (ca2 + cs2) / 2.0
+    # a saturated server drops requests: the marginal cost of its work is then a drop
+    # per mean request's work, which caps the waiting cost's slope
+    mean_work = [
+        float(np.median([_lowest(mi, h, _exec_ok_raw(up, host_ok, mi), latency=False)
+                         for h in np.flatnonzero(mi.cand)]))
+        for mi in models if mi.cand.any()
+    ]  # fmt: skip
+    per_req = float(np.mean(mean_work)) if mean_work else 1000.0
+    max_slope = drop_ms / max(per_req, 1.0)
+    slope, icpt = queue_cuts(cap, kq, slow, cfg.queue_points, max_slope=max_slope)
+    return Instance(
+        models=models,
+        gpu_gb=np.where(up, np.asarray(obs.gpu_capacity_gb, float) - 1e-5, 0.0),
+        host_gb=np.where(host_ok, np.asarray(obs.host_capacity_gb, float) - 1e-5, 0.0),
+        host_ok=host_ok,
+        up=up,
+        cap_ms=cap,
+        queue_slope=slope,
+        queue_icpt=icpt,
+        overflow_ms=np.full(S, max_slope),
+        quality_floor=floor,
+        server_names=tuple(f"server {s}" for s in range(S)),
+        mig_price=mig_price,
+        epoch_s=dt,
+    )
+
+
+def to_plan(inst: Instance, decisions: Sequence[Decision]) -> Plan:
+    """The world's :class:`Plan` of ``decisions`` (instances built by :func:`build_instance`)."""
+    out = {}
+    S = inst.n
+    for mi, d in zip(inst.models, decisions, strict=True):
+        if mi.groups is None:
+            raise ValueError(f"{mi.name}: an abstract instance has no experts to plan")
+        L, E = mi.groups.shape
+        loc = np.zeros((L, E, S), np.int8)
+        place = np.asarray(d.place)
+        for s in range(S):
+            tier = place[mi.groups, s]  # [L, E]
+            loc[:, :, s] = np.where(tier == 1, GPU, np.where(tier == 2, HOST, ABSENT))
+        bits = np.asarray(mi.bits)[np.asarray(d.bits)][mi.groups].astype(np.int8)
+        homes = tuple(int(h) for h in np.flatnonzero(d.homes))
+        out[mi.name] = ModelPlan(
+            mi.name, loc, bits, homes, np.full(L, d.policy, np.int8), mi.keeps[d.keep]
+        )
+    return Plan(out)
+
+
+def _little_batch(world, obs, inst, decisions, plan, serving, demand_per_s, e_out) -> dict:
+    """Decode batch per (model, home) by Little's law at the plan's batch-1 step cost."""
+    out = {}
+    up = np.asarray(obs.up, bool)
+    for mi_idx, (mi, d) in enumerate(zip(inst.models, decisions, strict=True)):
+        lam = np.zeros(inst.n)
+        homes = d.homes
+        for o in range(inst.n):
+            hs = mi.origin_order[o]
+            hs = hs[homes[hs]] if hs.size else hs
+            if hs.size and demand_per_s[o, mi_idx] > 0:
+                lam[hs[0]] += demand_per_s[o, mi_idx]
+        bb = np.ones(inst.n)
+        mp = plan.models[mi.name]
+        for h in np.flatnonzero(homes):
+            c1 = serving.step(
+                mp, int(h), np.asarray(obs.popularity[mi.name]), 1, obs.latency_ms,
+                obs.bandwidth_gbit_s, up,
+            )  # fmt: skip
+            bb[h] = bucket(max(1.0, lam[h] * e_out * c1.ms / 1000.0))
+        out[mi.name] = bb
+    return out
