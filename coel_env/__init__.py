@@ -1,6 +1,8 @@
 """CoEL-Gym: deploying mixture-of-experts LLMs on networks of edge servers.
 
-Foundation modules (no gymnasium import): :mod:`coel_env.catalog` (MoE model
+The simulator core (:mod:`coel_env.core`: the world, plans, scenarios, rewards) and
+the foundation modules below import no gymnasium; ``import coel_env`` registers the
+environment ids when gymnasium is installed. Foundation modules: :mod:`coel_env.catalog` (MoE model
 configs), :mod:`coel_env.profiles` (measured and derived device profiles),
 :mod:`coel_env.cost` (latency, transfer, memory, energy) and
 :mod:`coel_env.quality` (quality loss of compression).
@@ -33,7 +35,18 @@ def register_envs() -> None:
                 gymnasium.register(id=full, entry_point=entry, max_episode_steps=steps)
 
 
-register_envs()
+def _gymnasium_present() -> bool:
+    """Whether gymnasium can be imported (the simulator core works without it)."""
+    import importlib.util
+    import sys
+
+    if "gymnasium" in sys.modules:  # imported, or blocked with sys.modules["gymnasium"] = None
+        return sys.modules["gymnasium"] is not None
+    return importlib.util.find_spec("gymnasium") is not None
+
+
+if _gymnasium_present():
+    register_envs()
 
 
 def parallel_env(config=None, render_mode=None):

@@ -1,6 +1,10 @@
 """The ``coel`` command line: one entry point, one subcommand per capability.
 
-Subcommands import their modules lazily so ``coel --help`` stays fast.
+The simulator package owns ``profile`` and ``cost``; the packages above it (agents,
+experiments) add theirs through the ``coel_env.commands`` entry-point group in
+``pyproject.toml``: each entry names a table of (subcommand, module, help). So the
+command line reaches training, baselines and studies without ``coel_env`` importing
+them.
 """
 
 from __future__ import annotations
@@ -9,21 +13,30 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from importlib.metadata import entry_points
 
-#: (subcommand, module, help). Each module has ``add_arguments(parser)`` and, unless it
-#: has subcommands of its own, ``main(args) -> int``.
-SUBCOMMANDS = (
+#: (subcommand, module, help) of the simulator package's own commands. Each module has
+#: ``add_arguments(parser)`` and, unless it has subcommands of its own, ``main(args)``.
+OWN_COMMANDS = (
     ("profile", "coel_env.profiler", "measure expert FFN latency and host<->device copies"),
     ("cost", "coel_env.cost_cli", "validate the fitted cost model, or predict a layer's latency"),
-    ("simulate", "coel_env.simulate_cli", "run a scenario's world under a policy, print metrics"),
-    ("train", "agents.train", "train an RL agent (PPO, A2C, MaskablePPO, DQN) on a CoEL env"),
-    ("baselines", "agents.baselines_cli", "compare baselines on the same seeded instances"),
-    ("evaluate", "agents.evaluate_cli", "run a saved policy through the baselines' harness"),
-    ("compare", "agents.compare_cli", "policies and trained runs: table and figures"),
-    ("study", "experiments.study_cli", "run a study: headline, ablation, sensitivity"),
-    ("train-ma", "agents.multiagent", "parameter-shared PPO on multi-agent CoEL (PettingZoo)"),
-    ("sweep", "agents.sweep", "a grid of algorithms x seeds x scenarios on Ray Tune"),
 )
+#: The entry-point group whose entries name tables of further commands.
+GROUP = "coel_env.commands"
+#: Order of the packages' tables in ``coel --help``.
+ORDER = ("agents", "experiments")
+
+
+def subcommands() -> tuple[tuple[str, str, str], ...]:
+    """Every subcommand: the simulator's own, then each installed package's table."""
+    eps = sorted(
+        entry_points(group=GROUP),
+        key=lambda ep: (ORDER.index(ep.name) if ep.name in ORDER else len(ORDER), ep.name),
+    )
+    out = list(OWN_COMMANDS)
+    for ep in eps:
+        out += list(ep.load())
+    return tuple(out)
 
 
 def _add(
@@ -49,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name, module, help_ in SUBCOMMANDS:
+    for name, module, help_ in subcommands():
         _add(sub, name, module, help_)
     return parser
 
