@@ -23,7 +23,15 @@ FOUNDATION = {f"coel_env.{m}" for m in ("utils", "catalog", "profiles", "quality
 TOOLS = {"coel_env.cli", "coel_env.cost_cli", "coel_env.profiler"}
 RANKS = {"foundation": 0, "core": 1, "tools": 2, "envs": 3, "agents": 4, "experiments": 5}
 #: Modules of the lower layers may not import these third-party packages.
-GYM_FREE = ("gymnasium", "stable_baselines3", "sb3_contrib", "pettingzoo", "supersuit", "ray")
+GYM_FREE = (
+    "gymnasium",
+    "torch",
+    "stable_baselines3",
+    "sb3_contrib",
+    "pettingzoo",
+    "supersuit",
+    "ray",
+)
 #: Agents modules that decide from the core alone (no Gymnasium env class).
 CORE_ONLY_AGENTS = ("agents.base", "agents.baselines", "agents.harness", "agents.registry")
 

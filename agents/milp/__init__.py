@@ -8,7 +8,7 @@ Decisions, per model (:func:`build_milp`; binaries in brackets):
   nearest candidate homes;
 * **placement of expert groups** [``xs[g, s, t]``]: in every MoE layer the experts are
   ranked by the popularity estimate and cut into ``n_groups`` groups as in
-  :func:`coel_env.envs.actions.group_of`; *a group's decision applies to its experts in
+  :func:`coel_env.core.groups.group_of`; *a group's decision applies to its experts in
   every layer* (per (layer, group) decisions would multiply the binaries by the layer
   count, 16-32, while ranks are already per layer). Group ``g`` on server ``s`` in tier
   ``t`` (GPU or host memory); replicas allowed, one tier per server;
@@ -127,7 +127,6 @@ The package, by concern (a module imports only those above it in this list):
 
 from __future__ import annotations
 
-from agents.milp.config import DEFAULT_REWARD as DEFAULT_REWARD
 from agents.milp.config import MilpConfig, MilpError, MilpInfeasible, Weights
 from agents.milp.formula import _eval_model as _eval_model
 from agents.milp.formula import brute_force, evaluate, random_instance

@@ -1,7 +1,6 @@
 """Options of the MILP (:class:`MilpConfig`), how reward terms are priced
-(:class:`Weights`), its errors, and its two links to the environments' layer:
-the reward weights' defaults (:data:`DEFAULT_REWARD`, :func:`_default_reward`) and
-:func:`~coel_env.envs.actions.group_of` (used by :mod:`agents.milp.from_world`).
+(:class:`Weights`, from the reward weights of :class:`~coel_env.core.rewards.RewardConfig`)
+and its errors.
 """
 
 from __future__ import annotations
@@ -10,35 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from coel_env.core.plan import KEEP_RATIOS
-
-# The reward weights' defaults below and this import are the MILP's only links to the
-# environments' layer; the redundant alias re-exports group_of for from_world.
-from coel_env.envs.actions import group_of as group_of
-
-#: Reward weights the objective is priced with when none are given and the environments'
-#: defaults (``CoELEnv.default_config()``) cannot be read.
-DEFAULT_REWARD = {
-    "latency_ref_ms": 60000.0,
-    "migration_ref_gb": 10.0,
-    "slo_reward": 1.0,
-    "latency_reward": 0.2,
-    "quality_reward": 0.5,
-    "dropped_reward": 0.5,
-    "migration_reward": 0.1,
-}
-
-
-def _default_reward() -> dict:
-    """The environments' reward weights (``CoELEnv.default_config()``), else ours."""
-    try:
-        from coel_env.envs.coel import CoELEnv
-
-        cfg = CoELEnv.default_config()
-        return {k: float(cfg[k]) for k in DEFAULT_REWARD if k in cfg} | {
-            k: v for k, v in DEFAULT_REWARD.items() if k not in cfg
-        }
-    except Exception:  # noqa: BLE001 - the weights are a convenience, not a dependency
-        return dict(DEFAULT_REWARD)
+from coel_env.core.rewards import RewardConfig
 
 
 class MilpError(ValueError):
@@ -75,7 +46,7 @@ class Weights:
         floor: float,
         p95_over_mean: float = 2.0,
     ) -> Weights:
-        r = {**_default_reward(), **(reward or {})}
+        r = {**RewardConfig().as_dict(), **(reward or {})}
         per_ms = r["latency_reward"] * p95_over_mean / r["latency_ref_ms"]
         per_ms += r["slo_reward"] / max(slo_budget_ms, 1.0)
         return cls(

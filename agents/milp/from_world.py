@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from agents.milp.config import MilpConfig, Weights, group_of
+from agents.milp.config import MilpConfig, Weights
 from agents.milp.formulation import _exec_ok_raw, _lowest
 from agents.milp.instance import (
     E_CPU,
@@ -25,6 +25,7 @@ from agents.milp.instance import (
 )
 from coel_env import cost
 from coel_env.core.evaluation import ACT_BYTES, PREFILL_POINTS, ServingModel, bucket
+from coel_env.core.groups import group_of
 from coel_env.core.plan import ABSENT, GB, GPU, HOST, ModelPlan, Plan
 from coel_env.core.routing import _expected_counts
 from coel_env.core.workload import AZURE_CONV_FIT, SyntheticWorkload

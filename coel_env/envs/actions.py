@@ -43,7 +43,7 @@ from __future__ import annotations
 import numpy as np
 
 from coel_env.catalog import BITS
-from coel_env.core.groups import _popularity_order, group_of, groups_of_estimate  # noqa: F401
+from coel_env.core.groups import _popularity_order, groups_of_estimate
 from coel_env.core.kernels import fill_tiers, place_homes
 from coel_env.core.plan import (
     GB,
