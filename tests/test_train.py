@@ -171,7 +171,7 @@ def test_cli_returns_130_on_ctrl_c(monkeypatch, tmp_path):
     def interrupted(*args, **kwargs):
         raise T.TrainingInterrupted(tmp_path, 7)
 
-    monkeypatch.setattr(T, "train", interrupted)
+    monkeypatch.setattr("agents.train.cli.train", interrupted)  # the name main() calls
     assert cli.main(["train", "--algo", "ppo", "--env", INTRA, "--no-progress"]) == 130
 
 
