@@ -7,7 +7,7 @@ Each row is (subcommand, module, help); the module has ``add_arguments(parser)``
 """
 
 COMMANDS = (
-    ("simulate", "coel_env.simulate_cli", "run a scenario's world under a policy, print metrics"),
+    ("simulate", "agents.simulate_cli", "run a scenario's world under a policy, print metrics"),
     ("train", "agents.train", "train an RL agent (PPO, A2C, MaskablePPO, DQN) on a CoEL env"),
     ("baselines", "agents.baselines_cli", "compare baselines on the same seeded instances"),
     ("evaluate", "agents.evaluate_cli", "run a saved policy through the baselines' harness"),

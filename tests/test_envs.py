@@ -152,11 +152,23 @@ def test_masks_cover_every_choice_and_allow_something_in_every_field():
             off += k
 
 
-def test_vector_envs_run():
-    sync = gym.vector.SyncVectorEnv([lambda: gym.make("CoEL-IntraDevice-v0") for _ in range(2)])
-    sync.reset(seed=0)
-    sync.step(sync.action_space.sample())
+def test_sync_vector_env_steps_like_single_envs():
+    """Sub-env i of a vector env reset with seed=0 is the single env reset with seed i."""
+    env_id = "CoEL-IntraDevice-v0"
+    sync = gym.vector.SyncVectorEnv([lambda: gym.make(env_id) for _ in range(2)])
+    obs, _ = sync.reset(seed=0)
+    sync.action_space.seed(0)
+    actions = sync.action_space.sample()
+    obs2, rew, term, trunc, _ = sync.step(actions)
     sync.close()
+    assert obs.shape == (2, *gym.make(env_id).observation_space.shape)
+    for i in range(2):
+        single = gym.make(env_id)
+        o, _ = single.reset(seed=i)
+        np.testing.assert_array_equal(obs[i], o)
+        o2, r, *_ = single.step(actions[i])
+        np.testing.assert_array_equal(obs2[i], o2)
+        assert rew[i] == r and np.isfinite(r)
 
 
 def test_sb3_spawn_subprocess_vec_env_runs():
