@@ -4,89 +4,21 @@ A policy is asked once per epoch, before the epoch runs, for the plan to
 deploy (``None`` keeps the plan in force). It sees the world either through
 the controller's broadcast view (:meth:`Observation.from_view`, the same
 information as the RL agent; the default) or through the true state
-(:meth:`Observation.from_truth`, an *oracle*, labelled so in results).
+(:meth:`Observation.from_truth`, an *oracle*, labelled so in results); the
+observation itself is the core's (:mod:`coel_env.core.observation`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-import numpy as np
-
+from coel_env.core.observation import Observation
 from coel_env.core.plan import InfeasibilityReport, Plan
-from coel_env.core.world import STATUS_FIELDS, World
+from coel_env.core.world import World
+
+__all__ = ["SEES", "Observation", "Policy", "observe"]
 
 SEES = ("view", "oracle")
-
-
-@dataclass(frozen=True)
-class Observation:
-    """What a policy knows when it decides (arrays indexed by server / model).
-
-    Attributes:
-        up: servers believed present [n] (bool).
-        gpu_capacity_gb: GPU memory per server [n] (static, known to all).
-        host_capacity_gb: host memory per server [n] (static).
-        unified: servers whose GPU and host share memory [n] (static).
-        background: believed background load per server [n] (0-1).
-        demand_per_s: believed request rate per (server, model) [n, M] [1/s].
-        popularity: popularity estimate per model [L, E] (mean over servers).
-        latency_ms: path latency between servers [n, n] (current routing).
-        bandwidth_gbit_s: path bottleneck bandwidth [n, n].
-        age_s: age of the news per server [n] (0 for the oracle).
-        plan: the plan in force.
-        epoch: the epoch about to run.
-    """
-
-    up: np.ndarray
-    gpu_capacity_gb: np.ndarray
-    host_capacity_gb: np.ndarray
-    unified: np.ndarray
-    background: np.ndarray
-    demand_per_s: np.ndarray
-    popularity: dict[str, np.ndarray]
-    latency_ms: np.ndarray
-    bandwidth_gbit_s: np.ndarray
-    age_s: np.ndarray
-    plan: Plan
-    epoch: int
-
-    @classmethod
-    def from_truth(cls, world: World) -> Observation:
-        """The true state (an oracle)."""
-        status = world.true_status()
-        return cls._build(world, status, np.zeros(world.n))
-
-    @classmethod
-    def from_view(cls, world: World, controller: int = 0) -> Observation:
-        """What ``controller`` last heard by broadcast (stale, lossy; unknown servers are
-        taken as absent)."""
-        status, age = world.view(controller)
-        status = status.copy()
-        unknown = ~np.isfinite(age)
-        status[unknown, STATUS_FIELDS.index("up")] = 0.0
-        return cls._build(world, status, np.where(unknown, np.inf, age))
-
-    @classmethod
-    def _build(cls, world: World, status: np.ndarray, age: np.ndarray) -> Observation:
-        base = len(STATUS_FIELDS)
-        rates = np.maximum(world.base_rates_per_s, 0.0)[:, None]
-        demand = status[:, base:] * np.where(rates > 0, rates, world.scenario.workload.rate_per_s)
-        return cls(
-            up=status[:, STATUS_FIELDS.index("up")] > 0.5,
-            gpu_capacity_gb=world.gpu_capacity_gb.copy(),
-            host_capacity_gb=world.host_capacity_gb.copy(),
-            unified=world.unified.copy(),
-            background=status[:, STATUS_FIELDS.index("background")].copy(),
-            demand_per_s=demand,
-            popularity=dict(world.popularity_estimate()),
-            latency_ms=world.paths.latency_ms.copy(),
-            bandwidth_gbit_s=world.paths.bottleneck_gbit_s.copy(),
-            age_s=age,
-            plan=world.plan,
-            epoch=world.epoch,
-        )
 
 
 @runtime_checkable
