@@ -3,47 +3,9 @@
 In CoEL each edge server decides from what it perceives of its neighbours.
 :func:`parallel_env` offers that over the same core (:class:`~coel_env.core.world.World`)
 as the single-agent ``CoEL-v0``: the same scenarios, traces, topologies,
-device profiles and reward terms.
-
-Agents:
-    ``server_<i>`` for every edge server ``i`` of the world (a cloud node is not
-    an agent; it can still hold experts its neighbours place there). All agents
-    live for the whole episode: a server that has left the network (dynamics)
-    stays an agent whose actions are ignored while it is absent (PettingZoo
-    agents cannot come back once removed, and servers do).
-
-Observation (``Box(0, 1, (dim,), float32)``, the same shape for every agent, so
-one parameter-shared policy serves all of them; built by :class:`ServerObservation`):
-    1. one block per server, in the agent's own order: itself first, then the
-       others by path latency from it (nearest first, ties by index), so block
-       ``k`` is the server that placement choice ``k`` addresses. Each block is
-       what the agent last heard of that server by broadcast
-       (:meth:`World.view`: stale, lossy; its own entry fresh): free GPU and host
-       memory shares, utilisation, dropped share, background load, present,
-       link multiplier / 2, demand per model / (5 x base rate) (the scaling of
-       ``CoEL-v0``), then the age of that news / (5 broadcast periods), a "heard
-       at all" flag, the path latency / :data:`LATENCY_REF_MS`, GPU and host
-       capacity over the world's largest, and an "is the cloud" flag;
-    2. per model: the popularity share of each group (the shared estimate
-       ``CoEL-v0`` uses), then the agent's own part of the plan in force: "I am
-       a home", "I lead the model's compression", per group the mean bit width
-       / 16, the share on a GPU and the share held away from the agent; the
-       model's keep ratio, a "deployed" flag and its number of homes / edge
-       servers;
-    3. the episode's progress (epoch / ``max_cycles``).
-
-Action (``MultiDiscrete``, the same for every agent; :class:`ServerActions`):
-    per model ``[update, spread, place x n_groups, replicate, bits x n_groups,
-    keep, host_policy]`` where ``update`` is 0 keep (a home keeps its part
-    as it is; a non-home stays out), 1 adjust (a home keeps its placement and
-    proposes bits per group, keep ratio and host policy), 2 redeploy (become
-    or stay a home with a new part: the model whole on itself, or, with
-    ``spread``, each popularity group on ``place``: 0 itself, k its k-th
-    nearest server; ``replicate`` keeps a copy of the groups placed away),
-    3 withdraw (stop being a home). ``bits`` index (16, 8, 4, 3, 2), ``keep``
-    indexes the token keep ratios (1, 0.75, 0.5, 0.25), ``host_policy`` is 0
-    run host experts on the CPU, 1 fetch them over PCIe. A missing agent's
-    action counts as keep; the actions of absent servers are ignored.
+device profiles and reward terms. The env's agents, spaces, rewards, starting
+state, episode end and arguments are documented the Gymnasium way in
+:class:`CoELParallelEnv`.
 
 Combining the actions into one plan (:func:`combine`, deterministic):
     every present agent that asks to be a home of a model proposes a *part*:
@@ -64,36 +26,6 @@ Combining the actions into one plan (:func:`combine`, deterministic):
     :meth:`World.check`; if it were still infeasible (a guard: admission
     follows the same memory rules), the plan in force stays and the team's
     ``invalid_reward`` is -1.
-
-Rewards:
-    every agent gets the team reward, ``sum(config[t] * terms[t])`` over the
-    terms of ``CoEL-v0`` (:data:`coel_env.core.rewards.REWARD_TERMS`, computed
-    by the same function, so the team return equals the ``CoEL-v0`` /
-    ``agents.harness`` return of the same plans), plus local terms weighted by
-    the config keys of the same name (:data:`LOCAL_TERMS`):
-    ``rejected_reward`` (-share of the agent's home proposals that were
-    refused: it asked for memory that was not there) and ``local_drop_reward``
-    (-the dropped share it broadcasts: requests dropped at it as a home per
-    request arrived at it, capped at 1). ``infos[agent]["rewards"]`` holds every
-    term, unweighted.
-
-Starting state:
-    the world's naive plan; no broadcast heard yet but each agent's own.
-    ``reset(seed=s)`` resets the world with ``World.reset(s)``, the same
-    instance ``agents.harness`` plays for seed ``s``; ``reset()`` without a
-    seed draws the world's seed from the env's generator.
-
-Episode end:
-    never terminates; every agent is truncated after ``max_cycles`` epochs
-    (default 200, as ``CoEL-v0``).
-
-Arguments:
-    ``parallel_env(config={...}, render_mode=None | "ansi")``, ``config`` over
-    :meth:`CoELParallelEnv.default_config` (unknown keys raise, naming the
-    valid ones).
-
-Version history:
-    v0: initial release.
 """
 
 from __future__ import annotations
@@ -219,7 +151,7 @@ def home_parts(mp: ModelPlan, latency_ms: np.ndarray, up: np.ndarray) -> dict[in
 
 
 class ServerActions:
-    """The action encoding of one agent: one block per model (layout: module docstring)."""
+    """The action encoding of one agent: one block per model (layout: :class:`CoELParallelEnv`)."""
 
     def __init__(self, world: World, n_groups: int) -> None:
         self.world = world
@@ -466,7 +398,7 @@ def combine(
 
 
 class ServerObservation:
-    """The observation vector of every agent (layout: module docstring)."""
+    """The observation vector of every agent (layout: :class:`CoELParallelEnv`)."""
 
     def __init__(self, world: World, n_groups: int, max_cycles: int) -> None:
         self.world = world
@@ -558,7 +490,127 @@ def local_terms(world: World, combined: Combined, server: int) -> dict[str, floa
 
 
 class CoELParallelEnv(ParallelEnv):
-    """Multi-agent CoEL: every edge server an agent (see the module docstring)."""
+    """Multi-agent CoEL: every edge server an agent (PettingZoo ``ParallelEnv``).
+
+    ## Description
+
+    In CoEL each edge server decides from what it perceives of its neighbours. This env
+    offers that over the same core as the single-agent ``CoEL-v0``: the same scenarios,
+    traces, topologies, device profiles and reward terms (default scenario
+    ``default``: 5 edge servers, two models, one step per 10 s epoch).
+
+    The agents are ``server_<i>`` for every edge server ``i`` of the world (a cloud node
+    is not an agent; it can still hold experts its neighbours place there). All agents
+    live for the whole episode: a server that has left the network stays an agent whose
+    actions are ignored while it is absent (PettingZoo agents cannot come back once
+    removed, and servers do). Each epoch the agents' actions are combined into one plan
+    (:func:`combine`, described in the module docstring): every present agent that asks
+    to be a home of a model proposes a part, proposals are admitted against the true
+    free memory, the servers with the most demand for the model first, and the first
+    admitted part (the *lead*) sets the model's bit widths, keep ratio and host policy.
+
+    ## Action Space
+
+    ``MultiDiscrete``, the same for every agent (:class:`ServerActions`), with
+    ``5 + 2 * n_groups`` fields per model, models in scenario order; on ``default``
+    with the default ``n_groups`` 4: 26 fields, 100 choices. Per model:
+
+    - ``update`` (4): 0 keep (a home keeps its part as it is; a non-home stays out),
+      1 adjust (a home keeps its placement and proposes bits, keep ratio and host
+      policy), 2 redeploy (become or stay a home with a new part), 3 withdraw (stop
+      being a home);
+    - ``spread`` (2): 0 the model whole on the agent, 1 group ``g`` on ``place_g``;
+    - ``place_g`` (4, one per group): 0 the agent itself, k its k-th nearest server by
+      path latency;
+    - ``replicate`` (2): 1 also keeps a copy of the groups placed away on the agent;
+    - ``bits_g`` (5, one per group): the group's bit width, index into (16, 8, 4, 3, 2);
+    - ``keep`` (4): token keep ratio, index into (1, 0.75, 0.5, 0.25);
+    - ``host_policy`` (2): experts in host memory run on the host CPU (0) or are
+      fetched over PCIe (1).
+
+    A missing agent's action counts as keep; the actions of absent servers are ignored.
+    A proposal that does not fit the memory left by the parts admitted before it, or
+    that uses an absent server (a stale view), is refused: the agent is not a home of
+    the model this epoch (``infos[agent]["refused"]``, ``rejected_reward``). A model
+    no part was admitted for is not deployed (its requests are dropped). Should the
+    combined plan still fail :meth:`World.check` (a guard), the plan in force stays,
+    ``invalid_reward`` is -1 and ``infos[agent]["invalid_action"]`` is True. An action
+    outside the space raises ``ValueError`` naming the agent and the field.
+
+    ## Observation Space
+
+    ``Box(0, 1, (118,), float32)`` on ``default``, the same shape for every agent (so one
+    parameter-shared policy serves all of them; :class:`ServerObservation`): in general
+    ``n * (13 + m) + m * (4 * n_groups + 5) + 1`` values for ``n`` servers and ``m``
+    models. Every entry is finite and in [0, 1]:
+
+    1. one block of ``13 + m`` values per server, in the agent's own order: itself
+       first, then the others by path latency from it (nearest first, ties by index), so
+       block ``k`` is the server that placement choice ``k`` addresses. Each block is
+       what the agent last heard of that server by broadcast (stale, lossy; its own entry
+       fresh): free GPU and host memory shares, utilisation, dropped share, background
+       load, present, link multiplier / 2, demand per model / (5 x base rate); then the
+       age of that news / (5 broadcast periods), a "heard at all" flag, the path latency
+       / :data:`LATENCY_REF_MS`, GPU and host capacity over the world's largest, and an
+       "is the cloud" flag;
+    2. per model, ``4 * n_groups + 5`` values: the popularity share of each group (the
+       shared estimate ``CoEL-v0`` uses), then the agent's own part of the plan in force:
+       "I am a home", "I lead the model's compression", per group the mean bit width
+       / 16, the share on a GPU and the share held away from the agent; the model's keep
+       ratio, a "deployed" flag and its number of homes / edge servers;
+    3. the episode's progress: epoch / ``max_cycles``.
+
+    ## Rewards
+
+    Every agent gets the team reward, ``sum(config[t] * terms[t])`` over the eight
+    terms of ``CoEL-v0`` (:data:`coel_env.core.rewards.REWARD_TERMS`, computed by the
+    same function, so the team return equals the ``CoEL-v0`` / ``agents.harness``
+    return of the same plans), plus two local terms weighted by the config keys of the
+    same name (:data:`LOCAL_TERMS`):
+
+    - ``rejected_reward`` [0.2]: -share of the agent's home proposals that were refused
+      (it asked for memory that was not there);
+    - ``local_drop_reward`` [0.2]: -the dropped share it broadcasts (requests dropped at
+      it as a home per request arrived at it), capped at -1.
+
+    ``infos[agent]`` holds every term unweighted (``"rewards"``), the team reward
+    (``"team_reward"``), the models the agent proposed, had refused and is a home of
+    (``"proposed"``, ``"refused"``, ``"home"``), ``"invalid_action"`` and the epoch's
+    true metrics (as the single-agent envs).
+
+    ## Starting State
+
+    The world's naive plan (each model whole at 16 bits on every edge server that can
+    hold it); no broadcast heard yet but each agent's own. ``reset(seed=s)`` resets the
+    world with ``World.reset(s)``, the same instance ``agents.harness`` plays for seed
+    ``s``; ``reset()`` without a seed draws the world's seed from the env's generator.
+    ``infos`` are empty dicts; ``options`` is accepted and unused.
+
+    ## Episode End
+
+    Never terminates; every agent is truncated after ``max_cycles`` epochs (default
+    200, as ``CoEL-v0``), after which ``agents`` is empty and ``step`` raises
+    ``RuntimeError`` until ``reset``.
+
+    ## Arguments
+
+    ```python
+    import coel_env
+
+    env = coel_env.parallel_env(config={"scenario": "inter", "max_cycles": 100})
+    observations, infos = env.reset(seed=0)
+    ```
+
+    ``render_mode``: None or ``"ansi"``. ``config`` overrides :func:`default_config`
+    (unknown keys raise ``ValueError`` naming the valid ones): the keys of
+    ``CoELEnv.default_config()`` less ``controller`` (every agent observes its own view)
+    and ``max_steps``, plus ``max_cycles`` [200] (epochs per episode), ``rejected_reward``
+    [0.2] and ``local_drop_reward`` [0.2].
+
+    ## Version History
+
+    - v0 (``coel_parallel_v0``): initial release.
+    """
 
     metadata = {"render_modes": ["ansi"], "name": "coel_parallel_v0", "is_parallelizable": True}
 
@@ -688,5 +740,5 @@ class CoELParallelEnv(ParallelEnv):
 def parallel_env(
     config: Mapping[str, Any] | None = None, render_mode: str | None = None
 ) -> CoELParallelEnv:
-    """The multi-agent CoEL env (PettingZoo ``ParallelEnv``; see the module docstring)."""
+    """The multi-agent CoEL env (PettingZoo ``ParallelEnv``; see :class:`CoELParallelEnv`)."""
     return CoELParallelEnv(config=config, render_mode=render_mode)
