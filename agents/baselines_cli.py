@@ -2,7 +2,7 @@
 
   coel baselines --env CoEL-v0 --policies greedy,milp-oracle --seeds 5 [--first-seed K]
                  [--scenario NAME|FILE] [--trace F] [--topology F] [--set K=V ...]
-                 [--epochs N] [--json] [--out FILE.csv] [--force]
+                 [--epochs N] [--json] [--runs-root DIR | --out FILE.csv [--force]]
 
 ``--seeds N`` means seeds 0 to N-1 (``--first-seed K``: K to K+N-1; seeds from 100 on
 are behind no committed result, for choosing settings apart from them). Each
@@ -12,11 +12,17 @@ confidence half-width of the return, SLO attainment, p50/p95 latency, quality lo
 migration, energy and decision time per epoch, and the score (mean return
 relative to ``milp-oracle`` when it is among the policies). ``--env`` picks
 the environment whose scenario and reward weights are used (its default
-scenario unless ``--scenario`` is given). The per-episode rows go to a CSV
-(``--out``, default ``baselines-<env>-<scenario>.csv``; an existing file is
-never overwritten without ``--force``). ``--json`` prints a JSON list, one
+scenario unless ``--scenario`` is given). ``--json`` prints a JSON list, one
 object per policy (``policy``, ``return_mean``, ``return_ci95``,
 ``slo_attainment_mean``, ``decision_ms_mean`` and the other metrics).
+
+Outputs: a new run folder ``<runs-root>/baselines-<env>-<scenario>-<YYYYmmdd-HHMMSS>``
+(default root ``runs``; never reused) holding ``episodes.csv`` (one row per
+policy and seed), ``summary.json`` (the JSON list), ``command.txt`` and
+``args.yml``; its path is printed last (on stderr under ``--json``). ``--out
+FILE.csv`` writes only the per-episode rows, there; an existing file is never
+overwritten without ``--force``, and its folder must exist. Both are checked
+before any episode runs.
 """
 
 from __future__ import annotations
@@ -30,8 +36,16 @@ from pathlib import Path
 import gymnasium as gym
 
 from agents import harness
+from agents.cli_common import (
+    add_runs_root,
+    announce,
+    build_overrides,
+    check_destination,
+    output_folder,
+    write_args,
+    write_json,
+)
 from agents.registry import make_policy, policy_names
-from coel_env.simulate_cli import build_overrides
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -48,8 +62,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--topology", type=Path, default=None, help=".graphml or EUA .csv")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--json", action="store_true", help="print one JSON list")
-    p.add_argument("--out", type=Path, default=None, help="CSV of per-episode rows")
-    p.add_argument("--force", action="store_true", help="overwrite --out")
+    add_out_arguments(p)
+
+
+def add_out_arguments(p: argparse.ArgumentParser) -> None:
+    """``--runs-root DIR`` or ``--out FILE.csv`` (with ``--force``), shared by the harness CLIs."""
+    where = p.add_mutually_exclusive_group()
+    add_runs_root(where)
+    where.add_argument("--out", type=Path, default=None, metavar="FILE.csv",
+                       help="write the per-episode rows here instead of a run folder")  # fmt: skip
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
 
 
 def add_first_seed(p: argparse.ArgumentParser) -> None:
@@ -100,17 +122,29 @@ def main(args: argparse.Namespace) -> int:
     if not names:
         raise ValueError("--policies is empty; name at least one policy")
     policies = [make_policy(n) for n in names]
-    out = args.out or Path(f"baselines-{args.env}-{Path(str(scenario)).stem}.csv")
-    if out.exists() and not args.force:
-        raise ValueError(f"--out {str(out)!r} exists; not overwritten (use --force)")
+    check_destination(args)
     overrides = build_overrides(args)
-    results = harness.evaluate(
-        policies, scenario, seeds, args.epochs,
-        overrides=overrides or None, reward_config=cls.default_config(),
-    )  # fmt: skip
     label = harness.seeds_label(args.seeds, args.first_seed)
-    report(results, out, args.json, f"{args.env} on {scenario}: {label} x {args.epochs} epochs")
+    title = f"{args.env} on {scenario}: {label} x {args.epochs} epochs"
+    with output_folder("baselines", args.env, scenario, args.runs_root, args.out) as folder:
+        results = harness.evaluate(
+            policies, scenario, seeds, args.epochs,
+            overrides=overrides or None, reward_config=cls.default_config(),
+        )  # fmt: skip
+        save_report(results, args, folder, title)
     return 0
+
+
+def save_report(results, args: argparse.Namespace, folder: Path | None, title: str) -> None:
+    """Write the episodes (into ``folder`` with the summary and the arguments, or to
+    ``--out``), print the summary, then where it all went."""
+    out = args.out if folder is None else folder / "episodes.csv"
+    rows = report(results, out, args.json, title)
+    if folder is not None:
+        write_json(folder / "summary.json", rows)
+        write_args(folder, args)
+    sys.stdout.flush()  # the summary before the path
+    announce(out if folder is None else folder, args.json)
 
 
 def report(results, out: Path, as_json: bool, title: str) -> list[dict]:
@@ -126,5 +160,4 @@ def report(results, out: Path, as_json: bool, title: str) -> list[dict]:
     else:
         print(title)
         print(format_table(rows))
-        print(f"per-episode rows: {out}", file=sys.stderr)
     return rows

@@ -2,14 +2,16 @@
 
   coel compare [--env ID] [--runs RUN_DIR ...] [--policies naive,greedy,...]
                [--seeds N] [--first-seed K] [--epochs N] [--scenario NAME|FILE] [--set K=V ...]
-               [--out-dir DIR] [--force]
+               [--runs-root DIR | --out-dir DIR [--force]]
 
 Every policy (each ``--runs`` folder as an RL policy, a ``coel train-ma`` folder as
 the multi-agent policy, and each baseline) runs
 one episode per seed (0..N-1, or K..K+N-1 with ``--first-seed K``) on the same fresh world through
-``agents.harness``. Written to ``--out-dir`` (default
-``results/compare-<env>-<scenario>``; an existing folder is refused without
-``--force``):
+``agents.harness``. Written to a new run folder
+``<runs-root>/compare-<env>-<scenario>-<YYYYmmdd-HHMMSS>`` (default root ``runs``;
+never reused; its path printed last), or to ``--out-dir`` (a folder that holds
+anything is refused without ``--force``, which replaces it once the episodes have
+run; checked before any episode runs):
 
 * ``table.md`` and ``table.csv``: mean and 95% confidence half-width of every
   metric per policy, and the score (mean return relative to ``milp-oracle``
@@ -23,7 +25,7 @@ one episode per seed (0..N-1, or K..K+N-1 with ``--first-seed K``) on the same f
 * ``learning_curves.png``: each run's evaluation return over training steps;
 * ``deployment.png``: the deployment map at the end of seed 0 under the best
   policy by return;
-* ``command.txt``: the command that produced them.
+* ``command.txt`` and ``args.yml``: the command that produced them, and its arguments.
 """
 
 from __future__ import annotations
@@ -38,8 +40,16 @@ import numpy as np
 
 from agents import harness
 from agents.baselines_cli import COLUMNS, _env_class, add_first_seed, format_table
+from agents.cli_common import (
+    add_runs_root,
+    announce,
+    build_overrides,
+    check_out_dir,
+    check_runs_root,
+    output_folder,
+    write_args,
+)
 from agents.registry import make_policy
-from coel_env.simulate_cli import build_overrides
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -54,8 +64,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trace", type=Path, default=None, help="request trace CSV")
     p.add_argument("--topology", type=Path, default=None, help=".graphml or EUA .csv")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--out-dir", type=Path, default=None, help="results folder")
-    p.add_argument("--force", action="store_true", help="write into an existing folder")
+    where = p.add_mutually_exclusive_group()
+    add_runs_root(where)
+    where.add_argument("--out-dir", type=Path, default=None,
+                       help="results folder instead of a new run folder")  # fmt: skip
+    p.add_argument("--force", action="store_true", help="replace an existing --out-dir")
     p.add_argument("--best", action="store_true", help="use each run's best_model.zip")
 
 
@@ -73,8 +86,14 @@ def compare(
     best: bool = False,
     argv: list[str] | None = None,
     first_seed: int = 0,
+    replace: bool = False,
 ) -> list[dict]:
-    """Run everything, write the table and figures into ``out_dir``, return the summary rows."""
+    """Run everything, write the table and figures into ``out_dir``, return the summary rows.
+
+    ``force`` writes into an ``out_dir`` that holds something; ``replace`` (with
+    ``force``) empties it first, once the episodes have run (a comparison that fails
+    leaves it as it was).
+    """
     from agents.evaluate_cli import load_rl_policy
 
     cls = _env_class(env_id)
@@ -96,6 +115,8 @@ def compare(
         overrides=overrides or None, reward_config=cfg,
     )  # fmt: skip
     rows = harness.summarize(results)
+    if replace and force and out_dir.exists():
+        shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_csv(out_dir / "table.csv", rows)
     episodes = harness.episode_rows(results)
@@ -202,14 +223,20 @@ def _deployment(policy, scenario, overrides, epochs, path: Path) -> None:
 def main(args: argparse.Namespace) -> int:
     names = [n.strip() for n in args.policies.split(",") if n.strip()]
     scen = args.scenario or _env_class(args.env).SCENARIO
-    out = args.out_dir or Path("results") / f"compare-{args.env}-{Path(str(scen)).stem}"
-    if out.exists() and args.force:
-        shutil.rmtree(out)
-    rows = compare(
-        args.env, list(args.runs), names, args.seeds, args.epochs, out,
-        scenario=args.scenario, overrides=build_overrides(args) or None, force=args.force,
-        best=args.best, first_seed=args.first_seed,
-    )  # fmt: skip
+    if args.out_dir is not None:
+        check_out_dir(args.out_dir, args.force)
+    else:
+        check_runs_root(args.runs_root)
+    overrides = build_overrides(args) or None
+    with output_folder("compare", args.env, scen, args.runs_root, args.out_dir) as folder:
+        out = args.out_dir if folder is None else folder
+        rows = compare(
+            args.env, list(args.runs), names, args.seeds, args.epochs, out,
+            scenario=args.scenario, overrides=overrides, force=args.force,
+            best=args.best, first_seed=args.first_seed, replace=folder is None,
+        )  # fmt: skip
+        write_args(out, args, command=False)  # compare() wrote command.txt
     print(format_table(rows))
-    print(f"results: {out}", file=sys.stderr)
+    sys.stdout.flush()
+    announce(out, False)
     return 0

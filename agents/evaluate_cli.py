@@ -2,7 +2,8 @@
 
   coel evaluate RUN_DIR_OR_ZIP [--env ID] [--scenario NAME|FILE] [--trace F]
                 [--topology F] [--set K=V ...] [--seeds N | --episodes N]
-                [--first-seed K] [--epochs N] [--best] [--json] [--out FILE.csv] [--force]
+                [--first-seed K] [--epochs N] [--best] [--json]
+                [--runs-root DIR | --out FILE.csv [--force]]
 
 Loads the model (``model.zip``, or ``best_model.zip`` with ``--best``) with
 its ``VecNormalize`` statistics, and runs it deterministically for one episode
@@ -15,6 +16,12 @@ one). The env id and config come from the run folder; ``--env``,
 another scenario, trace or topology of the same shape (the number of servers
 and models must match, else a clear error).
 
+Outputs, as in ``coel baselines``: a new run folder
+``<runs-root>/evaluate-<env>-<scenario>-<YYYYmmdd-HHMMSS>`` (default root
+``runs``; never reused) with ``episodes.csv``, ``summary.json``, ``command.txt``
+and ``args.yml``, its path printed last (on stderr under ``--json``); or only the
+per-episode rows to ``--out FILE.csv``, never overwritten without ``--force``.
+
 Model files unpickle data: load only files you trust. Loading uses SB3's
 ``load`` (``torch.load`` with ``weights_only`` for the parameters).
 """
@@ -25,8 +32,8 @@ import argparse
 from pathlib import Path
 
 from agents import harness
-from agents.baselines_cli import _env_class, add_first_seed, report
-from coel_env.simulate_cli import build_overrides
+from agents.baselines_cli import _env_class, add_first_seed, add_out_arguments, save_report
+from agents.cli_common import build_overrides, check_destination, output_folder
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -45,12 +52,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--best", action="store_true", help="use best_model.zip")
     p.add_argument("--name", default=None, help="policy name in the table (default: the run's)")
     p.add_argument("--json", action="store_true", help="print one JSON list")
-    p.add_argument("--out", type=Path, default=None, help="CSV of per-episode rows")
-    p.add_argument("--force", action="store_true", help="overwrite --out")
+    add_out_arguments(p)
 
 
 def load_rl_policy(path: Path, env_id: str | None = None, best: bool = False, name=None):
-    """(RLPolicy, env class, env config, scenario) for a run folder or model zip."""
+    """(RLPolicy, env class, env config) for a run folder or model zip."""
+    return _load_rl_policy(path, env_id, best, name)[:3]
+
+
+def _load_rl_policy(path: Path, env_id: str | None, best: bool, name):
+    """:func:`load_rl_policy`'s triple and the env id it resolved."""
     from agents.rl import RLPolicy
     from agents.train import load_policy
 
@@ -62,7 +73,7 @@ def load_rl_policy(path: Path, env_id: str | None = None, best: bool = False, na
     config = dict(meta.get("config") or {})
     run_name = Path(meta.get("run_dir") or path).name
     policy = RLPolicy(model, cls, config, vecnorm, name=name or f"rl:{run_name}")
-    return policy, cls, config
+    return policy, cls, config, env_id
 
 
 def main(args: argparse.Namespace) -> int:
@@ -70,17 +81,17 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError(f"--seeds {args.seeds} and --episodes {args.episodes} disagree")
     n = args.seeds or args.episodes or 5
     seeds = harness.seed_list(n, args.first_seed)
-    policy, cls, config = load_rl_policy(args.run, args.env, args.best, args.name)
+    check_destination(args)
+    policy, cls, config, env_id = _load_rl_policy(args.run, args.env, args.best, args.name)
     scenario = args.scenario or config.get("scenario") or cls.SCENARIO
     overrides = {**(config.get("overrides") or {}), **build_overrides(args)}
     epochs = args.epochs or cls.MAX_STEPS
-    out = args.out or Path(f"evaluate-{Path(args.run).stem}-{Path(str(scenario)).stem}.csv")
-    if out.exists() and not args.force:
-        raise ValueError(f"--out {str(out)!r} exists; not overwritten (use --force)")
-    results = harness.evaluate(
-        [policy], scenario, seeds, epochs,
-        overrides=overrides or None, reward_config={**cls.default_config(), **config},
-    )  # fmt: skip
     label = harness.seeds_label(n, args.first_seed)
-    report(results, out, args.json, f"{policy.name} on {scenario}: {label} x {epochs} epochs")
+    title = f"{policy.name} on {scenario}: {label} x {epochs} epochs"
+    with output_folder("evaluate", env_id, scenario, args.runs_root, args.out) as folder:
+        results = harness.evaluate(
+            [policy], scenario, seeds, epochs,
+            overrides=overrides or None, reward_config={**cls.default_config(), **config},
+        )  # fmt: skip
+        save_report(results, args, folder, title)
     return 0

@@ -1,11 +1,22 @@
-"""`coel baselines`: the table, the JSON list, the CSV and bad input."""
+"""`coel baselines`: the table, the JSON list, the CSV, run folders and bad input."""
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 
+from agents import cli_common
 from agents.registry import make_policy, policy_names
 from coel_env.cli import main
+
+SMALL = ["baselines", "--policies", "naive", "--seeds", "1", "--epochs", "2"]
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp_cwd(tmp_path, monkeypatch):
+    """Every run folder lands under the test's own ``runs/``."""
+    monkeypatch.chdir(tmp_path)
 
 
 def test_json_list_has_one_object_per_policy_with_the_documented_keys(tmp_path, capsys):
@@ -39,13 +50,68 @@ def test_same_seeds_same_numbers(tmp_path, capsys):
         assert x["slo_attainment_mean"] == y["slo_attainment_mean"]
 
 
-def test_existing_output_is_not_overwritten(tmp_path, capsys):
+def test_existing_output_is_not_overwritten(tmp_path, capsys, monkeypatch):
     out = tmp_path / "keep.csv"
     out.write_text("precious\n")
-    rc = main(["baselines", "--policies", "naive", "--seeds", "1", "--epochs", "2",
-               "--out", str(out)])  # fmt: skip
-    assert rc == 2 and out.read_text() == "precious\n"
-    assert "exists" in capsys.readouterr().err
+    ran = []
+    monkeypatch.setattr("agents.harness.evaluate", lambda *a, **k: ran.append(1))
+    rc = main([*SMALL, "--out", str(out)])
+    assert rc == 2 and out.read_text() == "precious\n" and not ran  # refused before any episode
+    err = capsys.readouterr().err
+    assert f"--out {str(out)!r} exists" in err and "--force" in err
+    monkeypatch.undo()
+    assert main([*SMALL, "--out", str(out), "--force"]) == 0
+    assert out.read_text().startswith("policy,sees,seed")
+    assert capsys.readouterr().out.splitlines()[-1] == f"results: {out}"
+    assert sorted(os.listdir(tmp_path)) == ["keep.csv"]  # --out: no run folder
+
+
+def test_out_in_a_missing_folder_or_on_a_folder_is_refused(tmp_path, capsys):
+    assert main([*SMALL, "--out", str(tmp_path / "no" / "x.csv")]) == 2
+    assert "its folder" in capsys.readouterr().err
+    assert main([*SMALL, "--out", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # one or the other
+        main([*SMALL, "--out", "x.csv", "--runs-root", "r"])
+    assert "not allowed with argument --out" in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path)) == []
+
+
+def test_twice_without_out_makes_two_run_folders(tmp_path, capsys):
+    folders = []
+    for _ in range(2):
+        assert main([*SMALL, "--json"]) == 0
+        out, err = capsys.readouterr()
+        rows = json.loads(out)
+        folder = Path(err.strip().splitlines()[-1].removeprefix("results: "))
+        assert folder.parent == Path("runs") and folder.is_dir()
+        assert folder.name.startswith("baselines-CoEL-v0-default-")
+        assert json.loads((folder / "summary.json").read_text()) == rows
+        lines = (folder / "episodes.csv").read_text().splitlines()
+        assert lines[0].startswith("policy,sees,seed") and len(lines) == 2
+        assert "policies: naive" in (folder / "args.yml").read_text()
+        assert (folder / "command.txt").is_file()
+        folders.append(folder)
+    assert folders[0] != folders[1]
+    assert sorted(os.listdir(tmp_path)) == ["runs"]
+    assert main([*SMALL, "--runs-root", "mine"]) == 0
+    folder = Path(capsys.readouterr().out.splitlines()[-1].removeprefix("results: "))
+    assert folder.parent == Path("mine") and (folder / "episodes.csv").is_file()
+
+
+def test_run_folders_are_never_reused(tmp_path, monkeypatch):
+    monkeypatch.setattr(cli_common, "timestamp", lambda: "20261206-153012")  # one second
+    made = [cli_common.new_run_folder("baselines", "CoEL-v2", "a/b.yaml", tmp_path / "r")
+            for _ in range(3)]  # fmt: skip
+    assert [p.name for p in made] == [
+        "baselines-CoEL-v2-b-20261206-153012",
+        "baselines-CoEL-v2-b-20261206-153012-2",
+        "baselines-CoEL-v2-b-20261206-153012-3",
+    ]
+    assert cli_common.run_folder_name("simulate", None, "my scen", "t") == "simulate-my_scen-t"
+    with pytest.raises(RuntimeError), cli_common.output_folder("x", None, None, tmp_path / "q"):
+        raise RuntimeError("a run that fails")
+    assert os.listdir(tmp_path / "q") == []  # no empty folder left behind
 
 
 @pytest.mark.parametrize(

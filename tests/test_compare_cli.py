@@ -1,6 +1,7 @@
 """`coel compare`: table, figures and the end-to-end train -> evaluate -> compare path."""
 
 import csv
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +9,14 @@ from pathlib import Path
 import pytest
 
 from coel_env.cli import main
+
+SMALL = ["compare", "--env", "CoEL-v2", "--policies", "naive", "--seeds", "1", "--epochs", "2"]
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp_cwd(tmp_path, monkeypatch):
+    """Every run folder lands under the test's own ``runs/``."""
+    monkeypatch.chdir(tmp_path)
 
 
 def test_end_to_end_train_evaluate_compare_through_the_cli(tmp_path):
@@ -43,14 +52,45 @@ def test_end_to_end_train_evaluate_compare_through_the_cli(tmp_path):
     assert "| rl:run - other |" in paired and "| naive |" in paired and "| greedy |" in paired
 
 
-def test_existing_results_folder_is_refused(tmp_path, capsys):
+def test_existing_results_folder_is_refused(tmp_path, capsys, monkeypatch):
     out = tmp_path / "res"
     out.mkdir()
     (out / "table.md").write_text("old")
-    rc = main(["compare", "--policies", "naive", "--seeds", "1", "--epochs", "2",
-               "--out-dir", str(out)])  # fmt: skip
-    assert rc == 2 and (out / "table.md").read_text() == "old"
-    assert "exists" in capsys.readouterr().err
+    (out / "stale.txt").write_text("old")
+    ran = []
+    monkeypatch.setattr("agents.harness.evaluate", lambda *a, **k: ran.append(1))
+    rc = main([*SMALL, "--out-dir", str(out)])
+    assert rc == 2 and (out / "table.md").read_text() == "old" and not ran
+    err = capsys.readouterr().err
+    assert f"--out-dir {str(out)!r} exists" in err and "--force" in err
+    monkeypatch.undo()
+    # --force with bad input: refused before the old results are touched
+    assert main([*SMALL, "--out-dir", str(out), "--force", "--policies", "nope"]) == 2
+    assert (out / "stale.txt").is_file()
+    capsys.readouterr()
+    assert main([*SMALL, "--out-dir", str(out), "--force"]) == 0
+    assert "naive" in (out / "table.md").read_text() and not (out / "stale.txt").exists()
+    assert (out / "args.yml").is_file()
+    assert capsys.readouterr().out.splitlines()[-1] == f"results: {out}"
+    assert sorted(os.listdir(tmp_path)) == ["res"]
+
+
+def test_twice_without_out_dir_makes_two_run_folders(tmp_path, capsys):
+    folders = []
+    for _ in range(2):
+        assert main(SMALL) == 0
+        out = capsys.readouterr().out
+        folder = Path(out.splitlines()[-1].removeprefix("results: "))
+        assert folder.parent == Path("runs")
+        assert folder.name.startswith("compare-CoEL-v2-default-")
+        for f in ("table.md", "table.csv", "episodes.csv", "bars.png", "deployment.png",
+                  "command.txt", "args.yml"):  # fmt: skip
+            assert (folder / f).is_file(), f
+        folders.append(folder)
+    assert folders[0] != folders[1]
+    assert sorted(os.listdir(tmp_path)) == ["runs"]
+    with pytest.raises(SystemExit):  # a run folder or --out-dir, not both
+        main([*SMALL, "--out-dir", "o", "--runs-root", "r"])
 
 
 @pytest.mark.parametrize(

@@ -1,11 +1,19 @@
 """`coel evaluate`: a saved policy through the baselines' harness, row-compatible output."""
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 
 from agents.train import train
 from coel_env.cli import main
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp_cwd(tmp_path, monkeypatch):
+    """Every run folder lands under the test's own ``runs/``."""
+    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture(scope="module")
@@ -65,3 +73,35 @@ def test_missing_and_corrupt_model_files(tmp_path, capsys):
     assert main(["evaluate", str(bad), "--out", str(tmp_path / "b.csv")]) == 2
     err = capsys.readouterr().err
     assert "nothing" in err and "bad.zip" in err
+
+
+def test_twice_without_out_makes_two_run_folders(run_dir, tmp_path, capsys):
+    folders = []
+    for _ in range(2):
+        assert main(["evaluate", str(run_dir), "--seeds", "1", "--epochs", "2", "--json"]) == 0
+        out, err = capsys.readouterr()
+        rows = json.loads(out)  # stdout: the JSON list only; the folder is on stderr
+        folder = Path(err.strip().splitlines()[-1].removeprefix("results: "))
+        assert folder.parent == Path("runs")
+        assert folder.name.startswith("evaluate-CoEL-IntraDevice-v0-intra-")
+        assert json.loads((folder / "summary.json").read_text()) == rows
+        assert len((folder / "episodes.csv").read_text().splitlines()) == 2
+        assert (folder / "args.yml").is_file() and (folder / "command.txt").is_file()
+        folders.append(folder)
+    assert folders[0] != folders[1]
+    assert sorted(os.listdir(tmp_path)) == ["runs"]
+
+
+def test_an_existing_out_needs_force_and_is_checked_before_loading(run_dir, tmp_path, capsys):
+    out = tmp_path / "e.csv"
+    out.write_text("precious\n")
+    # the model is not even loaded: the missing one is not what the error names
+    assert main(["evaluate", str(tmp_path / "nothing"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {str(out)!r} exists" in err and "--force" in err and "nothing" not in err
+    assert out.read_text() == "precious\n"
+    argv = ["evaluate", str(run_dir), "--seeds", "1", "--epochs", "2", "--out", str(out)]
+    assert main([*argv, "--force"]) == 0
+    assert out.read_text().startswith("policy,sees,seed")
+    assert capsys.readouterr().out.splitlines()[-1] == f"results: {out}"
+    assert sorted(os.listdir(tmp_path)) == ["e.csv"]

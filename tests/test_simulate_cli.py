@@ -1,14 +1,17 @@
-"""``coel simulate``: JSON, conservation, determinism, load, traces, topologies, bad input."""
+"""``coel simulate``: JSON, conservation, determinism, load, traces, topologies, bad input,
+run folders."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from coel_env import simulate_cli
+from agents import simulate_cli
 from coel_env.cli import main
+from coel_env.core.scenario import parse_set, scenario_overrides, trace_overrides
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 REQUIRED = (
@@ -18,6 +21,12 @@ REQUIRED = (
     "activation_bytes", "broadcast_bytes", "migration_bytes", "wall_s", "epochs_per_s",
 )  # fmt: skip
 TIMING = ("wall_s", "epochs_per_s")
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp_cwd(tmp_path, monkeypatch):
+    """Every run folder lands under the test's own ``runs/``."""
+    monkeypatch.chdir(tmp_path)
 
 
 def _sim(capsys, *argv):
@@ -82,7 +91,7 @@ def test_higher_load_does_not_raise_slo_attainment(capsys):
 
 
 def test_set_parses_values_as_yaml():
-    assert simulate_cli.parse_set(["a.b=0.1", "c=true", "d=[1, 2]", "e=text", "f=x=y", "g="]) == {
+    assert parse_set(["a.b=0.1", "c=true", "d=[1, 2]", "e=text", "f=x=y", "g="]) == {
         "a.b": 0.1,
         "c": True,
         "d": [1, 2],
@@ -110,7 +119,7 @@ def test_an_azure_header_selects_the_azure_loader(tmp_path):
         "TIMESTAMP,ContextTokens,GeneratedTokens\n"
         "2023-11-16 18:17:03.9799600,100,10\n2023-11-16 18:17:05.0000000,50,5\n"
     )
-    assert simulate_cli.trace_overrides(f) == {"workload.kind": "azure", "workload.trace": str(f)}
+    assert trace_overrides(f) == {"workload.kind": "azure", "workload.trace": str(f)}
 
 
 def test_runs_on_the_abilene_topology(capsys):
@@ -175,7 +184,7 @@ def test_run_plugs_in_a_policy():
         simulate_cli.run(w, 0)
 
 
-def test_the_installed_console_script_prints_json():
+def test_the_installed_console_script_prints_json(tmp_path):
     coel = Path(sys.executable).parent / "coel"
     if not coel.exists():
         pytest.skip(f"{coel} not installed")
@@ -184,6 +193,7 @@ def test_the_installed_console_script_prints_json():
         capture_output=True,
         text=True,
         timeout=120,
+        cwd=tmp_path,
     )
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
@@ -200,3 +210,57 @@ def test_progress_bar_goes_to_stderr_only(capsys):
     assert not out and "simulate:" in err and "/3 [" in err
     simulate_cli.run(World("static"), 3)  # short runs: no bar
     assert capsys.readouterr() == ("", "")
+
+
+def test_set_wins_over_trace_and_topology(tmp_path):
+    trace = tmp_path / "t.csv"
+    trace.write_text("arrival_s,input_tokens,output_tokens\n1,64,8\n")
+    topo = tmp_path / "net.graphml"
+    topo.write_text("<graphml/>")
+    over = scenario_overrides(trace, topo, ["workload.kind=azure", "topology.n_servers=3"])
+    assert over == {
+        "workload.kind": "azure",
+        "workload.trace": str(trace),
+        "topology.kind": "graphml",
+        "topology.path": str(topo),
+        "topology.n_servers": 3,
+    }
+    assert scenario_overrides(trace, sets={"workload.kind": "x"})["workload.kind"] == "x"
+    assert scenario_overrides() == {}
+
+
+def test_each_run_gets_its_own_folder_with_the_metrics(tmp_path, capsys):
+    paths = []
+    for _ in range(2):
+        rc = main(["simulate", "--json", "--epochs", "2", "--scenario", "static"])
+        out, err = capsys.readouterr()
+        assert rc == 0, err
+        d = json.loads(out)  # stdout: the JSON object only; the folder is on stderr
+        folder = Path(err.strip().splitlines()[-1].removeprefix("results: "))
+        assert folder.is_dir() and folder.parent == Path("runs")
+        assert folder.name.startswith("simulate-static-")
+        assert json.loads((folder / "metrics.json").read_text()) == d
+        assert "epochs: 2" in (folder / "args.yml").read_text()
+        assert (folder / "command.txt").read_text().strip()
+        paths.append(folder)
+    assert paths[0] != paths[1]
+    assert sorted(os.listdir(tmp_path)) == ["runs"]
+    assert sorted(os.listdir(tmp_path / "runs")) == sorted(p.name for p in paths)
+
+
+def test_the_table_ends_with_the_folder_and_runs_root_is_kept(tmp_path, capsys):
+    assert main(["simulate", "--epochs", "2", "--runs-root", "elsewhere/deeper"]) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    folder = Path(last.removeprefix("results: "))
+    assert folder.parent == Path("elsewhere/deeper") and (folder / "metrics.json").is_file()
+    assert sorted(os.listdir(tmp_path)) == ["elsewhere"]
+
+
+def test_a_file_as_runs_root_and_a_failed_run_leave_nothing(tmp_path, capsys):
+    Path("afile").write_text("x")
+    rc = main(["simulate", "--epochs", "2", "--runs-root", "afile/sub"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--runs-root 'afile/sub'" in err and "'afile' is a file" in err
+    assert main(["simulate", "--epochs", "2", "--set", "workload.nope=1"]) == 2
+    capsys.readouterr()
+    assert sorted(os.listdir(tmp_path)) == ["afile"]  # bad input: no run folder either

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
@@ -302,3 +302,115 @@ def load_scenario(
 def scenario_dict(sc: Scenario) -> dict:
     """A plain dict of the scenario (for run folders and JSON)."""
     return dataclasses.asdict(sc)
+
+
+# ------------------------------------------------------------------ overrides from files and text
+
+#: Header columns that mark an Azure LLM inference trace.
+AZURE_HEADER = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
+#: Topology file suffix -> ``topology.kind``.
+TOPOLOGY_KINDS = {".graphml": "graphml", ".csv": "eua"}
+
+
+def parse_set(items: Iterable[str]) -> dict[str, Any]:
+    """Dotted overrides from ``KEY=VALUE`` text (the command line's ``--set``).
+
+    Args:
+        items: strings such as ``"workload.rate_per_s=0.1"``; the value is parsed as YAML,
+            so numbers, booleans and lists work, and only the first ``=`` splits.
+
+    Returns:
+        ``["a.b=1", "c=[1, 2]"]`` -> ``{"a.b": 1, "c": [1, 2]}``.
+
+    Raises:
+        ValueError: an item without ``=`` or without a key, or a value that is not YAML.
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        key, eq, raw = item.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise ValueError(
+                f"--set {item!r} is not allowed; expected KEY=VALUE with a dotted scenario key, "
+                "e.g. --set workload.rate_per_s=0.1"
+            )
+        try:
+            out[key] = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            msg = " ".join(str(exc).split())
+            raise ValueError(f"--set {item!r}: the value is not valid YAML ({msg})") from None
+    return out
+
+
+def trace_overrides(path: str | Path) -> dict[str, Any]:
+    """Overrides that replay the request trace at ``path``.
+
+    A CSV whose header has every column of :data:`AZURE_HEADER` is an Azure LLM
+    inference trace (``workload.kind=azure``), any other CSV a generic trace
+    (``workload.kind=generic``).
+
+    Raises:
+        ValueError: the file does not exist or cannot be read as text.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"--trace {str(path)!r} does not exist or is not a file")
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            header = f.readline()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(
+            f"--trace {str(path)!r} cannot be read as a CSV text file: {exc}"
+        ) from None
+    cols = {c.strip().strip('"') for c in header.split(",")}
+    kind = "azure" if set(AZURE_HEADER) <= cols else "generic"
+    return {"workload.kind": kind, "workload.trace": str(path)}
+
+
+def topology_overrides(path: str | Path) -> dict[str, Any]:
+    """Overrides that load the topology at ``path``, its kind from the suffix.
+
+    ``.graphml`` is a Topology Zoo graph (``topology.kind=graphml``), ``.csv`` a
+    file of EUA sites (``topology.kind=eua``); see :data:`TOPOLOGY_KINDS`.
+
+    Raises:
+        ValueError: another suffix, or the file does not exist.
+    """
+    path = Path(path)
+    kind = TOPOLOGY_KINDS.get(path.suffix.lower())
+    if kind is None:
+        allowed = ", ".join(f"{s} ({k})" for s, k in TOPOLOGY_KINDS.items())
+        raise ValueError(
+            f"--topology {str(path)!r} has suffix {path.suffix!r}, which is not allowed; "
+            f"allowed: {allowed}"
+        )
+    if not path.is_file():
+        raise ValueError(f"--topology {str(path)!r} does not exist or is not a file")
+    return {"topology.kind": kind, "topology.path": str(path)}
+
+
+def scenario_overrides(
+    trace: str | Path | None = None,
+    topology: str | Path | None = None,
+    sets: Iterable[str] | Mapping[str, Any] = (),
+) -> dict[str, Any]:
+    """The dotted overrides of a trace file, a topology file and explicit settings.
+
+    Args:
+        trace: a request trace CSV (:func:`trace_overrides`), or None.
+        topology: a ``.graphml`` or EUA ``.csv`` file (:func:`topology_overrides`), or None.
+        sets: ``KEY=VALUE`` strings (:func:`parse_set`) or a mapping of dotted keys
+            to values.
+
+    Returns:
+        The trace's overrides, then the topology's, then ``sets``: a key of ``sets``
+        wins over the same key from the files (``--set`` wins over ``--trace`` and
+        ``--topology``).
+    """
+    over: dict[str, Any] = {}
+    if trace is not None:
+        over.update(trace_overrides(trace))
+    if topology is not None:
+        over.update(topology_overrides(topology))
+    over.update(sets if isinstance(sets, Mapping) else parse_set(sets))
+    return over

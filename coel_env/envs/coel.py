@@ -238,7 +238,7 @@ def _build_world(cfg: dict) -> World:
     from pathlib import Path
 
     from coel_env import profiles
-    from coel_env.simulate_cli import topology_overrides, trace_overrides
+    from coel_env.core.scenario import topology_overrides, trace_overrides
 
     for p in cfg["device_profiles"]:
         name = Path(p).stem

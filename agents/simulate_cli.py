@@ -1,7 +1,7 @@
-"""``coel simulate``: run a world for some epochs and print what happened.
+"""``coel simulate``: run a world for some epochs and report what happened.
 
 coel simulate [--scenario NAME|FILE] [--trace F] [--topology F] [--epochs N]
-              [--seed S] [--policy NAME] [--json] [--set KEY=VALUE ...]
+              [--seed S] [--policy NAME] [--json] [--set KEY=VALUE ...] [--runs-root DIR]
 
 Builds ``World(scenario, overrides)``, calls ``reset(seed)`` and steps it
 ``--epochs`` times under the world's built-in naive plan (every model whole at
@@ -10,6 +10,11 @@ under ``--policy NAME`` (a baseline from ``agents.registry``), then
 prints the run's metrics as a two-column table, or with ``--json`` as exactly
 one JSON object on stdout. A progress bar goes to stderr for runs of 200
 epochs or more when stderr is a terminal.
+
+Outputs: a new run folder ``<runs-root>/simulate-<scenario>-<YYYYmmdd-HHMMSS>``
+(default root ``runs``; never reused) holding ``metrics.json`` (the printed
+metrics), ``command.txt`` and ``args.yml``. Its path is printed last (on
+stderr under ``--json``, so stdout stays one JSON object).
 
 Inputs:
   --scenario   a preset (default, large, static) or a scenario YAML file.
@@ -45,18 +50,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-#: Header columns that mark an Azure LLM inference trace.
-AZURE_HEADER = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
-#: --topology suffix -> topology.kind.
-TOPOLOGY_KINDS = {".graphml": "graphml", ".csv": "eua"}
+from agents.cli_common import (
+    add_runs_root,
+    announce,
+    build_overrides,
+    check_runs_root,
+    output_folder,
+    write_args,
+    write_json,
+)
+
 #: Runs at least this long show a progress bar (on stderr, when it is a terminal).
 PROGRESS_MIN_EPOCHS = 200
 
@@ -113,70 +124,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="dotted scenario override, repeatable; VALUE parsed as YAML",
     )
+    add_runs_root(p)
     p.set_defaults(func=main)
 
 
 # ------------------------------------------------------------------ input handling
-
-
-def parse_set(items: Iterable[str]) -> dict[str, Any]:
-    """``["a.b=1", "c=[1, 2]"]`` -> ``{"a.b": 1, "c": [1, 2]}`` (values parsed as YAML)."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, eq, raw = item.partition("=")
-        key = key.strip()
-        if not eq or not key:
-            raise ValueError(
-                f"--set {item!r} is not allowed; expected KEY=VALUE with a dotted scenario key, "
-                "e.g. --set workload.rate_per_s=0.1"
-            )
-        try:
-            out[key] = yaml.safe_load(raw)
-        except yaml.YAMLError as exc:
-            msg = " ".join(str(exc).split())
-            raise ValueError(f"--set {item!r}: the value is not valid YAML ({msg})") from None
-    return out
-
-
-def trace_overrides(path: Path) -> dict[str, Any]:
-    """Overrides that replay the trace at ``path`` (Azure or generic, from its header)."""
-    if not path.is_file():
-        raise ValueError(f"--trace {str(path)!r} does not exist or is not a file")
-    try:
-        with path.open(encoding="utf-8-sig", newline="") as f:
-            header = f.readline()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(
-            f"--trace {str(path)!r} cannot be read as a CSV text file: {exc}"
-        ) from None
-    cols = {c.strip().strip('"') for c in header.split(",")}
-    kind = "azure" if set(AZURE_HEADER) <= cols else "generic"
-    return {"workload.kind": kind, "workload.trace": str(path)}
-
-
-def topology_overrides(path: Path) -> dict[str, Any]:
-    """Overrides that load the topology at ``path`` (kind from its suffix)."""
-    kind = TOPOLOGY_KINDS.get(path.suffix.lower())
-    if kind is None:
-        allowed = ", ".join(f"{s} ({k})" for s, k in TOPOLOGY_KINDS.items())
-        raise ValueError(
-            f"--topology {str(path)!r} has suffix {path.suffix!r}, which is not allowed; "
-            f"allowed: {allowed}"
-        )
-    if not path.is_file():
-        raise ValueError(f"--topology {str(path)!r} does not exist or is not a file")
-    return {"topology.kind": kind, "topology.path": str(path)}
-
-
-def build_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """The scenario overrides of the command line: --trace, --topology, then --set."""
-    over: dict[str, Any] = {}
-    if args.trace is not None:
-        over.update(trace_overrides(args.trace))
-    if args.topology is not None:
-        over.update(topology_overrides(args.topology))
-    over.update(parse_set(args.overrides))
-    return over
 
 
 def make_world(scenario: str, overrides: Mapping[str, Any]):
@@ -315,6 +267,7 @@ def format_table(metrics: Mapping[str, Any]) -> str:
 def main(args: argparse.Namespace) -> int:
     if args.epochs < 1:
         raise ValueError(f"--epochs {args.epochs!r} is not allowed; must be an integer >= 1")
+    check_runs_root(args.runs_root)
     overrides = build_overrides(args)
     policy = None
     if args.policy is not None:
@@ -322,17 +275,22 @@ def main(args: argparse.Namespace) -> int:
 
         policy = make_policy(args.policy)
     world = make_world(args.scenario, overrides)
-    metrics = run(world, args.epochs, args.seed, policy=policy)
-    out = {"scenario": args.scenario, "seed": args.seed}
-    if overrides:
-        out["overrides"] = overrides
-    out.update(metrics)
+    with output_folder("simulate", None, args.scenario, args.runs_root) as folder:
+        metrics = run(world, args.epochs, args.seed, policy=policy)
+        out = {"scenario": args.scenario, "seed": args.seed}
+        if overrides:
+            out["overrides"] = overrides
+        out.update(metrics)
+        write_json(folder / "metrics.json", out)
+        write_args(folder, args)
     if args.json:
         print(json.dumps(out, default=str))
-        return 0
-    shown = dict(out)
-    shown.pop("overrides", None)
-    print(format_table(shown))
-    for k, v in overrides.items():
-        print(f"  override {k} = {v!r}")
+    else:
+        shown = dict(out)
+        shown.pop("overrides", None)
+        print(format_table(shown))
+        for k, v in overrides.items():
+            print(f"  override {k} = {v!r}")
+    sys.stdout.flush()  # the JSON object or the table before the folder's path
+    announce(folder, args.json)
     return 0
