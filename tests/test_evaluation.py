@@ -6,7 +6,7 @@ import pytest
 from coel_env import cost
 from coel_env.catalog import get_model
 from coel_env.core.evaluation import ACT_BYTES, _kernel_ms
-from coel_env.core.kernels import grid_position, grid_tokens, grid_value
+from coel_env.core.kernels.serving import grid_position, grid_tokens, grid_value
 from coel_env.core.plan import ABSENT, FETCH, GPU, HOST, ModelPlan
 from coel_env.core.routing import _expected_counts
 from coel_env.core.world import World

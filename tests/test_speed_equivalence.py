@@ -5,28 +5,24 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from coel_env.core.kernels import (
-    activity_kernel,
-    cost_kernel,
-    cumulative_rows,
-    fill_tiers,
-    holds_all,
-    inverse_cdf,
+from coel_env.core.kernels.dynamics import ou_step
+from coel_env.core.kernels.paths import (
     mirrored_paths,
-    ou_step,
-    p50_p95,
     path_bottlenecks,
-    place_homes,
-    popularity_moved,
-    route_table,
-    same_local,
     shortest_paths,
     shortest_paths_after,
-    sort_into_window,
+)
+from coel_env.core.kernels.placement import fill_tiers, holds_all, place_homes, same_local
+from coel_env.core.kernels.routing import popularity_moved
+from coel_env.core.kernels.serving import (
+    activity_kernel,
+    cost_kernel,
+    route_table,
     table_kernel,
     token_share_uncapped,
-    unit_float32,
 )
+from coel_env.core.kernels.summaries import p50_p95, unit_float32
+from coel_env.core.kernels.workload import cumulative_rows, inverse_cdf, sort_into_window
 from coel_env.core.world import World
 
 
@@ -458,7 +454,7 @@ def test_plan_scan_kept_per_plan_equals_a_scan_per_present_set(monkeypatch):
     servers hold nothing; others are scanned again: each equal to a direct scan."""
     import coel_env.core.plan as plan_mod
     from coel_env.catalog import get_model
-    from coel_env.core.kernels import plan_scan
+    from coel_env.core.kernels.placement import plan_scan
     from coel_env.core.plan import ModelPlan, _scan, expert_gb_table
 
     scans = []
@@ -491,7 +487,7 @@ def test_plan_scan_over_its_holders_equals_the_scan_of_every_server():
     """Plans on 16 or more servers are scanned over the servers that hold their
     experts only: same answers (absent holders, experts without a present copy,
     memory sums) as looking at every server."""
-    from coel_env.core.kernels import SPARSE_MIN_SERVERS, plan_scan, plan_scan_over
+    from coel_env.core.kernels.placement import SPARSE_MIN_SERVERS, plan_scan, plan_scan_over
 
     rng = np.random.default_rng(12)
     sparse = 0

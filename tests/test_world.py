@@ -315,7 +315,7 @@ def _queues_reference(home, arr_ms, work, up, avail, b0, limit_ms, epoch_ms, bac
 
 @pytest.mark.parametrize("seed", range(6))
 def test_compiled_queues_match_the_vectorised_lindley_queues(seed):
-    from coel_env.core.kernels import queue_kernel
+    from coel_env.core.kernels.serving import queue_kernel
 
     rng = np.random.default_rng(seed)
     n, n_req, epoch_ms = 6, int(rng.integers(0, 400)), 10_000.0

@@ -31,7 +31,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from coel_env.core.kernels import ou_step
+from coel_env.core.kernels.dynamics import ou_step
 
 
 @dataclass(frozen=True)

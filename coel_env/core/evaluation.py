@@ -39,7 +39,7 @@ import numpy as np
 
 from coel_env import cost
 from coel_env.catalog import BITS, MoEModel, get_model
-from coel_env.core.kernels import (
+from coel_env.core.kernels.serving import (
     cost_kernel,
     grid_tokens,
     placement_kernel,
@@ -152,7 +152,7 @@ class ServingModel:
         return hit
 
     def _row(self, key: tuple, fn) -> int:
-        """Index of a kernel-latency grid row (:mod:`coel_env.core.kernels`), built once:
+        """Index of a kernel-latency grid row (:mod:`coel_env.core.kernels.serving`), built once:
         ``fn(tokens)`` is the exact latency (vectorised over token counts)."""
         i = self._row_index.get(key)
         if i is None:
@@ -314,7 +314,7 @@ class ServingModel:
         return CostTable(total, busy, net_bytes, True)
 
     def _cached_activity(self, q: np.ndarray, ns: tuple, disp_row: int, cache: bool):
-        """The kept :func:`coel_env.core.kernels.activity_kernel` output of a token share
+        """The kept :func:`coel_env.core.kernels.serving.activity_kernel` output of a token share
         (None when not kept; kept for the most recent shares when the caller holds on to
         them: they are read-only). ``ns``: the passes as given to :meth:`table`."""
         if not cache:

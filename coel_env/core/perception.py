@@ -13,7 +13,7 @@ Bytes are counted on links: a message of ``message_bytes`` crossing ``k`` hops
 loads ``k`` links, so a round costs ``message_bytes * sum(hops)`` link-bytes.
 
 All arrays are dense ``[observer, source]`` numpy arrays, walked epoch by epoch
-in one compiled loop (:func:`coel_env.core.kernels.broadcast_rounds`); messages
+in one compiled loop (:func:`coel_env.core.kernels.perception.broadcast_rounds`); messages
 still in flight at the end of an epoch
 are kept (one slot per pair; a newer message supersedes an older one still in
 flight, which would otherwise arrive later than it and carry older news).
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from coel_env.core.kernels import broadcast_rounds
+from coel_env.core.kernels.perception import broadcast_rounds
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from types import MappingProxyType
 import numpy as np
 
 from coel_env.catalog import BITS, MoEModel, get_model
-from coel_env.core.kernels import absent_holds, plan_scan, plan_values_ok
+from coel_env.core.kernels.placement import absent_holds, plan_scan, plan_values_ok
 from coel_env.utils import frozen_reduce
 
 ABSENT, GPU, HOST = 0, 1, 2
@@ -242,7 +242,7 @@ def _expert_memory_gb(mp: ModelPlan) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _scan(mp: ModelPlan, up: np.ndarray) -> tuple:
-    """:func:`coel_env.core.kernels.plan_scan` of ``mp`` for the present servers ``up``.
+    """:func:`coel_env.core.kernels.placement.plan_scan` of ``mp`` for the present servers ``up``.
 
     A scan that finds no absent server holding an expert is kept as the plan's
     ``_full_scan``: it is the answer for every present set whose absent servers hold

@@ -45,7 +45,7 @@ import pandas as pd
 from scipy.sparse.csgraph import connected_components, shortest_path
 
 from coel_env import profiles
-from coel_env.core.kernels import mirrored_paths, shortest_paths, shortest_paths_after
+from coel_env.core.kernels.paths import mirrored_paths, shortest_paths, shortest_paths_after
 
 __all__ = [
     "PROPAGATION_MS_PER_KM",
@@ -357,7 +357,7 @@ def _route(
 
 def _shortest_paths(n: int, u: np.ndarray, v: np.ndarray, latency_ms: np.ndarray) -> tuple:
     """Latency-shortest paths: (dist, predecessors, hops) [n, n] (bandwidth-independent;
-    :func:`coel_env.core.kernels.shortest_paths`)."""
+    :func:`coel_env.core.kernels.paths.shortest_paths`)."""
     return shortest_paths(
         n, np.asarray(u, np.int64), np.asarray(v, np.int64), np.asarray(latency_ms, float)
     )

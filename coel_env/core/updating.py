@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from coel_env.core.kernels import migration_kernel
+from coel_env.core.kernels.migration import migration_kernel
 from coel_env.core.plan import ABSENT, GB, GPU, HOST, Plan, dense_gb, expert_gb_table
 
 

@@ -77,7 +77,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from coel_env.core.kernels import (
+from coel_env.core.kernels.workload import (
     any_short,
     cumulative_rows,
     inverse_cdf,

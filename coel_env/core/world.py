@@ -39,19 +39,11 @@ from coel_env.catalog import BITS, get_model
 from coel_env.core import topology as topo
 from coel_env.core.dynamics import Dynamics, DynamicsState
 from coel_env.core.evaluation import PREFILL_POINTS, ServingModel, StepCost, bucket, prefill_line
-from coel_env.core.kernels import (
-    free_memory,
-    group_requests,
-    group_work,
-    holds_all,
-    mix_popularity,
-    p50_p95,
-    popularity_moved,
-    route_table,
-    same_local,
-    serve_kernel,
-    status_kernel,
-)
+from coel_env.core.kernels.perception import free_memory, status_kernel
+from coel_env.core.kernels.placement import holds_all, same_local
+from coel_env.core.kernels.routing import mix_popularity, popularity_moved
+from coel_env.core.kernels.serving import group_requests, group_work, route_table, serve_kernel
+from coel_env.core.kernels.summaries import p50_p95
 from coel_env.core.perception import Perception
 from coel_env.core.plan import (
     ABSENT,

@@ -44,7 +44,7 @@ import numpy as np
 
 from coel_env.catalog import BITS
 from coel_env.core.groups import _popularity_order, groups_of_estimate
-from coel_env.core.kernels import fill_tiers, place_homes
+from coel_env.core.kernels.placement import fill_tiers, place_homes
 from coel_env.core.plan import (
     GB,
     GPU,

@@ -23,7 +23,7 @@ import numpy as np
 from gymnasium import spaces
 
 from coel_env.core.groups import groups_of_estimate
-from coel_env.core.kernels import group_summary, unit_float32
+from coel_env.core.kernels.summaries import group_summary, unit_float32
 from coel_env.core.world import STATUS_FIELDS, World
 
 AGE_PERIODS = 5.0  # ages are normalised by this many broadcast periods
