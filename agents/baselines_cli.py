@@ -80,17 +80,16 @@ def add_first_seed(p: argparse.ArgumentParser) -> None:
                    help="first seed: seeds K..K+N-1 (e.g. 100: seeds no result uses)")  # fmt: skip
 
 
-def _env_class(env_id: str):
+def env_defaults(env_id: str) -> tuple[dict, int]:
+    """(every config key of ``env_id`` with its default, its episode length [epochs]);
+    an unknown id raises ``ValueError`` naming ``--env`` and the known ids."""
     import coel_env  # noqa: F401 - registers the ids
+    from coel_env.envs import env_config, episode_steps
 
     if env_id not in gym.registry:
         known = sorted(k for k in gym.registry if "CoEL" in k and "/" not in k)
         raise ValueError(f"--env {env_id!r} is not a registered id; known: {', '.join(known)}")
-    entry = gym.spec(env_id).entry_point
-    module, cls = entry.split(":")
-    import importlib
-
-    return getattr(importlib.import_module(module), cls)
+    return env_config(env_id), episode_steps(env_id)
 
 
 COLUMNS = ("return", "slo_attainment", "latency_p95_ms", "quality_loss", "dropped_share",
@@ -115,8 +114,8 @@ def format_table(rows: list[dict]) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    cls = _env_class(args.env)
-    scenario = args.scenario or cls.SCENARIO
+    env_cfg, _ = env_defaults(args.env)
+    scenario = args.scenario or env_cfg["scenario"]
     seeds = harness.seed_list(args.seeds, args.first_seed)
     names = [n.strip() for n in args.policies.split(",") if n.strip()]
     if not names:
@@ -129,7 +128,7 @@ def main(args: argparse.Namespace) -> int:
     with output_folder("baselines", args.env, scenario, args.runs_root, args.out) as folder:
         results = harness.evaluate(
             policies, scenario, seeds, args.epochs,
-            overrides=overrides or None, reward_config=cls.default_config(),
+            overrides=overrides or None, reward_config=env_cfg,
         )  # fmt: skip
         save_report(results, args, folder, title)
     return 0

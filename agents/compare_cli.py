@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from agents import harness
-from agents.baselines_cli import COLUMNS, _env_class, add_first_seed, format_table
+from agents.baselines_cli import COLUMNS, add_first_seed, env_defaults, format_table
 from agents.cli_common import (
     add_runs_root,
     announce,
@@ -96,9 +96,9 @@ def compare(
     """
     from agents.evaluate_cli import load_rl_policy
 
-    cls = _env_class(env_id)
-    scenario = scenario or cls.SCENARIO
-    epochs = epochs or cls.MAX_STEPS
+    env_cfg, steps = env_defaults(env_id)
+    scenario = scenario or env_cfg["scenario"]
+    epochs = epochs or steps
     seed_list = harness.seed_list(seeds, first_seed)
     if out_dir.exists() and any(out_dir.iterdir()) and not force:
         raise ValueError(f"--out-dir {str(out_dir)!r} exists; not overwritten (use --force)")
@@ -109,7 +109,7 @@ def compare(
     policies += [make_policy(n) for n in baselines]
     if not policies:
         raise ValueError("nothing to compare: give --runs and/or --policies")
-    cfg = cls.default_config()
+    cfg = env_cfg
     results = harness.evaluate(
         policies, scenario, seed_list, epochs,
         overrides=overrides or None, reward_config=cfg,
@@ -222,7 +222,7 @@ def _deployment(policy, scenario, overrides, epochs, path: Path) -> None:
 
 def main(args: argparse.Namespace) -> int:
     names = [n.strip() for n in args.policies.split(",") if n.strip()]
-    scen = args.scenario or _env_class(args.env).SCENARIO
+    scen = args.scenario or env_defaults(args.env)[0]["scenario"]
     if args.out_dir is not None:
         check_out_dir(args.out_dir, args.force)
     else:

@@ -32,7 +32,7 @@ import argparse
 from pathlib import Path
 
 from agents import harness
-from agents.baselines_cli import _env_class, add_first_seed, add_out_arguments, save_report
+from agents.baselines_cli import add_first_seed, add_out_arguments, env_defaults, save_report
 from agents.cli_common import build_overrides, check_destination, output_folder
 
 
@@ -56,7 +56,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def load_rl_policy(path: Path, env_id: str | None = None, best: bool = False, name=None):
-    """(RLPolicy, env class, env config) for a run folder or model zip."""
+    """(RLPolicy, its env config over the id's defaults, the id's episode length) for a
+    run folder or model zip."""
     return _load_rl_policy(path, env_id, best, name)[:3]
 
 
@@ -69,11 +70,11 @@ def _load_rl_policy(path: Path, env_id: str | None, best: bool, name):
     env_id = env_id or meta.get("env_id")
     if env_id is None:
         raise ValueError(f"{str(path)!r}: the env id is unknown; pass --env")
-    cls = _env_class(env_id)
+    env_cfg, steps = env_defaults(env_id)
     config = dict(meta.get("config") or {})
     run_name = Path(meta.get("run_dir") or path).name
-    policy = RLPolicy(model, cls, config, vecnorm, name=name or f"rl:{run_name}")
-    return policy, cls, config, env_id
+    policy = RLPolicy(model, env_id, config, vecnorm, name=name or f"rl:{run_name}")
+    return policy, {**env_cfg, **config}, steps, env_id
 
 
 def main(args: argparse.Namespace) -> int:
@@ -82,16 +83,16 @@ def main(args: argparse.Namespace) -> int:
     n = args.seeds or args.episodes or 5
     seeds = harness.seed_list(n, args.first_seed)
     check_destination(args)
-    policy, cls, config, env_id = _load_rl_policy(args.run, args.env, args.best, args.name)
-    scenario = args.scenario or config.get("scenario") or cls.SCENARIO
+    policy, config, steps, env_id = _load_rl_policy(args.run, args.env, args.best, args.name)
+    scenario = args.scenario or config["scenario"]
     overrides = {**(config.get("overrides") or {}), **build_overrides(args)}
-    epochs = args.epochs or cls.MAX_STEPS
+    epochs = args.epochs or steps
     label = harness.seeds_label(n, args.first_seed)
     title = f"{policy.name} on {scenario}: {label} x {epochs} epochs"
     with output_folder("evaluate", env_id, scenario, args.runs_root, args.out) as folder:
         results = harness.evaluate(
             [policy], scenario, seeds, epochs,
-            overrides=overrides or None, reward_config={**cls.default_config(), **config},
+            overrides=overrides or None, reward_config=config,
         )  # fmt: skip
         save_report(results, args, folder, title)
     return 0

@@ -26,9 +26,10 @@ class RLPolicy:
 
     Args:
         model: an SB3 / sb3-contrib model.
-        env_cls: the environment class it was trained on (its action and
-            observation encodings are reused).
-        config: the environment config used in training (controller, n_groups, max_steps).
+        env_id: the registered id it was trained on (its action and observation
+            encodings are reused).
+        config: the environment config used in training (controller, n_groups, max_steps;
+            over the id's defaults, :func:`coel_env.envs.env_config`).
         vecnormalize: the ``VecNormalize`` wrapper with the training statistics, or None.
         name: the name results are reported under.
     """
@@ -38,24 +39,28 @@ class RLPolicy:
     def __init__(
         self,
         model: Any,
-        env_cls: type,
+        env_id: str,
         config: dict,
         vecnormalize: Any = None,
         name: str = "rl",
     ) -> None:
         self.model = model
-        self.env_cls = env_cls
-        self.config = {**env_cls.default_config(), **config}
+        from coel_env.envs import env_config
+
+        self.env_id = env_id
+        self.config = {**env_config(env_id), **config}
         self.vecnormalize = vecnormalize
         self.name = name
         self._masked = type(model).__name__.startswith("Maskable")
 
     def reset(self, world: World, seed: int) -> None:
         c = self.config
-        self.obs_type = self.env_cls.OBSERVATION(
+        from coel_env.envs import ACTION_TYPES, OBSERVATION_TYPES
+
+        self.obs_type = OBSERVATION_TYPES[c["observation"]](
             world, c["controller"], c["n_groups"], c["max_steps"]
         )
-        self.action_type = self.env_cls.ACTION(world, c["n_groups"])
+        self.action_type = ACTION_TYPES[c["action"]](world, c["n_groups"])
         space = self.model.observation_space
         if space.shape != self.obs_type.space().shape:
             raise ValueError(

@@ -222,12 +222,11 @@ def run_trial(trial: Mapping[str, Any], cfg: Mapping[str, Any], sweep_dir: str) 
         from agents.train import train
 
         path = train(algo, env, **common, eval_freq=0, checkpoint_freq=0)
-        policy, cls, config = load_rl_policy(path, env)
-        scenario = config.get("scenario") or cls.SCENARIO
+        policy, config, steps = load_rl_policy(path, env)
         eps = harness.evaluate(
-            [policy], scenario, list(cfg["eval_seeds"]), int(cfg["eval_epochs"] or cls.MAX_STEPS),
-            progress=False, overrides=config.get("overrides") or None,
-            reward_config={**cls.default_config(), **config},
+            [policy], config["scenario"], list(cfg["eval_seeds"]),
+            int(cfg["eval_epochs"] or steps), progress=False,
+            overrides=config.get("overrides") or None, reward_config=config,
         )  # fmt: skip
     out = {m: float(np.mean([e.metrics[m] for e in eps])) for m in TRIAL_METRICS}
     out.update(run_dir=str(path), node=socket.gethostname(), wall_s=time.perf_counter() - t0)

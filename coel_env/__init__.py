@@ -11,16 +11,36 @@ configs), :mod:`coel_env.profiles` (measured and derived device profiles),
 __version__ = "0.1.0"
 
 
-#: Registered environment ids: (id, entry point, max_episode_steps).
+#: Every registered id, one table: (id, the config defaults it sets on
+#: :class:`coel_env.envs.CoELEnv`, max_episode_steps). The episode length also sets
+#: ``max_steps`` (the progress feature), so it is stated once, here.
 ENV_IDS = (
-    ("CoEL-IntraDevice-v0", "coel_env.envs:IntraDeviceEnv", 100),
-    ("CoEL-InterDevice-v0", "coel_env.envs:InterDeviceEnv", 100),
-    ("CoEL-v0", "coel_env.envs:CoELEnv", 200),
-    ("CoEL-InterDevice-v1", "coel_env.envs:InterDeviceEnvV1", 100),
-    ("CoEL-v1", "coel_env.envs:CoELEnvV1", 200),
-    ("CoEL-v2", "coel_env.envs:CoELEnvV2", 200),
+    (
+        "CoEL-IntraDevice-v0",
+        {"scenario": "intra", "action": "intra-device", "observation": "view"},
+        100,
+    ),
+    (
+        "CoEL-InterDevice-v0",
+        {"scenario": "inter", "action": "inter-device", "observation": "view"},
+        100,
+    ),
+    ("CoEL-v0", {"scenario": "default", "action": "coel", "observation": "view"}, 200),
+    (
+        "CoEL-InterDevice-v1",
+        {"scenario": "inter", "action": "home-set", "observation": "home-set"},
+        100,
+    ),
+    ("CoEL-v1", {"scenario": "default", "action": "coel-set", "observation": "home-set"}, 200),
+    (
+        "CoEL-v2",
+        {"scenario": "default", "action": "coel-set-v2", "observation": "home-set"},
+        200,
+    ),
 )
 NAMESPACE = "coel_env"
+#: The class every id makes.
+ENTRY_POINT = "coel_env.envs:CoELEnv"
 
 
 def register_envs() -> None:
@@ -29,10 +49,13 @@ def register_envs() -> None:
     (``CoEL-v0``, so ``gymnasium.make("coel_env:CoEL-v0")`` works). Idempotent."""
     import gymnasium
 
-    for env_id, entry, steps in ENV_IDS:
+    for env_id, defaults, steps in ENV_IDS:
+        kwargs = {"defaults": {**defaults, "max_steps": steps}}
         for full in (f"{NAMESPACE}/{env_id}", env_id):
             if full not in gymnasium.registry:
-                gymnasium.register(id=full, entry_point=entry, max_episode_steps=steps)
+                gymnasium.register(
+                    id=full, entry_point=ENTRY_POINT, max_episode_steps=steps, kwargs=kwargs
+                )
 
 
 def _gymnasium_present() -> bool:

@@ -62,9 +62,9 @@ def default_config() -> dict[str, Any]:
     from coel_env.envs import CoELEnv
 
     cfg = CoELEnv.default_config()
-    cfg.pop("controller")
-    cfg.pop("max_steps")
-    cfg["max_cycles"] = CoELEnv.MAX_STEPS  # epochs per episode (truncation) [epochs]
+    for key in ("action", "observation", "controller", "max_steps"):  # the env's own
+        cfg.pop(key)
+    cfg["max_cycles"] = 200  # epochs per episode (truncation) [epochs]
     cfg["rejected_reward"] = 0.2  # weight of -share of the agent's refused home proposals
     cfg["local_drop_reward"] = 0.2  # weight of -the dropped share the agent broadcasts
     return cfg
@@ -105,9 +105,9 @@ def resolve_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
 def build_world(cfg: Mapping[str, Any]) -> World:
     """The world of a (resolved) config: scenario, overrides, trace, topology, profiles
     (built as the single-agent envs build theirs)."""
-    from coel_env.envs.coel import _build_world
+    from coel_env.envs.coel import build_world as build
 
-    return _build_world(dict(cfg))
+    return build(dict(cfg))
 
 
 def edge_servers(world: World) -> tuple[int, ...]:

@@ -91,8 +91,8 @@ def bench_one(label: str, scenario: str, overrides: dict, args, groups: int) -> 
 
 
 def returns(seeds: int, epochs: int, time_limit: float) -> list[dict]:
-    from coel_env.envs.coel import CoELEnv
     from coel_env.core.rewards import reward_terms, total_reward
+    from coel_env.envs.coel import CoELEnv
 
     cfg = CoELEnv.default_config()
     out = []

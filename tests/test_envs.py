@@ -223,7 +223,9 @@ def test_render_modes():
 @pytest.mark.parametrize(
     "config, message",
     [
-        ({"nope": 1}, "unknown config key 'nope'; valid keys: broadcast_ref_mb"),
+        ({"nope": 1}, "unknown config key 'nope'; valid keys: action, broadcast_ref_mb"),
+        ({"action": "teleport"}, "action='teleport' is not allowed; known encodings: intra-device"),
+        ({"observation": 3}, "observation=3 is not allowed; known encodings: view, home-set"),
         ({"n_groups": 0}, "n_groups=0 is not allowed"),
         ({"controller": 99}, "controller=99 is not allowed; servers are 0..4"),
         ({"latency_ref_ms": -5}, "latency_ref_ms=-5 is not allowed; must be > 0"),
@@ -236,6 +238,24 @@ def test_bad_config_raises_naming_key_value_and_allowed(config, message):
     with pytest.raises(ValueError) as exc:
         gym.make("CoEL-v0", config=config)
     assert message in str(exc.value)
+
+
+@pytest.mark.parametrize("config", ["default", ["scenario"], 3])
+def test_a_config_that_is_not_a_dict_is_a_type_error_naming_it(config):
+    with pytest.raises(TypeError, match=f"config must be a dict of config keys.*{config!r}"):
+        gym.make("CoEL-v2", config=config)
+
+
+def test_every_id_is_the_one_class_with_its_row_of_the_table():
+    for env_id, defaults, steps in coel_env.ENV_IDS:
+        env = gym.make(env_id)
+        assert type(env.unwrapped) is coel_env.envs.CoELEnv
+        assert env.spec.max_episode_steps == steps == env.unwrapped.config["max_steps"]
+        assert {k: env.unwrapped.config[k] for k in defaults} == defaults
+        assert env.unwrapped.config == coel_env.envs.env_config(env_id)
+        # the user's config wins over the id's defaults
+        other = gym.make(env_id, config={"scenario": "static"}).unwrapped.config
+        assert other["scenario"] == "static" and other["action"] == defaults["action"]
 
 
 def test_bad_render_mode():

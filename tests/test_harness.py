@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from agents import harness
+from coel_env.core.rewards import reward_terms, total_reward
 from coel_env.core.world import World
 from coel_env.envs import CoELEnv
-from coel_env.core.rewards import reward_terms, total_reward
 
 
 class Keep:

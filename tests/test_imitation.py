@@ -12,7 +12,7 @@ from agents import train as T
 from agents.harness import run_episode
 from agents.registry import make_policy
 from agents.rl import RLPolicy
-from coel_env.envs import CoELEnvV1
+from coel_env.envs import CoELEnv, env_config
 
 ENV = "CoEL-v1"
 STATIC = {"scenario": "static"}
@@ -27,8 +27,8 @@ def greedy_demos():
 def test_demonstrations_are_the_experts_encoded_plans_within_the_masks(greedy_demos):
     d = greedy_demos
     assert d.obs.shape == (36, 107) and d.actions.shape == (36, 36)
-    assert d.masks.shape == (36, int(np.sum(CoELEnvV1().action_space.nvec)))
-    cuts = np.cumsum(CoELEnvV1().action_space.nvec)[:-1]
+    assert d.masks.shape == (36, int(np.sum(CoELEnv(defaults=env_config(ENV)).action_space.nvec)))
+    cuts = np.cumsum(CoELEnv(defaults=env_config(ENV)).action_space.nvec)[:-1]
     for m, a in zip(d.masks, d.actions, strict=True):
         assert all(part[x] for part, x in zip(np.split(m, cuts), a, strict=True))
     assert d.repaired == 0
@@ -46,7 +46,7 @@ def test_cloning_reproduces_the_expert(tmp_path, greedy_demos):
     stats = imitation.clone(model, greedy_demos, passes=60, seed=0)
     assert stats["nll_last_pass"] < stats["nll_first_pass"] / 4
     assert stats["field_accuracy"] > 0.97
-    rl = RLPolicy(model, CoELEnvV1, dict(STATIC), name="clone")
+    rl = RLPolicy(model, ENV, dict(STATIC), name="clone")
     ret = run_episode(rl, "static", seed=0, epochs=12).metrics["return"]
     ref = run_episode(make_policy("greedy"), "static", seed=0, epochs=12).metrics["return"]
     naive = run_episode(make_policy("naive"), "static", seed=0, epochs=12).metrics["return"]
@@ -122,7 +122,7 @@ def test_fast_deterministic_action_equals_predict(algo):
     env = T.make_env(ENV, {"scenario": "large"})
     cls = MaskablePPO if algo == "maskable_ppo" else PPO
     model = cls("MlpPolicy", env, seed=1, device="cpu")
-    rl = RLPolicy(model, CoELEnvV1, {"scenario": "large"}, name="x")
+    rl = RLPolicy(model, ENV, {"scenario": "large"}, name="x")
     world = World("large")
     world.reset(0)
     rl.reset(world, 0)

@@ -11,8 +11,8 @@ import yaml
 from pettingzoo.test import parallel_api_test, parallel_seed_test
 
 import coel_env
-from coel_env.core.world import STATUS_FIELDS
 from coel_env.core.rewards import REWARD_TERMS
+from coel_env.core.world import STATUS_FIELDS
 from coel_env.multiagent import (
     ADJUST,
     KEEP,

@@ -1,19 +1,36 @@
-"""Gymnasium environments over the CoEL world (registered by ``import coel_env``)."""
+"""Gymnasium environments over the CoEL world (registered by ``import coel_env``).
 
-from coel_env.envs.coel import (
-    CoELEnv,
-    CoELEnvV1,
-    CoELEnvV2,
-    InterDeviceEnv,
-    InterDeviceEnvV1,
-    IntraDeviceEnv,
-)
+Every id is :class:`CoELEnv` with the config defaults of its row in
+``coel_env.ENV_IDS``; :func:`env_config` gives an id's whole default config.
+"""
 
-__all__ = [
-    "CoELEnv",
-    "CoELEnvV1",
-    "CoELEnvV2",
-    "InterDeviceEnv",
-    "InterDeviceEnvV1",
-    "IntraDeviceEnv",
-]
+from __future__ import annotations
+
+from typing import Any
+
+from coel_env.envs.coel import ACTION_TYPES, OBSERVATION_TYPES, CoELEnv
+
+__all__ = ["ACTION_TYPES", "OBSERVATION_TYPES", "CoELEnv", "env_config", "episode_steps"]
+
+
+def _row(env_id: str) -> tuple:
+    import coel_env
+
+    bare = env_id.removeprefix(f"{coel_env.NAMESPACE}/")
+    for row in coel_env.ENV_IDS:
+        if row[0] == bare:
+            return row
+    known = ", ".join(r[0] for r in coel_env.ENV_IDS)
+    raise ValueError(f"env id {env_id!r} is not registered; known: {known}")
+
+
+def env_config(env_id: str) -> dict[str, Any]:
+    """Every config key of ``env_id`` with its default (``CoELEnv.default_config()``
+    with the id's scenario, encodings and episode length)."""
+    _, defaults, steps = _row(env_id)
+    return {**CoELEnv.default_config(), **defaults, "max_steps": steps}
+
+
+def episode_steps(env_id: str) -> int:
+    """``max_episode_steps`` of ``env_id`` [epochs]."""
+    return _row(env_id)[2]

@@ -103,3 +103,22 @@ class ViewObservation:
             part[-2:] = (mp.keep_ratio, 1.0)
         self._parts[name] = (pop, mp, part)
         return part
+
+
+class HomeSetObservation(ViewObservation):
+    """:class:`ViewObservation` whose plan part flags *every* home of a model (the
+    version-1 envs, whose actions choose a set of homes), not only the first."""
+
+    def _model_part(self, name: str, pop: np.ndarray) -> np.ndarray:
+        part = super()._model_part(name, pop)
+        mp = self.world.plan.models.get(name)
+        if mp is None or len(mp.home) == 1:
+            return part
+        homes = self.__dict__.setdefault("_homes", {})
+        hit = homes.get(name)
+        if hit is not None and hit[0] is part:  # the parent's cache entry is unchanged
+            return hit[1]
+        flagged = part.copy()  # the parent's cached array stays as it is
+        flagged[self.n_groups + np.asarray(mp.home)] = 1.0
+        homes[name] = (part, flagged)
+        return flagged
