@@ -30,7 +30,7 @@ EvalCallback layout, so ``coel compare`` draws its learning curve) and ``tb/``.
 
 The trained policy is a :class:`MAPolicy`: before each epoch every agent
 observes its own broadcast view, the shared model picks each agent's action
-(deterministically) and :func:`coel_env.multiagent.combine` turns them into the
+(deterministically) and :func:`coel_env.envs.multiagent.combine` turns them into the
 plan, exactly as in the env. It runs through :mod:`agents.harness` like every
 baseline: ``coel compare --runs RUN_DIR`` (a multi-agent run folder is
 recognised by its ``args.yml``) or ``--policies ma:RUN_DIR``.
@@ -99,7 +99,7 @@ class MAPolicy:
     sees = "view"
 
     def __init__(self, model: Any, config: Mapping[str, Any], name: str = "ma") -> None:
-        from coel_env.multiagent import resolve_config
+        from coel_env.envs.multiagent import resolve_config
 
         self.model = model
         self.config = resolve_config(config)
@@ -107,7 +107,7 @@ class MAPolicy:
         self._lead: dict[str, int] = {}
 
     def reset(self, world: World, seed: int) -> None:
-        from coel_env.multiagent import ServerActions, ServerObservation
+        from coel_env.envs.multiagent import ServerActions, ServerObservation
 
         c = self.config
         self.obs_type = ServerObservation(world, c["n_groups"], c["max_cycles"])
@@ -129,7 +129,7 @@ class MAPolicy:
 
     def act(self, world: World, obs: Observation) -> Plan | None:
         from agents import train as tr
-        from coel_env.multiagent import combine, popularity_estimate
+        from coel_env.envs.multiagent import combine, popularity_estimate
 
         pop = popularity_estimate(world)
         by_server = self.obs_type.observe_all(pop, self._lead)
@@ -193,7 +193,7 @@ def make_vec_env(config: Mapping[str, Any], n_envs: int, seed: int | None):
     from stable_baselines3.common.vec_env import VecMonitor
     from supersuit.vector.sb3_vector_wrapper import SB3VecEnvWrapper
 
-    from coel_env.multiagent import parallel_env
+    from coel_env.envs.multiagent import parallel_env
 
     class SeededSB3VecEnv(SB3VecEnvWrapper):
         """SuperSuit's SB3 wrapper; ``seed(s)`` applies at the next reset (SB3's rule)."""
@@ -228,7 +228,7 @@ def evaluate_model(
 ) -> list:
     """Harness episodes of ``model`` as an :class:`MAPolicy` on ``config``'s scenario."""
     from agents import harness
-    from coel_env.multiagent import build_world, resolve_config
+    from coel_env.envs.multiagent import build_world, resolve_config
 
     cfg = resolve_config(config)
     policy = MAPolicy(model, cfg, name=name)
@@ -306,7 +306,7 @@ def train_ma(
     from stable_baselines3.common.utils import set_random_seed
 
     from agents import train as tr
-    from coel_env.multiagent import resolve_config
+    from coel_env.envs.multiagent import resolve_config
 
     timesteps = tr._check_int("--timesteps", timesteps, 1)
     seed = tr._check_int("--seed", seed, 0)

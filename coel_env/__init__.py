@@ -73,7 +73,7 @@ if _gymnasium_present():
 
 
 def parallel_env(config=None, render_mode=None):
-    """Multi-agent CoEL (PettingZoo ``ParallelEnv``): see :mod:`coel_env.multiagent`."""
-    from coel_env.multiagent import parallel_env as make
+    """Multi-agent CoEL (PettingZoo ``ParallelEnv``): see :mod:`coel_env.envs.multiagent`."""
+    from coel_env.envs.multiagent import parallel_env as make
 
     return make(config=config, render_mode=render_mode)

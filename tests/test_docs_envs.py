@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 import coel_env
-from coel_env.multiagent import CoELParallelEnv
+from coel_env.envs.multiagent import CoELParallelEnv
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Gymnasium's env docstring sections, in their order.

@@ -13,7 +13,7 @@ from pettingzoo.test import parallel_api_test, parallel_seed_test
 import coel_env
 from coel_env.core.rewards import REWARD_TERMS
 from coel_env.core.world import STATUS_FIELDS
-from coel_env.multiagent import (
+from coel_env.envs.multiagent import (
     ADJUST,
     KEEP,
     LOCAL_TERMS,

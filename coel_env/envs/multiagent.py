@@ -120,10 +120,9 @@ def agent_name(server: int) -> str:
 
 
 def popularity_estimate(world: World) -> dict[str, np.ndarray]:
-    """The shared popularity estimate per model [L, E] (the one ``CoEL-v0`` observes)."""
-    from coel_env.envs.observations import ViewObservation
-
-    return ViewObservation(world, 0, 1, 1).popularity()
+    """The shared popularity estimate per model [L, E] (the one the single-agent envs
+    observe: :meth:`coel_env.core.world.World.popularity_estimate`)."""
+    return world.popularity_estimate()
 
 
 def nearest(world: World, server: int) -> np.ndarray:
