@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,7 +23,7 @@ from scipy import stats
 from agents.base import Policy, observe
 from coel_env.core.plan import InfeasibilityReport, reuse_unchanged
 from coel_env.core.rewards import RewardConfig, reward_terms, total_reward
-from coel_env.core.world import World
+from coel_env.core.world import EpochReport, World
 
 #: Metrics reported per episode (and summarised per policy).
 METRICS = (
@@ -54,6 +54,36 @@ class EpisodeResult:
     def row(self) -> dict:
         return {"policy": self.policy, "sees": self.sees, "seed": self.seed,
                 "epochs": self.epochs, **self.metrics}  # fmt: skip
+
+
+def play(
+    world: World, epochs: int, policy: Policy | None = None, controller: int = 0
+) -> Iterator[tuple[EpochReport, bool, float]]:
+    """The episode loop every runner shares: step ``world`` (already reset, and
+    ``policy`` with it) ``epochs`` times, asking ``policy`` for the plan before each
+    epoch with the observation it is entitled to.
+
+    Yields ``(report, invalid, decide_ms)`` per epoch: ``invalid`` when the policy's
+    decision decoded to no plan (:class:`InfeasibilityReport`) or the world refused its
+    plan (the plan in force then ran the epoch), ``decide_ms`` the policy's wall time.
+    ``policy=None`` runs the plan in force (the world's naive plan) throughout.
+    """
+    for _ in range(epochs):
+        plan, refused, ms = None, False, 0.0
+        if policy is not None:
+            obs = observe(policy, world, controller)
+            t0 = time.perf_counter()
+            plan = policy.act(world, obs)
+            ms = (time.perf_counter() - t0) * 1000.0
+            refused = isinstance(plan, InfeasibilityReport)  # the action decodes to no plan
+            if refused:
+                plan = None
+            elif plan is not None:
+                plan = reuse_unchanged(plan, world.plan)  # same plan: keep the cached costs
+                if plan is world.plan:
+                    plan = None
+        rep = world.step(plan)
+        yield rep, refused or not rep.feasible, ms
 
 
 def run_episode(
@@ -92,20 +122,8 @@ def run_episode(
     decide_ms = []
     invalid = 0
     lat_parts = []
-    for _ in range(epochs):
-        obs = observe(policy, w, controller)
-        t0 = time.perf_counter()
-        plan = policy.act(w, obs)
-        decide_ms.append((time.perf_counter() - t0) * 1000.0)
-        refused = isinstance(plan, InfeasibilityReport)  # the action decodes to no plan
-        if refused:
-            plan = None
-        elif plan is not None:
-            plan = reuse_unchanged(plan, w.plan)
-            if plan is w.plan:
-                plan = None
-        rep = w.step(plan)
-        bad = refused or not rep.feasible
+    for rep, bad, ms in play(w, epochs, policy, controller):
+        decide_ms.append(ms)
         invalid += bad
         ret += total_reward(reward_terms(rep, w, cfg, bad), cfg)
         arrived += rep.requests_arrived

@@ -211,10 +211,10 @@ def run(
         raise ValueError(f"--epochs {epochs!r} is not allowed; must be an integer >= 1")
     from tqdm import tqdm
 
+    from agents.harness import play
+
     world.reset(seed)
     if policy is not None:
-        from agents.base import observe
-
         policy.reset(world, seed)
     if progress is None:
         disable = None if epochs >= PROGRESS_MIN_EPOCHS else True  # None: off unless a TTY
@@ -225,9 +225,7 @@ def run(
     ttft_parts: list = []
     t0 = time.perf_counter()
     with tqdm(total=epochs, desc="simulate", unit="epoch", disable=disable, leave=False) as bar:
-        for _ in range(epochs):
-            plan = None if policy is None else policy.act(world, observe(policy, world))
-            rep = world.step(plan)
+        for rep, _, _ in play(world, epochs, policy):
             reports.append(rep)
             lat_parts.append(world.last_latency_ms)
             ttft_parts.append(world.last_ttft_ms)
