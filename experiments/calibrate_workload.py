@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from coel_env.core.io import load_azure_trace
 from coel_env.core.workload import (
     AZURE_CODE_FIT,
     AZURE_CONV_FIT,
@@ -37,7 +38,6 @@ from coel_env.core.workload import (
     WorkloadConfig,
     dispersion_of_counts,
     fit_trace,
-    load_azure_trace,
 )
 
 TRACES: dict[str, tuple[str, TraceFit]] = {

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from coel_env.catalog import get_model, model_names
 from coel_env.core import routing
+from coel_env.core.io import load_esft, load_fiddler
 from coel_env.core.routing import (
     ESFT_SKEW,
     ESFT_STATISTICS,
@@ -29,8 +30,6 @@ from coel_env.core.routing import (
     SkewParams,
     expected_expert_tokens,
     expert_token_counts,
-    load_esft,
-    load_fiddler,
     popularity_statistics,
     skew_for,
     synthetic_popularity,

@@ -14,16 +14,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from coel_env.core import topology as T
+from coel_env.core.io import TopologyDataWarning, load_eua, load_graphml
 from coel_env.core.topology import (
     PROPAGATION_MS_PER_KM,
     SWITCH_LATENCY_MS,
     Server,
     Topology,
-    TopologyDataWarning,
     add_cloud,
     haversine_km,
-    load_eua,
-    load_graphml,
     random_geometric,
     waxman,
 )

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from coel_env.core.io import TraceWarning, load_azure_trace, load_generic_trace
 from coel_env.core.workload import (
     AZURE_CODE_FIT,
     AZURE_CONV_FIT,
@@ -23,13 +24,10 @@ from coel_env.core.workload import (
     SyntheticWorkload,
     TraceFit,
     TraceMapping,
-    TraceWarning,
     TraceWorkload,
     WorkloadConfig,
     dispersion_of_counts,
     fit_trace,
-    load_azure_trace,
-    load_generic_trace,
 )
 
 REPO = Path(__file__).resolve().parents[1]

@@ -39,6 +39,7 @@ from coel_env.catalog import BITS, get_model
 from coel_env.core import topology as topo
 from coel_env.core.dynamics import Dynamics, DynamicsState
 from coel_env.core.evaluation import PREFILL_POINTS, ServingModel, StepCost, bucket, prefill_line
+from coel_env.core.io import load_azure_trace, load_esft, load_fiddler, load_generic_trace
 from coel_env.core.kernels.perception import free_memory, status_kernel
 from coel_env.core.kernels.placement import holds_all, same_local
 from coel_env.core.kernels.routing import mix_popularity, popularity_moved
@@ -55,7 +56,7 @@ from coel_env.core.plan import (
     memory_use_gb,
     single_server_plan,
 )
-from coel_env.core.routing import NO_DRIFT, DriftConfig, RoutingModel, load_esft, load_fiddler
+from coel_env.core.routing import NO_DRIFT, DriftConfig, RoutingModel
 from coel_env.core.scenario import Scenario, load_scenario
 from coel_env.core.updating import MigrationReport, migration_cost, no_migration
 from coel_env.core.workload import (
@@ -67,8 +68,6 @@ from coel_env.core.workload import (
     TraceMapping,
     TraceWorkload,
     WorkloadConfig,
-    load_azure_trace,
-    load_generic_trace,
 )
 from coel_env.profiles import get_device
 
