@@ -18,10 +18,7 @@ from gymnasium import spaces
 
 from coel_env.core.plan import InfeasibilityReport, reuse_unchanged
 from coel_env.core.rewards import (
-    REWARD_REFS,
-    REWARD_TERMS,
     RewardConfig,
-    check_reward_value,
     report_info,
     reward_terms,
     total_reward,
@@ -35,6 +32,7 @@ from coel_env.envs.actions import (
     InterDeviceAction,
     IntraDeviceAction,
 )
+from coel_env.envs.config import check_config, resolve_config
 from coel_env.envs.observations import HomeSetObservation, ViewObservation
 
 #: Action encodings by name (``config["action"]``); each documents its fields.
@@ -280,22 +278,8 @@ class CoELEnv(gym.Env):
         render_mode: str | None = None,
         defaults: Mapping[str, Any] | None = None,
     ) -> None:
-        cfg = self.default_config()
-        for where, given in (("defaults", defaults), ("config", config)):
-            if given is None:
-                continue
-            if not isinstance(given, Mapping):
-                raise TypeError(
-                    f"{where} must be a dict of config keys (or None), not "
-                    f"{type(given).__name__} {given!r}; e.g. config={{'scenario': 'large'}}"
-                )
-            for key, value in given.items():
-                if key not in cfg:
-                    raise ValueError(
-                        f"unknown config key {key!r}; valid keys: {', '.join(sorted(cfg))}"
-                    )
-                cfg[key] = value
-        _check_config(cfg)
+        cfg = resolve_config(self.default_config(), ("defaults", defaults), ("config", config))
+        check_config(cfg, {"action": ACTION_TYPES, "observation": OBSERVATION_TYPES})
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(
                 f"render_mode={render_mode!r} is not allowed; allowed: "
@@ -426,29 +410,6 @@ class CoELEnv(gym.Env):
         for k, v in self.__dict__.items():
             setattr(new, k, copy.deepcopy(v, memo))
         return new
-
-
-def _check_config(cfg: dict) -> None:
-    for key, table in (("action", ACTION_TYPES), ("observation", OBSERVATION_TYPES)):
-        if not isinstance(cfg[key], str) or cfg[key] not in table:
-            raise ValueError(
-                f"{key}={cfg[key]!r} is not allowed; known encodings: {', '.join(table)}"
-            )
-    for key in ("controller", "n_groups", "max_steps"):
-        v = cfg[key]
-        if (
-            isinstance(v, bool)
-            or not isinstance(v, int | np.integer)
-            or v < (0 if key == "controller" else 1)
-        ):
-            raise ValueError(f"{key}={v!r} is not allowed; must be an integer >= "
-                             f"{0 if key == 'controller' else 1}")  # fmt: skip
-    for key in (*REWARD_TERMS, *REWARD_REFS):
-        check_reward_value(key, cfg[key])
-    if not isinstance(cfg["overrides"], dict):
-        raise ValueError(f"overrides={cfg['overrides']!r} is not allowed; must be a dict")
-    if not isinstance(cfg["device_profiles"], list | tuple):
-        raise ValueError("device_profiles must be a list of profile CSV paths")
 
 
 def build_world(cfg: dict) -> World:

@@ -30,7 +30,6 @@ Combining the actions into one plan (:func:`combine`, deterministic):
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,9 +41,11 @@ from pettingzoo import ParallelEnv
 from coel_env.catalog import BITS
 from coel_env.core.groups import group_of
 from coel_env.core.plan import ABSENT, GB, GPU, HOST, KEEP_RATIOS, ModelPlan, Plan, reuse_unchanged
-from coel_env.core.rewards import REWARD_TERMS, report_info, reward_terms, total_reward
+from coel_env.core.rewards import report_info, reward_terms, total_reward
 from coel_env.core.world import STATUS_FIELDS, World
 from coel_env.envs.actions import N_NEAREST
+from coel_env.envs.config import check_config
+from coel_env.envs.config import resolve_config as merge_config
 from coel_env.envs.observations import AGE_PERIODS, DEMAND_SCALE
 
 #: Local reward terms; each has a config key of the same name holding its weight.
@@ -70,35 +71,10 @@ def default_config() -> dict[str, Any]:
     return cfg
 
 
-def _check_config(cfg: dict) -> None:
-    for key in ("n_groups", "max_cycles"):
-        v = cfg[key]
-        if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
-            raise ValueError(f"{key}={v!r} is not allowed; must be an integer >= 1")
-    for key in (*REWARD_TERMS, *LOCAL_TERMS, "latency_ref_ms", "migration_ref_gb",
-                "broadcast_ref_mb"):  # fmt: skip
-        v = cfg[key]
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-            raise ValueError(f"{key}={v!r} is not allowed; must be a finite number")
-        if key.endswith(("_ms", "_gb", "_mb")) and v <= 0:
-            raise ValueError(f"{key}={v!r} is not allowed; must be > 0")
-    if not isinstance(cfg["overrides"], dict):
-        raise ValueError(f"overrides={cfg['overrides']!r} is not allowed; must be a dict")
-    if not isinstance(cfg["device_profiles"], list | tuple):
-        raise ValueError(
-            f"device_profiles={cfg['device_profiles']!r} is not allowed; must be a list of "
-            "profile CSV paths"
-        )
-
-
 def resolve_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
     """``config`` over :func:`default_config`, validated (unknown keys raise)."""
-    cfg = default_config()
-    for key, value in (config or {}).items():
-        if key not in cfg:
-            raise ValueError(f"unknown config key {key!r}; valid keys: {', '.join(sorted(cfg))}")
-        cfg[key] = value
-    _check_config(cfg)
+    cfg = merge_config(default_config(), ("config", config))
+    check_config(cfg)
     return cfg
 
 
