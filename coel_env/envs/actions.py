@@ -35,7 +35,8 @@ A decoded plan that does not fit (checked against the *true* capacities by
 the world) is an invalid action: see the environments' docstrings.
 ``mask()`` returns the sb3-contrib ``action_masks()`` layout: one boolean per
 choice of every field, concatenated; masked choices cannot fit whatever the
-other fields say.
+other fields say. ``names()`` names every field (``model[olmoe-1b-7b].bits[g1]``)
+and ``choice_names()`` every choice of each field, in the mask's order.
 """
 
 from __future__ import annotations
@@ -60,6 +61,9 @@ from coel_env.core.plan import (
 
 RESIDENT_LEVELS = 9  # resident share 0/8 .. 8/8
 N_NEAREST = 4  # placement choices: the home and its 3 nearest servers
+#: Labels of ``host_policy``'s choices: run host-memory experts on the host CPU (0) or
+#: copy them to the GPU over PCIe (1).
+HOST_POLICIES = ("cpu", "fetch")
 
 
 def _no_home(name: str) -> InfeasibilityReport:
@@ -78,6 +82,25 @@ class _Base:
         self.models = world.models
         self.specs = world.specs
 
+    def field_specs(self) -> list[tuple[str, list[str]]]:
+        """(name, a label per choice) of each field of one model, in the order and with
+        the sizes of :meth:`fields`."""
+        raise NotImplementedError
+
+    def names(self) -> list[str]:
+        """The name of every action field, ``model[<model>].<field>``, in order."""
+        specs = self.field_specs()
+        return [f"model[{m}].{name}" for m in self.models for name, _ in specs]
+
+    def choice_names(self) -> list[list[str]]:
+        """Per action field, a label for each of its choices (flattened: the layout of
+        ``mask()``)."""
+        specs = self.field_specs()
+        return [list(labels) for _ in self.models for _, labels in specs]
+
+    def _group_specs(self, field: str, labels: list[str]) -> list[tuple[str, list[str]]]:
+        return [(f"{field}[g{g}]", labels) for g in range(self.n_groups)]
+
     def _dense_gb(self, i: int) -> float:
         return dense_gb(self.models[i]) + self.world.kv_reserve_gb[self.models[i]]
 
@@ -90,6 +113,14 @@ class IntraDeviceAction(_Base):
 
     def fields(self) -> list[int]:
         return [RESIDENT_LEVELS] + [len(BITS)] * self.n_groups + [2]
+
+    def field_specs(self) -> list[tuple[str, list[str]]]:
+        resident = [f"{k}/{RESIDENT_LEVELS - 1}" for k in range(RESIDENT_LEVELS)]
+        return (
+            [("resident", resident)]
+            + self._group_specs("bits", [str(b) for b in BITS])
+            + [("host_policy", list(HOST_POLICIES))]
+        )
 
     def space_nvec(self) -> np.ndarray:
         return np.array(self.fields() * len(self.models), np.int64)
@@ -135,6 +166,16 @@ class InterDeviceAction(_Base):
     def fields(self) -> list[int]:
         g = self.n_groups
         return [self.n, 2] + [N_NEAREST] * g + [2] + [len(BITS)] * g + [len(KEEP_RATIOS), 2]
+
+    def field_specs(self) -> list[tuple[str, list[str]]]:
+        place = ["home"] + [f"nearest[{k}]" for k in range(1, N_NEAREST)]
+        return (
+            [("home", [f"server[{s}]" for s in range(self.n)]), ("spread", ["home", "spread"])]
+            + self._group_specs("place", place)
+            + [("replicate", ["no", "yes"])]
+            + self._group_specs("bits", [str(b) for b in BITS])
+            + [("keep", [str(r) for r in KEEP_RATIOS]), ("host_policy", list(HOST_POLICIES))]
+        )
 
     def space_nvec(self) -> np.ndarray:
         return np.array(self.fields() * len(self.models), np.int64)
@@ -227,6 +268,9 @@ class _WithUpdate:
     def fields(self) -> list[int]:
         return [3] + super().fields()
 
+    def field_specs(self) -> list[tuple[str, list[str]]]:
+        return [("update", ["keep", "adjust", "redeploy"])] + super().field_specs()
+
     def _adjusted(
         self, i: int, old: ModelPlan, rest: np.ndarray, popularity, homes=None
     ) -> ModelPlan:
@@ -296,6 +340,10 @@ class HomeSetAction(InterDeviceAction):
 
     def fields(self) -> list[int]:
         return [2] * self.n + InterDeviceAction.fields(self)[1:]
+
+    def field_specs(self) -> list[tuple[str, list[str]]]:
+        flags = [(f"home[{s}]", ["no", "yes"]) for s in range(self.n)]
+        return flags + InterDeviceAction.field_specs(self)[1:]
 
     def decode_model(
         self, i: int, a: np.ndarray, popularity: np.ndarray, free: np.ndarray

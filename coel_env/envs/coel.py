@@ -164,6 +164,10 @@ class CoELEnv(gym.Env):
        share away from the home; its token keep ratio and a "deployed" flag;
     3. the progress: epoch / ``max_steps``, capped at 1.
 
+    ``env.unwrapped.feature_names()`` names every entry (``server[2].free_gpu_share``,
+    ``model[olmoe-1b-7b].group[0].token_share``, ``progress``) and every action field
+    (``model[olmoe-1b-7b].update``, ``model[olmoe-1b-7b].bits[g1]``).
+
     True metrics of the epoch (not the controller's view) are in ``info``:
     ``slo_attainment``, ``latency_p95_ms``, ``quality_loss``, ``requests_arrived``,
     ``requests_dropped``, ``migration_bytes`` [bytes], ``energy_j``,
@@ -333,6 +337,25 @@ class CoELEnv(gym.Env):
         if not getattr(self.world, "_seeded", False):
             raise RuntimeError("call reset() before action_masks()")
         return self.action_type.mask()
+
+    def feature_names(self) -> dict[str, list]:
+        """Names of the observation's entries and of the action's fields (no reset needed).
+
+        Returns:
+            ``"observation"``: one name per observation entry, in order
+            (``server[2].free_gpu_share``, ``model[olmoe-1b-7b].group[0].token_share``,
+            ..., ``progress``; :meth:`ViewObservation.names
+            <coel_env.envs.observations.ViewObservation.names>` lists them);
+            ``"action"``: one name per ``MultiDiscrete`` field
+            (``model[olmoe-1b-7b].update``, ``...home[3]``, ``...bits[g1]``);
+            ``"action_choices"``: per field, a label for each choice (``bits``: ``"16"``
+            ... ``"2"``), so the flattened list is the layout of :meth:`action_masks`.
+        """
+        return {
+            "observation": self.observation_type.names(),
+            "action": self.action_type.names(),
+            "action_choices": self.action_type.choice_names(),
+        }
 
     def step(self, action):
         a = self._check_action(action)

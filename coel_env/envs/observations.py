@@ -15,6 +15,10 @@ A flat ``Box(0, 1, (dim,), float32)``, every entry normalised and finite:
    the GPU and the share away from the home (``3 x n_groups`` values), its
    token keep ratio and a "deployed" flag;
 3. the episode's progress (epoch / ``max_steps``).
+
+:meth:`ViewObservation.names` names every entry in this order (e.g.
+``server[2].free_gpu_share``, ``model[olmoe-1b-7b].group[0].token_share``,
+``progress``).
 """
 
 from __future__ import annotations
@@ -28,6 +32,17 @@ from coel_env.core.world import STATUS_FIELDS, World
 
 AGE_PERIODS = 5.0  # ages are normalised by this many broadcast periods
 DEMAND_SCALE = 5.0  # demand is normalised by this multiple of the base rate
+#: The name of each broadcast status field in :meth:`ViewObservation.names` (the world's
+#: ``STATUS_FIELDS`` are internal; these say what the normalised value is).
+STATUS_NAMES = {
+    "free_gpu_frac": "free_gpu_share",
+    "free_host_frac": "free_host_share",
+    "utilisation": "utilisation",
+    "dropped_frac": "dropped_share",
+    "background": "background_load",
+    "up": "present",
+    "link_scale": "link_bandwidth",  # mean link bandwidth multiplier / 2
+}
 
 
 class ViewObservation:
@@ -52,6 +67,34 @@ class ViewObservation:
 
     def space(self) -> spaces.Box:
         return spaces.Box(0.0, 1.0, (self.dim,), np.float32)
+
+    def names(self) -> list[str]:
+        """The name of every observation entry, in order (``len == dim``).
+
+        Per server ``s``: ``server[s].<status>`` for each broadcast status field
+        (:data:`STATUS_NAMES`), ``server[s].demand[<model>]``, ``server[s].age``,
+        ``server[s].heard``, ``server[s].is_controller``. Per model ``M``:
+        ``model[M].group[g].token_share``, ``model[M].home[s]``,
+        ``model[M].group[g].mean_bits`` (mean bit width / 16),
+        ``model[M].group[g].gpu_share``, ``model[M].group[g].away_share`` (share not
+        held by the first home), ``model[M].keep_ratio``, ``model[M].deployed``. Last,
+        ``progress``.
+        """
+        w = self.world
+        status = [STATUS_NAMES[f] for f in STATUS_FIELDS]
+        per_server = status + [f"demand[{m}]" for m in w.models] + ["age", "heard"]
+        per_server.append("is_controller")
+        out = [f"server[{s}].{f}" for s in range(w.n) for f in per_server]
+        groups = range(self.n_groups)
+        for m in w.models:
+            p = f"model[{m}]"
+            out += [f"{p}.group[{g}].token_share" for g in groups]
+            out += [f"{p}.home[{s}]" for s in range(w.n)]
+            for what in ("mean_bits", "gpu_share", "away_share"):  # group_summary's rows
+                out += [f"{p}.group[{g}].{what}" for g in groups]
+            out += [f"{p}.keep_ratio", f"{p}.deployed"]
+        out.append("progress")
+        return out
 
     def popularity(self) -> dict[str, np.ndarray]:
         """The controller's popularity estimate per model [L, E] (mean over servers)."""
