@@ -54,12 +54,16 @@ are burstier: see :meth:`EsftRoutes.sample_routes` for real routes). The
 multinomial is drawn by inverse-CDF look-up when a layer has at most
 ``n_experts`` picks, else by ``numpy``'s multinomial; both give the same
 distribution, the switch only picks the faster one.
+
+The module is longer than most (about 1,200 lines): the popularity, its
+calibration, the sampling of token counts, the real routes and the drift are one
+model, read and tested together; the data files are read in
+:mod:`coel_env.core.io.routing`.
 """
 
 from __future__ import annotations
 
 import math
-import numbers
 import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -68,6 +72,7 @@ from pathlib import Path
 import numpy as np
 
 from coel_env.catalog import MoEModel, get_model, model_names
+from coel_env.core.checks import check_int, check_rng, is_finite, read_only
 
 __all__ = [
     "DEFAULT_DRIFT",
@@ -188,46 +193,10 @@ class MissingRoutingDataError(RoutingDataError, FileNotFoundError):
 # ------------------------------------------------------------------ helpers
 
 
-def _is_int(value: object) -> bool:
-    """True for Python/numpy integers, False for bools."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_real(value: object) -> bool:
-    """True for finite Python/numpy reals, False for bools."""
-    return (
-        isinstance(value, numbers.Real)
-        and not isinstance(value, bool)
-        and math.isfinite(float(value))  # type: ignore[arg-type]
-    )
-
-
-def _check_count(field_name: str, value: object, minimum: int) -> int:
-    if not _is_int(value) or value < minimum:  # type: ignore[operator]
-        raise ValueError(
-            f"{field_name}={value!r} is not allowed; it must be an integer >= {minimum}"
-        )
-    return int(value)  # type: ignore[arg-type]
-
-
-def _check_rng(value: object) -> np.random.Generator:
-    if not isinstance(value, np.random.Generator):
-        raise ValueError(
-            f"rng={value!r} is not allowed; it must be a numpy.random.Generator "
-            "(e.g. numpy.random.default_rng(seed))"
-        )
-    return value
-
-
 def _check_task_name(field_name: str, value: object) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"{field_name}={value!r} is not allowed; it must be a non-empty string")
     return value
-
-
-def _read_only(array: np.ndarray) -> np.ndarray:
-    array.setflags(write=False)
-    return array
 
 
 def _check_popularity(
@@ -280,8 +249,8 @@ def _check_popularity(
 
 
 def _check_n_tokens_top_k(n_tokens: object, top_k: object, n_experts: int) -> tuple[int, int]:
-    n = _check_count("n_tokens", n_tokens, 0)
-    k = _check_count("top_k", top_k, 1)
+    n = check_int("n_tokens", n_tokens, 0)
+    k = check_int("top_k", top_k, 1)
     if k > n_experts:
         raise ValueError(
             f"top_k={k!r} is not allowed; it must be <= n_experts={n_experts} "
@@ -395,7 +364,7 @@ def expert_token_counts(
     """
     p = _check_popularity("popularity", popularity)
     n, k = _check_n_tokens_top_k(n_tokens, top_k, p.shape[1])
-    return _sample_counts(p, n, k, _check_rng(rng))
+    return _sample_counts(p, n, k, check_rng(rng))
 
 
 def _expected_counts(p: np.ndarray, n_tokens: int, top_k: int) -> np.ndarray:
@@ -507,7 +476,7 @@ def popularity_statistics(
         ]
     )
     n_tasks, _, n_experts = stack.shape
-    k = _check_count("top_k", top_k, 1)
+    k = check_int("top_k", top_k, 1)
     if k > n_experts:
         raise ValueError(f"top_k={k!r} is not allowed; it must be <= n_experts={n_experts}")
     max_over_mean = float((stack.max(axis=2) * n_experts).mean())
@@ -564,12 +533,12 @@ class SkewParams:
     source: str
 
     def __post_init__(self) -> None:
-        if not _is_real(self.log_std) or self.log_std < 0:
+        if not is_finite(self.log_std) or self.log_std < 0:
             raise ValueError(
                 f"SkewParams.log_std={self.log_std!r} is not allowed; it must be a finite "
                 "number >= 0"
             )
-        if not _is_real(self.shared_fraction) or not 0.0 <= self.shared_fraction <= 1.0:
+        if not is_finite(self.shared_fraction) or not 0.0 <= self.shared_fraction <= 1.0:
             raise ValueError(
                 f"SkewParams.shared_fraction={self.shared_fraction!r} is not allowed; it must "
                 "be a number in [0, 1]"
@@ -662,12 +631,12 @@ def synthetic_popularity(
     Raises:
         ValueError: On bad sizes, task names, skew or rng.
     """
-    n_layers = _check_count("n_moe_layers", n_moe_layers, 1)
-    n_exp = _check_count("n_experts", n_experts, 1)
+    n_layers = check_int("n_moe_layers", n_moe_layers, 1)
+    n_exp = check_int("n_experts", n_experts, 1)
     names = _check_tasks(tasks)
     if not isinstance(skew, SkewParams):
         raise ValueError(f"skew={skew!r} is not allowed; it must be a SkewParams")
-    gen = _check_rng(rng)
+    gen = check_rng(rng)
     shared = gen.standard_normal((n_layers, n_exp))
     own = gen.standard_normal((len(names), n_layers, n_exp))
     rho = skew.shared_fraction
@@ -675,7 +644,7 @@ def synthetic_popularity(
     logits -= logits.max(axis=2, keepdims=True)
     p = np.exp(logits)
     p /= p.sum(axis=2, keepdims=True)
-    return {t: _read_only(p[i].copy()) for i, t in enumerate(names)}
+    return {t: read_only(p[i].copy()) for i, t in enumerate(names)}
 
 
 # --------------------------------------------------------------- real data
@@ -744,12 +713,12 @@ class EsftRoutes:
             _check_task_name("EsftRoutes.expert_ids key", task)
             where = f"EsftRoutes.expert_ids[{task!r}]"
             arr = _check_expert_ids(where, np.asarray(self.expert_ids[task]))
-            ids[task] = _read_only(arr)
+            ids[task] = read_only(arr)
             index = arr.astype(np.int16) + offsets
-            flat[task] = _read_only(index.reshape(arr.shape[0], -1))
+            flat[task] = read_only(index.reshape(arr.shape[0], -1))
             counts = np.bincount(flat[task].ravel(), minlength=ESFT_N_MOE_LAYERS * ESFT_N_EXPERTS)
             p = counts.reshape(ESFT_N_MOE_LAYERS, ESFT_N_EXPERTS) / (arr.shape[0] * ESFT_TOP_K)
-            popularity[task] = _read_only(p)
+            popularity[task] = read_only(p)
         object.__setattr__(self, "expert_ids", types.MappingProxyType(ids))
         object.__setattr__(self, "popularity", types.MappingProxyType(popularity))
         object.__setattr__(self, "_flat", types.MappingProxyType(flat))
@@ -772,8 +741,8 @@ class EsftRoutes:
         self, task: str, n_tokens: int, rng: np.random.Generator, contiguous: bool
     ) -> np.ndarray | slice:
         available = self._ids(task).shape[0]
-        n = _check_count("n_tokens", n_tokens, 0)
-        gen = _check_rng(rng)
+        n = check_int("n_tokens", n_tokens, 0)
+        gen = check_rng(rng)
         if contiguous:
             if n > available:
                 raise ValueError(
@@ -864,12 +833,12 @@ class DriftConfig:
             raise ValueError(
                 f"DriftConfig.enabled={self.enabled!r} is not allowed; it must be a bool"
             )
-        if not _is_real(self.reversion_rate) or self.reversion_rate <= 0:
+        if not is_finite(self.reversion_rate) or self.reversion_rate <= 0:
             raise ValueError(
                 f"DriftConfig.reversion_rate={self.reversion_rate!r} is not allowed; it must be "
                 "a finite number > 0"
             )
-        if self.log_std is not None and (not _is_real(self.log_std) or self.log_std < 0):
+        if self.log_std is not None and (not is_finite(self.log_std) or self.log_std < 0):
             raise ValueError(
                 f"DriftConfig.log_std={self.log_std!r} is not allowed; it must be None or a "
                 "finite number >= 0"
@@ -934,7 +903,7 @@ class RoutingModel:
         base = np.stack(
             [_check_popularity(f"task_popularity[{t!r}]", task_popularity[t], shape) for t in tasks]
         )
-        self._base = _read_only(base)
+        self._base = read_only(base)
         self._drift = drift
         self._drift_log_std = (
             float(drift.log_std)
@@ -1110,7 +1079,7 @@ class RoutingModel:
         if isinstance(mix, Mapping):
             weights = np.zeros(len(self._tasks))
             for task, w in mix.items():
-                weights[self._task_index(task)] = w if _is_real(w) else math.nan
+                weights[self._task_index(task)] = w if is_finite(w) else math.nan
         else:
             try:
                 weights = np.array(mix, dtype=np.float64)
@@ -1165,8 +1134,8 @@ class RoutingModel:
         Raises:
             ValueError: On a bad ``rng`` or ``dt``.
         """
-        gen = _check_rng(rng)
-        if not _is_real(dt) or dt <= 0:
+        gen = check_rng(rng)
+        if not is_finite(dt) or dt <= 0:
             raise ValueError(f"dt={dt!r} is not allowed; it must be a finite number > 0")
         if not self._drift.enabled or self._drift_log_std == 0.0:
             return
@@ -1178,7 +1147,7 @@ class RoutingModel:
         shifted = self._deviation - self._deviation.max(axis=2, keepdims=True)
         current = self._base * np.exp(shifted)
         current /= current.sum(axis=2, keepdims=True)
-        self._current = _read_only(current)
+        self._current = read_only(current)
 
     # ---------------------------------------------------------- sampling
     def expert_token_counts(
@@ -1199,8 +1168,8 @@ class RoutingModel:
             ValueError: On a bad mix, ``n_tokens`` or ``rng``.
         """
         p = self.mix_popularity(mix)
-        n = _check_count("n_tokens", n_tokens, 0)
-        return _sample_counts(p, n, self.top_k, _check_rng(rng))
+        n = check_int("n_tokens", n_tokens, 0)
+        return _sample_counts(p, n, self.top_k, check_rng(rng))
 
     def expected_expert_tokens(self, mix: TaskMix, n_tokens: int) -> np.ndarray:
         """Expected routed tokens per expert (see :func:`expected_expert_tokens`).
@@ -1216,7 +1185,7 @@ class RoutingModel:
             ValueError: On a bad mix or ``n_tokens``.
         """
         p = self.mix_popularity(mix)
-        return _expected_counts(p, _check_count("n_tokens", n_tokens, 0), self.top_k)
+        return _expected_counts(p, check_int("n_tokens", n_tokens, 0), self.top_k)
 
     def sample_routes(
         self, task: str, n_tokens: int, rng: np.random.Generator, contiguous: bool = False

@@ -28,6 +28,10 @@ propagation term is a lower bound.
 Randomness: every function that draws takes an ``rng: np.random.Generator`` and
 draws from nothing else (networkx generators get an integer seed drawn from it), so
 the same seed gives the same topology.
+
+The module is somewhat long (about 900 lines): servers, links, routing, the
+generators and the cloud are one model; the topology files are read in
+:mod:`coel_env.core.io.topologies`.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ import numpy as np
 from scipy.sparse.csgraph import connected_components, shortest_path
 
 from coel_env import profiles
+from coel_env.core.checks import check_int, check_number, check_rng, read_only
 from coel_env.core.kernels.paths import mirrored_paths, shortest_paths, shortest_paths_after
 
 __all__ = [
@@ -92,37 +97,7 @@ CLOUD_COST_PER_1K_TOKENS = 0.0007
 
 
 # ---------------------------------------------------------------------------------------
-# validation helpers
-
-
-def _require_int(value: object, field: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{field}={value!r} is not allowed; must be an integer >= {minimum}")
-    return int(value)
-
-
-def _require_number(
-    value: object, field: str, *, minimum: float = 0.0, strict: bool = False
-) -> float:
-    ok = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
-    if ok:
-        value = float(value)  # type: ignore[arg-type]
-        ok = math.isfinite(value) and (value > minimum if strict else value >= minimum)
-    if not ok:
-        rel = ">" if strict else ">="
-        raise ValueError(
-            f"{field}={value!r} is not allowed; must be a finite number {rel} {minimum}"
-        )
-    return float(value)  # type: ignore[arg-type]
-
-
-def _require_rng(rng: object) -> np.random.Generator:
-    if not isinstance(rng, np.random.Generator):
-        raise ValueError(
-            f"rng={rng!r} is not allowed; must be a numpy.random.Generator "
-            "(e.g. numpy.random.default_rng(seed))"
-        )
-    return rng
+# devices and link bandwidths
 
 
 def _names_of_kind(kind: str) -> list[str]:
@@ -156,7 +131,7 @@ def _check_device_mix(device_mix: object) -> tuple[list[str], np.ndarray]:
     weights = []
     for name in names:
         _device(name, f"device_mix key {name!r}", "gpu")
-        weights.append(_require_number(device_mix[name], f"device_mix[{name!r}]"))
+        weights.append(check_number(f"device_mix[{name!r}]", device_mix[name], it=False))
     total = sum(weights)
     if total <= 0:
         raise ValueError(f"device_mix={dict(device_mix)!r} is not allowed; weights sum to 0")
@@ -171,8 +146,8 @@ def _draw_devices(device_mix: Mapping[str, float], n: int, rng: np.random.Genera
 def _check_bandwidth_range(value: object) -> tuple[float, float]:
     try:
         lo, hi = value  # type: ignore[misc]
-        lo = _require_number(lo, "link_bandwidth_gbit_s[0]", strict=True)
-        hi = _require_number(hi, "link_bandwidth_gbit_s[1]", strict=True)
+        lo = check_number("link_bandwidth_gbit_s[0]", lo, strict=True, it=False)
+        hi = check_number("link_bandwidth_gbit_s[1]", hi, strict=True, it=False)
     except (TypeError, ValueError) as e:
         raise ValueError(
             f"link_bandwidth_gbit_s={value!r} is not allowed; must be (lo, hi) with "
@@ -223,7 +198,7 @@ class Server:
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        set_(self, "id", _require_int(self.id, "id", 0))
+        set_(self, "id", check_int("id", self.id, 0, it=False))
         if not isinstance(self.name, str) or not self.name:
             raise ValueError(f"name={self.name!r} is not allowed; must be a non-empty string")
         gpu = _device(self.gpu, "gpu", "gpu")
@@ -235,7 +210,7 @@ class Server:
         if self.gpu_memory_gb is None:
             set_(self, "gpu_memory_gb", float(gpu.memory_gb))
         else:
-            mem = _require_number(self.gpu_memory_gb, "gpu_memory_gb", strict=True)
+            mem = check_number("gpu_memory_gb", self.gpu_memory_gb, strict=True, it=False)
             set_(self, "gpu_memory_gb", mem)
         if gpu.unified_memory:
             if self.host_memory_gb not in (None, 0, 0.0):
@@ -248,7 +223,11 @@ class Server:
         elif self.host_memory_gb is None:
             set_(self, "host_memory_gb", float(cpu.memory_gb))
         else:
-            set_(self, "host_memory_gb", _require_number(self.host_memory_gb, "host_memory_gb"))
+            set_(
+                self,
+                "host_memory_gb",
+                check_number("host_memory_gb", self.host_memory_gb, it=False),
+            )
         if (self.lat is None) != (self.lon is None):
             raise ValueError(
                 f"lat={self.lat!r}, lon={self.lon!r}: give both coordinates or neither"
@@ -262,12 +241,12 @@ class Server:
         set_(
             self,
             "cost_per_1k_tokens",
-            _require_number(self.cost_per_1k_tokens, "cost_per_1k_tokens"),
+            check_number("cost_per_1k_tokens", self.cost_per_1k_tokens, it=False),
         )
 
 
 def _check_coordinate(value: object, field: str, bound: float) -> float:
-    v = _require_number(value, field, minimum=-math.inf)
+    v = check_number(field, value, minimum=-math.inf, it=False)
     if abs(v) > bound:
         raise ValueError(f"{field}={value!r} is not allowed; must be in [-{bound:g}, {bound:g}]")
     return v
@@ -317,8 +296,8 @@ class PathMatrices:
             ``[src, ..., dst]``; ``[src]`` when they are equal; ``[]`` when unreachable.
         """
         n = self.latency_ms.shape[0]
-        src = _require_int(src, "src", 0)
-        dst = _require_int(dst, "dst", 0)
+        src = check_int("src", src, 0, it=False)
+        dst = check_int("dst", dst, 0, it=False)
         if src >= n or dst >= n:
             raise ValueError(f"src={src}, dst={dst}: server ids must be in [0, {n - 1}]")
         if src == dst:
@@ -330,11 +309,6 @@ class PathMatrices:
         while out[-1] != a:
             out.append(int(self.predecessors[a, out[-1]]))
         return out[::-1] if src == a else out
-
-
-def _readonly(a: np.ndarray) -> np.ndarray:
-    a.setflags(write=False)
-    return a
 
 
 def _route(
@@ -363,10 +337,10 @@ def _bottleneck(
         np.asarray(bandwidth_gbit_s, float),
     )  # fmt: skip
     return PathMatrices(
-        latency_ms=_readonly(lat),
-        hops=_readonly(hp),
-        bottleneck_gbit_s=_readonly(bott),
-        predecessors=_readonly(pred),
+        latency_ms=read_only(lat),
+        hops=read_only(hp),
+        bottleneck_gbit_s=read_only(bott),
+        predecessors=read_only(pred),
     )
 
 
@@ -427,10 +401,13 @@ class Topology:
             if a == b:
                 raise ValueError(f"link ({a}, {b}) is a self-loop; not allowed")
             u, v = min(a, b), max(a, b)
-            bw = _require_number(
-                d.get("bandwidth_gbit_s"), f"link ({u}, {v}) bandwidth_gbit_s", strict=True
+            bw = check_number(
+                f"link ({u}, {v}) bandwidth_gbit_s",
+                d.get("bandwidth_gbit_s"),
+                strict=True,
+                it=False,
             )
-            lat = _require_number(d.get("latency_ms"), f"link ({u}, {v}) latency_ms")
+            lat = check_number(f"link ({u}, {v}) latency_ms", d.get("latency_ms"), it=False)
             links.append((u, v, bw, lat))
         links.sort()
         if n > 1 and not nx.is_connected(graph):
@@ -455,10 +432,10 @@ class Topology:
         self.servers: tuple[Server, ...] = tuple(servers)
         self.n = n
         self.edges: tuple[tuple[int, int], ...] = tuple((u, v) for u, v, _, _ in links)
-        self.edge_bandwidth_gbit_s = _readonly(np.array([x[2] for x in links], dtype=float))
-        self.edge_latency_ms = _readonly(np.array([x[3] for x in links], dtype=float))
-        self._edge_u = _readonly(np.array([x[0] for x in links], dtype=np.int64))
-        self._edge_v = _readonly(np.array([x[1] for x in links], dtype=np.int64))
+        self.edge_bandwidth_gbit_s = read_only(np.array([x[2] for x in links], dtype=float))
+        self.edge_latency_ms = read_only(np.array([x[3] for x in links], dtype=float))
+        self._edge_u = read_only(np.array([x[0] for x in links], dtype=np.int64))
+        self._edge_v = read_only(np.array([x[1] for x in links], dtype=np.int64))
         self._edge_index = {e: k for k, e in enumerate(self.edges)}
         self.paths = _route(
             n, self._edge_u, self._edge_v, self.edge_latency_ms, self.edge_bandwidth_gbit_s
@@ -466,7 +443,7 @@ class Topology:
         self.latency_ms = self.paths.latency_ms
         self.hops = self.paths.hops
         self.bottleneck_gbit_s = self.paths.bottleneck_gbit_s
-        self.users = None if users is None else _readonly(_check_users(users, n))
+        self.users = None if users is None else read_only(_check_users(users, n))
         self._cache: dict[object, object] = {}  # lazily computed, never exposed mutable
         self._frozen = True
 
@@ -535,7 +512,7 @@ class Topology:
         Returns:
             one sorted read-only int array of server ids per server.
         """
-        h = _require_int(h, "h", 0)
+        h = check_int("h", h, 0, it=False)
         if ("within", h) not in self._cache:
             if "min_hops" not in self._cache:
                 adj = np.zeros((self.n, self.n))
@@ -544,7 +521,7 @@ class Topology:
                 self._cache["min_hops"] = d
             d = self._cache["min_hops"]
             self._cache[("within", h)] = tuple(
-                _readonly(np.flatnonzero((d[i] <= h) & (np.arange(self.n) != i)))
+                read_only(np.flatnonzero((d[i] <= h) & (np.arange(self.n) != i)))
                 for i in range(self.n)
             )
         return list(self._cache[("within", h)])
@@ -776,15 +753,15 @@ def random_geometric(
     Returns:
         the topology; node attribute ``pos_km`` holds each server's position.
     """
-    n = _require_int(n, "n", 1)
+    n = check_int("n", n, 1, it=False)
     if radius is None:
         radius = 1.5 * math.sqrt(math.log(n) / (math.pi * n)) if n > 1 else 1.0
-    radius = _require_number(radius, "radius", strict=True)
-    area_km = _require_number(area_km, "area_km", strict=True)
-    switch_latency_ms = _require_number(switch_latency_ms, "switch_latency_ms")
+    radius = check_number("radius", radius, strict=True, it=False)
+    area_km = check_number("area_km", area_km, strict=True, it=False)
+    switch_latency_ms = check_number("switch_latency_ms", switch_latency_ms, it=False)
     bw_range = _check_bandwidth_range(link_bandwidth_gbit_s)
     _check_device_mix(device_mix)
-    rng = _require_rng(rng)
+    rng = check_rng(rng, it=False)
     g = nx.random_geometric_graph(n, radius, seed=_seed(rng))
     pos = np.array([g.nodes[i]["pos"] for i in range(n)], dtype=float).reshape(n, 2)
     meta: dict[str, object] = {
@@ -829,16 +806,16 @@ def waxman(
         switch_latency_ms: per-link forwarding latency [ms].
         name: the topology's label.
     """
-    n = _require_int(n, "n", 1)
-    alpha = _require_number(alpha, "alpha", strict=True)
-    beta = _require_number(beta, "beta", strict=True)
+    n = check_int("n", n, 1, it=False)
+    alpha = check_number("alpha", alpha, strict=True, it=False)
+    beta = check_number("beta", beta, strict=True, it=False)
     if beta > 1:
         raise ValueError(f"beta={beta!r} is not allowed; must be in (0, 1]")
-    area_km = _require_number(area_km, "area_km", strict=True)
-    switch_latency_ms = _require_number(switch_latency_ms, "switch_latency_ms")
+    area_km = check_number("area_km", area_km, strict=True, it=False)
+    switch_latency_ms = check_number("switch_latency_ms", switch_latency_ms, it=False)
     bw_range = _check_bandwidth_range(link_bandwidth_gbit_s)
     _check_device_mix(device_mix)
-    rng = _require_rng(rng)
+    rng = check_rng(rng, it=False)
     # networkx derives L from the node pairs and fails without a pair; any L serves n = 1.
     g = nx.waxman_graph(n, beta=beta, alpha=alpha, L=None if n > 1 else 1.0, seed=_seed(rng))
     pos = np.array([g.nodes[i]["pos"] for i in range(n)], dtype=float).reshape(n, 2)
@@ -883,15 +860,15 @@ def add_cloud(
     """
     if not isinstance(topology, Topology):
         raise ValueError(f"topology={topology!r} is not allowed; must be a Topology")
-    wan_latency_ms = _require_number(wan_latency_ms, "wan_latency_ms")
-    wan_bandwidth_gbit_s = _require_number(
-        wan_bandwidth_gbit_s, "wan_bandwidth_gbit_s", strict=True
+    wan_latency_ms = check_number("wan_latency_ms", wan_latency_ms, it=False)
+    wan_bandwidth_gbit_s = check_number(
+        "wan_bandwidth_gbit_s", wan_bandwidth_gbit_s, strict=True, it=False
     )
     if attach_to is None:
         gateways = list(topology.edge_ids)
     else:
         given = list(attach_to)
-        gateways = sorted({_require_int(g, "attach_to[]", 0) for g in given})
+        gateways = sorted({check_int("attach_to[]", g, 0, it=False) for g in given})
         bad = [g for g in gateways if g >= topology.n or topology.servers[g].is_cloud]
         if bad or not gateways:
             raise ValueError(

@@ -52,15 +52,20 @@ Arrival model
     keeps the burstiness in that time and keeps the long-run mean rate.
 
 Trace replay
-    :class:`TraceWorkload` replays a trace read by :func:`coel_env.core.io.traces.load_azure_trace`
-    or :func:`coel_env.core.io.traces.load_generic_trace` (the file formats, the row order
-    and how rows without a server, model or task are mapped are described there).
+    :class:`TraceWorkload` replays a trace read by
+    :func:`coel_env.core.io.traces.load_azure_trace` or
+    :func:`coel_env.core.io.traces.load_generic_trace` (the file formats, the row
+    order and how rows without a server, model or task are mapped are described
+    there).
+
+The module is longer than most (about 1,200 lines): the request batch, the arrival
+model, its calibration against the traces and the two workloads are one model,
+read and tested together; the trace files are read in :mod:`coel_env.core.io.traces`.
 """
 
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
@@ -68,6 +73,7 @@ from typing import Protocol
 
 import numpy as np
 
+from coel_env.core.checks import check_int, check_real, is_int, read_only_view
 from coel_env.core.kernels.workload import (
     any_short,
     cumulative_rows,
@@ -105,36 +111,6 @@ _INT32_MAX = np.iinfo(np.int32).max
 
 
 # ----------------------------------------------------------------------------- validation
-
-
-def _is_real(value: object) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def _check_real(
-    owner: str,
-    field: str,
-    value: object,
-    *,
-    low: float | None = None,
-    high: float | None = None,
-    low_open: bool = False,
-    high_open: bool = False,
-) -> float:
-    """Check a finite real in a range; return it as a float."""
-    left = "(-inf" if low is None else f"{'(' if low_open else '['}{low:g}"
-    right = "inf)" if high is None else f"{high:g}{')' if high_open else ']'}"
-    allowed = f"{left}, {right}"
-    if not _is_real(value) or not math.isfinite(float(value)):  # type: ignore[arg-type]
-        raise ValueError(
-            f"{owner}.{field}={value!r} is not allowed; it must be a finite number in {allowed}"
-        )
-    v = float(value)  # type: ignore[arg-type]
-    too_low = low is not None and (v < low or (low_open and v == low))
-    too_high = high is not None and (v > high or (high_open and v == high))
-    if too_low or too_high:
-        raise ValueError(f"{owner}.{field}={value!r} is not allowed; it must be in {allowed}")
-    return v
 
 
 def _check_names(owner: str, field: str, names: object) -> tuple[str, ...]:
@@ -231,10 +207,10 @@ class LogNormalTokens:
     max_tokens: int
 
     def __post_init__(self) -> None:
-        _check_real("LogNormalTokens", "mu_log", self.mu_log)
-        _check_real("LogNormalTokens", "sigma_log", self.sigma_log, low=0.0)
+        check_real("LogNormalTokens.mu_log", self.mu_log)
+        check_real("LogNormalTokens.sigma_log", self.sigma_log, low=0.0)
         m = self.max_tokens
-        if not isinstance(m, numbers.Integral) or isinstance(m, bool) or not 1 <= m <= _INT32_MAX:
+        if not is_int(m) or not 1 <= m <= _INT32_MAX:
             raise ValueError(
                 f"LogNormalTokens.max_tokens={m!r} is not allowed; it must be an integer in "
                 f"[1, {_INT32_MAX}]"
@@ -286,13 +262,13 @@ def _h2_unit_means(cv: float, p: float) -> tuple[float, float]:
 
 
 def _check_arrivals(owner: str, cv: object, p: object) -> tuple[float, float]:
-    cv_f = _check_real(owner, "interarrival_cv", cv, low=1.0)
+    cv_f = check_real(f"{owner}.interarrival_cv", cv, low=1.0)
     lo, _ = fast_gap_probability_range(cv_f)
     if cv_f == 1.0:
-        p_f = _check_real(owner, "fast_gap_probability", p, low=0.0, high=1.0, low_open=True)
+        p_f = check_real(f"{owner}.fast_gap_probability", p, low=0.0, high=1.0, low_open=True)
     else:
-        p_f = _check_real(
-            owner, "fast_gap_probability", p, low=lo, high=1.0, low_open=True, high_open=True
+        p_f = check_real(
+            f"{owner}.fast_gap_probability", p, low=lo, high=1.0, low_open=True, high_open=True
         )
     return cv_f, p_f
 
@@ -360,9 +336,9 @@ class SloConfig:
     quality_floor: float = 0.05
 
     def __post_init__(self) -> None:
-        _check_real("SloConfig", "ttft_ms", self.ttft_ms, low=0.0, low_open=True)
-        _check_real("SloConfig", "tpot_ms", self.tpot_ms, low=0.0)
-        _check_real("SloConfig", "quality_floor", self.quality_floor, low=0.0, high=1.0)
+        check_real("SloConfig.ttft_ms", self.ttft_ms, low=0.0, low_open=True)
+        check_real("SloConfig.tpot_ms", self.tpot_ms, low=0.0)
+        check_real("SloConfig.quality_floor", self.quality_floor, low=0.0, high=1.0)
 
     def slo_ms(self, output_tokens: np.ndarray) -> np.ndarray:
         """End-to-end latency budget [ms] per request (float32)."""
@@ -382,12 +358,6 @@ _DTYPES: dict[str, type[np.generic]] = {
     "slo_ms": np.float32,
     "quality_floor": np.float32,
 }
-
-
-def _readonly(arr: np.ndarray) -> np.ndarray:
-    view = arr.view()
-    view.flags.writeable = False
-    return view
 
 
 @dataclass(frozen=True, eq=False)
@@ -458,14 +428,14 @@ class Requests:
         if n and not (np.isfinite(qf).all() and qf.min() >= 0 and qf.max() <= 1):
             raise ValueError("Requests.quality_floor must lie in [0, 1]")
         for name, arr in arrays.items():
-            object.__setattr__(self, name, _readonly(arr))
+            object.__setattr__(self, name, read_only_view(arr))
 
     @classmethod
     def _unchecked(cls, **arrays: np.ndarray) -> Requests:
         """Build from arrays already in the right dtypes and order (internal fast path)."""
         obj = object.__new__(cls)
         for name in _DTYPES:
-            object.__setattr__(obj, name, _readonly(arrays[name]))
+            object.__setattr__(obj, name, read_only_view(arrays[name]))
         return obj
 
     @classmethod
@@ -513,8 +483,8 @@ class Requests:
 
 
 def _check_window(t0_s: object, duration_s: object) -> tuple[float, float]:
-    t0 = _check_real("generate", "t0_s", t0_s, low=0.0)
-    d = _check_real("generate", "duration_s", duration_s, low=0.0)
+    t0 = check_real("generate.t0_s", t0_s, low=0.0)
+    d = check_real("generate.duration_s", duration_s, low=0.0)
     return t0, t0 + d
 
 
@@ -779,7 +749,7 @@ class WorkloadConfig:
                 "sequence of rates >= 0, one per server"
             )
         for i, r in enumerate(rates):
-            _check_real(owner, f"rates_per_s[{i}]", r, low=0.0)
+            check_real(f"{owner}.rates_per_s[{i}]", r, low=0.0)
         object.__setattr__(self, "rates_per_s", tuple(float(r) for r in rates))
         _check_arrivals(owner, self.interarrival_cv, self.fast_gap_probability)
         for f in ("input_tokens", "output_tokens"):
@@ -796,11 +766,11 @@ class WorkloadConfig:
         if self.model_mix is not None:
             mix = _check_mix(owner, "model_mix", self.model_mix, n, None)
             object.__setattr__(self, "model_mix", _as_tuple_matrix(mix))
-        _check_real(
-            owner, "diurnal_amplitude", self.diurnal_amplitude, low=0.0, high=1.0, high_open=True
+        check_real(
+            f"{owner}.diurnal_amplitude", self.diurnal_amplitude, low=0.0, high=1.0, high_open=True
         )
-        _check_real(owner, "diurnal_period_s", self.diurnal_period_s, low=0.0, low_open=True)
-        _check_real(owner, "diurnal_phase_rad", self.diurnal_phase_rad)
+        check_real(f"{owner}.diurnal_period_s", self.diurnal_period_s, low=0.0, low_open=True)
+        check_real(f"{owner}.diurnal_phase_rad", self.diurnal_phase_rad)
         if not isinstance(self.slo, SloConfig):
             raise ValueError(f"{owner}.slo={self.slo!r} is not allowed; it must be a SloConfig")
 
@@ -819,15 +789,8 @@ class WorkloadConfig:
             load_scale: Multiplier of the trace's total rate (> 0).
             **overrides: Any other :class:`WorkloadConfig` field.
         """
-        if (
-            not isinstance(n_servers, numbers.Integral)
-            or isinstance(n_servers, bool)
-            or n_servers < 1
-        ):
-            raise ValueError(f"n_servers={n_servers!r} is not allowed; it must be an integer >= 1")
-        scale = _check_real(
-            "WorkloadConfig.from_fit", "load_scale", load_scale, low=0.0, low_open=True
-        )
+        check_int("n_servers", n_servers, 1)
+        scale = check_real("WorkloadConfig.from_fit.load_scale", load_scale, low=0.0, low_open=True)
         per_server = fit.rate_per_s * scale / int(n_servers)
         kwargs: dict[str, object] = {
             "rates_per_s": (per_server,) * int(n_servers),
@@ -1163,7 +1126,7 @@ class TraceWorkload:
                     f"arrive at {last!r} s; pass period_s > {last!r}"
                 )
         else:
-            period_s = _check_real("TraceWorkload", "period_s", period_s, low=last, low_open=True)
+            period_s = check_real("TraceWorkload.period_s", period_s, low=last, low_open=True)
         self.requests = requests
         self.loop = bool(loop)
         self.period_s = float(period_s)

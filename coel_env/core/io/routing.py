@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from coel_env.core.checks import is_int, read_only
 from coel_env.core.routing import (
     _ESFT_ARRAY,
     FIDDLER_N_EXPERTS,
@@ -30,8 +31,6 @@ from coel_env.core.routing import (
     RoutingDataError,
     _check_expert_ids,
     _check_task_name,
-    _is_int,
-    _read_only,
 )
 
 __all__ = ["load_esft", "load_fiddler"]
@@ -138,7 +137,7 @@ def _check_fiddler_json(path: Path) -> np.ndarray:
         )
     if _FIDDLER_TOKENS_FIELD in data:
         tokens = data[_FIDDLER_TOKENS_FIELD]
-        if not _is_int(tokens) or tokens < 1:
+        if not is_int(tokens) or tokens < 1:
             raise RoutingDataError(
                 f"{path}: {_FIDDLER_TOKENS_FIELD}={tokens!r} is not allowed; it must be a "
                 "positive integer"
@@ -170,7 +169,7 @@ def _check_fiddler_json(path: Path) -> np.ndarray:
             f"{path}: {_FIDDLER_FIELD}[{layer}] sums to 0, which is not allowed; every layer "
             "needs at least one selection"
         )
-    return _read_only(counts / sums[:, None])
+    return read_only(counts / sums[:, None])
 
 
 def load_fiddler(directory: PathLike, variant: str = "original") -> Mapping[str, np.ndarray]:

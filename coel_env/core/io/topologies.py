@@ -18,6 +18,7 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 
+from coel_env.core.checks import check_int, check_number, check_rng
 from coel_env.core.topology import (
     LINK_BANDWIDTH_GBIT_S,
     PROPAGATION_MS_PER_KM,
@@ -31,9 +32,6 @@ from coel_env.core.topology import (
     _connect_components,
     _draw_devices,
     _pairwise_haversine,
-    _require_int,
-    _require_number,
-    _require_rng,
     haversine_km,
 )
 
@@ -110,14 +108,14 @@ def load_graphml(
             (naming the component sizes) without ``largest_component``, bad arguments.
     """
     p = _existing_file(path, "path")
-    default_bandwidth_gbit_s = _require_number(
-        default_bandwidth_gbit_s, "default_bandwidth_gbit_s", strict=True
+    default_bandwidth_gbit_s = check_number(
+        "default_bandwidth_gbit_s", default_bandwidth_gbit_s, strict=True, it=False
     )
     if default_latency_ms is not None:
-        default_latency_ms = _require_number(default_latency_ms, "default_latency_ms")
-    switch_latency_ms = _require_number(switch_latency_ms, "switch_latency_ms")
+        default_latency_ms = check_number("default_latency_ms", default_latency_ms, it=False)
+    switch_latency_ms = check_number("switch_latency_ms", switch_latency_ms, it=False)
     _check_device_mix(device_mix)
-    rng = _require_rng(rng)
+    rng = check_rng(rng, it=False)
     try:
         raw = nx.read_graphml(p)
     except (ParseError, nx.NetworkXError, KeyError, TypeError, ValueError, UnicodeError) as e:
@@ -358,20 +356,20 @@ def load_eua(
     df, cols = _read_csv(sites_csv, "sites_csv", ("LATITUDE", "LONGITUDE"))
     lat, lon = _csv_coordinates(df, cols, "sites_csv", sites_csv)
     n_sites = len(df)
-    n = _require_int(n_servers, "n_servers", 1)
+    n = check_int("n_servers", n_servers, 1, it=False)
     if n > n_sites:
         raise ValueError(f"n_servers={n} is not allowed; the file has {n_sites} sites")
-    k = _require_int(k_nearest, "k_nearest", 1)
+    k = check_int("k_nearest", k_nearest, 1, it=False)
     if select not in ("random", "first"):
         raise ValueError(f"select={select!r} is not allowed; allowed: 'random', 'first'")
     bw_range = _check_bandwidth_range(link_bandwidth_gbit_s)
-    switch_latency_ms = _require_number(switch_latency_ms, "switch_latency_ms")
+    switch_latency_ms = check_number("switch_latency_ms", switch_latency_ms, it=False)
     if max_user_distance_km is not None:
-        max_user_distance_km = _require_number(
-            max_user_distance_km, "max_user_distance_km", strict=True
+        max_user_distance_km = check_number(
+            "max_user_distance_km", max_user_distance_km, strict=True, it=False
         )
     _check_device_mix(device_mix)
-    rng = _require_rng(rng)
+    rng = check_rng(rng, it=False)
 
     users_lat = users_lon = None
     if users_csv is not None:

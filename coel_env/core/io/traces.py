@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from coel_env.core.workload import Requests, TraceMapping, _check_real
+from coel_env.core.checks import check_real
+from coel_env.core.workload import Requests, TraceMapping
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -236,7 +237,7 @@ def _build(
     sort: bool,
     fixed_task: int | None,
 ) -> Requests:
-    time_scale = _check_real("trace", "time_scale", time_scale, low=0.0, low_open=True)
+    time_scale = check_real("trace.time_scale", time_scale, low=0.0, low_open=True)
     inp = _parse_tokens(p, df, input_column)
     out = _parse_tokens(p, df, output_column)
     n = len(df)
