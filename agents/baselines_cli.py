@@ -23,6 +23,10 @@ policy and seed), ``summary.json`` (the JSON list), ``command.txt`` and
 FILE.csv`` writes only the per-episode rows, there; an existing file is never
 overwritten without ``--force``, and its folder must exist. Both are checked
 before any episode runs.
+
+Ctrl-C keeps the finished episodes: ``episodes.csv`` in the run folder, marked by an
+``INCOMPLETE`` file (no summary), or ``FILE.incomplete.csv`` beside ``--out``; the
+command exits with status 130.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from agents.cli_common import (
     announce,
     build_overrides,
     check_destination,
+    keep_interrupted,
     output_folder,
     write_args,
     write_json,
@@ -126,12 +131,26 @@ def main(args: argparse.Namespace) -> int:
     label = harness.seeds_label(args.seeds, args.first_seed)
     title = f"{args.env} on {scenario}: {label} x {args.epochs} epochs"
     with output_folder("baselines", args.env, scenario, args.runs_root, args.out) as folder:
-        results = harness.evaluate(
-            policies, scenario, seeds, args.epochs,
-            overrides=overrides or None, reward_config=env_cfg,
-        )  # fmt: skip
+        try:
+            results = harness.evaluate(
+                policies, scenario, seeds, args.epochs,
+                overrides=overrides or None, reward_config=env_cfg,
+            )  # fmt: skip
+        except harness.EvaluationInterrupted as stop:
+            return save_interrupted(stop, args, folder)
         save_report(results, args, folder, title)
     return 0
+
+
+def save_interrupted(
+    stop: harness.EvaluationInterrupted, args: argparse.Namespace, folder: Path | None
+) -> int:
+    """Ctrl-C: keep the finished episodes (:func:`agents.cli_common.keep_interrupted`;
+    with the arguments in a run folder) and return 130."""
+    if folder is not None:
+        write_args(folder, args)
+    rows = harness.episode_rows(stop.results)
+    return keep_interrupted(rows, stop.planned, folder, args.out)
 
 
 def save_report(results, args: argparse.Namespace, folder: Path | None, title: str) -> None:

@@ -8,6 +8,10 @@ arguments) beside the outputs, and print its path at the end: on stdout, or on s
 under ``--json`` so that stdout stays one JSON document. ``--out`` (``--out-dir`` for
 ``coel compare``) writes where it says instead and never replaces what is there without
 ``--force``. Every destination is checked before any episode runs.
+
+Ctrl-C during the episodes keeps the finished ones (:func:`keep_interrupted`): in the run
+folder as ``episodes.csv`` beside an ``INCOMPLETE`` file, or beside ``--out``/in
+``--out-dir`` under an ``incomplete`` name; the command exits with status 130.
 """
 
 from __future__ import annotations
@@ -179,6 +183,9 @@ def output_folder(
 
 # ------------------------------------------------------------------ writing
 
+#: The file that marks a run folder whose command was interrupted (what it holds is partial).
+INCOMPLETE = "INCOMPLETE"
+
 
 def _plain(x: Any) -> Any:
     if isinstance(x, Mapping):
@@ -219,3 +226,74 @@ def write_json(path: Path, data: Any) -> None:
 def announce(path: Path, as_json: bool) -> None:
     """Print where the outputs are: stdout, or stderr under ``--json`` (stdout stays JSON)."""
     print(f"results: {path}", file=sys.stderr if as_json else sys.stdout)
+
+
+def write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    """``rows`` (dicts with the same keys, at least one) as a CSV file with a header."""
+    import csv
+
+    with Path(path).open("w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _free_name(path: Path) -> Path:
+    """``path``, or ``<stem>-2<suffix>``, ``-3``... when taken: nothing is replaced."""
+    for i in range(1, 1000):
+        p = path if i == 1 else path.with_name(f"{path.stem}-{i}{path.suffix}")
+        if not p.exists():
+            return p
+    raise ValueError(f"no free file name beside {str(path)!r}")
+
+
+def keep_interrupted(
+    rows: Sequence[Mapping[str, Any]],
+    planned: int,
+    folder: Path | None,
+    given: Path | None = None,
+    given_is_dir: bool = False,
+) -> int:
+    """Keep the episode rows finished before Ctrl-C, say where on stderr, return 130.
+
+    Args:
+        rows: the finished episodes' rows (``harness.episode_rows``).
+        planned: the episodes the command was to run.
+        folder: the command's new run folder: the rows go to ``episodes.csv`` in it and
+            an ``INCOMPLETE`` file marks it (with ``args.yml`` and ``command.txt`` as
+            written by the caller). None when ``given`` names the destination.
+        given: ``--out FILE.csv`` (the rows go to ``FILE.incomplete.csv`` beside it) or,
+            with ``given_is_dir``, ``--out-dir DIR`` (to ``DIR/episodes.incomplete.csv``);
+            an existing file is never replaced (``-2``, ``-3``... appended), and what
+            ``given`` holds is left as it was.
+        given_is_dir: ``given`` is a folder.
+
+    Returns:
+        130, the exit status of a command stopped by Ctrl-C.
+    """
+    done = f"interrupted after {len(rows)} of {planned} episodes"
+    if folder is not None:
+        (folder / INCOMPLETE).write_text(
+            f"{done} (Ctrl-C); episodes.csv holds the finished ones; no summary\n",
+            encoding="utf-8",
+        )
+        path: Path | None = folder / "episodes.csv"
+    elif given is not None and given_is_dir:
+        given.mkdir(parents=True, exist_ok=True)
+        path = _free_name(given / "episodes.incomplete.csv")
+    elif given is not None:
+        path = _free_name(given.with_name(f"{given.stem}.incomplete{given.suffix or '.csv'}"))
+    else:
+        path = None
+    if rows and path is not None:
+        write_csv(path, rows)
+        where = f"the finished ones are in {path}"
+        if folder is not None:
+            where += f" (marked incomplete by {folder / INCOMPLETE})"
+    else:
+        where = "no episode had finished: nothing to keep"
+        if folder is not None:
+            where += f" ({folder} marked incomplete)"
+    sys.stdout.flush()
+    print(f"\n{done}; {where}", file=sys.stderr)
+    return 130

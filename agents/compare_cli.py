@@ -26,6 +26,13 @@ run; checked before any episode runs):
 * ``deployment.png``: the deployment map at the end of seed 0 under the best
   policy by return;
 * ``command.txt`` and ``args.yml``: the command that produced them, and its arguments.
+
+A ``--runs`` folder without ``model.zip`` or ``best_model.zip`` (a training run that
+failed before saving one, or another command's run folder matched by ``--runs runs/*``)
+is skipped with a line on stderr. Ctrl-C keeps the finished episodes: ``episodes.csv``
+in the run folder, marked by an ``INCOMPLETE`` file, or
+``episodes.incomplete.csv`` in ``--out-dir`` (its other contents left as they were);
+the command exits with status 130.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ from agents.cli_common import (
     build_overrides,
     check_out_dir,
     check_runs_root,
+    keep_interrupted,
     output_folder,
     write_args,
 )
@@ -104,10 +112,15 @@ def compare(
         raise ValueError(f"--out-dir {str(out_dir)!r} exists; not overwritten (use --force)")
     from agents.multiagent import is_multiagent_run, load_ma_policy
 
+    given = len(runs)
+    runs = runs_with_a_model(runs)
     policies = [load_ma_policy(r) if is_multiagent_run(r) else load_rl_policy(r, env_id, best)[0]
                 for r in runs]  # fmt: skip
     policies += [make_policy(n) for n in baselines]
     if not policies:
+        if given:
+            raise ValueError("nothing to compare: no --runs folder holds a model, and "
+                             "--policies is empty")  # fmt: skip
         raise ValueError("nothing to compare: give --runs and/or --policies")
     cfg = env_cfg
     results = harness.evaluate(
@@ -137,6 +150,34 @@ def compare(
     pol = next(p for p in policies if p.name == top)
     _deployment(pol, scenario, overrides, epochs, out_dir / "deployment.png")
     return rows
+
+
+#: The model files of a ``coel train`` / ``coel train-ma`` run folder.
+MODEL_FILES = ("model.zip", "best_model.zip")
+
+
+def runs_with_a_model(runs: list[Path]) -> list[Path]:
+    """The ``--runs`` entries that can be evaluated: folders without a model file (a
+    training run that failed to start, another command's run folder, as ``--runs
+    runs/*`` brings in) are skipped with a line on stderr saying why. Other paths
+    are kept (a missing path or a model zip is for the loader to judge)."""
+    keep = []
+    for r in runs:
+        r = Path(r)
+        if r.is_dir() and not any((r / n).is_file() for n in MODEL_FILES):
+            why = "no model.zip or best_model.zip"
+            if (r / "INCOMPLETE").is_file():
+                why += " (an interrupted run)"
+            elif not (r / "args.yml").is_file():
+                why += " (not a run folder)"
+            elif not (r / "hyperparams.yml").is_file():
+                why += " (not a training run)"
+            else:
+                why += " (a training run that saved no model)"
+            print(f"coel compare: skipping {r}: {why}", file=sys.stderr)
+            continue
+        keep.append(r)
+    return keep
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
@@ -230,11 +271,17 @@ def main(args: argparse.Namespace) -> int:
     overrides = build_overrides(args) or None
     with output_folder("compare", args.env, scen, args.runs_root, args.out_dir) as folder:
         out = args.out_dir if folder is None else folder
-        rows = compare(
-            args.env, list(args.runs), names, args.seeds, args.epochs, out,
-            scenario=args.scenario, overrides=overrides, force=args.force,
-            best=args.best, first_seed=args.first_seed, replace=folder is None,
-        )  # fmt: skip
+        try:
+            rows = compare(
+                args.env, list(args.runs), names, args.seeds, args.epochs, out,
+                scenario=args.scenario, overrides=overrides, force=args.force,
+                best=args.best, first_seed=args.first_seed, replace=folder is None,
+            )  # fmt: skip
+        except harness.EvaluationInterrupted as stop:
+            if folder is not None:
+                write_args(folder, args)
+            rows = harness.episode_rows(stop.results)
+            return keep_interrupted(rows, stop.planned, folder, args.out_dir, given_is_dir=True)
         write_args(out, args, command=False)  # compare() wrote command.txt
     print(format_table(rows))
     sys.stdout.flush()

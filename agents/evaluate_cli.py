@@ -21,6 +21,7 @@ Outputs, as in ``coel baselines``: a new run folder
 ``runs``; never reused) with ``episodes.csv``, ``summary.json``, ``command.txt``
 and ``args.yml``, its path printed last (on stderr under ``--json``); or only the
 per-episode rows to ``--out FILE.csv``, never overwritten without ``--force``.
+Ctrl-C keeps the finished episodes as ``coel baselines`` does (exit status 130).
 
 Model files unpickle data: load only files you trust. Loading uses SB3's
 ``load`` (``torch.load`` with ``weights_only`` for the parameters).
@@ -32,7 +33,13 @@ import argparse
 from pathlib import Path
 
 from agents import harness
-from agents.baselines_cli import add_first_seed, add_out_arguments, env_defaults, save_report
+from agents.baselines_cli import (
+    add_first_seed,
+    add_out_arguments,
+    env_defaults,
+    save_interrupted,
+    save_report,
+)
 from agents.cli_common import build_overrides, check_destination, output_folder
 
 
@@ -90,9 +97,12 @@ def main(args: argparse.Namespace) -> int:
     label = harness.seeds_label(n, args.first_seed)
     title = f"{policy.name} on {scenario}: {label} x {epochs} epochs"
     with output_folder("evaluate", env_id, scenario, args.runs_root, args.out) as folder:
-        results = harness.evaluate(
-            [policy], scenario, seeds, epochs,
-            overrides=overrides or None, reward_config=config,
-        )  # fmt: skip
+        try:
+            results = harness.evaluate(
+                [policy], scenario, seeds, epochs,
+                overrides=overrides or None, reward_config=config,
+            )  # fmt: skip
+        except harness.EvaluationInterrupted as stop:
+            return save_interrupted(stop, args, folder)
         save_report(results, args, folder, title)
     return 0

@@ -155,13 +155,24 @@ def run_episode(
     return EpisodeResult(policy.name, policy.sees, seed, epochs, metrics, extra)
 
 
+#: The most seeds one command runs (one episode per seed and policy): a larger ``--seeds``
+#: is a typo far more often than a plan.
+MAX_SEEDS = 100_000
+
+
 def seed_list(n: int, first: int = 0) -> list[int]:
-    """Seeds ``first .. first + n - 1`` of ``--seeds N --first-seed K`` (checked: ``n`` >= 1,
-    ``first`` >= 0). Seeds from 100 on are not behind any committed result, so they
-    serve to choose settings without looking at the seeds of ``results/``."""
+    """Seeds ``first .. first + n - 1`` of ``--seeds N --first-seed K`` (checked: ``n``
+    from 1 to :data:`MAX_SEEDS`, ``first`` >= 0). Seeds from 100 on are not behind any
+    committed result, so they serve to choose settings without looking at the seeds of
+    ``results/``."""
     for flag, v, low in (("--seeds", n, 1), ("--first-seed", first, 0)):
         if isinstance(v, bool) or not isinstance(v, int) or v < low:
             raise ValueError(f"{flag} {v!r} is not allowed; must be an integer >= {low}")
+    if n > MAX_SEEDS:
+        raise ValueError(
+            f"--seeds {n!r} is not allowed; must be at most {MAX_SEEDS:,} "
+            "(one episode per seed and policy)"
+        )
     return list(range(first, first + n))
 
 
@@ -181,20 +192,44 @@ def evaluate(
     """Every policy on every seed (a fresh world per episode, same instances for all).
 
     ``progress``: a tqdm bar on stderr (None: only when stderr is a terminal).
+
+    Raises:
+        EvaluationInterrupted: on Ctrl-C (a ``KeyboardInterrupt``), holding the episodes
+            finished so far, so that a command can keep them.
     """
     from tqdm import tqdm
 
     policies = list(policies)
-    out = []
-    bar = tqdm(total=len(policies) * len(seeds), desc="evaluate", unit="episode",
+    out: list[EpisodeResult] = []
+    total = len(policies) * len(seeds)
+    bar = tqdm(total=total, desc="evaluate", unit="episode",
                disable=None if progress is None else not progress, leave=False)  # fmt: skip
     with bar:
-        for policy in policies:
-            bar.set_postfix_str(policy.name)
-            for seed in seeds:
-                out.append(run_episode(policy, scenario, int(seed), epochs, **kwargs))
-                bar.update(1)
+        try:
+            for policy in policies:
+                bar.set_postfix_str(policy.name)
+                for seed in seeds:
+                    out.append(run_episode(policy, scenario, int(seed), epochs, **kwargs))
+                    bar.update(1)
+        except EvaluationInterrupted:
+            raise
+        except KeyboardInterrupt:  # Ctrl-C: hand the finished episodes to the caller
+            raise EvaluationInterrupted(out, total) from None
     return out
+
+
+class EvaluationInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`evaluate`, with what it had finished.
+
+    Attributes:
+        results: the episodes that finished before the interruption, in run order.
+        planned: how many episodes :func:`evaluate` was asked for.
+    """
+
+    def __init__(self, results: list[EpisodeResult], planned: int) -> None:
+        super().__init__(f"interrupted after {len(results)} of {planned} episodes")
+        self.results = list(results)
+        self.planned = int(planned)
 
 
 def mean_ci95(x: Sequence[float]) -> tuple[float, float]:
@@ -272,5 +307,5 @@ def paired_markdown(rows: Sequence[Mapping], policy: str, metric: str = "return"
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["METRICS", "EpisodeResult", "run_episode", "evaluate", "summarize", "mean_ci95",
-           "episode_rows", "paired", "paired_markdown"]  # fmt: skip
+__all__ = ["METRICS", "EpisodeResult", "EvaluationInterrupted", "run_episode", "evaluate",
+           "summarize", "mean_ci95", "episode_rows", "paired", "paired_markdown"]  # fmt: skip

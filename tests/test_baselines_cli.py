@@ -154,3 +154,57 @@ def test_first_seed_runs_the_held_out_seeds(tmp_path, capsys):
     first = harness.run_episode(make_policy("greedy"), "default", 0, 3).metrics["return"]
     assert float(rows[0].split(",")[4]) != first
     assert harness.seed_list(3, 7) == [7, 8, 9]
+
+
+def _interrupt_at(monkeypatch, n: int) -> None:
+    """Ctrl-C (KeyboardInterrupt) when the harness starts its ``n``-th episode."""
+    from agents import harness
+
+    real = harness.run_episode
+    calls = []
+
+    def episode(*a, **k):
+        calls.append(1)
+        if len(calls) == n:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(harness, "run_episode", episode)
+
+
+def test_ctrl_c_keeps_the_finished_episodes_in_a_run_folder_marked_incomplete(
+    tmp_path, capsys, monkeypatch
+):
+    _interrupt_at(monkeypatch, 3)
+    argv = ["baselines", "--policies", "naive,greedy", "--seeds", "2", "--epochs", "2"]
+    assert main(argv) == 130
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err and out == ""
+    (folder,) = Path("runs").iterdir()
+    lines = (folder / "episodes.csv").read_text().splitlines()
+    assert lines[0].startswith("policy,sees,seed") and len(lines) == 1 + 2
+    assert [r.split(",")[:3] for r in lines[1:]] == [["naive", "view", "0"], ["naive", "view", "1"]]
+    assert "interrupted after 2 of 4 episodes" in (folder / "INCOMPLETE").read_text()
+    assert (folder / "args.yml").is_file() and not (folder / "summary.json").exists()
+    assert f"interrupted after 2 of 4 episodes; the finished ones are in {folder}" in err
+    assert str(folder / "INCOMPLETE") in err
+
+
+def test_ctrl_c_with_out_writes_an_incomplete_file_beside_it(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "o.csv"
+    out.write_text("precious\n")
+    (tmp_path / "o.incomplete.csv").write_text("an earlier one\n")
+    _interrupt_at(monkeypatch, 2)
+    argv = ["baselines", "--policies", "naive", "--seeds", "3", "--epochs", "2",
+            "--out", str(out), "--force"]  # fmt: skip
+    assert main(argv) == 130
+    kept = tmp_path / "o.incomplete-2.csv"
+    assert len(kept.read_text().splitlines()) == 2  # header and the one finished episode
+    assert out.read_text() == "precious\n"  # not replaced by partial results
+    assert (tmp_path / "o.incomplete.csv").read_text() == "an earlier one\n"
+    assert f"interrupted after 1 of 3 episodes; the finished ones are in {kept}" in (
+        capsys.readouterr().err
+    )
+    _interrupt_at(monkeypatch, 1)
+    assert main(argv) == 130
+    assert "no episode had finished: nothing to keep" in capsys.readouterr().err

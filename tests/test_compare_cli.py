@@ -108,3 +108,56 @@ def test_first_seed_is_in_the_table_and_the_episodes(tmp_path):
     assert "2 seeds (100-101) x 2 epochs" in (out / "table.md").read_text()
     seeds = [r.split(",")[2] for r in (out / "episodes.csv").read_text().splitlines()[1:]]
     assert seeds == ["100", "101"]
+
+
+def test_ctrl_c_keeps_the_finished_episodes(tmp_path, capsys, monkeypatch):
+    from agents import harness
+
+    real, calls = harness.run_episode, []
+
+    def episode(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(harness, "run_episode", episode)
+    argv = ["compare", "--env", "CoEL-v2", "--policies", "naive,greedy", "--seeds", "2",
+            "--epochs", "2"]  # fmt: skip
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    (folder,) = Path("runs").iterdir()
+    assert len((folder / "episodes.csv").read_text().splitlines()) == 3
+    assert (folder / "INCOMPLETE").is_file() and not (folder / "table.md").exists()
+    assert f"interrupted after 2 of 4 episodes; the finished ones are in {folder}" in err
+    out = tmp_path / "res"
+    out.mkdir()
+    (out / "table.md").write_text("old")
+    calls.clear()
+    assert main([*argv, "--out-dir", str(out), "--force"]) == 130
+    assert (out / "table.md").read_text() == "old"  # the old results are left as they were
+    assert len((out / "episodes.incomplete.csv").read_text().splitlines()) == 3
+    assert f"the finished ones are in {out / 'episodes.incomplete.csv'}" in capsys.readouterr().err
+
+
+def test_run_folders_without_a_model_are_skipped_with_a_reason(tmp_path, capsys):
+    """``--runs runs/*`` meets other commands' folders and runs that never saved a model."""
+    failed = tmp_path / "runs" / "ppo-failed"
+    failed.mkdir(parents=True)
+    for name in ("args.yml", "config.yml", "hyperparams.yml"):
+        (failed / name).write_text("{}\n")
+    assert main(["baselines", "--policies", "naive", "--seeds", "1", "--epochs", "2"]) == 0
+    capsys.readouterr()
+    runs = sorted(str(p) for p in (tmp_path / "runs").iterdir())
+    assert main([*SMALL, "--runs", *runs, "--out-dir", str(tmp_path / "o")]) == 0
+    err = capsys.readouterr().err
+    assert (
+        f"coel compare: skipping {failed}: no model.zip or best_model.zip (a training run "
+        "that saved no model)" in err
+    )
+    assert "baselines-CoEL" in err and "(not a training run)" in err
+    rows = list(csv.DictReader((tmp_path / "o" / "table.csv").open()))
+    assert [r["policy"] for r in rows] == ["naive"]
+    assert main(["compare", "--env", "CoEL-v2", "--policies", "", "--runs", str(failed),
+                 "--out-dir", str(tmp_path / "p")]) == 2  # fmt: skip
+    assert "nothing to compare: no --runs folder holds a model" in capsys.readouterr().err

@@ -105,3 +105,23 @@ def test_an_existing_out_needs_force_and_is_checked_before_loading(run_dir, tmp_
     assert out.read_text().startswith("policy,sees,seed")
     assert capsys.readouterr().out.splitlines()[-1] == f"results: {out}"
     assert sorted(os.listdir(tmp_path)) == ["e.csv"]
+
+
+def test_ctrl_c_keeps_the_finished_episodes(run_dir, tmp_path, capsys, monkeypatch):
+    from agents import harness
+
+    real, calls = harness.run_episode, []
+
+    def episode(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(harness, "run_episode", episode)
+    assert main(["evaluate", str(run_dir), "--seeds", "3", "--epochs", "2"]) == 130
+    err = capsys.readouterr().err
+    (folder,) = Path("runs").iterdir()
+    assert len((folder / "episodes.csv").read_text().splitlines()) == 2
+    assert (folder / "INCOMPLETE").is_file() and "Traceback" not in err
+    assert f"interrupted after 1 of 3 episodes; the finished ones are in {folder}" in err

@@ -373,3 +373,20 @@ def test_distribution_checks_flag_on_the_command_line():
     T.add_arguments(p)
     assert p.parse_args(["--algo", "ppo"]).distribution_checks is False
     assert p.parse_args(["--distribution-checks"]).distribution_checks is True
+
+
+def test_a_failed_start_leaves_no_run_folder(tmp_path, capsys, monkeypatch):
+    """A run that fails before saving any model removes its folder and says so (such
+    folders only broke ``coel compare --runs runs/*`` later)."""
+
+    def fail(*a, **k):
+        raise ValueError("the model could not be built")
+
+    monkeypatch.setattr("agents.train.loop._train_loop", fail)
+    argv = ["train", "--algo", "ppo", "--env", INTRA, "--timesteps", "64", "--runs-root",
+            str(tmp_path / "runs"), "--no-progress"]  # fmt: skip
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "coel train: error: the model could not be built" in err
+    assert "the run failed before saving a model; removed" in err
+    assert list((tmp_path / "runs").iterdir()) == []

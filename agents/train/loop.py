@@ -35,6 +35,7 @@ from agents.train.runs import (
     _read_yaml,
     _vecnormalize_for,
     _write_yaml,
+    check_run_dir,
     checkpoints,
     versions,
 )
@@ -126,6 +127,7 @@ def train(
     seed = _check_int("--seed", seed, 0)
     if vec not in ("dummy", "subproc"):
         raise ValueError(f"--vec {vec!r} is not allowed; known: dummy, subproc")
+    check_run_dir(run_dir, runs_root)
     eval_freq = _check_int("--eval-freq", eval_freq, 0)
     checkpoint_freq = _check_int("--checkpoint-freq", checkpoint_freq, 0)
     torch_threads = _check_int("--torch-threads", torch_threads, 0)
@@ -208,8 +210,25 @@ def train(
     _write_yaml(path / "hyperparams.yml", hp)
     _write_yaml(path / "versions.yml", versions())
     (path / "seed").write_text(f"{seed}\n", encoding="utf-8")
-    return _run(cls, path, args, hp, resolved, start=None, progress=progress, verbose=verbose,
-                callbacks=callbacks)  # fmt: skip
+    try:
+        return _run(cls, path, args, hp, resolved, start=None, progress=progress,
+                    verbose=verbose, callbacks=callbacks)  # fmt: skip
+    except BaseException:
+        _remove_if_no_model(path)
+        raise
+
+
+def _remove_if_no_model(path: Path) -> None:
+    """Remove the new run folder ``path`` when the run failed before saving any model
+    (a run folder without one only trips up ``coel compare --runs runs/*`` later);
+    say so on stderr. A folder with a model, checkpoint or best model is kept."""
+    import shutil
+
+    models = [path / "model.zip", path / "best_model.zip", *(p for _, p in checkpoints(path))]
+    if any(p.is_file() for p in models):
+        return
+    shutil.rmtree(path, ignore_errors=True)
+    print(f"coel train: the run failed before saving a model; removed {path}", file=sys.stderr)
 
 
 def _check_encodable(env_id: str, config: Mapping[str, Any], imitate: str) -> None:

@@ -73,7 +73,15 @@ def versions() -> dict[str, Any]:
     return out
 
 
-def _new_run_dir(run_dir: str | Path | None, runs_root: str | Path, name: str) -> Path:
+def check_run_dir(run_dir: str | Path | None, runs_root: str | Path) -> None:
+    """Refuse the destination of a new run before any work: ``--run-dir`` that exists
+    or cannot be made, or a ``--runs-root`` that cannot be a folder.
+
+    Raises:
+        ValueError: naming the flag, the path and why.
+    """
+    from agents.cli_common import check_runs_root
+
     if run_dir is not None:
         path = Path(run_dir)
         if path.exists():
@@ -81,6 +89,15 @@ def _new_run_dir(run_dir: str | Path | None, runs_root: str | Path, name: str) -
                 f"--run-dir {str(path)!r} already exists; runs are never overwritten "
                 "(choose a new folder, or --resume it)"
             )
+        check_runs_root(path, "--run-dir")
+    else:
+        check_runs_root(Path(runs_root), "--runs-root")
+
+
+def _new_run_dir(run_dir: str | Path | None, runs_root: str | Path, name: str) -> Path:
+    check_run_dir(run_dir, runs_root)
+    if run_dir is not None:
+        path = Path(run_dir)
         path.mkdir(parents=True)
         return path
     root = Path(runs_root)
