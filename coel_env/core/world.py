@@ -39,7 +39,14 @@ from coel_env.catalog import BITS, get_model
 from coel_env.core import topology as topo
 from coel_env.core.dynamics import Dynamics, DynamicsState
 from coel_env.core.evaluation import PREFILL_POINTS, ServingModel, StepCost, bucket, prefill_line
-from coel_env.core.io import load_azure_trace, load_esft, load_fiddler, load_generic_trace
+from coel_env.core.io import (
+    load_azure_trace,
+    load_esft,
+    load_eua,
+    load_fiddler,
+    load_generic_trace,
+    load_graphml,
+)
 from coel_env.core.kernels.perception import free_memory, status_kernel
 from coel_env.core.kernels.placement import holds_all, same_local
 from coel_env.core.kernels.routing import mix_popularity, popularity_moved
@@ -814,9 +821,9 @@ def _build_topology(sc: Scenario, rng: np.random.Generator) -> topo.Topology:
             device_mix=mix, rng=rng, link_bandwidth_gbit_s=tuple(t.link_gbit_s),
         )  # fmt: skip
     elif t.kind == "graphml":
-        g = topo.load_graphml(t.path, device_mix=mix, rng=rng, largest_component=True)
+        g = load_graphml(t.path, device_mix=mix, rng=rng, largest_component=True)
     else:
-        g = topo.load_eua(
+        g = load_eua(
             t.path, n_servers=t.n_servers, k_nearest=t.k_nearest, device_mix=mix, rng=rng,
             users_csv=t.users_path, link_bandwidth_gbit_s=tuple(t.link_gbit_s),
         )  # fmt: skip
