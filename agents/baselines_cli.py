@@ -44,6 +44,7 @@ from agents.cli_common import (
     add_runs_root,
     announce,
     build_overrides,
+    check_count,
     check_destination,
     keep_interrupted,
     output_folder,
@@ -122,6 +123,7 @@ def main(args: argparse.Namespace) -> int:
     env_cfg, _ = env_defaults(args.env)
     scenario = args.scenario or env_cfg["scenario"]
     seeds = harness.seed_list(args.seeds, args.first_seed)
+    check_count("--epochs", args.epochs)
     names = [n.strip() for n in args.policies.split(",") if n.strip()]
     if not names:
         raise ValueError("--policies is empty; name at least one policy")

@@ -102,6 +102,19 @@ def _check_can_be_folder(path: Path, flag: str) -> None:
             return
 
 
+def check_count(flag: str, value: Any, low: int = 1, high: int | None = None) -> int:
+    """``value`` of ``flag`` as an int from ``low`` to ``high`` (None: no upper bound).
+
+    Raises:
+        ValueError: naming ``flag``, the value and what is allowed.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{flag} {value!r} is not allowed; must be an integer >= {low}")
+    if high is not None and value > high:
+        raise ValueError(f"{flag} {value!r} is not allowed; must be at most {high:,}")
+    return value
+
+
 def check_destination(args: argparse.Namespace) -> None:
     """Check ``--out`` (with ``--force``) when given, else ``--runs-root``."""
     if args.out is not None:

@@ -51,6 +51,7 @@ from agents.cli_common import (
     add_runs_root,
     announce,
     build_overrides,
+    check_count,
     check_out_dir,
     check_runs_root,
     keep_interrupted,
@@ -106,7 +107,7 @@ def compare(
 
     env_cfg, steps = env_defaults(env_id)
     scenario = scenario or env_cfg["scenario"]
-    epochs = epochs or steps
+    epochs = steps if epochs is None else check_count("--epochs", epochs)
     seed_list = harness.seed_list(seeds, first_seed)
     if out_dir.exists() and any(out_dir.iterdir()) and not force:
         raise ValueError(f"--out-dir {str(out_dir)!r} exists; not overwritten (use --force)")
@@ -263,6 +264,9 @@ def _deployment(policy, scenario, overrides, epochs, path: Path) -> None:
 
 def main(args: argparse.Namespace) -> int:
     names = [n.strip() for n in args.policies.split(",") if n.strip()]
+    harness.seed_list(args.seeds, args.first_seed)
+    if args.epochs is not None:
+        check_count("--epochs", args.epochs)
     scen = args.scenario or env_defaults(args.env)[0]["scenario"]
     if args.out_dir is not None:
         check_out_dir(args.out_dir, args.force)

@@ -23,6 +23,12 @@ and ``args.yml``, its path printed last (on stderr under ``--json``); or only th
 per-episode rows to ``--out FILE.csv``, never overwritten without ``--force``.
 Ctrl-C keeps the finished episodes as ``coel baselines`` does (exit status 130).
 
+``--best`` without a ``best_model.zip`` (a run trained with ``--eval-freq 0``) uses
+``model.zip`` and says so on stderr. A run folder without its ``config.yml`` is an
+error (the env's defaults would score the policy with other reward weights); a model
+zip outside any run folder is evaluated with the env's default config (``--env``),
+with a notice.
+
 Model files unpickle data: load only files you trust. Loading uses SB3's
 ``load`` (``torch.load`` with ``weights_only`` for the parameters).
 """
@@ -30,6 +36,7 @@ Model files unpickle data: load only files you trust. Loading uses SB3's
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from agents import harness
@@ -40,7 +47,7 @@ from agents.baselines_cli import (
     save_interrupted,
     save_report,
 )
-from agents.cli_common import build_overrides, check_destination, output_folder
+from agents.cli_common import build_overrides, check_count, check_destination, output_folder
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -74,10 +81,32 @@ def _load_rl_policy(path: Path, env_id: str | None, best: bool, name):
     from agents.train import load_policy
 
     model, vecnorm, meta = load_policy(path, best=best)
+    used = Path(meta["model_path"])
+    if best and used.name != "best_model.zip":
+        why = (
+            f"{str(path)!r} is a model file"
+            if Path(path).is_file()
+            else f"{str(path)!r} has no best_model.zip (the run kept none: --eval-freq 0?)"
+        )
+        print(f"notice: --best: {why}; using {used}", file=sys.stderr)
     env_id = env_id or meta.get("env_id")
     if env_id is None:
         raise ValueError(f"{str(path)!r}: the env id is unknown; pass --env")
     env_cfg, steps = env_defaults(env_id)
+    run = meta.get("run_dir")
+    if run is not None and not isinstance(meta.get("config"), dict):
+        raise ValueError(
+            f"{str(Path(run) / 'config.yml')!r} is missing or not a mapping: the run's env "
+            "config (scenario, reward weights, n_groups...) is unknown, and the env's "
+            "defaults would score it on other terms; coel train writes it at the start of "
+            "every run: restore it"
+        )
+    if run is None:
+        print(
+            f"notice: {str(path)!r} is not in a coel train run folder (no args.yml and "
+            f"config.yml beside it): evaluating with {env_id}'s default config",
+            file=sys.stderr,
+        )
     config = dict(meta.get("config") or {})
     run_name = Path(meta.get("run_dir") or path).name
     policy = RLPolicy(model, env_id, config, vecnorm, name=name or f"rl:{run_name}")
@@ -87,13 +116,17 @@ def _load_rl_policy(path: Path, env_id: str | None, best: bool, name):
 def main(args: argparse.Namespace) -> int:
     if args.seeds is not None and args.episodes is not None and args.seeds != args.episodes:
         raise ValueError(f"--seeds {args.seeds} and --episodes {args.episodes} disagree")
-    n = args.seeds or args.episodes or 5
+    n = next((v for v in (args.seeds, args.episodes) if v is not None), 5)
+    flag = "--seeds" if args.seeds is not None or args.episodes is None else "--episodes"
+    check_count(flag, n, high=harness.MAX_SEEDS)
     seeds = harness.seed_list(n, args.first_seed)
+    if args.epochs is not None:
+        check_count("--epochs", args.epochs)
     check_destination(args)
     policy, config, steps, env_id = _load_rl_policy(args.run, args.env, args.best, args.name)
     scenario = args.scenario or config["scenario"]
     overrides = {**(config.get("overrides") or {}), **build_overrides(args)}
-    epochs = args.epochs or steps
+    epochs = args.epochs if args.epochs is not None else steps
     label = harness.seeds_label(n, args.first_seed)
     title = f"{policy.name} on {scenario}: {label} x {epochs} epochs"
     with output_folder("evaluate", env_id, scenario, args.runs_root, args.out) as folder:

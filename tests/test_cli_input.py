@@ -72,3 +72,28 @@ def test_a_bad_destination_is_refused_before_any_work(tmp_path, capsys, no_work,
     assert not no_work
     assert sorted(os.listdir(tmp_path)) == ["afile"]
     assert (tmp_path / "afile").read_text() == "keep\n"
+
+
+@pytest.mark.parametrize("command", ["baselines", "evaluate", "compare"])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--seeds", "0"], "--seeds 0 is not allowed; must be an integer >= 1"),
+        (["--seeds", "-2"], "--seeds -2 is not allowed; must be an integer >= 1"),
+        (["--seeds", "100000000"], "--seeds 100000000 is not allowed; must be at most 100,000"),
+        (["--epochs", "0"], "--epochs 0 is not allowed; must be an integer >= 1"),
+    ],
+)
+def test_seeds_and_epochs_out_of_range(capsys, no_work, command, flags, message):
+    """``coel evaluate RUN --seeds 0`` used to run seeds 0-4, ``--epochs 0`` the env's limit."""
+    argv = {"baselines": ["baselines", "--policies", "naive"],
+            "evaluate": ["evaluate", "some-run"],
+            "compare": ["compare", "--policies", "naive"]}[command]  # fmt: skip
+    assert main([*argv, *flags]) == 2
+    assert f"coel {command}: error: {message}" in _error(capsys)
+    assert not no_work and not os.path.exists("runs")
+
+
+def test_evaluate_episodes_is_checked_like_seeds(capsys, no_work):
+    assert main(["evaluate", "some-run", "--episodes", "0"]) == 2
+    assert "--episodes 0 is not allowed; must be an integer >= 1" in _error(capsys)

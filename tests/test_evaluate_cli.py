@@ -125,3 +125,47 @@ def test_ctrl_c_keeps_the_finished_episodes(run_dir, tmp_path, capsys, monkeypat
     assert len((folder / "episodes.csv").read_text().splitlines()) == 2
     assert (folder / "INCOMPLETE").is_file() and "Traceback" not in err
     assert f"interrupted after 1 of 3 episodes; the finished ones are in {folder}" in err
+
+
+def test_best_without_a_best_model_says_it_uses_model_zip(run_dir, tmp_path, capsys):
+    assert not (run_dir / "best_model.zip").exists()  # trained with eval_freq=0
+    argv = ["evaluate", str(run_dir), "--best", "--seeds", "1", "--epochs", "2",
+            "--out", str(tmp_path / "b.csv")]  # fmt: skip
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert f"notice: --best: {str(run_dir)!r} has no best_model.zip" in err
+    assert f"using {run_dir / 'model.zip'}" in err
+    assert main(["evaluate", str(run_dir), "--seeds", "1", "--epochs", "2",
+                 "--out", str(tmp_path / "d.csv")]) == 0  # fmt: skip
+    assert "notice" not in capsys.readouterr().err  # without --best: nothing to say
+
+
+def test_a_run_folder_without_config_yml_is_refused(run_dir, tmp_path, capsys):
+    """Its custom reward weights would be lost: the env's defaults are not the run's."""
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    (copy / "config.yml").unlink()
+    assert main(["evaluate", str(copy), "--seeds", "1", "--epochs", "2"]) == 2
+    err = capsys.readouterr().err
+    assert f"coel evaluate: error: {str(copy / 'config.yml')!r} is missing" in err
+    assert "restore it" in err and not Path("runs").exists()
+
+
+def test_a_model_zip_outside_a_run_folder_uses_the_env_defaults_with_a_notice(
+    run_dir, tmp_path, capsys
+):
+    import shutil
+
+    bare = tmp_path / "elsewhere" / "policy.zip"
+    bare.parent.mkdir()
+    shutil.copy(run_dir / "model.zip", bare)
+    argv = ["evaluate", str(bare), "--seeds", "1", "--epochs", "2",
+            "--out", str(tmp_path / "e.csv")]  # fmt: skip
+    assert main(argv) == 2
+    assert "the env id is unknown; pass --env" in capsys.readouterr().err
+    assert main([*argv, "--env", "CoEL-IntraDevice-v0"]) == 0
+    err = capsys.readouterr().err
+    assert f"notice: {str(bare)!r} is not in a coel train run folder" in err
+    assert "evaluating with CoEL-IntraDevice-v0's default config" in err

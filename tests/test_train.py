@@ -390,3 +390,51 @@ def test_a_failed_start_leaves_no_run_folder(tmp_path, capsys, monkeypatch):
     assert "coel train: error: the model could not be built" in err
     assert "the run failed before saving a model; removed" in err
     assert list((tmp_path / "runs").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "algo, item, allowed",
+    [
+        ("ppo", "gamma=2", "must be a number in (0, 1]"),
+        ("ppo", "gamma=0", "must be a number in (0, 1]"),
+        ("ppo", "gae_lambda=-0.1", "must be a number in [0, 1]"),
+        ("ppo", "learning_rate=-1", "must be a number > 0 (or lin_<number > 0>)"),
+        ("ppo", "learning_rate=lin_0", "must be a number > 0 (or lin_<number > 0>)"),
+        ("ppo", "n_steps=0", "must be an integer >= 1"),
+        ("ppo", "n_steps=1.5", "must be an integer >= 1"),
+        ("ppo", "batch_size=0", "must be an integer >= 1"),
+        ("ppo", "batch_size=1", "must be an integer >= 2 (ppo normalises the advantages"),
+        ("ppo", "n_epochs=0", "must be an integer >= 1"),
+        ("ppo", "clip_range=0", "must be a number > 0"),
+        ("ppo", "ent_coef=-0.01", "must be a number >= 0"),
+        ("ppo", "vf_coef=-1", "must be a number >= 0"),
+        ("ppo", "max_grad_norm=0", "must be a number > 0"),
+        ("ppo", "target_kl=0", "must be null or a number > 0"),
+        ("a2c", "n_steps=0", "must be an integer >= 1"),
+        ("a2c", "rms_prop_eps=0", "must be a number > 0"),
+        ("dqn", "buffer_size=0", "must be an integer >= 1"),
+        ("dqn", "tau=1.5", "must be a number in (0, 1]"),
+        ("dqn", "exploration_final_eps=2", "must be a number in [0, 1]"),
+        ("dqn", "train_freq=0", "must be an integer >= 1, or [N, step] / [N, episode]"),
+    ],
+)
+def test_hyperparameters_out_of_range_are_refused_before_the_run_folder(
+    tmp_path, capsys, algo, item, allowed
+):
+    argv = ["train", "--algo", algo, "--env", INTRA, "--timesteps", "64", "--runs-root",
+            str(tmp_path / "runs"), "--hyperparams", item, "--no-progress"]  # fmt: skip
+    assert cli.main(argv) == 2
+    key, _, raw = item.partition("=")
+    value = yaml.safe_load(raw)
+    err = capsys.readouterr().err
+    assert f"coel train: error: --hyperparams {key}={value!r} is not allowed; {allowed}" in err
+    assert "Traceback" not in err and not (tmp_path / "runs").exists()
+
+
+def test_one_step_rollouts_are_refused_by_name(tmp_path, capsys):
+    argv = ["train", "--algo", "ppo", "--env", INTRA, "--timesteps", "64", "--runs-root",
+            str(tmp_path / "runs"), "--hyperparams", "n_steps=1", "--no-progress"]  # fmt: skip
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--hyperparams n_steps=1 with --n-envs 1 is not allowed" in err
+    assert "n_steps x n_envs" in err and not (tmp_path / "runs").exists()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import math
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -162,9 +163,96 @@ def resolve_hyperparams(
     hp.setdefault("policy", "MlpPolicy")
     hp["n_envs"] = hp.get("n_envs", 1)
     hp["normalize"] = hp.get("normalize", False)
+    source = HYPERPARAMS_DIR / f"{algo}.yml"
+    for key, value in hp.items():
+        where = "--hyperparams" if key in (overrides or {}) else None
+        check_hyperparam(key, value, where or f"{source}:")
+    if algo in ("ppo", "maskable_ppo") and hp.get("normalize_advantage", True):
+        bs = hp.get("batch_size", 64)
+        if bs < 2:
+            where = "--hyperparams" if "batch_size" in (overrides or {}) else f"{source}:"
+            raise ValueError(
+                f"{where} batch_size={bs!r} is not allowed; must be an integer >= 2 ({algo} "
+                "normalises the advantages over each minibatch; or normalize_advantage=false)"
+            )
     _model_kwargs(cls, hp)  # validate everything now
     _normalize_kwargs(hp["normalize"])
     return _plain(hp)
+
+
+def _real(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _train_freq(v: Any) -> bool:
+    if isinstance(v, list | tuple):
+        return len(v) == 2 and _int(v[0]) and v[0] >= 1 and v[1] in ("step", "episode")
+    return _int(v) and v >= 1
+
+
+#: Hyperparameter -> (test of a plain value, what is allowed). ``lin_<x>`` schedules of
+#: :data:`SCHEDULE_KEYS` are tested on ``x``. Keys not listed are left to the constructor.
+HYPERPARAM_RANGES: dict[str, tuple[Any, str]] = {
+    "learning_rate": (lambda v: _real(v) and v > 0, "a number > 0 (or lin_<number > 0>)"),
+    "gamma": (lambda v: _real(v) and 0 < v <= 1, "a number in (0, 1]"),
+    "gae_lambda": (lambda v: _real(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    "n_steps": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    "batch_size": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    "n_epochs": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    "clip_range": (lambda v: _real(v) and v > 0, "a number > 0 (or lin_<number > 0>)"),
+    "clip_range_vf": (lambda v: v is None or (_real(v) and v > 0), "null or a number > 0"),
+    "ent_coef": (lambda v: _real(v) and v >= 0, "a number >= 0"),
+    "vf_coef": (lambda v: _real(v) and v >= 0, "a number >= 0"),
+    "max_grad_norm": (lambda v: _real(v) and v > 0, "a number > 0"),
+    "target_kl": (lambda v: v is None or (_real(v) and v > 0), "null or a number > 0"),
+    "rms_prop_eps": (lambda v: _real(v) and v > 0, "a number > 0"),
+    "buffer_size": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    "learning_starts": (lambda v: _int(v) and v >= 0, "an integer >= 0"),
+    "tau": (lambda v: _real(v) and 0 < v <= 1, "a number in (0, 1]"),
+    "train_freq": (_train_freq, "an integer >= 1, or [N, step] / [N, episode]"),
+    "gradient_steps": (lambda v: _int(v) and (v >= 1 or v == -1), "an integer >= 1, or -1"),
+    "target_update_interval": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    "exploration_fraction": (lambda v: _real(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    "exploration_initial_eps": (lambda v: _real(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    "exploration_final_eps": (lambda v: _real(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    "sde_sample_freq": (lambda v: _int(v) and v >= -1, "an integer >= -1"),
+    "stats_window_size": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    "n_envs": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    "normalize_advantage": (lambda v: isinstance(v, bool), "true or false"),
+    "use_sde": (lambda v: isinstance(v, bool), "true or false"),
+    "use_rms_prop": (lambda v: isinstance(v, bool), "true or false"),
+    "optimize_memory_usage": (lambda v: isinstance(v, bool), "true or false"),
+}
+
+
+def check_hyperparam(key: str, value: Any, where: str = "--hyperparams") -> None:
+    """Check ``value`` of hyperparameter ``key`` against :data:`HYPERPARAM_RANGES`.
+
+    Args:
+        key: the hyperparameter.
+        value: its plain value (``lin_<x>`` for the keys of :data:`SCHEDULE_KEYS`).
+        where: how the message names its source (``--hyperparams``, or a file).
+
+    Raises:
+        ValueError: ``{where} KEY=VALUE is not allowed; must be ...``.
+    """
+    if key not in HYPERPARAM_RANGES:
+        return
+    test, allowed = HYPERPARAM_RANGES[key]
+    plain = value
+    if isinstance(value, str) and key in SCHEDULE_KEYS and value.startswith("lin_"):
+        try:
+            plain = float(value[4:])
+        except ValueError:
+            raise ValueError(
+                f"{where} {key}={value!r} is not allowed; expected lin_<number>, e.g. lin_3e-4"
+            ) from None
+    if not test(plain):
+        raise ValueError(f"{where} {key}={value!r} is not allowed; must be {allowed}")
 
 
 def _schedule(key: str, value: Any) -> Any:

@@ -59,6 +59,21 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
     return int(value)
 
 
+def _check_rollout(algo: str, hp: Mapping[str, Any]) -> None:
+    """PPO (and A2C with ``normalize_advantage``) normalise the advantages of a rollout of
+    ``n_steps x n_envs`` steps: one step gives NaN, which SB3 asserts against."""
+    normalizes = hp.get("normalize_advantage", algo != "a2c")
+    if algo == "dqn" or not normalizes:
+        return
+    n_steps = hp.get("n_steps", 5 if algo == "a2c" else 2048)
+    if n_steps * hp["n_envs"] < 2:
+        raise ValueError(
+            f"--hyperparams n_steps={n_steps!r} with --n-envs {hp['n_envs']} is not allowed: "
+            f"{algo} normalises the advantages over n_steps x n_envs steps, which must be "
+            ">= 2 (or normalize_advantage=false)"
+        )
+
+
 def _eval_seeds(eval_episodes: int | None, eval_seeds: Sequence[int] | None) -> list[int]:
     if eval_seeds is not None:
         seeds = [_check_int("--eval-seeds", s, 0) for s in eval_seeds]
@@ -156,6 +171,7 @@ def train(
         hp["normalize"] = bool(normalize)
     hp["n_envs"] = _check_int("--n-envs", hp["n_envs"], 1)
     _normalize_kwargs(hp["normalize"])
+    _check_rollout(algo, hp)
 
     config: dict[str, Any] = dict(env_config or {})
     if "id" in config:
@@ -398,8 +414,14 @@ def _train_loop(
                 venv = VecNormalize(venv, **norm)
             kwargs = _model_kwargs(cls, hp)
             kwargs.setdefault("device", "cpu")
-            model = cls(env=venv, seed=seed, verbose=verbose, tensorboard_log=str(path / "tb"),
-                        **kwargs)  # fmt: skip
+            try:
+                model = cls(env=venv, seed=seed, verbose=verbose,
+                            tensorboard_log=str(path / "tb"), **kwargs)  # fmt: skip
+            except (AssertionError, ValueError) as exc:  # a check of SB3's or torch's
+                raise ValueError(
+                    f"{cls.__name__} refused the hyperparameters ({path / 'hyperparams.yml'}, "
+                    f"from the file and --hyperparams): {exc}"
+                ) from None
             if args.get("imitate"):
                 _imitate(model, path, args, config, progress)
         else:
