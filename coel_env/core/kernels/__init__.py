@@ -20,6 +20,7 @@ that ``from coel_env.core.kernels import cost_kernel`` keeps working; the projec
 itself imports them from their modules.
 """
 
+from coel_env.core import compile_notice  # noqa: F401  (says on stderr when kernels compile)
 from coel_env.core.kernels.dynamics import (
     ou_step,
 )
