@@ -171,6 +171,7 @@ def test_sync_vector_env_steps_like_single_envs():
         assert rew[i] == r and np.isfinite(r)
 
 
+@pytest.mark.slow
 def test_sb3_spawn_subprocess_vec_env_runs():
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import SubprocVecEnv
@@ -259,8 +260,47 @@ def test_every_id_is_the_one_class_with_its_row_of_the_table():
 
 
 def test_bad_render_mode():
-    with pytest.raises(ValueError, match="render_mode='human' is not allowed"):
-        coel_env.envs.CoELEnv(render_mode="human")
+    with pytest.raises(ValueError, match="render_mode='video' is not allowed; allowed: "):
+        coel_env.envs.CoELEnv(render_mode="video")
+
+
+def test_human_render_mode_is_the_envs_own(monkeypatch, capsys):
+    """``gym.make(..., render_mode="human")`` used to wrap the env in Gymnasium's
+    HumanRendering, which needs pygame: the env draws its frames with matplotlib."""
+    from coel_env.envs import human
+
+    env = gym.make("CoEL-v2", render_mode="human")
+    assert type(env.unwrapped) is coel_env.envs.CoELEnv and env.unwrapped.render_mode == "human"
+    assert "HumanRendering" not in str(env)
+    # headless (no display: a non-interactive backend): one notice, then nothing
+    monkeypatch.setattr(human, "interactive_backend", lambda: None)
+    env.reset(seed=0)
+    assert env.render() is None
+    env.step(masked_sample(env, np.random.default_rng(0)))
+    err = capsys.readouterr().err
+    assert err.count("notice: render_mode='human' cannot open a window") == 1
+    env.close()
+    # with a window: every reset and step redraws it with the rgb_array frame
+    monkeypatch.setattr(human, "interactive_backend", lambda: "a window")
+    shown = []
+    real_show = human.HumanWindow.show
+    monkeypatch.setattr(human.HumanWindow, "show", lambda w, f: (shown.append(f), real_show(w, f)))
+    env.reset(seed=0)
+    env.step(masked_sample(env, np.random.default_rng(0)))
+    window = env.unwrapped._window
+    assert len(shown) == 2 and np.array_equal(window._image.get_array(), shown[-1])
+    same = gym.make("CoEL-v2", render_mode="rgb_array")
+    same.reset(seed=0)
+    same.step(masked_sample(same, np.random.default_rng(0)))
+    assert np.array_equal(shown[-1], same.render())
+    env.close()
+    assert env.unwrapped._window is None and "notice" not in capsys.readouterr().err
+
+
+def test_step_before_reset_raises_a_clear_error():
+    env = gym.make("CoEL-v2").unwrapped
+    with pytest.raises(RuntimeError, match=r"call reset\(\) before step\(\)"):
+        env.step(env.action_space.sample())
 
 
 @pytest.mark.parametrize(

@@ -179,8 +179,35 @@ def test_unknown_preset_or_missing_file():
 
 
 def test_step_before_reset_raises():
+    w = World("default")
+    assert not w.started
     with pytest.raises(RuntimeError, match="reset"):
-        World("default").step()
+        w.step()
+    w.reset(0)
+    assert w.started
+
+
+@pytest.mark.parametrize("plan", ["plan", 3, {"olmoe-1b-7b": None}])
+def test_step_with_something_that_is_not_a_plan_is_a_type_error(plan):
+    w = World("default")
+    w.reset(0)
+    with pytest.raises(TypeError) as exc:
+        w.step(plan)
+    msg = str(exc.value)
+    assert msg.startswith("plan must be a Plan or None (None keeps the plan in force), not ")
+    assert type(plan).__name__ in msg and repr(plan)[:20] in msg
+
+
+def test_view_of_a_server_out_of_range_names_the_range():
+    w = World("default")
+    w.reset(0)
+    for server in (99, 5, -1):
+        with pytest.raises(ValueError, match=f"server={server} is not allowed; servers are 0..4"):
+            w.view(server)
+    with pytest.raises(TypeError, match="server must be an integer 0..4, not float 1.0"):
+        w.view(1.0)
+    status, age = w.view(np.int64(4))
+    assert status.shape[0] == 5 and age.shape == (5,)
 
 
 def test_core_imports_no_gymnasium():

@@ -320,10 +320,25 @@ class World:
         self._checked = (plan, up.tobytes(), rep)
         return rep
 
+    @property
+    def started(self) -> bool:
+        """Whether :meth:`reset` has started an episode (:meth:`step` needs one)."""
+        return self._seeded
+
     def step(self, plan: Plan | None = None) -> EpochReport:
-        """One update epoch under ``plan`` (None: keep the plan in force)."""
+        """One update epoch under ``plan`` (None: keep the plan in force).
+
+        Raises:
+            RuntimeError: before the first :meth:`reset`.
+            TypeError: ``plan`` is neither a :class:`~coel_env.core.plan.Plan` nor None.
+        """
         if not self._seeded:
             raise RuntimeError("call reset(seed) before step()")
+        if plan is not None and not isinstance(plan, Plan):
+            raise TypeError(
+                f"plan must be a Plan or None (None keeps the plan in force), not "
+                f"{type(plan).__name__} {plan!r:.60}"
+            )
         sc = self.scenario
         dt = sc.epoch_s
         t0, t1 = self.t_s, self.t_s + dt
@@ -734,7 +749,18 @@ class World:
         return self.perception.advance(t1, self.true_status(), self._rng_perc, self.dyn.server_up)
 
     def view(self, server: int) -> tuple[np.ndarray, np.ndarray]:
-        """What ``server`` believes of every server: status [n, F] and age [n] [s]."""
+        """What ``server`` believes of every server: status [n, F] and age [n] [s].
+
+        Raises:
+            TypeError: ``server`` is not an integer.
+            ValueError: ``server`` is not an index 0..n-1.
+        """
+        if isinstance(server, bool) or not isinstance(server, int | np.integer):
+            raise TypeError(
+                f"server must be an integer 0..{self.n - 1}, not {type(server).__name__} {server!r}"
+            )
+        if not 0 <= server < self.n:
+            raise ValueError(f"server={server!r} is not allowed; servers are 0..{self.n - 1}")
         return self.perception.view(server, self.t_s)
 
     # ------------------------------------------------------- read-only state

@@ -224,7 +224,7 @@ class CoELEnv(gym.Env):
     env = gym.make(
         "CoEL-v2",
         config={"scenario": "large", "overrides": {"workload.rate_per_s": 0.1}},
-        render_mode="rgb_array",  # or "ansi"
+        render_mode="rgb_array",  # or "ansi", "human"
     )
     obs, info = env.reset(seed=0)
     ```
@@ -233,7 +233,10 @@ class CoELEnv(gym.Env):
     its unit; unknown keys raise ``ValueError`` naming the valid ones, a config that is
     not a dict raises ``TypeError``. ``defaults`` is set by the registration (the id's
     row of ``coel_env.ENV_IDS``); ``config`` wins over it. ``render_mode``:
-    ``"rgb_array"`` (a map of the deployment) or ``"ansi"`` (a text summary).
+    ``"rgb_array"`` (a map of the deployment), ``"ansi"`` (a text summary) or ``"human"``
+    (that map in a matplotlib window, redrawn at every ``reset()`` and ``step()``; where
+    no window can open, one notice on stderr and nothing drawn). The render modes are the
+    env's own, so ``gym.make`` applies no ``HumanRendering`` wrapper (which needs pygame).
 
     ## Version History
 
@@ -254,7 +257,7 @@ class CoELEnv(gym.Env):
       (``tests/test_episode_digests.py``).
     """
 
-    metadata = {"render_modes": ["rgb_array", "ansi"], "render_fps": 1}
+    metadata = {"render_modes": ["rgb_array", "ansi", "human"], "render_fps": 1}
 
     @classmethod
     def default_config(cls) -> dict[str, Any]:
@@ -306,6 +309,7 @@ class CoELEnv(gym.Env):
         self._shape_key = (self.world.n, self.world.models)
         self._last_report = None
         self._pop: dict = {}
+        self._window = None  # render_mode="human": a HumanWindow once rendered
 
     # ------------------------------------------------------------------ API
 
@@ -330,11 +334,13 @@ class CoELEnv(gym.Env):
         self.world.reset(int(self.np_random.integers(2**63 - 1)))
         self._pop = self.observation_type.popularity()
         self._last_report = None
+        if self.render_mode == "human":
+            self.render()
         return self.observation_type.observe(self._pop), {"invalid_action": False}
 
     def action_masks(self) -> np.ndarray:
         """sb3-contrib MaskablePPO masks: one flag per choice of every field."""
-        if not getattr(self.world, "_seeded", False):
+        if not self.world.started:
             raise RuntimeError("call reset() before action_masks()")
         return self.action_type.mask()
 
@@ -358,6 +364,8 @@ class CoELEnv(gym.Env):
         }
 
     def step(self, action):
+        if not self.world.started:
+            raise RuntimeError("call reset() before step()")
         a = self._check_action(action)
         decoded = self.action_type.decode(a, self.world.plan, self._pop)
         if isinstance(decoded, InfeasibilityReport):  # no plan at all (e.g. no home chosen)
@@ -378,6 +386,8 @@ class CoELEnv(gym.Env):
             **report_info(report),
         }
         obs = self.observation_type.observe(self._pop)
+        if self.render_mode == "human":
+            self.render()
         return obs, reward, False, False, info
 
     def encode_plan(self, plan) -> np.ndarray:
@@ -385,7 +395,7 @@ class CoELEnv(gym.Env):
         :class:`~coel_env.core.plan.Plan`; None: keep the plan in force) from the plan
         in force, for imitating other policies (version-1 envs only: their actions can
         express the baselines' plans)."""
-        if not getattr(self.world, "_seeded", False):
+        if not self.world.started:
             raise RuntimeError("call reset() before encode_plan()")
         if not hasattr(self.action_type, "encode"):
             raise ValueError(
@@ -401,7 +411,19 @@ class CoELEnv(gym.Env):
             return render_ansi(self.world, self._last_report)
         if self.render_mode == "rgb_array":
             return render_rgb(self.world, self._last_report)
+        if self.render_mode == "human":  # drawn at every reset() and step(), as Gymnasium's
+            if self._window is None:
+                from coel_env.envs.human import HumanWindow
+
+                self._window = HumanWindow()
+            self._window.show(render_rgb(self.world, self._last_report))
         return None
+
+    def close(self) -> None:
+        """Close the ``render_mode="human"`` window, if one is open."""
+        if self._window is not None:
+            self._window.close()
+            self._window = None
 
     # ------------------------------------------------------------ internals
 
@@ -431,7 +453,7 @@ class CoELEnv(gym.Env):
         new = self.__class__.__new__(self.__class__)
         memo[id(self)] = new
         for k, v in self.__dict__.items():
-            setattr(new, k, copy.deepcopy(v, memo))
+            setattr(new, k, None if k == "_window" else copy.deepcopy(v, memo))  # no window
         return new
 
 
