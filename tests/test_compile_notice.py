@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from coel_env.core.compile_notice import NOTICE
 
 # two kernels (two compiles, one notice), then a numba function that is not the package's
@@ -36,6 +38,7 @@ def _run(cache_dir) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_notice_once_with_a_cold_cache_and_never_with_a_warm_one(tmp_path):
     cold = _run(tmp_path)
     assert cold.returncode == 0, cold.stderr[-3000:]

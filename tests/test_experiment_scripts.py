@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 NUM = r"[-+]?\d+(?:\.\d+)?"
 
@@ -67,6 +69,7 @@ def test_bench_envs_tiny(tmp_path):
     assert "- cpu_count:" in text and "- numpy:" in text
 
 
+@pytest.mark.slow
 def test_soak_tiny(tmp_path):
     out = tmp_path / "soak.md"
     csv = tmp_path / "soak.csv"
@@ -102,6 +105,7 @@ def test_soak_tiny(tmp_path):
     assert "| 100 (warm-up end) |" in text
 
 
+@pytest.mark.slow
 def test_bench_training_tiny(tmp_path):
     out = tmp_path / "training_benchmark.md"
     proc = _run(
@@ -146,6 +150,7 @@ def test_masked_sampler_uniform_among_allowed():
     assert _run("-c", code).stdout.strip() == "ok"
 
 
+@pytest.mark.slow
 def test_bench_floor_tiny(tmp_path):
     out = tmp_path / "speed_floor.md"
     proc = _run(

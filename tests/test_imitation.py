@@ -38,6 +38,7 @@ def test_demonstrations_are_the_experts_encoded_plans_within_the_masks(greedy_de
     assert len(d.episode_returns) == 3 and np.isfinite(d.returns).all()
 
 
+@pytest.mark.slow
 def test_cloning_reproduces_the_expert(tmp_path, greedy_demos):
     from sb3_contrib import MaskablePPO
 
@@ -91,6 +92,7 @@ def test_bad_imitation_input(tmp_path, greedy_demos):
     assert not any((tmp_path / d).exists() for d in "abcdefg")  # no run folder made
 
 
+@pytest.mark.slow
 def test_headline_script_clones_then_compares(tmp_path):
     """The README's main job, at a tiny budget: clone static-homes on CoEL-v2 (with one
     DAgger round), train, compare."""

@@ -48,6 +48,7 @@ def _check_optimum(inst):
     return True
 
 
+@pytest.mark.slow
 def test_milp_matches_brute_force_on_random_instances():
     feasible = infeasible = 0
     for seed in range(40):
@@ -65,6 +66,7 @@ def test_milp_matches_brute_force_four_groups():
         assert _check_optimum(inst)
 
 
+@pytest.mark.slow
 def test_milp_matches_brute_force_three_servers():
     # with three servers a copy kept for one home can be nearer another home than the one
     # it would rather use: the nearest-copy rule binds
@@ -102,6 +104,7 @@ def test_matrix_and_formula_agree_on_every_decision():
     assert n_ok > 50 and n_bad > 50
 
 
+@pytest.mark.slow
 def test_greedy_never_beats_the_milp():
     seen = 0
     for seed in range(20):
@@ -228,6 +231,7 @@ def test_milp_oracle_runs_the_default_world():
     assert len(pol.history) == 5
 
 
+@pytest.mark.slow
 def test_periodic_and_static_policies():
     w = World("default")
     w.reset(0)

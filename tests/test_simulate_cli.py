@@ -184,6 +184,7 @@ def test_run_plugs_in_a_policy():
         simulate_cli.run(w, 0)
 
 
+@pytest.mark.slow
 def test_the_installed_console_script_prints_json(tmp_path):
     coel = Path(sys.executable).parent / "coel"
     if not coel.exists():

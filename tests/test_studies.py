@@ -31,6 +31,7 @@ def _rows(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_ablation_tiny_through_the_cli(tmp_path):
     out = tmp_path / "abl"
     proc = _coel(
@@ -148,6 +149,7 @@ def test_study_bad_input(argv, needle, tmp_path):
     assert needle in proc.stderr
 
 
+@pytest.mark.slow
 def test_study_refuses_a_non_empty_out_dir(tmp_path):
     (tmp_path / "keep.txt").write_text("mine")
     proc = _coel(
@@ -157,6 +159,7 @@ def test_study_refuses_a_non_empty_out_dir(tmp_path):
     assert (tmp_path / "keep.txt").read_text() == "mine"
 
 
+@pytest.mark.slow
 def test_probe_encoding_tiny():
     proc = subprocess.run(
         [sys.executable, "experiments/probe_encoding.py", "--redeploys", "3", "--seeds", "1",

@@ -39,6 +39,7 @@ TINY = {
 }
 
 
+@pytest.mark.slow
 def test_two_by_two_grid_runs_on_a_local_ray_and_writes_the_summary(tmp_path):
     pytest.importorskip("ray")
     cfg = tmp_path / "tiny.yaml"
@@ -125,6 +126,7 @@ def test_ray_absent_gives_install_hint(monkeypatch, tmp_path):
     assert not (tmp_path / "tiny").exists()
 
 
+@pytest.mark.slow
 def test_package_imports_and_works_without_ray():
     code = textwrap.dedent(
         """

@@ -52,6 +52,7 @@ def cli_run(tmp_path_factory) -> Path:
     return run
 
 
+@pytest.mark.slow
 def test_cli_run_folder_holds_everything(cli_run):
     for name in ("model.zip", "best_model.zip", "evaluations.npz", "vecnormalize.pkl",
                  "vecnormalize_best.pkl", "config.yml", "args.yml", "command.txt",

@@ -124,6 +124,7 @@ def test_static_homes_rejects_a_bad_threshold():
         make_policy("static-homes", threshold=1.5)
 
 
+@pytest.mark.slow
 def test_static_homes_replayed_in_v2_gives_its_return_and_in_v1_much_less():
     """Imitation needs CoEL-v2 to express the home changes: replaying the encoded plans
     gives about the policy's own return over 5 seeds (each episode drifts a little:
