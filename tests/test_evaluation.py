@@ -8,7 +8,7 @@ from coel_env.catalog import get_model
 from coel_env.core.evaluation import ACT_BYTES, _kernel_ms
 from coel_env.core.kernels.serving import grid_position, grid_tokens, grid_value
 from coel_env.core.plan import ABSENT, FETCH, GPU, HOST, ModelPlan
-from coel_env.core.routing import _expected_counts
+from coel_env.core.routing import expected_counts
 from coel_env.core.world import World
 
 
@@ -17,7 +17,7 @@ def exact_table(sm, mp, home, pop, ns, latency_ms, bw, up):
     m = mp.spec
     placed = sm._placement(mp, home, latency_ms, up)
     ns = np.maximum(np.asarray(ns, float), 1.0)
-    q = np.clip(_expected_counts(pop, 1.0, m.top_k), 0.0, 1.0)[None]
+    q = np.clip(expected_counts(pop, 1.0, m.top_k), 0.0, 1.0)[None]
     nn = ns[:, None, None]
     pa = 1.0 - (1.0 - q) ** nn
     ta = np.where(pa > 0, nn * q / np.maximum(pa, 1e-12), 0.0)

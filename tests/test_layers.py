@@ -198,3 +198,18 @@ def test_a_world_episode_runs_without_gymnasium():
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.startswith("ret ")
+
+
+def test_no_module_outside_the_core_imports_a_private_core_name():
+    bad = []
+    for module, path in MODULES.items():
+        if layer(module) == "core":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("coel_env.core"):
+                bad += [
+                    f"{path.relative_to(ROOT)}:{node.lineno} imports {node.module}.{a.name}"
+                    for a in node.names
+                    if a.name.startswith("_")
+                ]
+    assert not bad, "\n".join(bad)

@@ -149,12 +149,12 @@ def test_sort_into_window_equals_stable_argsort_and_clip():
 
 
 def test_uncapped_token_share_equals_expected_counts():
-    from coel_env.core.routing import _expected_counts
+    from coel_env.core.routing import expected_counts
 
     rng = np.random.default_rng(5)
     for top_k, alpha in ((2, 1.0), (8, 1.0), (2, 0.05), (6, 0.1)):
         p = rng.dirichlet(np.full(64, alpha), size=16)
-        ref = np.clip(_expected_counts(p, 1.0, top_k), 0.0, 1.0).ravel()
+        ref = np.clip(expected_counts(p, 1.0, top_k), 0.0, 1.0).ravel()
         got = token_share_uncapped(p, float(top_k))
         if (top_k * p > 1.0 + 1e-12).any():
             assert got is None

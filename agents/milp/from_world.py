@@ -27,7 +27,7 @@ from coel_env import cost
 from coel_env.core.evaluation import ACT_BYTES, PREFILL_POINTS, ServingModel, bucket
 from coel_env.core.groups import group_of
 from coel_env.core.plan import ABSENT, GB, GPU, HOST, ModelPlan, Plan
-from coel_env.core.routing import _expected_counts
+from coel_env.core.routing import expected_counts
 from coel_env.core.workload import AZURE_CONV_FIT, SyntheticWorkload
 from coel_env.quality import SHARED_SENSITIVITY, bits_loss, token_keep_loss
 
@@ -62,7 +62,7 @@ def _serving_parts(serving: ServingModel, m, pop, onehot, n: float, phase: str, 
     """
     n = max(float(n), 1.0)
     S = serving.n
-    t = _expected_counts(pop, n, m.top_k)
+    t = expected_counts(pop, n, m.top_k)
     q = np.clip(t / n, 0.0, 1.0)
     pa = 1.0 - (1.0 - q) ** n
     ta = np.where(pa > 0, t / np.maximum(pa, 1e-12), 0.0)

@@ -47,7 +47,7 @@ from coel_env.core.kernels.serving import (
     token_share_uncapped,
 )
 from coel_env.core.plan import ModelPlan
-from coel_env.core.routing import _expected_counts
+from coel_env.core.routing import expected_counts
 from coel_env.profiles import DeviceProfile
 
 ACT_BYTES = 2  # bf16 activations
@@ -336,7 +336,7 @@ class ServingModel:
         """Expected tokens per expert of one token, flat ``[L * E]`` (``t / n``)."""
         out = token_share_uncapped(popularity, float(1.0 * m.top_k))
         if out is None:  # some expert would get more than every token: cap and spread
-            out = np.clip(_expected_counts(popularity, 1.0, m.top_k), 0.0, 1.0).ravel()
+            out = np.clip(expected_counts(popularity, 1.0, m.top_k), 0.0, 1.0).ravel()
         return out
 
     def _home_ms(self, m: MoEModel, home: int, ns: np.ndarray, phases, ns_key: tuple) -> np.ndarray:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["group_of", "groups_of_estimate"]
+__all__ = ["group_of", "groups_of_estimate", "popularity_order"]
 
 
 def group_of(popularity: np.ndarray, n_groups: int) -> np.ndarray:
@@ -32,7 +32,7 @@ def groups_of_estimate(popularity: np.ndarray, n_groups: int) -> np.ndarray:
     return out
 
 
-def _popularity_order(popularity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def popularity_order(popularity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(layers, experts) of all experts, most popular first (memoised as
     :func:`groups_of_estimate`)."""
     key = (id(popularity), 0, "order")

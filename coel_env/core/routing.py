@@ -367,7 +367,7 @@ def expert_token_counts(
     return _sample_counts(p, n, k, check_rng(rng))
 
 
-def _expected_counts(p: np.ndarray, n_tokens: int, top_k: int) -> np.ndarray:
+def expected_counts(p: np.ndarray, n_tokens: int, top_k: int) -> np.ndarray:
     """:func:`expected_expert_tokens` without validation."""
     n = float(n_tokens)
     expected = n * top_k * p
@@ -412,7 +412,7 @@ def expected_expert_tokens(popularity: np.ndarray, n_tokens: int, top_k: int) ->
     """
     p = _check_popularity("popularity", popularity)
     n, k = _check_n_tokens_top_k(n_tokens, top_k, p.shape[1])
-    return _expected_counts(p, n, k)
+    return expected_counts(p, n, k)
 
 
 # ------------------------------------------------------------- statistics
@@ -1185,7 +1185,7 @@ class RoutingModel:
             ValueError: On a bad mix or ``n_tokens``.
         """
         p = self.mix_popularity(mix)
-        return _expected_counts(p, check_int("n_tokens", n_tokens, 0), self.top_k)
+        return expected_counts(p, check_int("n_tokens", n_tokens, 0), self.top_k)
 
     def sample_routes(
         self, task: str, n_tokens: int, rng: np.random.Generator, contiguous: bool = False

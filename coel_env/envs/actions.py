@@ -44,7 +44,7 @@ from __future__ import annotations
 import numpy as np
 
 from coel_env.catalog import BITS
-from coel_env.core.groups import _popularity_order, groups_of_estimate
+from coel_env.core.groups import groups_of_estimate, popularity_order
 from coel_env.core.kernels.placement import fill_tiers, place_homes
 from coel_env.core.plan import (
     GB,
@@ -224,7 +224,7 @@ class InterDeviceAction(_Base):
 
     def _fill_tiers(self, loc, bits, popularity, free, i) -> None:
         """On each server holding experts: GPU in popularity order while it fits, then host."""
-        layers, experts = _popularity_order(popularity)
+        layers, experts = popularity_order(popularity)
         fill_tiers(
             loc, bits, layers, experts, expert_gb_table(self.models[i]), free, self.world.unified
         )

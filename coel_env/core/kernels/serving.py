@@ -345,7 +345,7 @@ def cost_kernel(
 def token_share_uncapped(popularity, top_k):
     """Expected tokens per expert of one token, flat ``[L * E]``, when no expert gets
     more than every token (``top_k * p <= 1 + 1e-12``): ``min(top_k * p, 1)`` clipped to
-    [0, 1], as :func:`coel_env.core.routing._expected_counts` gives then; None
+    [0, 1], as :func:`coel_env.core.routing.expected_counts` gives then; None
     otherwise (the caller caps and spreads the excess)."""
     p = popularity.ravel()
     out = np.empty(p.size)
