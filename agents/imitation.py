@@ -86,8 +86,11 @@ class Demonstrations:
         )
 
     @classmethod
-    def load(cls, path: str | Path, obs_dim: int, nvec: np.ndarray) -> Demonstrations:
-        """Read :meth:`save`'s file and check it against the env's spaces."""
+    def load(
+        cls, path: str | Path, obs_dim: int, nvec: np.ndarray, flag: str = "--imitate"
+    ) -> Demonstrations:
+        """Read :meth:`save`'s file and check it against the env's spaces (errors name
+        ``flag``, the option that gave the file)."""
         try:
             with np.load(path, allow_pickle=False) as d:
                 out = cls(
@@ -100,7 +103,7 @@ class Demonstrations:
                 )
         except (OSError, ValueError, KeyError) as exc:
             raise ValueError(
-                f"--imitate {path}: not a demonstrations file written by a run with "
+                f"{flag} {path}: not a demonstrations file written by a run with "
                 f"--imitate ({exc})"
             ) from None
         n = len(out.obs)
@@ -115,7 +118,7 @@ class Demonstrations:
         )
         if not ok:
             raise ValueError(
-                f"--imitate {path}: demonstrations of observations {out.obs.shape[1:]} and "
+                f"{flag} {path}: demonstrations of observations {out.obs.shape[1:]} and "
                 f"actions {out.actions.shape[1:]} do not fit this env (observations "
                 f"({obs_dim},), {len(nvec)} action fields)"
             )
@@ -126,20 +129,28 @@ def _check_expert(expert: str) -> None:
     from agents.registry import policy_names
 
     if expert.endswith(".npz"):
-        if not Path(expert).is_file():
-            raise ValueError(f"--imitate {expert}: no such demonstrations file")
+        _check_demos_file(expert, "--imitate")
         return
     known = policy_names()
     if expert not in known and not expert.startswith("ma:"):
         raise ValueError(f"--imitate {expert!r} is not a known policy; known: {', '.join(known)}")
 
 
+def _check_demos_file(path: str, flag: str) -> None:
+    """``path`` (given by ``flag``) must be an existing demonstrations ``.npz`` file."""
+    if not str(path).endswith(".npz") or not Path(path).is_file():
+        raise ValueError(
+            f"{flag} {path}: no such demonstrations file (a .npz that coel train --imitate "
+            "saved: demonstrations.npz in its run folder)"
+        )
+
+
 def require_encoding(env_id: str, env) -> None:
-    """Raise unless ``env`` (unwrapped) can turn plans into actions (version-1 envs)."""
+    """Raise unless ``env`` (unwrapped) can turn plans into actions (version-1 and -2 envs)."""
     if not hasattr(env.action_type, "encode"):
         raise ValueError(
             f"--imitate needs an env whose actions can express other policies' plans; "
-            f"{env_id} cannot (use CoEL-v1 or CoEL-InterDevice-v1)"
+            f"{env_id} cannot (use CoEL-v2, CoEL-v1 or CoEL-InterDevice-v1)"
         )
 
 

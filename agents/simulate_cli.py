@@ -62,6 +62,7 @@ from agents.cli_common import (
     add_runs_root,
     announce,
     build_overrides,
+    check_count,
     check_runs_root,
     output_folder,
     write_args,
@@ -265,6 +266,7 @@ def format_table(metrics: Mapping[str, Any]) -> str:
 def main(args: argparse.Namespace) -> int:
     if args.epochs < 1:
         raise ValueError(f"--epochs {args.epochs!r} is not allowed; must be an integer >= 1")
+    check_count("--seed", args.seed, low=0)
     check_runs_root(args.runs_root)
     overrides = build_overrides(args)
     policy = None

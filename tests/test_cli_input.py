@@ -97,3 +97,82 @@ def test_seeds_and_epochs_out_of_range(capsys, no_work, command, flags, message)
 def test_evaluate_episodes_is_checked_like_seeds(capsys, no_work):
     assert main(["evaluate", "some-run", "--episodes", "0"]) == 2
     assert "--episodes 0 is not allowed; must be an integer >= 1" in _error(capsys)
+
+
+# ------------------------------------------------------------------ advice that can be followed
+
+
+def test_an_unsorted_trace_names_a_setting_that_sorts_it(tmp_path, capsys):
+    trace = tmp_path / "t.csv"
+    trace.write_text("arrival_s,input_tokens,output_tokens\n2,100,20\n1,300,40\n12,50,10\n")
+    argv = ["simulate", "--trace", str(trace), "--epochs", "2", "--json"]
+    assert main(argv) == 2
+    err = _error(capsys)
+    assert "row 2 (line 3), column 'arrival_s': '1' is earlier than row 1" in err
+    assert "--set workload.sort=true" in err
+    with pytest.warns(UserWarning, match="row\\(s\\) out of timestamp order"):
+        assert main([*argv, "--set", "workload.sort=true"]) == 0  # the advice works
+    assert main([*argv, "--set", "workload.sort=maybe"]) == 2
+    assert "workload.sort='maybe' is not allowed; must be true or false" in _error(capsys)
+
+
+def test_a_graphml_without_coordinates_names_a_setting_for_its_latency(tmp_path, capsys):
+    gml = tmp_path / "nocoords.graphml"
+    gml.write_text(
+        '<?xml version="1.0" encoding="utf-8"?>\n'
+        '<graphml xmlns="http://graphml.graphdrawing.org/xmlns">\n'
+        '<key attr.name="label" attr.type="string" for="node" id="d0"/>\n'
+        '<graph edgedefault="undirected">\n'
+        + "".join(f'<node id="{c}"><data key="d0">{c}</data></node>\n' for c in "ABC")
+        + '<edge source="A" target="B"/>\n<edge source="B" target="C"/>\n'
+        "</graph>\n</graphml>\n",
+        encoding="utf-8",
+    )
+    argv = ["simulate", "--topology", str(gml), "--epochs", "2", "--json"]
+    assert main(argv) == 2
+    err = _error(capsys)
+    assert "no node has Latitude/Longitude" in err
+    assert "--set topology.default_latency_ms=5" in err
+    with pytest.warns(UserWarning, match="3 of 3 nodes have no Latitude/Longitude"):
+        assert main([*argv, "--set", "topology.default_latency_ms=5"]) == 0
+    assert main([*argv, "--set", "topology.default_latency_ms=-1"]) == 2
+    assert "topology.default_latency_ms=-1 is not allowed; must be a number > 0" in _error(capsys)
+
+
+def test_a_negative_seed_names_the_flag(capsys, no_work):
+    assert main(["simulate", "--seed", "-1", "--epochs", "2"]) == 2
+    assert "coel simulate: error: --seed -1 is not allowed; must be an integer >= 0" in _error(
+        capsys
+    )
+    assert not no_work
+
+
+def test_a_negative_world_seed_is_a_clear_error():
+    from coel_env.core.world import World
+
+    with pytest.raises(ValueError, match=r"seed=-1 is not allowed; must be None or an integer >= "):
+        World("default").reset(-1)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--imitate", "greedy", "--imitate-demos", "nope.npz"],
+         "--imitate-demos nope.npz: no such demonstrations file"),
+        (["--imitate", "greedy", "--imitate-demos", "afile"],
+         "--imitate-demos afile: no such demonstrations file"),
+        (["--imitate", "greedy", "--imitate-demos", "junk.npz"],
+         "--imitate-demos junk.npz: not a demonstrations file"),
+        (["--imitate-demos", "junk.npz"], "--imitate-demos goes with --imitate POLICY"),
+        (["--imitate-rounds", "2"], "--imitate-rounds goes with --imitate POLICY"),
+        (["--imitate", "nope"], "--imitate 'nope' is not a known policy"),
+    ],
+)  # fmt: skip
+def test_imitation_errors_name_the_flag_that_was_given(tmp_path, capsys, flags, message):
+    (tmp_path / "afile").write_text("x\n")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    argv = ["train", "--algo", "maskable_ppo", "--env", "CoEL-v2", "--timesteps", "64",
+            "--no-progress", *flags]  # fmt: skip
+    assert main(argv) == 2
+    assert f"coel train: error: {message}" in _error(capsys)
+    assert not (tmp_path / "runs").exists()

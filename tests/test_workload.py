@@ -611,3 +611,35 @@ def test_the_world_arrival_stream_is_reproducible_and_continues_after_pickling()
         )
         np.testing.assert_array_equal(ra.arrival_s, rc.arrival_s)
         np.testing.assert_array_equal(ra.output_tokens, rc.output_tokens)
+
+
+@pytest.mark.parametrize(
+    ("text", "loader"),
+    [
+        ("arrival_s,input_tokens,output_tokens\n0,10,5\n1,0,0\n2,0,0\n3,0,7\n", "generic"),
+        ("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:00:00,10,5\n"
+         "2023-11-16 18:00:01,0,0\n2023-11-16 18:00:02,0,0\n", "azure"),
+    ],
+)  # fmt: skip
+def test_rows_without_any_token_are_refused_naming_file_row_and_columns(
+    tmp_path: Path, text: str, loader: str
+) -> None:
+    path = _write(tmp_path, text, "empty.csv")
+    cols = (
+        "'input_tokens' and 'output_tokens'"
+        if loader == "generic"
+        else "'ContextTokens' and 'GeneratedTokens'"
+    )
+    load = load_generic_trace if loader == "generic" else load_azure_trace
+    with pytest.raises(ValueError) as info:
+        load(path)
+    assert str(info.value) == (
+        f"{path}: row 2 (line 3), columns {cols}: both 0, a request with no tokens; every row "
+        "needs at least one input or output token (2 such rows in all)"
+    )
+
+
+def test_an_unsorted_trace_advises_a_settable_key(tmp_path: Path) -> None:
+    path = _write(tmp_path, "arrival_s,input_tokens,output_tokens\n2,1,1\n1,1,1\n")
+    with pytest.raises(ValueError, match=r"pass sort=True, or in a scenario set workload.sort="):
+        load_generic_trace(path)

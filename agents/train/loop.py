@@ -147,8 +147,11 @@ def train(
     checkpoint_freq = _check_int("--checkpoint-freq", checkpoint_freq, 0)
     torch_threads = _check_int("--torch-threads", torch_threads, 0)
     seeds = _eval_seeds(eval_episodes, eval_seeds)
+    if imitate is None and (imitate_demos is not None or imitate_rounds):
+        flag = "--imitate-demos" if imitate_demos is not None else "--imitate-rounds"
+        raise ValueError(f"{flag} goes with --imitate POLICY (the expert); it was not given")
     if imitate is not None:
-        from agents.imitation import _check_expert
+        from agents.imitation import _check_demos_file, _check_expert
 
         if algo == "dqn":
             raise ValueError("--imitate is not available with --algo dqn (no policy network "
@@ -163,7 +166,7 @@ def train(
         if imitate_demos is not None:
             if str(imitate).endswith(".npz"):
                 raise ValueError("--imitate-demos goes with an expert policy, not a file")
-            _check_expert(str(imitate_demos))
+            _check_demos_file(str(imitate_demos), "--imitate-demos")
     hp = resolve_hyperparams(algo, env_id, hyperparams)
     if n_envs is not None:
         hp["n_envs"] = n_envs
@@ -185,7 +188,7 @@ def train(
     if imitate is not None:
         _check_encodable(env_id, config, str(imitate))
         if imitate_demos is not None:
-            _check_encodable(env_id, config, str(imitate_demos))
+            _check_encodable(env_id, config, str(imitate_demos), "--imitate-demos")
 
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     path = _new_run_dir(run_dir, runs_root, f"{algo}-{env_id}-{stamp}-s{seed}")
@@ -247,14 +250,17 @@ def _remove_if_no_model(path: Path) -> None:
     print(f"coel train: the run failed before saving a model; removed {path}", file=sys.stderr)
 
 
-def _check_encodable(env_id: str, config: Mapping[str, Any], imitate: str) -> None:
+def _check_encodable(
+    env_id: str, config: Mapping[str, Any], imitate: str, flag: str = "--imitate"
+) -> None:
     from agents.imitation import Demonstrations, require_encoding
 
     env = gym.make(f"coel_env:{env_id}", config=dict(config))
     try:
         require_encoding(env_id, env.unwrapped)
         if str(imitate).endswith(".npz"):  # checked before the run folder exists
-            Demonstrations.load(imitate, int(env.observation_space.shape[0]), env.action_space.nvec)
+            space = env.observation_space
+            Demonstrations.load(imitate, int(space.shape[0]), env.action_space.nvec, flag)
     finally:
         env.close()
 
@@ -267,8 +273,9 @@ def _imitate(model, path: Path, args: Mapping[str, Any], config, progress: bool)
     start_file = spec["expert"] if spec["expert"].endswith(".npz") else spec.get("demos")
     if start_file:
         space = model.observation_space
+        flag = "--imitate" if start_file == spec["expert"] else "--imitate-demos"
         demos = imitation.Demonstrations.load(
-            start_file, int(space.shape[0]), np.asarray(model.action_space.nvec)
+            start_file, int(space.shape[0]), np.asarray(model.action_space.nvec), flag
         )
     else:
         demos = imitation.collect(

@@ -40,6 +40,9 @@ class TopologyConfig:
         waxman_beta: Waxman beta.
         k_nearest: EUA: links to the k nearest servers.
         link_gbit_s: bandwidth range of generated links [Gbit/s].
+        default_latency_ms: GraphML: one-way latency of links with an end that has no
+            coordinates [ms]; None uses the median of the located links (a file without
+            any coordinates needs it).
     """
 
     kind: str = "random_geometric"
@@ -55,6 +58,7 @@ class TopologyConfig:
     waxman_beta: float = 0.4
     k_nearest: int = 3
     link_gbit_s: tuple[float, float] = (1.0, 10.0)
+    default_latency_ms: float | None = None
 
     def __post_init__(self) -> None:
         kinds = ("random_geometric", "waxman", "graphml", "eua")
@@ -63,6 +67,8 @@ class TopologyConfig:
         if self.kind in ("graphml", "eua") and not self.path:
             raise ValueError(f"topology.path is required for topology.kind={self.kind!r}")
         _positive("topology.n_servers", self.n_servers, integer=True)
+        if self.default_latency_ms is not None:
+            _positive("topology.default_latency_ms", self.default_latency_ms)
         if not self.device_mix:
             raise ValueError("topology.device_mix is empty; name at least one GPU profile")
 
@@ -94,6 +100,8 @@ class WorkloadSection:
         kind: ``synthetic``, ``azure`` or ``generic`` (a CSV trace by ``trace``).
         trace: path of the trace file for ``azure`` / ``generic``.
         time_scale: multiplies trace inter-arrival times.
+        sort: sort a trace whose timestamps go back (stably, with a warning) instead of
+            refusing it.
         loop: replay the trace again when it ends (period: last arrival plus the mean
             gap); False leaves later epochs empty.
         rate_per_s: mean request rate per edge server [1/s] (synthetic).
@@ -109,6 +117,7 @@ class WorkloadSection:
     kind: str = "synthetic"
     trace: str | None = None
     time_scale: float = 1.0
+    sort: bool = False
     loop: bool = True
     rate_per_s: float = 0.06
     diurnal_amplitude: float = 0.0
@@ -123,6 +132,8 @@ class WorkloadSection:
             raise ValueError(f"workload.kind={self.kind!r} is not allowed; allowed: {kinds}")
         if self.kind != "synthetic" and not self.trace:
             raise ValueError(f"workload.trace is required for workload.kind={self.kind!r}")
+        if not isinstance(self.sort, bool):
+            raise ValueError(f"workload.sort={self.sort!r} is not allowed; must be true or false")
         _positive("workload.rate_per_s", self.rate_per_s)
         _positive("workload.ttft_ms", self.ttft_ms)
         _positive("workload.tpot_ms", self.tpot_ms)

@@ -228,7 +228,13 @@ class World:
     # ---------------------------------------------------------------- episode
 
     def reset(self, seed: int | None = None) -> None:
-        """Start an episode: nothing deployed but the naive plan, no news yet."""
+        """Start an episode: nothing deployed but the naive plan, no news yet.
+
+        Raises:
+            ValueError: ``seed`` is a negative integer (numpy's seeds are >= 0).
+        """
+        if isinstance(seed, int | np.integer) and not isinstance(seed, bool) and seed < 0:
+            raise ValueError(f"seed={seed!r} is not allowed; must be None or an integer >= 0")
         rng = np.random.default_rng(seed)
         self._rng_work, self._rng_route, self._rng_perc, self._rng_dyn = rng.spawn(4)
         self._arrivals = None
@@ -847,7 +853,10 @@ def _build_topology(sc: Scenario, rng: np.random.Generator) -> topo.Topology:
             device_mix=mix, rng=rng, link_bandwidth_gbit_s=tuple(t.link_gbit_s),
         )  # fmt: skip
     elif t.kind == "graphml":
-        g = load_graphml(t.path, device_mix=mix, rng=rng, largest_component=True)
+        g = load_graphml(
+            t.path, device_mix=mix, rng=rng, largest_component=True,
+            default_latency_ms=t.default_latency_ms,
+        )  # fmt: skip
     else:
         g = load_eua(
             t.path, n_servers=t.n_servers, k_nearest=t.k_nearest, device_mix=mix, rng=rng,
@@ -898,7 +907,10 @@ def _build_workload(sc: Scenario, n: int, is_cloud: np.ndarray, n_models: int, t
         servers=tuple(str(i) for i in edge), models=tuple(sc.models), tasks=tuple(tasks), slo=slo
     )
     loader = load_azure_trace if w.kind == "azure" else load_generic_trace
-    reqs = loader(w.trace, time_scale=w.time_scale, mapping=mapping, rng=np.random.default_rng(0))
+    reqs = loader(
+        w.trace, time_scale=w.time_scale, mapping=mapping, rng=np.random.default_rng(0),
+        sort=w.sort,
+    )  # fmt: skip
     origin = np.asarray(edge, np.int32)[reqs.origin]
     reqs = Requests(**{**{f.name: getattr(reqs, f.name) for f in dataclasses.fields(reqs)},
                        "origin": origin})  # fmt: skip

@@ -217,7 +217,8 @@ def load_graphml(
             raise ValueError(
                 f"path={str(p)!r}: no node has Latitude/Longitude ({len(unlocated_nodes)} of "
                 f"{n} nodes lack them), so link latency cannot be computed; pass "
-                "default_latency_ms"
+                "default_latency_ms, or in a scenario set topology.default_latency_ms, e.g. "
+                "--set topology.default_latency_ms=5"
             )
         lat_ms[np.isnan(lat_ms)] = fill
         warnings.warn(

@@ -5,7 +5,9 @@ Each reader parses a file into a :class:`coel_env.core.workload.Requests`, which
 
 Rows become requests in file order. Timestamps must be non-decreasing: an
 unsorted file is an error naming the first row out of order (pass
-``sort=True`` to sort it stably, with a :class:`TraceWarning`). Duplicate
+``sort=True``, in a scenario ``workload.sort: true``, to sort it stably, with a
+:class:`TraceWarning`). A row with no input and no output tokens is an error (it is
+no request). Duplicate
 timestamps are legitimate simultaneous arrivals (traces logged at ms
 granularity have them; the Azure 2023 files have none at their 100 ns
 resolution): they are kept in file order, with one :class:`TraceWarning`
@@ -200,7 +202,8 @@ def _order_rows(
                 f"{p}: row {i + 1} (line {i + 2}), column {column!r}: "
                 f"{raw_time.iloc[i].strip()!r} is earlier than row {i} "
                 f"({raw_time.iloc[i - 1].strip()!r}); timestamps must be "
-                f"non-decreasing ({back.size} row(s) out of order; pass sort=True to sort the rows)"
+                f"non-decreasing ({back.size} row(s) out of order; to sort the rows, pass "
+                "sort=True, or in a scenario set workload.sort=true, e.g. --set workload.sort=true)"
             )
         warnings.warn(
             f"{p}: {back.size} row(s) out of timestamp order (first: row {i + 1}); rows sorted by "
@@ -240,6 +243,15 @@ def _build(
     time_scale = check_real("trace.time_scale", time_scale, low=0.0, low_open=True)
     inp = _parse_tokens(p, df, input_column)
     out = _parse_tokens(p, df, output_column)
+    empty = np.flatnonzero((inp == 0) & (out == 0))
+    if empty.size:
+        i = int(empty[0])
+        more = f" ({empty.size} such rows in all)" if empty.size > 1 else ""
+        raise ValueError(
+            f"{p}: row {i + 1} (line {i + 2}), columns {input_column!r} and {output_column!r}: "
+            f"both 0, a request with no tokens; every row needs at least one input or output "
+            f"token{more}"
+        )
     n = len(df)
     cols = df.columns
     known: dict[str, np.ndarray] = {}
