@@ -187,13 +187,16 @@ def load_ma_policy(path: str | Path, name: str | None = None) -> MAPolicy:
 # ---------------------------------------------------------------------------- training
 
 
-def make_vec_env(config: Mapping[str, Any], n_envs: int, seed: int | None):
-    """The parallel env as an SB3 VecEnv (SuperSuit; one slot per agent and copy)."""
+def make_vec_env(
+    config: Mapping[str, Any], n_envs: int, seed: int | None, version: int | None = None
+):
+    """The parallel env (``version``: None for the current one) as an SB3 VecEnv
+    (SuperSuit; one slot per agent and copy)."""
     import supersuit as ss
     from stable_baselines3.common.vec_env import VecMonitor
     from supersuit.vector.sb3_vector_wrapper import SB3VecEnvWrapper
 
-    from coel_env.envs.multiagent import parallel_env
+    from coel_env.envs.multiagent import CURRENT_VERSION, parallel_env
 
     class SeededSB3VecEnv(SB3VecEnvWrapper):
         """SuperSuit's SB3 wrapper; ``seed(s)`` applies at the next reset (SB3's rule)."""
@@ -210,7 +213,8 @@ def make_vec_env(config: Mapping[str, Any], n_envs: int, seed: int | None):
             obs, self.reset_infos = self.venv.reset(seed=seed, options=options)
             return obs
 
-    vec = ss.pettingzoo_env_to_vec_env_v1(parallel_env(config=dict(config)))
+    version = CURRENT_VERSION if version is None else version
+    vec = ss.pettingzoo_env_to_vec_env_v1(parallel_env(config=dict(config), version=version))
     concat = ss.concat_vec_envs_v1(vec, n_envs, num_cpus=0, base_class="stable_baselines3")
     venv = SeededSB3VecEnv(concat.venv)
     venv.seed(seed)
@@ -291,6 +295,7 @@ def train_ma(
     progress: bool = False,
     verbose: int = 0,
     argv: Sequence[str] | None = None,
+    env_version: int | None = None,
 ) -> Path:
     """Train a parameter-shared PPO on the multi-agent env into a new run folder.
 
@@ -298,7 +303,9 @@ def train_ma(
     ``eval_epochs``: epochs per evaluation episode (default ``max_cycles``). With the
     same arguments on one CPU, two runs give identical parameters. Returns the folder.
     Trains without torch's distribution checks unless ``distribution_checks`` (as
-    :func:`agents.train.distribution_checks`: the same model, faster).
+    :func:`agents.train.distribution_checks`: the same model, faster). ``env_version``:
+    the multi-agent env's version (None: the current one; 0 reproduces runs made
+    before v1, whose ``args.yml`` has no ``env_version``).
     """
     import torch
     from stable_baselines3 import PPO
@@ -306,9 +313,14 @@ def train_ma(
     from stable_baselines3.common.utils import set_random_seed
 
     from agents import train as tr
-    from coel_env.envs.multiagent import resolve_config
+    from coel_env.envs.multiagent import CURRENT_VERSION, VERSIONS, resolve_config
 
     timesteps = tr._check_int("--timesteps", timesteps, 1)
+    env_version = CURRENT_VERSION if env_version is None else env_version
+    if isinstance(env_version, bool) or env_version not in VERSIONS:
+        raise ValueError(
+            f"--env-version {env_version!r} is not allowed; versions: {list(VERSIONS)}"
+        )
     seed = tr._check_int("--seed", seed, 0)
     eval_freq = tr._check_int("--eval-freq", eval_freq, 0)
     torch_threads = tr._check_int("--torch-threads", torch_threads, 0)
@@ -336,7 +348,8 @@ def train_ma(
     scen = Path(str(resolved["scenario"])).stem
     path = tr._new_run_dir(run_dir, runs_root, f"{ALGO}-{scen}-{stamp}-s{seed}")
     args = {
-        "kind": KIND, "algo": ALGO, "env": ENV_ID, "timesteps": timesteps, "seed": seed,
+        "kind": KIND, "algo": ALGO, "env": ENV_ID, "env_version": env_version,
+        "timesteps": timesteps, "seed": seed,
         "n_envs": hp["n_envs"], "scenario": scenario, "overrides": dict(overrides or {}),
         "env_config": dict(env_config or {}), "hyperparams": dict(hyperparams or {}),
         "eval_freq": eval_freq, "eval_seeds": seeds, "eval_epochs": eval_epochs,
@@ -360,7 +373,7 @@ def train_ma(
         if torch_threads > 0:
             torch.set_num_threads(torch_threads)
         set_random_seed(seed)
-        venv = make_vec_env(resolved, hp["n_envs"], seed)
+        venv = make_vec_env(resolved, hp["n_envs"], seed, env_version)
         kwargs = tr._model_kwargs(PPO, hp)
         kwargs.setdefault("device", "cpu")
         model = PPO(env=venv, seed=seed, verbose=verbose, tensorboard_log=str(path / "tb"),
@@ -408,6 +421,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--torch-threads", type=int, default=1, help="0: torch's default")
     p.add_argument("--distribution-checks", action="store_true",
                    help="turn torch's distribution checks on (slower; the same model)")  # fmt: skip
+    p.add_argument("--env-version", type=int, default=None, metavar="V",
+                   help="multi-agent env version (default: the current, 1; 0: as the "
+                        "published policy was trained)")  # fmt: skip
     where = p.add_mutually_exclusive_group()
     where.add_argument("--run-dir", default=None, help="new run folder (must not exist)")
     where.add_argument("--runs-root", default="runs", help="parent of run folders")
@@ -429,7 +445,7 @@ def main(args: argparse.Namespace) -> int:
             eval_seeds=args.eval_seeds, eval_epochs=args.eval_epochs,
             torch_threads=args.torch_threads, distribution_checks=args.distribution_checks,
             progress=args.progress, verbose=args.verbose,
-            argv=list(sys.argv),
+            argv=list(sys.argv), env_version=args.env_version,
         )  # fmt: skip
     except TrainingInterrupted:
         return 130

@@ -72,8 +72,11 @@ if _gymnasium_present():
     register_envs()
 
 
-def parallel_env(config=None, render_mode=None):
-    """Multi-agent CoEL (PettingZoo ``ParallelEnv``): see :mod:`coel_env.envs.multiagent`."""
+def parallel_env(config=None, render_mode=None, version=None):
+    """Multi-agent CoEL (PettingZoo ``ParallelEnv``): see :mod:`coel_env.envs.multiagent`
+    (``version``: None for the current one)."""
+    from coel_env.envs.multiagent import CURRENT_VERSION
     from coel_env.envs.multiagent import parallel_env as make
 
-    return make(config=config, render_mode=render_mode)
+    version = CURRENT_VERSION if version is None else version
+    return make(config=config, render_mode=render_mode, version=version)

@@ -30,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-epochs", type=int, default=50, help="epochs per evaluation episode")
     p.add_argument("--policy-dir", type=Path, default=None)
     p.add_argument("--runs-root", type=Path, default=Path("runs"))
+    # the published policy (results/policies/ma_ppo-default) was trained on version 0 of
+    # the multi-agent env; the default reproduces it
+    p.add_argument("--env-version", type=int, default=0, help="multi-agent env version")
     args = p.parse_args(argv)
     dest = args.policy_dir or Path("results") / "policies" / f"ma_ppo-{args.scenario}"
     if dest.exists():
@@ -40,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     run = train_ma(timesteps=args.timesteps, seed=args.seed, scenario=args.scenario,
                    runs_root=args.runs_root, eval_freq=max(args.timesteps // 4, 1),
                    eval_epochs=args.eval_epochs, progress=sys.stderr.isatty(),
-                   argv=sys.argv)  # fmt: skip
+                   argv=sys.argv, env_version=args.env_version)  # fmt: skip
     dest.mkdir(parents=True)
     for name in KEEP_FILES:
         if (run / name).is_file():

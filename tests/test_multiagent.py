@@ -249,7 +249,7 @@ def test_harness_policy_returns_equal_the_env_team_return():
 
     cfg = dict(SHORT)
     model = _untrained_model(cfg)
-    env = parallel_env(config=cfg)
+    env = parallel_env(config=cfg, version=0)  # v0: the world is reset with the seed itself
     obs, _ = env.reset(seed=4)
     team = 0.0
     while env.agents:
@@ -262,6 +262,28 @@ def test_harness_policy_returns_equal_the_env_team_return():
     other = parallel_env(config={"overrides": {"topology.n_servers": 3}, **SHORT})
     with pytest.raises(ValueError, match="trained on observations of shape"):
         harness.run_episode(MAPolicy(model, cfg), "default", 0, 2, world=other.world)
+
+
+def test_v1_seeds_the_world_as_the_single_agent_envs_do_and_v0_with_the_seed():
+    from gymnasium.utils import seeding
+
+    from coel_env.core.world import World
+
+    def first_report(world):
+        return world.step(None).as_dict()
+
+    drawn = int(seeding.np_random(7)[0].integers(2**63 - 1))  # what CoELEnv.reset(seed=7) draws
+    for version, world_seed in ((1, drawn), (0, 7)):
+        env = parallel_env(config=SHORT, version=version)
+        env.reset(seed=7)
+        assert env.metadata["name"] == f"coel_parallel_v{version}"
+        w = World("default")
+        w.reset(world_seed)
+        assert first_report(env.world) == first_report(w)
+    assert coel_env.parallel_env(config=SHORT).version == 1
+    assert coel_env.parallel_env(config=SHORT, version=0).version == 0
+    with pytest.raises(ValueError, match=r"version=2 is not allowed; versions: \[0, 1\]"):
+        parallel_env(config=SHORT, version=2)
 
 
 def test_train_ma_is_deterministic_and_compare_takes_it(tmp_path):

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 from gymnasium import spaces
+from gymnasium.utils import seeding
 from pettingzoo import ParallelEnv
 
 from coel_env.catalog import BITS
@@ -54,6 +55,9 @@ LOCAL_TERMS = ("rejected_reward", "local_drop_reward")
 LATENCY_REF_MS = 100.0
 #: Update choices of an agent, per model.
 KEEP, ADJUST, REDEPLOY, WITHDRAW = 0, 1, 2, 3
+#: The env's versions (its Version History says how they differ) and the current one.
+VERSIONS = (0, 1)
+CURRENT_VERSION = 1
 UPDATES = ("keep", "adjust", "redeploy", "withdraw")
 
 
@@ -584,14 +588,30 @@ class CoELParallelEnv(ParallelEnv):
 
     ## Version History
 
-    - v0 (``coel_parallel_v0``): initial release.
+    - v1 (``coel_parallel_v1``, ``parallel_env(version=1)``, current): seeded as the
+      single-agent envs are: ``reset(seed=s)`` seeds the env's ``np_random``
+      (``gymnasium.utils.seeding``), which draws the world's seed, so env seed ``s`` is
+      not the harness's instance ``s`` (training never plays the comparison's
+      instances).
+    - v0 (``coel_parallel_v0``, ``parallel_env(version=0)``): initial release; the world
+      was reset with the seed itself (the harness's instance). Kept so that the
+      published multi-agent policy (trained on v0) can be retrained as it was.
     """
 
-    metadata = {"render_modes": ["ansi"], "name": "coel_parallel_v0", "is_parallelizable": True}
+    metadata = {"render_modes": ["ansi"], "name": "coel_parallel_v1", "is_parallelizable": True}
 
     default_config = staticmethod(default_config)
 
-    def __init__(self, config: Mapping[str, Any] | None = None, render_mode: str | None = None):
+    def __init__(
+        self,
+        config: Mapping[str, Any] | None = None,
+        render_mode: str | None = None,
+        version: int = CURRENT_VERSION,
+    ):
+        if isinstance(version, bool) or version not in VERSIONS:
+            raise ValueError(f"version={version!r} is not allowed; versions: {list(VERSIONS)}")
+        self.version = int(version)
+        self.metadata = {**type(self).metadata, "name": f"coel_parallel_v{self.version}"}
         self.config = resolve_config(config)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(
@@ -626,8 +646,9 @@ class CoELParallelEnv(ParallelEnv):
     def reset(self, seed: int | None = None, options: dict | None = None):
         """Start an episode (``options`` is accepted for the API and unused)."""
         if seed is not None:
-            self.np_random = np.random.default_rng(seed)
-            world_seed = int(seed)
+            self.np_random, _ = seeding.np_random(seed)
+        if seed is not None and self.version == 0:
+            world_seed = int(seed)  # v0: the harness's instance for this seed
         else:
             world_seed = int(self.np_random.integers(2**63 - 1))
         self.world.reset(world_seed)
@@ -713,7 +734,10 @@ class CoELParallelEnv(ParallelEnv):
 
 
 def parallel_env(
-    config: Mapping[str, Any] | None = None, render_mode: str | None = None
+    config: Mapping[str, Any] | None = None,
+    render_mode: str | None = None,
+    version: int = CURRENT_VERSION,
 ) -> CoELParallelEnv:
-    """The multi-agent CoEL env (PettingZoo ``ParallelEnv``; see :class:`CoELParallelEnv`)."""
-    return CoELParallelEnv(config=config, render_mode=render_mode)
+    """The multi-agent CoEL env (PettingZoo ``ParallelEnv``; see :class:`CoELParallelEnv`;
+    ``version`` picks the seeding of its Version History)."""
+    return CoELParallelEnv(config=config, render_mode=render_mode, version=version)
