@@ -274,7 +274,9 @@ def _policy_kwargs(cls: type, policy: str, pk: Any) -> dict[str, Any]:
         return {}
     if not isinstance(pk, dict):
         raise ValueError(f"policy_kwargs={pk!r} is not allowed; must be a mapping")
-    policy_cls = cls.policy_aliases[policy]
+    from agents.policies import resolve_policy
+
+    policy_cls = resolve_policy(cls, policy)
     params = inspect.signature(policy_cls.__init__).parameters
     valid = sorted(k for k in params if k not in ("self", "observation_space", "action_space",
                                                    "lr_schedule"))  # fmt: skip
@@ -312,10 +314,11 @@ def _model_kwargs(cls: type, hp: Mapping[str, Any]) -> dict[str, Any]:
     """Constructor kwargs of ``cls`` from plain hyperparameters."""
     kw = {k: v for k, v in hp.items() if k not in EXTRA_KEYS}
     policy = kw.get("policy", "MlpPolicy")
-    if policy not in cls.policy_aliases:
-        raise ValueError(
-            f"policy={policy!r} is not allowed; known: {', '.join(sorted(cls.policy_aliases))}"
-        )
+    from agents.policies import FUSED_POLICY, resolve_policy
+
+    policy_cls = resolve_policy(cls, policy)  # raises for an unknown name
+    if policy == FUSED_POLICY:  # not one of SB3's aliases: pass the class
+        kw["policy"] = policy_cls
     kw["policy_kwargs"] = _policy_kwargs(cls, policy, kw.get("policy_kwargs"))
     for key in list(kw):
         kw[key] = _schedule(key, kw[key])

@@ -122,6 +122,7 @@ def load_policy(
     best: bool = False,
     algo: str | None = None,
     device: str = "cpu",
+    fused: bool = False,
 ) -> tuple[Any, Any, dict[str, Any]]:
     """Load a trained model: ``(model, vecnormalize or None, meta)``.
 
@@ -133,7 +134,9 @@ def load_policy(
     spaces are checked (:func:`check_spaces`), and a VecEnv is attached to the
     normaliser. ``meta``: ``model_path``, ``vecnormalize_path``, ``run_dir``,
     ``algo``, ``env_id``, ``config``, ``hyperparams``, ``args``,
-    ``num_timesteps``. Loading unpickles data: trusted files only.
+    ``num_timesteps``. ``fused=True`` gives a stock ``MlpPolicy`` the fused action
+    distribution (:func:`agents.policies.to_fused`: the same weights; a policy trained
+    as ``FusedMlpPolicy`` has it already). Loading unpickles data: trusted files only.
     """
     from stable_baselines3.common.vec_env import VecEnv
 
@@ -169,6 +172,10 @@ def load_policy(
     _zip_policy_module(zip_path)  # a clear error for a file that is not a zip at all
     model = _load_model(cls, zip_path, device=device)
     meta["num_timesteps"] = int(model.num_timesteps)
+    if fused:
+        from agents.policies import to_fused
+
+        to_fused(model)
     if env is not None:
         check_spaces(model, env)
     vn_path = _vecnormalize_for(zip_path)
