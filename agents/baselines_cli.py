@@ -1,6 +1,6 @@
 """``coel baselines``: run policies on the same seeded scenario instances and compare them.
 
-  coel baselines --env CoEL-v0 --policies greedy,milp-oracle --seeds 5 [--first-seed K]
+  coel baselines [--env ID] --policies greedy,milp-oracle --seeds 5 [--first-seed K]
                  [--scenario NAME|FILE] [--trace F] [--topology F] [--set K=V ...]
                  [--epochs N] [--json] [--runs-root DIR | --out FILE.csv [--force]]
 
@@ -12,8 +12,8 @@ confidence half-width of the return, SLO attainment, p50/p95 latency, quality lo
 migration, energy and decision time per epoch, and the score (mean return
 relative to ``milp-oracle`` when it is among the policies). ``--env`` picks
 the environment whose scenario and reward weights are used (its default
-scenario unless ``--scenario`` is given). ``--json`` prints a JSON list, one
-object per policy (``policy``, ``return_mean``, ``return_ci95``,
+scenario unless ``--scenario`` is given; default ``CoEL-v2``, the current id).
+``--json`` prints a JSON list, one object per policy (``policy``, ``return_mean``, ``return_ci95``,
 ``slo_attainment_mean``, ``decision_ms_mean`` and the other metrics).
 
 Outputs: a new run folder ``<runs-root>/baselines-<env>-<scenario>-<YYYYmmdd-HHMMSS>``
@@ -53,9 +53,13 @@ from agents.cli_common import (
 )
 from agents.registry import make_policy, policy_names
 
+#: The env id of ``--env`` when none is given: the current one.
+DEFAULT_ENV = "CoEL-v2"
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--env", default="CoEL-v0", help="environment id (scenario and rewards)")
+    p.add_argument("--env", default=DEFAULT_ENV,
+                   help=f"env id (scenario and rewards; default {DEFAULT_ENV})")  # fmt: skip
     p.add_argument(
         "--policies", default="naive,greedy,milp-oracle",
         help=f"comma-separated; known: {', '.join(policy_names())}",

@@ -4,10 +4,11 @@
                [--seeds N] [--first-seed K] [--epochs N] [--scenario NAME|FILE] [--set K=V ...]
                [--runs-root DIR | --out-dir DIR [--force]]
 
-Every policy (each ``--runs`` folder as an RL policy, a ``coel train-ma`` folder as
-the multi-agent policy, and each baseline) runs
-one episode per seed (0..N-1, or K..K+N-1 with ``--first-seed K``) on the same fresh world through
-``agents.harness``. Written to a new run folder
+``--env`` (default ``CoEL-v2``, the current id) gives the scenario (unless
+``--scenario``) and the reward weights. Every policy (each ``--runs`` folder as an
+RL policy, a ``coel train-ma`` folder as the multi-agent policy, and each baseline)
+runs one episode per seed (0..N-1, or K..K+N-1 with ``--first-seed K``) on the same
+fresh world through ``agents.harness``. Written to a new run folder
 ``<runs-root>/compare-<env>-<scenario>-<YYYYmmdd-HHMMSS>`` (default root ``runs``;
 never reused; its path printed last), or to ``--out-dir`` (a folder that holds
 anything is refused without ``--force``, which replaces it once the episodes have
@@ -46,7 +47,13 @@ from pathlib import Path
 import numpy as np
 
 from agents import harness
-from agents.baselines_cli import COLUMNS, add_first_seed, env_defaults, format_table
+from agents.baselines_cli import (
+    COLUMNS,
+    DEFAULT_ENV,
+    add_first_seed,
+    env_defaults,
+    format_table,
+)
 from agents.cli_common import (
     add_runs_root,
     announce,
@@ -62,7 +69,8 @@ from agents.registry import make_policy
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--env", default="CoEL-v0", help="env id (scenario and reward weights)")
+    p.add_argument("--env", default=DEFAULT_ENV,
+                   help=f"env id (scenario and reward weights; default {DEFAULT_ENV})")  # fmt: skip
     p.add_argument("--runs", nargs="*", type=Path, default=[], help="run folders to evaluate")
     p.add_argument("--policies", default="naive,greedy,fiddler,milp-oracle",
                    help="comma-separated baselines (see coel baselines)")  # fmt: skip

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
@@ -39,15 +40,40 @@ def subcommands() -> tuple[tuple[str, str, str], ...]:
     return tuple(out)
 
 
+#: An RST role (``:class:`~a.b.C```, ``:py:func:`f```) with its target.
+_ROLE = re.compile(r":(?:[A-Za-z]+:)?[A-Za-z]+:`([^`]+)`")
+#: Inline literals (````x````) and the default role (```x```).
+_LITERAL = re.compile(r"``([^`]+)``|`([^`]+)`")
+
+
+def _role_text(match: re.Match) -> str:
+    text = match.group(1)
+    if text.endswith(">") and " <" in text:  # :func:`shown text <target>`
+        return text[: text.rindex(" <")]
+    if text.startswith("~"):  # :class:`~a.b.C` shows C
+        return text[1:].rsplit(".", 1)[-1]
+    return text
+
+
+def plain_text(doc: str | None) -> str | None:
+    """``doc`` (a module docstring, reStructuredText) as plain text for ``--help``: roles
+    such as ``:class:`~a.b.C``` become ``C``, inline literals lose their backticks."""
+    if doc is None:
+        return None
+    doc = _ROLE.sub(_role_text, doc)
+    return _LITERAL.sub(lambda m: m.group(1) or m.group(2), doc)
+
+
 def _add(
     sub: argparse._SubParsersAction, name: str, module: str, help_: str, entry: str = "main"
 ) -> None:
-    """A subparser from ``module``'s docstring and ``add_arguments``; ``entry(args)`` runs it."""
+    """A subparser from ``module``'s docstring (as plain text) and ``add_arguments``;
+    ``entry(args)`` runs it."""
     mod = importlib.import_module(module)
     p = sub.add_parser(
         name,
         help=help_,
-        description=mod.__doc__,
+        description=plain_text(mod.__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     mod.add_arguments(p)

@@ -85,7 +85,7 @@ def test_twice_without_out_makes_two_run_folders(tmp_path, capsys):
         rows = json.loads(out)
         folder = Path(err.strip().splitlines()[-1].removeprefix("results: "))
         assert folder.parent == Path("runs") and folder.is_dir()
-        assert folder.name.startswith("baselines-CoEL-v0-default-")
+        assert folder.name.startswith("baselines-CoEL-v2-default-")  # the current id
         assert json.loads((folder / "summary.json").read_text()) == rows
         lines = (folder / "episodes.csv").read_text().splitlines()
         assert lines[0].startswith("policy,sees,seed") and len(lines) == 2

@@ -176,3 +176,57 @@ def test_imitation_errors_name_the_flag_that_was_given(tmp_path, capsys, flags, 
     assert main(argv) == 2
     assert f"coel train: error: {message}" in _error(capsys)
     assert not (tmp_path / "runs").exists()
+
+
+# ------------------------------------------------------------------ defaults and help
+
+
+def _help(capsys, *argv: str) -> str:
+    with pytest.raises(SystemExit) as stop:
+        main([*argv, "--help"])
+    assert stop.value.code == 0
+    return capsys.readouterr().out
+
+
+def _every_command() -> list[tuple[str, ...]]:
+    from coel_env.cli import subcommands
+    from experiments.study_cli import STUDIES
+
+    cmds = [(name,) for name, _, _ in subcommands()]
+    return cmds + [("study", s) for s in STUDIES]
+
+
+@pytest.mark.parametrize("argv", _every_command(), ids=" ".join)
+def test_help_pages_are_plain_text(capsys, argv):
+    """The descriptions come from the modules' docstrings (reStructuredText)."""
+    text = _help(capsys, *argv)
+    assert text.startswith("usage: coel")
+    for markup in ("``", ":class:", ":func:", ":mod:", ":meth:", ":data:", ":attr:", "`"):
+        assert markup not in text, f"{markup!r} in coel {' '.join(argv)} --help"
+
+
+def test_plain_text_renders_roles_and_literals():
+    from coel_env.cli import plain_text
+
+    doc = (
+        "Uses :class:`~coel_env.core.world.World`, :func:`agents.harness.evaluate`, "
+        ":py:meth:`step <World.step>` and ``--seeds N``; see `this`."
+    )
+    assert plain_text(doc) == ("Uses World, agents.harness.evaluate, step and --seeds N; see this.")
+    assert plain_text(None) is None
+
+
+def test_train_help_names_the_current_env_and_every_imitation_option(capsys):
+    text = _help(capsys, "train")
+    assert "CoEL-v2 (the current one)" in text and "version-1 envs" not in text
+    for flag in ("--imitate-rounds", "--imitate-demos FILE.npz", "--imitate POLICY|FILE.npz"):
+        assert flag in text
+
+
+@pytest.mark.parametrize("command", ["baselines", "compare"])
+def test_baselines_and_compare_default_to_the_current_env(command, capsys):
+    from coel_env.cli import build_parser
+
+    assert "default CoEL-v2" in _help(capsys, command)
+    args = build_parser().parse_args([command])
+    assert args.env == "CoEL-v2"

@@ -5,6 +5,9 @@
              [--n-envs K] [--vec {dummy,subproc}] [--normalize | --no-normalize]
              [--hyperparams KEY=VALUE ...] [--eval-freq N] [--eval-episodes N]
              [--eval-seeds S ...] [--checkpoint-freq N] [--torch-threads N]
+             [--distribution-checks] [--imitate POLICY|FILE.npz
+             [--imitate-episodes N] [--imitate-epochs N] [--imitate-passes N]
+             [--imitate-rounds N] [--imitate-demos FILE.npz]]
              [--run-dir DIR | --runs-root DIR] [--progress | --no-progress]
   coel train --resume RUN_DIR [--timesteps N]
 
@@ -18,15 +21,23 @@ MultiDiscrete space is flattened into ``Discrete(prod(nvec))`` (the
 space (the registered envs with their default ``n_groups=4`` are all above it;
 ``--env-config n_groups=2`` brings CoEL-IntraDevice-v0 down to 450 actions).
 
-Environments: ``CoEL-IntraDevice-v0``, ``CoEL-InterDevice-v0``/``-v1`` and
-``CoEL-v0``/``-v1`` (also with the ``coel_env/`` prefix). ``--scenario`` replaces the env's
-scenario, ``--set K=V`` adds a dotted scenario override (config
-``overrides``; V parsed as YAML), ``--env-config K=V`` sets any other env
-config key (``n_groups``, reward weights...).
+Environments: ``CoEL-v2`` (the current one), ``CoEL-v1``, ``CoEL-v0``,
+``CoEL-InterDevice-v1``, ``CoEL-InterDevice-v0`` and ``CoEL-IntraDevice-v0`` (also
+with the ``coel_env/`` prefix). ``--scenario`` replaces the env's scenario,
+``--set K=V`` adds a dotted scenario override (config ``overrides``; V parsed as
+YAML), ``--env-config K=V`` sets any other env config key (``n_groups``, reward
+weights...).
 
-``--imitate POLICY|FILE.npz`` (version-1 envs; not DQN) first clones a
-baseline's plans into the policy (:mod:`agents.imitation`), with
-``--imitate-episodes``, ``--imitate-epochs`` and ``--imitate-passes``.
+``--imitate POLICY|FILE.npz`` first clones a baseline's plans into the policy
+(:mod:`agents.imitation`; envs whose actions can express them: ``CoEL-v2``,
+``CoEL-v1``, ``CoEL-InterDevice-v1``; not DQN): POLICY (a name of ``coel baselines
+--policies``, e.g. ``static-homes``, ``greedy``, ``milp-oracle``) runs
+``--imitate-episodes`` episodes of ``--imitate-epochs`` epochs, or FILE.npz (the
+``demonstrations.npz`` of an earlier run) gives the demonstrations; the clone is fitted
+in ``--imitate-passes`` passes over them. ``--imitate-rounds N`` adds N DAgger rounds
+(the clone acts, POLICY labels the states it reaches); ``--imitate-demos FILE.npz``
+starts from saved demonstrations instead of POLICY's episodes (POLICY still labels the
+rounds). The run folder keeps ``demonstrations.npz`` and ``imitation.yml``.
 
 Hyperparameters come from ``experiments/hyperparams/<algo>.yml``
 (rl-baselines3-zoo style): the entry of the env id, else ``default``; then

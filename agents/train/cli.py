@@ -11,7 +11,8 @@ from agents.train.loop import TrainingInterrupted, resume, train
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--algo", choices=ALGOS, default=None, help="the algorithm")
-    p.add_argument("--env", default=None, metavar="ID", help="CoEL environment id")
+    p.add_argument("--env", default=None, metavar="ID",
+                   help="CoEL environment id, e.g. CoEL-v2 (the current one)")  # fmt: skip
     p.add_argument("--scenario", default=None, metavar="NAME|FILE", help="the env's scenario")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="dotted scenario override (repeatable; VALUE as YAML)")  # fmt: skip
@@ -32,14 +33,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--torch-threads", type=int, default=1, help="0: torch's default")
     p.add_argument("--distribution-checks", action="store_true",
                    help="turn torch's distribution checks on (slower; the same model)")  # fmt: skip
-    p.add_argument("--imitate", default=None, metavar="POLICY",
-                   help="clone this policy's plans before RL (version-1 envs), e.g. "
-                        "milp-oracle or greedy")  # fmt: skip
+    p.add_argument("--imitate", default=None, metavar="POLICY|FILE.npz",
+                   help="clone this policy's plans (or a run's demonstrations.npz) before RL "
+                        "(CoEL-v2, -v1, InterDevice-v1), e.g. static-homes or greedy")  # fmt: skip
     p.add_argument("--imitate-episodes", type=int, default=8, help="demonstration episodes")
     p.add_argument("--imitate-epochs", type=int, default=50, help="epochs per demonstration")
     p.add_argument("--imitate-passes", type=int, default=20, help="cloning passes over them")
     p.add_argument("--imitate-rounds", type=int, default=0,
-                   help="DAgger rounds: the clone acts, the expert labels")  # fmt: skip
+                   help="DAgger rounds: the clone acts, POLICY labels")  # fmt: skip
     p.add_argument(
         "--imitate-demos",
         default=None,
