@@ -178,8 +178,14 @@ def load_ma_policy(path: str | Path, name: str | None = None) -> MAPolicy:
                          f"kind: {KIND})")  # fmt: skip
     if not zip_path.is_file():
         raise ValueError(f"{str(run)!r} has no model.zip")
-    cfg = _read_yaml(run / "config.yml") if (run / "config.yml").is_file() else {}
-    config = {k: v for k, v in (cfg or {}).items() if k != "id"}
+    cfg = _read_yaml(run / "config.yml") if (run / "config.yml").is_file() else None
+    if not isinstance(cfg, dict):  # the defaults would score it on other terms
+        raise ValueError(
+            f"{str(run / 'config.yml')!r} is missing or not a mapping: the run's env config "
+            "(scenario, reward weights...) is unknown; coel train-ma writes it at the start "
+            "of every run: restore it"
+        )
+    config = {k: v for k, v in cfg.items() if k != "id"}
     model = _load_model(algo_class("ppo"), zip_path, device="cpu")
     return MAPolicy(model, config, name=name or f"ma:{run.name}")
 

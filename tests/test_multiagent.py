@@ -344,3 +344,17 @@ def test_two_envs_with_one_seed_play_the_same_episode():
                 assert all(np.array_equal(d1[k], d2[k]) for k in d1)
         else:
             assert all(np.array_equal(x[k], y[k]) for k in x)
+
+
+def test_a_multiagent_run_without_config_yml_is_refused(tmp_path):
+    """The env's defaults would evaluate it with other reward weights, without a word."""
+    import yaml
+
+    from agents.multiagent import KIND, load_ma_policy
+
+    run = tmp_path / "ma"
+    run.mkdir()
+    (run / "args.yml").write_text(yaml.safe_dump({"kind": KIND}))
+    (run / "model.zip").write_bytes(b"never read: the config is checked first")
+    with pytest.raises(ValueError, match=r"config.yml' is missing or not a mapping.*restore it"):
+        load_ma_policy(run)

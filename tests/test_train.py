@@ -439,3 +439,9 @@ def test_one_step_rollouts_are_refused_by_name(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--hyperparams n_steps=1 with --n-envs 1 is not allowed" in err
     assert "n_steps x n_envs" in err and not (tmp_path / "runs").exists()
+
+
+def test_eval_episodes_have_an_upper_bound():
+    with pytest.raises(ValueError, match="--eval-episodes 100000000 is not allowed; must be at"):
+        T._eval_seeds(100_000_000, None)
+    assert T._eval_seeds(3, None) == [0, 1, 2]

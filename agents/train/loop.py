@@ -42,6 +42,8 @@ from agents.train.runs import (
 
 #: Default evaluation seeds.
 DEFAULT_EVAL_SEEDS = (0, 1, 2, 3, 4)
+#: The most episodes one evaluation during training runs (``--eval-episodes``).
+MAX_EVAL_EPISODES = 100_000
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -87,7 +89,12 @@ def _eval_seeds(eval_episodes: int | None, eval_seeds: Sequence[int] | None) -> 
         return seeds
     if eval_episodes is None:
         return list(DEFAULT_EVAL_SEEDS)
-    return list(range(_check_int("--eval-episodes", eval_episodes, 1)))
+    n = _check_int("--eval-episodes", eval_episodes, 1)
+    if n > MAX_EVAL_EPISODES:  # run at every evaluation: a typo, not a plan
+        raise ValueError(
+            f"--eval-episodes {n!r} is not allowed; must be at most {MAX_EVAL_EPISODES:,}"
+        )
+    return list(range(n))
 
 
 def train(
