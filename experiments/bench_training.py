@@ -2,8 +2,9 @@
 env, and on a stand-in env with the same spaces that costs (almost) nothing to step.
 
     python experiments/bench_training.py [--ids CoEL-v0 CoEL-v2] [--algos maskable_ppo ppo]
-                                         [--scenario NAME|FILE] [--timesteps N]
-                                         [--repeats R] [--seed S]
+                                         [--policies stock fused] [--n-envs K]
+                                         [--cartpole-envs 8] [--scenario NAME|FILE]
+                                         [--timesteps N] [--repeats R] [--seed S]
                                          [--out results/training_benchmark.md]
 
 For each (id, algorithm): the algorithm's hyperparameters for that id, resolved as
@@ -16,6 +17,20 @@ in ``coel train``). The same is then done with
 :class:`NullEnv`: the id's observation and action spaces, ``action_masks()`` and
 episode length, a fixed observation and zero reward, so its steps cost a few
 microseconds and ``learn()`` runs as fast as the learner itself allows.
+
+``--policies``: each (id, algorithm) is measured with the stock ``MlpPolicy`` (one
+torch ``Categorical`` per action field) and with ``FusedMlpPolicy``
+(:mod:`agents.policies`: all fields in one tensor op), the same hyperparameters
+otherwise; a fused row also gives its training speed-up over the stock row. Torch's
+distribution checks do not apply to the fused distribution (it builds no torch
+distribution), so its rows leave that column out. ``--n-envs K`` replaces the files'
+``n_envs`` (e.g. 8, to compare with CartPole at the same number of envs).
+
+CartPole row (``--cartpole-envs N``, default 8; 0: none): SB3 ``PPO`` with its own
+defaults (``MlpPolicy`` 64x64, ``n_steps`` 2048, batch 64, 10 epochs) on
+``CartPole-v1`` with N envs (``DummyVecEnv``), timed the same way (training steps/s
+only: its env is nearly free). Every CoEL row gives its training rate as a fraction
+of it (``vs CartPole``).
 
 Reported per row (medians over the repeats):
 
@@ -59,6 +74,8 @@ AIM_ENV_SPS = 12_000.0
 #: Algorithms measured by default (those with a MultiDiscrete policy and no flattening).
 DEFAULT_ALGOS = ("maskable_ppo", "ppo")
 DEFAULT_IDS = ("CoEL-v0", "CoEL-v2")
+#: ``--policies`` -> the hyperparameters' policy name.
+POLICIES = {"stock": "MlpPolicy", "fused": "FusedMlpPolicy"}
 
 
 class NullEnv(gym.Env):
@@ -129,14 +146,44 @@ def _timed_learn(cls, hp: dict, venv, seed: int, timesteps: int, repeats: int) -
     return rates
 
 
+def bench_cartpole(n_envs: int, timesteps: int, repeats: int, seed: int) -> dict:
+    """The CartPole row: SB3 ``PPO`` with its defaults on ``n_envs`` CartPole-v1 envs."""
+    import torch
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    torch.set_num_threads(1)
+    venv = make_vec_env("CartPole-v1", n_envs=n_envs, seed=seed, vec_env_cls=DummyVecEnv)
+    hp = {"policy": "MlpPolicy", "n_envs": n_envs}
+    try:
+        rates = _learn_rates(PPO, hp, venv, seed, timesteps, repeats)
+    finally:
+        venv.close()
+    return {
+        "id": "CartPole-v1",
+        "algo": "ppo",
+        "policy": "stock",
+        "scenario": "-",
+        "n_envs": n_envs,
+        "n_steps": 2048,
+        "timesteps": timesteps,
+        "repeats": repeats,
+        "train_sps": statistics.median(rates),
+    }
+
+
 def bench(env_id: str, algo: str, scenario: str | None, timesteps: int, repeats: int,
-          seed: int) -> dict:  # fmt: skip
-    """One row: ``learn()`` steps/s on the CoEL env and on the null env (medians)."""
+          seed: int, policy: str = "stock", n_envs: int | None = None) -> dict:  # fmt: skip
+    """One row: ``learn()`` steps/s on the CoEL env and on the null env (medians), with the
+    ``policy`` of :data:`POLICIES` and ``n_envs`` (None: the hyperparameter file's)."""
     import torch
 
     torch.set_num_threads(1)
     cls = T.algo_class(algo)
-    hp = T.resolve_hyperparams(algo, env_id)
+    hp = T.resolve_hyperparams(algo, env_id, {"policy": POLICIES[policy]})
+    if n_envs is not None:
+        hp["n_envs"] = n_envs
     n_envs = int(hp["n_envs"])
     if hp.get("normalize"):
         raise ValueError(f"{algo} on {env_id}: normalize=true is not benchmarked here")
@@ -149,7 +196,11 @@ def bench(env_id: str, algo: str, scenario: str | None, timesteps: int, repeats:
     null = _null_vec(env_id, config, n_envs, seed)
     try:
         null_rates = _learn_rates(cls, hp, null, seed, timesteps, repeats)
-        checked_rates = _learn_rates(cls, hp, null, seed, timesteps, repeats, checked=True)
+        checked_rates = (
+            _learn_rates(cls, hp, null, seed, timesteps, repeats, checked=True)
+            if policy == "stock"
+            else None  # no torch distribution to check
+        )
     finally:
         null.close()
     train_sps = statistics.median(env_rates)
@@ -159,6 +210,7 @@ def bench(env_id: str, algo: str, scenario: str | None, timesteps: int, repeats:
     return {
         "id": env_id,
         "algo": algo,
+        "policy": policy,
         "scenario": scenario or "own",
         "n_envs": n_envs,
         "n_steps": int(hp.get("n_steps", 2048)),
@@ -166,7 +218,7 @@ def bench(env_id: str, algo: str, scenario: str | None, timesteps: int, repeats:
         "repeats": repeats,
         "train_sps": train_sps,
         "learner_sps": learner_sps,
-        "checked_sps": statistics.median(checked_rates),
+        "checked_sps": statistics.median(checked_rates) if checked_rates else None,
         "env_share": max(0.0, 1.0 - train_sps / learner_sps),
         "env_sps": (1.0 / env_s) if env_s > 0 else float("inf"),
         "at_aim_sps": at_aim,
@@ -174,13 +226,44 @@ def bench(env_id: str, algo: str, scenario: str | None, timesteps: int, repeats:
     }
 
 
+def compare(rows: list[dict]) -> None:
+    """Add each fused row's speed-up over its stock row (``x_stock``) and every CoEL row's
+    training rate over CartPole's (``vs_cartpole``), where those rows were measured."""
+    stock = {(r["id"], r["algo"], r["n_envs"]): r for r in rows if r["policy"] == "stock"}
+    cart = next((r for r in rows if r["id"] == "CartPole-v1"), None)
+    for r in rows:
+        if r["id"] == "CartPole-v1":
+            continue
+        base = stock.get((r["id"], r["algo"], r["n_envs"]))
+        if r["policy"] != "stock" and base is not None:
+            r["x_stock"] = r["train_sps"] / base["train_sps"]
+        if cart is not None:
+            r["vs_cartpole"] = r["train_sps"] / cart["train_sps"]
+
+
+def _f(value: float | None, fmt: str, none: str = "-") -> str:
+    return none if value is None else format(value, fmt)
+
+
+def _vs(r: dict) -> str:
+    v = r.get("vs_cartpole")
+    return "-" if v is None else f"1/{1 / v:.1f}"
+
+
 def format_row(r: dict) -> str:
+    if r["id"] == "CartPole-v1":
+        return (
+            f"{r['id']:<10s} {r['algo']:<13s} {r['policy']:<6s} n_envs {r['n_envs']}  "
+            f"training {r['train_sps']:8.1f} steps/s  (SB3 PPO defaults)"
+        )
     return (
-        f"{r['id']:<10s} {r['algo']:<13s} {r['scenario']:<8s} n_envs {r['n_envs']}  "
+        f"{r['id']:<10s} {r['algo']:<13s} {r['policy']:<6s} {r['scenario']:<8s} "
+        f"n_envs {r['n_envs']}  "
         f"training {r['train_sps']:8.1f} steps/s  learner only {r['learner_sps']:8.1f} "
-        f"(with torch's checks {r['checked_sps']:.1f})  "
+        f"(with torch's checks {_f(r['checked_sps'], '.1f')})  "
         f"env share {r['env_share']:.0%}  env in training {r['env_sps']:8.1f} steps/s  "
-        f"at the aim {r['at_aim_sps']:8.1f} (x{r['gain_at_aim']:.2f})"
+        f"at the aim {r['at_aim_sps']:8.1f} (x{r['gain_at_aim']:.2f})  "
+        f"x stock {_f(r.get('x_stock'), '.2f')}  vs CartPole {_vs(r)}"
     )
 
 
@@ -197,19 +280,33 @@ def markdown(rows: list[dict], info: dict[str, str], command: str) -> str:
         "runs without `-O`). Env share: `1 - training / learner-only`.",
         "At the aim: the training rate if the env stepped at 12k steps/s (the envs",
         "issue's aim for `CoEL-v0`), `1 / (1/learner + 1/12000)`.",
+        "Policy: `stock` is SB3's / sb3-contrib's `MlpPolicy` (one torch `Categorical` per",
+        "action field), `fused` is `FusedMlpPolicy` (`agents.policies`); x stock: a fused",
+        "row's training rate over its stock row's. vs CartPole: the training rate as a",
+        "fraction of SB3 PPO's (its defaults) on CartPole-v1 in the same run.",
         "",
-        "| id | algo | scenario | n_envs x n_steps | timesteps x repeats | training steps/s "
-        "| learner-only steps/s | learner-only with torch's checks | env share "
-        "| env steps/s in training | at the aim steps/s | gain at the aim |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| id | algo | policy | scenario | n_envs x n_steps | timesteps x repeats "
+        "| training steps/s | learner-only steps/s | learner-only with torch's checks "
+        "| env share | env steps/s in training | at the aim steps/s | gain at the aim "
+        "| x stock | vs CartPole |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
+        if r["id"] == "CartPole-v1":
+            lines.append(
+                f"| {r['id']} | {r['algo']} | {r['policy']} (SB3 defaults) | - "
+                f"| {r['n_envs']} x {r['n_steps']} | {r['timesteps']} x {r['repeats']} "
+                f"| {r['train_sps']:.1f} | - | - | - | - | - | - | - | 1 |"
+            )
+            continue
         lines.append(
-            f"| {r['id']} | {r['algo']} | {r['scenario']} | {r['n_envs']} x {r['n_steps']} "
+            f"| {r['id']} | {r['algo']} | {r['policy']} | {r['scenario']} "
+            f"| {r['n_envs']} x {r['n_steps']} "
             f"| {r['timesteps']} x {r['repeats']} | {r['train_sps']:.1f} "
-            f"| {r['learner_sps']:.1f} | {r['checked_sps']:.1f} | {r['env_share']:.0%} "
-            f"| {r['env_sps']:.1f} "
-            f"| {r['at_aim_sps']:.1f} | x{r['gain_at_aim']:.2f} |"
+            f"| {r['learner_sps']:.1f} | {_f(r['checked_sps'], '.1f')} "
+            f"| {r['env_share']:.0%} | {r['env_sps']:.1f} "
+            f"| {r['at_aim_sps']:.1f} | x{r['gain_at_aim']:.2f} "
+            f"| {_f(r.get('x_stock'), '.2f')} | {_vs(r)} |"
         )
     lines += ["", "Machine:", ""]
     lines += [f"- {k}: {v}" for k, v in info.items()]
@@ -221,6 +318,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ids", nargs="+", default=list(DEFAULT_IDS), metavar="ID")
     p.add_argument("--algos", nargs="+", default=list(DEFAULT_ALGOS), metavar="ALGO",
                    choices=("maskable_ppo", "ppo", "a2c"))  # fmt: skip
+    p.add_argument("--policies", nargs="+", default=list(POLICIES), choices=tuple(POLICIES),
+                   help="stock MlpPolicy and/or FusedMlpPolicy (default: both)")  # fmt: skip
+    p.add_argument("--n-envs", type=int, default=None, metavar="K",
+                   help="envs per CoEL row (default: the hyperparameter files')")  # fmt: skip
+    p.add_argument("--cartpole-envs", type=int, default=8, metavar="N",
+                   help="envs of the CartPole-v1 PPO row (0: no such row)")  # fmt: skip
     p.add_argument("--scenario", default=None, metavar="NAME|FILE",
                    help="every id's scenario (default: each id's own)")  # fmt: skip
     p.add_argument("--timesteps", type=int, default=8192, help="timed steps per repeat")
@@ -230,16 +333,27 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.timesteps < 1 or args.repeats < 1:
         p.error("--timesteps and --repeats must be >= 1")
+    if args.n_envs is not None and args.n_envs < 1:
+        p.error(f"--n-envs {args.n_envs} is not allowed; must be >= 1")
+    if args.cartpole_envs < 0:
+        p.error(f"--cartpole-envs {args.cartpole_envs} is not allowed; must be >= 0")
     ids = [T.canonical_env_id(i) for i in args.ids]
     info = _machine(gymnasium=gym.__version__, coel_env=coel_env.__version__)
     for k, v in info.items():
         print(f"{k}: {v}")
     rows = []
+    if args.cartpole_envs:
+        r = bench_cartpole(args.cartpole_envs, args.timesteps, args.repeats, args.seed)
+        print(format_row(r), flush=True)
+        rows.append(r)
     for env_id in ids:
         for algo in args.algos:
-            r = bench(env_id, algo, args.scenario, args.timesteps, args.repeats, args.seed)
-            print(format_row(r), flush=True)
-            rows.append(r)
+            for policy in dict.fromkeys(args.policies):
+                r = bench(env_id, algo, args.scenario, args.timesteps, args.repeats, args.seed,
+                          policy, args.n_envs)  # fmt: skip
+                compare(rows + [r])
+                print(format_row(r), flush=True)
+                rows.append(r)
     write_report(args.out, "experiments/bench_training.py", argv,
                  lambda cmd: markdown(rows, info, cmd))  # fmt: skip
     return 0

@@ -111,16 +111,29 @@ def test_bench_training_tiny(tmp_path):
     proc = _run(
         "experiments/bench_training.py",
         *("--ids", "CoEL-IntraDevice-v0", "--algos", "ppo", "--timesteps", "64"),
-        *("--repeats", "1", "--out", str(out)),
-        timeout=120.0,
+        *("--repeats", "1", "--cartpole-envs", "1", "--out", str(out)),
+        timeout=180.0,
     )
     assert "cpu_count:" in proc.stdout
     text = out.read_text()
     assert "Command: `python experiments/bench_training.py --ids CoEL-IntraDevice-v0" in text
     lines = text.splitlines()
     cols = _cells(next(line for line in lines if line.startswith("| id |")))
-    cells = _cells(next(x for x in lines if x.startswith("| CoEL-")))
-    row = dict(zip(cols, cells, strict=True))
+    rows = [dict(zip(cols, _cells(x), strict=True)) for x in lines if x.startswith("| C")]
+    assert [(r["id"], r["policy"]) for r in rows] == [
+        ("CartPole-v1", "stock (SB3 defaults)"),
+        ("CoEL-IntraDevice-v0", "stock"),
+        ("CoEL-IntraDevice-v0", "fused"),
+    ]
+    cart, row, fused = rows
+    assert cart["n_envs x n_steps"] == "1 x 2048" and float(cart["training steps/s"]) > 0
+    # the fused row: its speed-up over the stock row, both as fractions of CartPole's
+    f_train, s_train = float(fused["training steps/s"]), float(row["training steps/s"])
+    assert abs(float(fused["x stock"]) - f_train / s_train) <= 0.006
+    assert fused["learner-only with torch's checks"] == "-" and row["x stock"] == "-"
+    for r in (row, fused):
+        vs = float(r["vs CartPole"].removeprefix("1/"))
+        assert abs(vs - float(cart["training steps/s"]) / float(r["training steps/s"])) <= 0.06
     assert row["id"] == "CoEL-IntraDevice-v0" and row["algo"] == "ppo"
     assert row["n_envs x n_steps"] == "1 x 128"  # the hyperparameter file's default entry
     assert row["timesteps x repeats"] == "64 x 1"
