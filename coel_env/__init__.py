@@ -11,9 +11,10 @@ configs), :mod:`coel_env.profiles` (measured and derived device profiles),
 __version__ = "0.1.0"
 
 
-#: Every registered id, one table: (id, the config defaults it sets on
-#: :class:`coel_env.envs.CoELEnv`, max_episode_steps). The episode length also sets
-#: ``max_steps`` (the progress feature), so it is stated once, here.
+#: Every registered id, one table: (id, the config defaults it sets on its class,
+#: :class:`coel_env.envs.CoELEnv` unless :data:`ENTRY_POINTS` names another, its episode
+#: length in epochs). The episode length also sets ``max_steps`` (the progress feature),
+#: so it is stated once, here.
 ENV_IDS = (
     (
         "CoEL-IntraDevice-v0",
@@ -37,10 +38,14 @@ ENV_IDS = (
         {"scenario": "default", "action": "coel-set-v2", "observation": "home-set"},
         200,
     ),
+    ("CoEL-Graph-v0", {"scenario": "default"}, 200),
 )
 NAMESPACE = "coel_env"
-#: The class every id makes.
+#: The class an id makes unless :data:`ENTRY_POINTS` names its own.
 ENTRY_POINT = "coel_env.envs:CoELEnv"
+#: Ids with their own class. Such a class counts the epochs of an episode itself (an
+#: epoch takes several steps), so it is registered without ``max_episode_steps``.
+ENTRY_POINTS = {"CoEL-Graph-v0": "coel_env.envs.graph:GraphEnv"}
 
 
 def register_envs() -> None:
@@ -51,10 +56,12 @@ def register_envs() -> None:
 
     for env_id, defaults, steps in ENV_IDS:
         kwargs = {"defaults": {**defaults, "max_steps": steps}}
+        entry = ENTRY_POINTS.get(env_id, ENTRY_POINT)
+        limit = steps if env_id not in ENTRY_POINTS else None
         for full in (f"{NAMESPACE}/{env_id}", env_id):
             if full not in gymnasium.registry:
                 gymnasium.register(
-                    id=full, entry_point=ENTRY_POINT, max_episode_steps=steps, kwargs=kwargs
+                    id=full, entry_point=entry, max_episode_steps=limit, kwargs=kwargs
                 )
 
 

@@ -24,6 +24,8 @@ IDS = [env_id for env_id, *_ in coel_env.ENV_IDS]
 
 def _masked_action(env, rng: np.random.Generator) -> np.ndarray:
     mask = env.unwrapped.action_masks()
+    if isinstance(env.action_space, gym.spaces.Discrete):  # one flag per action
+        return np.int64(rng.choice(np.flatnonzero(mask)))
     out, off = [], 0
     for k in env.action_space.nvec:
         out.append(rng.choice(np.flatnonzero(mask[off : off + k])))

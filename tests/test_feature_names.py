@@ -14,7 +14,7 @@ from coel_env.catalog import BITS
 from coel_env.core.plan import KEEP_RATIOS
 from coel_env.envs import CoELEnv, env_config
 
-IDS = [env_id for env_id, *_ in coel_env.ENV_IDS]
+IDS = [env_id for env_id, *_ in coel_env.ENV_IDS if env_id not in coel_env.ENTRY_POINTS]
 
 
 def _env(env_id: str, **config) -> CoELEnv:

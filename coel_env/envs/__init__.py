@@ -25,10 +25,18 @@ def _row(env_id: str) -> tuple:
 
 
 def env_config(env_id: str) -> dict[str, Any]:
-    """Every config key of ``env_id`` with its default (``CoELEnv.default_config()``
-    with the id's scenario, encodings and episode length)."""
-    _, defaults, steps = _row(env_id)
-    return {**CoELEnv.default_config(), **defaults, "max_steps": steps}
+    """Every config key of ``env_id`` with its default (its class's ``default_config()``,
+    ``CoELEnv``'s for most ids, with the id's scenario, encodings and episode length)."""
+    import importlib
+
+    import coel_env
+
+    name, defaults, steps = _row(env_id)
+    cls = CoELEnv
+    if name in coel_env.ENTRY_POINTS:
+        module, attr = coel_env.ENTRY_POINTS[name].split(":")
+        cls = getattr(importlib.import_module(module), attr)
+    return {**cls.default_config(), **defaults, "max_steps": steps}
 
 
 def episode_steps(env_id: str) -> int:

@@ -1,0 +1,326 @@
+"""The size-invariant graph env (``CoEL-Graph-v0``): one plan edit per step, exact masks."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from coel_env.core.plan import reuse_unchanged
+from coel_env.core.rewards import RewardConfig, report_info, reward_terms, total_reward
+from coel_env.envs.coel import build_world
+from coel_env.envs.config import check_config, resolve_config
+from coel_env.envs.graph_edits import EditLayout, PlanEditor
+from coel_env.envs.graph_obs import GraphObservation
+
+#: Least ``max_servers`` (the issue's size-invariance target: Topology Zoo graphs).
+MIN_MAX_SERVERS = 1
+
+
+class GraphEnv(gym.Env):
+    """``CoEL-Graph-v0``: the CoEL world as a sequence of plan edits over padded graphs.
+
+    ## Description
+
+    The same world as the other CoEL ids (:class:`coel_env.core.world.World`: edge
+    servers serving mixture-of-experts LLMs, a controller deciding from a stale
+    broadcast view), but the agent builds each epoch's plan *one edit at a time*, as
+    Decima and Placeto make placement learnable, and observes the world as padded
+    arrays of servers, links, models and expert groups. One env config runs any
+    topology up to the maxima (``max_servers``, ``max_models``): the ``default``,
+    ``static`` and ``large`` scenarios, EUA sites or any Topology Zoo GraphML
+    (``config={"topology": "Abilene.graphml"}``); a policy whose weights are shared
+    across servers and groups (``agents.graph_policy``) then runs on all of them.
+
+    Each epoch starts from the plan in force (the *draft*); the agent edits it (up to
+    ``max_edits`` edits) and then commits it: the world checks it, moves experts
+    (migration) and runs the 10 s epoch. Experts are addressed in popularity groups
+    (group 0 the most popular quarter of every layer with ``n_groups`` 4).
+
+    ## Action Space
+
+    ``Discrete(N)``, every candidate edit of the draft padded to the maxima
+    (:class:`coel_env.envs.graph_edits.EditLayout`; with ``max_servers`` S,
+    ``max_models`` M and ``n_groups`` G: ``N = 1 + 2MS + 3MGS + 5MG + 4M + 2M``, 3689
+    with the defaults 64, 4, 4):
+
+    | block | shape | edit |
+    |---|---|---|
+    | ``commit`` | 1 | hand the draft to the world and run one epoch |
+    | ``home_add`` | M x S | server also runs the model's dense part (*) |
+    | ``home_drop`` | M x S | server no longer runs it (another home stays) |
+    | ``move`` | M x G x S | every expert of the group on this server only |
+    | ``replicate`` | M x G x S | a copy of the group's experts also on this server |
+    | ``drop`` | M x G x S | no copy of the group on this server (others stay) |
+    | ``bits`` | M x G x 5 | the group's bit width (16, 8, 4, 3, 2) |
+    | ``keep`` | M x 4 | token keep ratio of activations (1, 0.75, 0.5, 0.25) |
+    | ``host_policy`` | M x 2 | host-memory experts run on the CPU (0) or are fetched (1) |
+
+    (*) ``home_add`` of a model that is not deployed deploys it: every expert on the
+    server at ``deploy_bits``.
+
+    On the servers an edit touches, the model's experts are re-tiered: GPU memory in
+    group order, most popular first, while they fit, the rest in host memory.
+    ``env.unwrapped.action_masks()`` (sb3-contrib MaskablePPO) is **exact**: ``commit``
+    is always allowed; an edit is allowed iff it changes the draft and the world's own
+    check (:meth:`World.check`) accepts the edited plan, with the memory of every
+    server it touches and every expert keeping a copy on a present server; after
+    ``max_edits`` edits only ``commit`` is. Padding is never allowed.
+    ``env.unwrapped.action_label(a)`` names an action.
+
+    **Bad actions.** An action outside the space (not an integer, out of range, a
+    wrong shape) raises ``ValueError``. A masked action is not applied: the draft stays,
+    the reward is ``-invalid_reward`` (-1 by default), ``info["invalid_action"]`` is
+    True and ``info["infeasibility"]`` says why; the epoch does not advance.
+
+    ## Observation Space
+
+    ``Dict`` of ``float32`` arrays in [0, 1] (masks ``MultiBinary``), padded with zeros;
+    the feature names are :data:`coel_env.envs.graph_obs.SERVER_FEATURES` and siblings:
+
+    - ``server`` (S, 22): per server the controller's broadcast view (believed present,
+      heard, age of the news / 5 periods, controller, cloud, unified memory; GPU and
+      host capacity, log peak TFLOPS, memory bandwidth; free GPU / host share,
+      utilisation, dropped share, background load, link bandwidth multiplier / 2, heard
+      demand / (5 x base rate x models), degree / 16) and the draft's dense, GPU and
+      host memory share and homes there;
+    - ``server_mask`` (S,): 1 for a real server;
+    - ``latency``, ``bandwidth`` (S, S): path latency / 100 ms and bottleneck
+      bandwidth / 10 Gbit/s between servers (current routing); ``adjacency`` (S, S):
+      direct links;
+    - ``model`` (M, 17): deployed, layers / 64, experts / 128, dense GB / 10, the
+      experts' GB / 100 at each bit width, keep ratio, fetch share, homes / n, heard
+      demand; the draft's cost estimate: popularity-weighted quality loss / quality
+      floor / 2, popularity share with a GPU copy, popularity share held on the
+      homes, GB of expert copies the commit would move / 10;
+    - ``model_mask`` (M,): 1 for a real model;
+    - ``pair`` (M, S, 6): home, heard demand of the model there, share of its experts
+      held there, popularity share held there, share on its GPU, GB there / GPU
+      capacity;
+    - ``group`` (M, G, 10): token share, share at each bit width, GB / the model's
+      16-bit GB, copies / n, share of copies on a GPU, servers holding it / n;
+    - ``placement`` (M, G, S, 2): share of the group held on each server, and on its
+      GPU;
+    - ``globals`` (4,): epoch / ``max_steps``, edits used / ``max_edits``, GB the
+      commit would move / 10, whether the draft differs from the plan in force.
+
+    True metrics of a committed epoch are in ``info`` as in the other ids
+    (``slo_attainment``, ``latency_p95_ms``, ...).
+
+    ## Rewards
+
+    0 after an edit (``-invalid_reward`` after a masked one). At ``commit`` the
+    epoch's reward of the other ids: ``sum(config[t] * info["rewards"][t])`` over the
+    named terms of :func:`coel_env.core.rewards.reward_terms` (``slo_reward``,
+    ``latency_reward``, ``quality_reward``, ``dropped_reward``, ``migration_reward``,
+    ``energy_reward``, ``broadcast_reward``, ``invalid_reward``), weights from
+    :class:`~coel_env.core.rewards.RewardConfig`; the undiscounted return over an
+    episode is the harness's return of the committed plans. A plan the world refuses
+    at commit (a server left during the epoch) is not an invalid action: the plan in
+    force runs, ``info["plan_refused"]`` is True.
+
+    ## Starting State
+
+    ``reset(seed=s)`` seeds ``np_random``, which draws the world's seed (as
+    ``CoELEnv``); the world deploys its naive plan and the first epoch's draft is it.
+    ``info`` is ``{"invalid_action": False}``.
+
+    ## Episode End
+
+    Never terminates; truncated at the commit of epoch ``max_steps`` (200). The env
+    counts epochs itself (the registration sets no ``max_episode_steps``: the steps
+    of an epoch vary with the edits).
+
+    ## Arguments
+
+    ```python
+    import gymnasium as gym
+    import coel_env
+
+    env = gym.make("CoEL-Graph-v0", config={"scenario": "large", "max_edits": 8})
+    env = gym.make("CoEL-Graph-v0", config={"topology": "Abilene.graphml"})
+    ```
+
+    ``config`` keys (:meth:`default_config`): those of ``CoELEnv`` that build the world
+    (``scenario``, ``overrides``, ``trace``, ``topology``, ``device_profiles``),
+    ``controller``, ``n_groups``, ``max_steps`` [epochs], the reward weights, and
+    ``max_servers`` (64), ``max_models`` (4), ``max_edits`` (8), ``deploy_bits`` (4).
+    A world with more servers or models than the maxima raises ``ValueError`` naming
+    both numbers.
+
+    ## Version History
+
+    - ``CoEL-Graph-v0``: initial release.
+    """
+
+    metadata = {"render_modes": ["ansi"], "render_fps": 1}
+
+    @classmethod
+    def default_config(cls) -> dict[str, Any]:
+        """Every configuration key with its default and unit."""
+        return {
+            "scenario": "default",  # preset name or YAML path (coel_env.core.scenario)
+            "overrides": {},  # dotted scenario overrides
+            "trace": None,  # request trace CSV; None: synthetic
+            "topology": None,  # .graphml (Topology Zoo) or .csv (EUA sites)
+            "device_profiles": [],  # CSVs written by `coel profile`
+            "controller": 0,  # server whose broadcast view is observed [index]
+            "n_groups": 4,  # popularity groups per layer that edits address
+            "max_steps": 200,  # epochs per episode (the commit of the last truncates)
+            "max_servers": 64,  # servers the spaces are padded to
+            "max_models": 4,  # models the spaces are padded to
+            "max_edits": 8,  # edits per epoch before only commit is allowed
+            "deploy_bits": 4,  # bit width of a model deployed by home_add
+            **RewardConfig().as_dict(),
+        }
+
+    def __init__(
+        self,
+        config: Mapping[str, Any] | None = None,
+        render_mode: str | None = None,
+        defaults: Mapping[str, Any] | None = None,
+    ) -> None:
+        cfg = resolve_config(self.default_config(), ("defaults", defaults), ("config", config))
+        check_config(cfg)
+        for key, least in (("max_servers", MIN_MAX_SERVERS), ("max_models", 1),
+                           ("max_edits", 0)):  # fmt: skip
+            v = cfg[key]
+            if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < least:
+                raise ValueError(f"{key}={v!r} is not allowed; must be an integer >= {least}")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(
+                f"render_mode={render_mode!r} is not allowed; allowed: "
+                f"{self.metadata['render_modes']}"
+            )
+        self.config = cfg
+        self.render_mode = render_mode
+        self.layout = EditLayout(cfg["max_servers"], cfg["max_models"], cfg["n_groups"])
+        self.action_space = spaces.Discrete(self.layout.n)
+        self.obs_type = GraphObservation(cfg["max_servers"], cfg["max_models"], cfg["n_groups"])
+        self.observation_space = self.obs_type.space()
+        self.world = self._build(cfg)
+        self.editor = PlanEditor(self.world, self.layout, cfg["deploy_bits"])
+        self._last_report = None
+
+    def _build(self, cfg: Mapping[str, Any]):
+        world = build_world(dict(cfg))
+        if world.n > cfg["max_servers"]:
+            raise ValueError(
+                f"the topology has {world.n} servers, above max_servers={cfg['max_servers']}; "
+                f"raise max_servers to at least {world.n} (a policy trained with other "
+                "maxima cannot run it)"
+            )
+        if len(world.models) > cfg["max_models"]:
+            raise ValueError(
+                f"the scenario has {len(world.models)} models, above "
+                f"max_models={cfg['max_models']}; raise max_models to at least "
+                f"{len(world.models)}"
+            )
+        if not 0 <= cfg["controller"] < world.n:
+            raise ValueError(
+                f"controller={cfg['controller']!r} is not allowed; servers are 0..{world.n - 1}"
+            )
+        return world
+
+    # ------------------------------------------------------------------ API
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        if options:
+            raise ValueError(f"unknown reset options {sorted(options)}; none are allowed")
+        self.world.reset(int(self.np_random.integers(2**63 - 1)))
+        self._epochs = 0
+        self._last_report = None
+        self._begin()
+        return self._observe(), {"invalid_action": False}
+
+    def _begin(self) -> None:
+        self.editor.begin()
+        self.obs_type.begin(self.world, self.config["controller"])
+
+    def _observe(self) -> dict:
+        cfg = self.config
+        used = self.editor.edits / cfg["max_edits"] if cfg["max_edits"] else 1.0
+        return self.obs_type.observe(self.editor, min(self._epochs / cfg["max_steps"], 1.0), used)
+
+    def action_masks(self) -> np.ndarray:
+        """sb3-contrib MaskablePPO masks: one flag per action (exact: class doc)."""
+        if not getattr(self.world, "_seeded", False):
+            raise RuntimeError("call reset() before action_masks()")
+        return self.editor.mask(self.editor.edits < self.config["max_edits"])
+
+    def action_label(self, action: int) -> str:
+        """A readable name of ``action`` (e.g. ``move[olmoe-1b-7b, g1, s3]``)."""
+        return self.layout.label(int(action), self.world.models)
+
+    def step(self, action):
+        a = self._check_action(action)
+        if a == 0:
+            return self._commit()
+        mask = self.action_masks()
+        if not mask[a]:
+            return self._invalid(a, f"masked edit {self.action_label(a)}")
+        report = self.editor.apply(*self.layout.decode(a))
+        if not report.feasible:  # never with the mask (it is exact); kept as a guard
+            return self._invalid(a, str(report))
+        info = {"invalid_action": False, "committed": False}
+        return self._observe(), 0.0, False, False, info
+
+    def _invalid(self, a: int, why: str):
+        info = {"invalid_action": True, "committed": False, "infeasibility": why}
+        return self._observe(), -float(self.config["invalid_reward"]), False, False, info
+
+    def _commit(self):
+        w = self.world
+        plan = reuse_unchanged(self.editor.draft, w.plan)
+        edits = self.editor.edits
+        report = w.step(None if plan is w.plan else plan)
+        terms = reward_terms(report, w, self.config, False)
+        reward = total_reward(terms, self.config)
+        self._epochs += 1
+        self._last_report = report
+        truncated = self._epochs >= self.config["max_steps"]
+        self._begin()
+        info = {
+            "invalid_action": False,
+            "committed": True,
+            "edits": edits,
+            "plan_refused": not report.feasible,
+            "infeasibility": report.infeasibility,
+            "rewards": terms,
+            **report_info(report),
+        }
+        return self._observe(), reward, False, truncated, info
+
+    def render(self):
+        if self.render_mode == "ansi":
+            from coel_env.envs.render import render_ansi
+
+            return render_ansi(self.world, self._last_report)
+        return None
+
+    def _check_action(self, action) -> int:
+        a = np.asarray(action)
+        if a.shape not in ((), (1,)):
+            raise ValueError(
+                f"action has shape {a.shape}; the action space is Discrete({self.layout.n}): "
+                "one integer"
+            )
+        if a.dtype.kind not in "iu":
+            if a.dtype.kind != "f" or not np.isfinite(a).all() or a.reshape(()) != np.round(a):
+                raise ValueError(f"action {action!r} is not an integer")
+        v = int(a.reshape(()))
+        if not 0 <= v < self.layout.n:
+            raise ValueError(f"action={v} is not allowed; actions are 0..{self.layout.n - 1}")
+        return v
+
+    def __deepcopy__(self, memo):
+        new = self.__class__.__new__(self.__class__)
+        memo[id(self)] = new
+        for k, v in self.__dict__.items():
+            setattr(new, k, copy.deepcopy(v, memo))
+        return new

@@ -1,0 +1,700 @@
+"""Plan edits for the graph env: one edit of the plan in force at a time, with an exact mask.
+
+:class:`EditLayout` lays the candidate edits of a plan out as one ``Discrete`` space of a
+fixed size (padded up to ``max_models`` models, ``max_servers`` servers and ``n_groups``
+popularity groups); :class:`PlanEditor` keeps the *draft* plan of the coming epoch (it
+starts as the world's plan in force), says which edits are allowed (:meth:`mask`) and
+applies one (:meth:`apply`).
+
+Edits, per model ``m`` (and group ``g``, server ``s``):
+
+* ``home_add[m, s]``: ``s`` also runs the dense part of ``m``. For a model that is not
+  deployed it deploys it: every expert on ``s`` at ``deploy_bits``, ``s`` its home.
+* ``home_drop[m, s]``: ``s`` no longer runs it (another home stays).
+* ``move[m, g, s]``: every expert of group ``g`` on ``s`` only.
+* ``replicate[m, g, s]``: a copy of every expert of group ``g`` also on ``s``.
+* ``drop[m, g, s]``: ``s`` keeps no copy of group ``g`` (each expert keeps another copy).
+* ``bits[m, g, b]``: every expert of group ``g`` at bit width ``BITS[b]``.
+* ``keep[m, k]``: token keep ratio ``KEEP_RATIOS[k]``; ``host_policy[m, p]``: every
+  layer's host policy ``p``.
+* ``commit`` (index 0): hand the draft to the world (the env runs the epoch).
+
+On each server an edit touches, the model's experts there are re-tiered: classes of
+(group, bit width) in group order, each class's most popular experts on the GPU while
+they fit in what the other models and the dense parts leave, the rest in host memory
+(all on the GPU on unified-memory servers); other models' tiers never change.
+
+**Exact mask.** Memory is the only limit an edit can break (an edit never places
+anything on an absent server and never removes an expert's last present copy, so the
+world's other checks hold). The mask predicts each candidate's memory on the servers it
+touches from per-(group, bit width, server) counts of the draft, with the world's own
+per-model sums (:func:`coel_env.core.kernels.placement.plan_scan`) for everything the
+edit leaves alone; a candidate within ``BORDER_GB`` of a limit (where sums in another
+order could round the other way) is decided by building its plan and asking
+:meth:`coel_env.core.world.World.check`. :meth:`apply` builds the plan and checks it
+with :meth:`World.check` again before it becomes the draft, so an edit the world would
+refuse is never applied; ``tests/test_graph_env.py`` compares the mask with
+``World.check`` on every candidate.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from coel_env.catalog import BITS
+from coel_env.core.groups import groups_of_estimate
+from coel_env.core.plan import KEEP_RATIOS, ModelPlan, Plan, dense_gb, expert_gb_table
+
+#: Edit kinds in the order their blocks sit in the action space.
+KINDS = (
+    "commit",
+    "home_add",
+    "home_drop",
+    "move",
+    "replicate",
+    "drop",
+    "bits",
+    "keep",
+    "host_policy",
+)
+N_BITS = len(BITS)
+N_KEEP = len(KEEP_RATIOS)
+#: ``BIT_INDEX[b]``: the index of bit width ``b`` in :data:`BITS` (-1: not allowed).
+BIT_INDEX = np.full(17, -1, np.int64)
+BIT_INDEX[list(BITS)] = np.arange(N_BITS)
+#: Candidates whose predicted memory is within this of a limit [GB] are decided by
+#: ``World.check`` on their plan (the world sums in another order; 1e-6 GB is far above
+#: any rounding of the sums and far below any expert's size).
+BORDER_GB = 1e-6
+_KEEP = np.asarray(KEEP_RATIOS)
+#: The world's tolerance on memory limits (``coel_env.core.plan.check_plan``) [GB].
+TOL_GB = 1e-9
+
+
+class EditLayout:
+    """The candidate edits of a plan as one index range each (module doc).
+
+    Args:
+        max_servers: servers the space is padded to.
+        max_models: models the space is padded to.
+        n_groups: popularity groups per model.
+    """
+
+    def __init__(self, max_servers: int, max_models: int, n_groups: int) -> None:
+        S, M, G = max_servers, max_models, n_groups
+        self.max_servers, self.max_models, self.n_groups = S, M, G
+        self.shapes = {
+            "commit": (1,),
+            "home_add": (M, S),
+            "home_drop": (M, S),
+            "move": (M, G, S),
+            "replicate": (M, G, S),
+            "drop": (M, G, S),
+            "bits": (M, G, N_BITS),
+            "keep": (M, N_KEEP),
+            "host_policy": (M, 2),
+        }
+        self.offsets: dict[str, int] = {}
+        at = 0
+        for kind in KINDS:
+            self.offsets[kind] = at
+            at += int(np.prod(self.shapes[kind]))
+        self.n = at
+        self._starts = np.array([self.offsets[k] for k in KINDS])
+
+    def index(self, kind: str, *idx: int) -> int:
+        """The action of edit ``kind`` at ``idx`` (e.g. ``index("move", m, g, s)``)."""
+        return self.offsets[kind] + int(np.ravel_multi_index(idx, self.shapes[kind]))
+
+    def decode(self, action: int) -> tuple[str, tuple[int, ...]]:
+        """``(kind, idx)`` of an action index."""
+        k = int(np.searchsorted(self._starts, action, side="right")) - 1
+        kind = KINDS[k]
+        idx = np.unravel_index(action - self.offsets[kind], self.shapes[kind])
+        return kind, tuple(int(i) for i in idx)
+
+    def views(self, flat: np.ndarray) -> dict[str, np.ndarray]:
+        """Per kind, a view of ``flat`` (length :attr:`n`) in that kind's shape."""
+        return {
+            k: flat[self.offsets[k] : self.offsets[k] + int(np.prod(s))].reshape(s)
+            for k, s in self.shapes.items()
+        }
+
+    def label(self, action: int, models=None) -> str:
+        """A readable name of an action, e.g. ``move[olmoe-1b-7b, g1, s3]``."""
+        kind, idx = self.decode(action)
+        if kind == "commit":
+            return "commit"
+        m = models[idx[0]] if models is not None and idx[0] < len(models) else f"m{idx[0]}"
+        rest = {
+            "home_add": lambda: [f"s{idx[1]}"],
+            "home_drop": lambda: [f"s{idx[1]}"],
+            "move": lambda: [f"g{idx[1]}", f"s{idx[2]}"],
+            "replicate": lambda: [f"g{idx[1]}", f"s{idx[2]}"],
+            "drop": lambda: [f"g{idx[1]}", f"s{idx[2]}"],
+            "bits": lambda: [f"g{idx[1]}", f"{BITS[idx[2]]} bits"],
+            "keep": lambda: [f"keep {KEEP_RATIOS[idx[1]]}"],
+            "host_policy": lambda: [("run on CPU", "fetch")[idx[1]]],
+        }[kind]()
+        return f"{kind}[{', '.join([m, *rest])}]"
+
+
+# --------------------------------------------------------------------------- kernels
+
+
+@njit(cache=True, error_model="numpy")
+def tier_fill(counts, sizes, budget, out):
+    """GPU experts per (group, bit width) class on one server: classes in order, each
+    taking as many experts as fit in what is left of ``budget`` [GB] (plus the world's
+    tolerance). Writes the counts into ``out`` [G, B]; returns their GB."""
+    n_g, n_b = counts.shape
+    rem = max(budget, 0.0) + 1e-9
+    gpu = 0.0
+    for g in range(n_g):
+        for b in range(n_b):
+            c = counts[g, b]
+            k = 0
+            if c > 0 and sizes[b] > 0.0:
+                k = min(c, int(rem // sizes[b]))
+                if k > 0:
+                    gpu += k * sizes[b]
+                    rem -= k * sizes[b]
+            out[g, b] = k
+    return gpu
+
+
+@njit(cache=True, error_model="numpy")
+def server_slack(counts, sizes, dense, fixed_gpu, other_host, gcap, hcap, unified, scratch):
+    """How far below the world's memory limits one server stays [GB] (< 0: over) when a
+    model holds ``counts`` [G, B] experts there, the dense parts there take ``dense``
+    and the other models' experts ``fixed_gpu`` / ``other_host``."""
+    n_g, n_b = counts.shape
+    tot = 0.0
+    for g in range(n_g):
+        for b in range(n_b):
+            tot += counts[g, b] * sizes[b]
+    if unified:
+        return gcap + 1e-9 - (fixed_gpu + dense + other_host + tot)
+    gpu = tier_fill(counts, sizes, gcap - fixed_gpu - dense, scratch)
+    return min(gcap + 1e-9 - (fixed_gpu + dense + gpu), hcap + 1e-9 - (other_host + tot - gpu))
+
+
+@njit(cache=True, error_model="numpy")
+def model_counts(location, groups, bidx, pop_share, sizes, up, n_groups, n_bits):
+    """Per-server summaries of one model's placement [L, E, n].
+
+    Returns:
+        (held [G, B, n]: experts of each (group, bit width) class on each server,
+        on_gpu [G, n]: of them in GPU memory, pop_held [n]: popularity share held on each
+        server, safe [G, n]: whether every expert of the group held on the server has a
+        copy on another present server, copies [G]: copies of the group's experts,
+        pop_gpu: popularity share with a GPU copy somewhere, n_bits_of [G, B]: experts
+        of each class, gpu [n] / host [n]: GB of experts in GPU / host memory).
+    """
+    n_l, n_e, n = location.shape
+    held = np.zeros((n_groups, n_bits, n), np.int64)
+    on_gpu = np.zeros((n_groups, n), np.int64)
+    pop_held = np.zeros(n)
+    safe = np.ones((n_groups, n), np.bool_)
+    copies = np.zeros(n_groups, np.int64)
+    n_bits_of = np.zeros((n_groups, n_bits), np.int64)
+    gpu = np.zeros(n)
+    host = np.zeros(n)
+    pop_gpu = 0.0
+    for layer in range(n_l):
+        for e in range(n_e):
+            g = groups[layer, e]
+            b = bidx[layer, e]
+            z = sizes[b]
+            p = pop_share[layer, e]
+            n_bits_of[g, b] += 1
+            n_up = 0
+            any_gpu = False
+            for s in range(n):
+                t = location[layer, e, s]
+                if t != 0:
+                    held[g, b, s] += 1
+                    pop_held[s] += p
+                    copies[g] += 1
+                    if up[s]:
+                        n_up += 1
+                    if t == 1:
+                        on_gpu[g, s] += 1
+                        gpu[s] += z
+                        any_gpu = True
+                    else:
+                        host[s] += z
+            if any_gpu:
+                pop_gpu += p
+            if n_up < 2:  # dropping its copy (if any) would leave it without one
+                for s in range(n):
+                    if location[layer, e, s] != 0 and up[s]:
+                        safe[g, s] = False
+    return held, on_gpu, pop_held, safe, copies, pop_gpu, n_bits_of, gpu, host
+
+
+@njit(cache=True, error_model="numpy")
+def retier(location, groups, bidx, order, sizes, budgets, touched, unified, n_groups, n_bits):
+    """Re-tier one model's experts [L, E, n] on the ``touched`` servers (rule: module
+    doc); ``order`` lists the experts (flat ``layer * E + e``) most popular first."""
+    n_l, n_e, n = location.shape
+    counts = np.zeros((n_groups, n_bits), np.int64)
+    k = np.zeros((n_groups, n_bits), np.int64)
+    for s in range(n):
+        if not touched[s]:
+            continue
+        if unified[s]:
+            for layer in range(n_l):
+                for e in range(n_e):
+                    if location[layer, e, s] != 0:
+                        location[layer, e, s] = 1
+            continue
+        counts[:, :] = 0
+        for layer in range(n_l):
+            for e in range(n_e):
+                if location[layer, e, s] != 0:
+                    counts[groups[layer, e], bidx[layer, e]] += 1
+        tier_fill(counts, sizes, budgets[s], k)
+        for j in range(order.size):
+            layer, e = divmod(order[j], n_e)
+            if location[layer, e, s] == 0:
+                continue
+            g, b = groups[layer, e], bidx[layer, e]
+            if k[g, b] > 0:
+                location[layer, e, s] = 1
+                k[g, b] -= 1
+            else:
+                location[layer, e, s] = 2
+
+
+@njit(cache=True, error_model="numpy")
+def model_slacks(
+    held, n_bits_of, sizes, home, n_homes, deployed, dense_m, dense_total, fixed_gpu,
+    other_host, gcap, hcap, unified, up, safe, deploy_b, group_size,
+    s_add, s_hdrop, s_move, s_rep, s_drop, s_bits,
+):  # fmt: skip
+    """Memory slack [GB] of every candidate edit of one model (module doc): ``inf`` for
+    an edit that cannot break memory, ``-inf`` for one that is not allowed or changes
+    nothing; else the least slack over the servers it touches. Writes ``s_*``."""
+    n_g, n_b, n = held.shape
+    cnt = np.zeros((n_g, n_b), np.int64)
+    scratch = np.zeros((n_g, n_b), np.int64)
+    inf = np.inf
+    s_add[:] = -inf
+    s_hdrop[:] = -inf
+    s_move[:, :] = -inf
+    s_rep[:, :] = -inf
+    s_drop[:, :] = -inf
+    s_bits[:, :] = -inf
+    on = np.zeros((n_g, n), np.int64)  # experts of each group held on each server
+    for g in range(n_g):
+        for s in range(n):
+            for b in range(n_b):
+                on[g, s] += held[g, b, s]
+    if not deployed:
+        for s in range(n):
+            if not up[s]:
+                continue
+            cnt[:, :] = 0
+            for g in range(n_g):
+                cnt[g, deploy_b] = group_size[g]
+            s_add[s] = server_slack(
+                cnt, sizes, dense_total[s] + dense_m, fixed_gpu[s], other_host[s], gcap[s],
+                hcap[s], unified[s], scratch,
+            )  # fmt: skip
+        return
+    # removing group g from server s (its part of a move, and a drop)
+    s_rm = np.full((n_g, n), inf)
+    base = np.full(n, inf)  # the server re-tiered with what it holds
+    for s in range(n):
+        if not up[s]:
+            continue
+        base[s] = server_slack(
+            held[:, :, s], sizes, dense_total[s], fixed_gpu[s], other_host[s], gcap[s],
+            hcap[s], unified[s], scratch,
+        )  # fmt: skip
+        # homes
+        if not home[s]:
+            s_add[s] = server_slack(
+                held[:, :, s], sizes, dense_total[s] + dense_m, fixed_gpu[s], other_host[s],
+                gcap[s], hcap[s], unified[s], scratch,
+            )  # fmt: skip
+        elif n_homes > 1:
+            s_hdrop[s] = server_slack(
+                held[:, :, s], sizes, dense_total[s] - dense_m, fixed_gpu[s], other_host[s],
+                gcap[s], hcap[s], unified[s], scratch,
+            )  # fmt: skip
+        for g in range(n_g):
+            if on[g, s] > 0:
+                cnt[:, :] = held[:, :, s]
+                cnt[g, :] = 0
+                s_rm[g, s] = server_slack(
+                    cnt, sizes, dense_total[s], fixed_gpu[s], other_host[s], gcap[s], hcap[s],
+                    unified[s], scratch,
+                )  # fmt: skip
+                if safe[g, s]:
+                    s_drop[g, s] = s_rm[g, s]
+            if on[g, s] < group_size[g]:
+                cnt[:, :] = held[:, :, s]
+                cnt[g, :] = n_bits_of[g, :]  # every expert of the group, at its bit width
+                s_rep[g, s] = server_slack(
+                    cnt, sizes, dense_total[s], fixed_gpu[s], other_host[s], gcap[s],
+                    hcap[s], unified[s], scratch,
+                )  # fmt: skip
+    for g in range(n_g):
+        for s in range(n):
+            if not up[s]:
+                continue
+            only_here = on[g, s] == group_size[g]
+            for t in range(n):
+                if t != s and on[g, t] > 0:
+                    only_here = False
+                    break
+            if only_here:
+                continue  # the move changes nothing
+            if on[g, s] == group_size[g]:
+                here = base[s]  # s keeps what it holds (re-tiered); the other copies go
+            else:
+                here = s_rep[g, s]
+            worst = here
+            for t in range(n):
+                if t != s and on[g, t] > 0 and s_rm[g, t] < worst:
+                    worst = s_rm[g, t]
+            s_move[g, s] = worst
+        for b in range(n_b):
+            if n_bits_of[g, b] == group_size[g]:
+                continue  # already at this width
+            worst = inf
+            for s in range(n):
+                if on[g, s] == 0:
+                    continue
+                cnt[:, :] = held[:, :, s]
+                tot = 0
+                for bb in range(n_b):
+                    tot += cnt[g, bb]
+                    cnt[g, bb] = 0
+                cnt[g, b] = tot
+                v = server_slack(
+                    cnt, sizes, dense_total[s], fixed_gpu[s], other_host[s], gcap[s],
+                    hcap[s], unified[s], scratch,
+                )  # fmt: skip
+                if v < worst:
+                    worst = v
+            s_bits[g, b] = worst
+
+
+# ---------------------------------------------------------------------------- editor
+
+
+class _ModelState:
+    """What the editor knows of one model of the draft (rebuilt when it changes)."""
+
+    __slots__ = (
+        "bidx", "copies", "deployed", "gpu", "group_size", "groups", "held", "home",
+        "host", "n_bits_of", "on_gpu", "order", "pop_gpu", "pop_held", "pop_share", "safe",
+    )  # fmt: skip
+
+
+class PlanEditor:
+    """The draft plan of the coming epoch and its candidate edits (module doc).
+
+    Args:
+        world: the world (reset); the editor reads its plan, capacities and presence.
+        layout: the action layout (its maxima must hold the world).
+        deploy_bits: bit width of a model deployed by ``home_add``.
+    """
+
+    def __init__(self, world, layout: EditLayout, deploy_bits: int = 4) -> None:
+        if deploy_bits not in BITS:
+            raise ValueError(f"deploy_bits={deploy_bits!r} is not allowed; allowed: {BITS}")
+        self.world = world
+        self.layout = layout
+        self.deploy_b = int(BIT_INDEX[deploy_bits])
+        self.n = world.n
+        self.models = world.models
+        self.G = layout.n_groups
+        self._sizes = [expert_gb_table(m)[list(BITS)].copy() for m in self.models]
+        self._dense = np.array([dense_gb(m) + world.kv_reserve_gb[m] for m in self.models])
+        self._flat = np.zeros(layout.n, bool)
+        self._views = layout.views(self._flat)
+        self.start: Plan | None = None
+
+    def __getstate__(self) -> dict:
+        # the mask's per-kind arrays are views of one flat array: pickle copies views
+        # apart, so they (and the caches over them) are rebuilt on loading
+        skip = ("_flat", "_views", "_slack", "_mask_of", "_dense_of")
+        return {k: v for k, v in self.__dict__.items() if k not in skip}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._flat = np.zeros(self.layout.n, bool)
+        self._views = self.layout.views(self._flat)
+        self._slack = self._mask_of = self._dense_of = None
+
+    # ----------------------------------------------------------------- epoch
+
+    def begin(self) -> None:
+        """Start the edits of an epoch from the world's plan in force."""
+        w = self.world
+        self.draft = self.start = w.plan
+        self.pop = w.popularity_estimate()
+        self.up = w.dyn.server_up.copy()
+        self.states = [self._state(i, self.draft.models.get(name)) for i, name in
+                       enumerate(self.models)]  # fmt: skip
+        self._dense_of = None
+        if not w.check(self.draft).feasible:
+            self._repair()
+        self.edits = 0
+        self._mask_of = None
+        self._dense_of = None
+        self._slack = None  # the world (and its size) may be another one
+
+    def _state(self, i: int, mp: ModelPlan | None) -> _ModelState:
+        name = self.models[i]
+        st = _ModelState()
+        pop = self.pop[name]
+        st.groups = groups_of_estimate(pop, self.G)
+        hit = getattr(self, "_orders", {}).get(name)
+        if hit is None or hit[0] is not pop:
+            tot = pop.sum()
+            share = pop / tot if tot > 0 else np.full(pop.shape, 1.0 / pop.size)
+            order = np.argsort(-pop, axis=None, kind="stable").astype(np.int64)
+            self.__dict__.setdefault("_orders", {})[name] = hit = (pop, share, order)
+        st.pop_share, st.order = hit[1], hit[2]
+        st.group_size = np.bincount(st.groups.ravel(), minlength=self.G).astype(np.int64)
+        n, G = self.n, self.G
+        st.deployed = mp is not None
+        if mp is None:
+            st.bidx = np.full(st.groups.shape, self.deploy_b, np.int64)
+            st.held = np.zeros((G, N_BITS, n), np.int64)
+            st.on_gpu = np.zeros((G, n), np.int64)
+            st.pop_held = np.zeros(n)
+            st.safe = np.zeros((G, n), bool)
+            st.copies = np.zeros(G, np.int64)
+            st.pop_gpu = 0.0
+            st.gpu = np.zeros(n)
+            st.host = np.zeros(n)
+            st.home = np.zeros(n, bool)
+        else:
+            st.bidx = BIT_INDEX[mp.bits]
+            (st.held, st.on_gpu, st.pop_held, st.safe, st.copies, st.pop_gpu, st.n_bits_of,
+             st.gpu, st.host) = model_counts(
+                mp.location, st.groups, st.bidx, st.pop_share, self._sizes[i], self.up, G, N_BITS
+            )  # fmt: skip
+            st.home = np.zeros(n, bool)
+            st.home[list(mp.home)] = True
+        if mp is None:
+            st.n_bits_of = np.zeros((G, N_BITS), np.int64)
+            st.n_bits_of[:, self.deploy_b] = st.group_size
+        return st
+
+    def _repair(self) -> None:
+        """Restore the experts a model lost when a server left (the plan in force then
+        has experts without a present copy, which the world's check refuses in any plan):
+        they are copied from the model store onto the present server, homes first, where
+        the world accepts the plan; a model that fits nowhere is undeployed (``home_add``
+        deploys it again). The draft starts from the repaired plan."""
+        w = self.world
+        for v in w.check(self.draft).violations:
+            if v.kind != "no_replica" or v.model not in self.draft.models:
+                continue
+            i = self.models.index(v.model)
+            mp = self.draft.models[v.model]
+            missing = (mp.location != 0).sum(axis=2) == 0
+            order = [*mp.home, *(s for s in range(self.n) if s not in mp.home)]
+            fixed = None
+            for s in order:
+                if not self.up[s]:
+                    continue
+                loc = mp.location.copy()
+                loc[missing, s] = 1
+                touched = np.zeros(self.n, bool)
+                touched[s] = True
+                new = self._retiered(i, self.states[i], loc, mp.bits, list(mp.home), touched,
+                                     mp.host_policy, mp.keep_ratio)  # fmt: skip
+                plan = Plan({**self.draft.models, v.model: new})
+                if self._only_others_broken(plan, v.model):
+                    fixed = plan
+                    break
+            if fixed is None:
+                fixed = Plan({k: p for k, p in self.draft.models.items() if k != v.model})
+            self.draft = fixed
+            self.states[i] = self._state(i, fixed.models.get(v.model))
+            self._dense_of = None
+
+    def _only_others_broken(self, plan: Plan, name: str) -> bool:
+        """Whether the world's check finds nothing wrong with ``name`` in ``plan`` (other
+        models may still lack experts: they are repaired in turn) nor with memory."""
+        rep = self.world.check(plan)
+        return all(v.kind == "no_replica" and v.model != name for v in rep.violations)
+
+    # ------------------------------------------------------------------ mask
+
+    def dense_total(self) -> np.ndarray:
+        """GB of dense parts (with KV reserves) on each server in the draft (cached per
+        draft; read-only)."""
+        hit = self.__dict__.get("_dense_of")
+        if hit is not None and hit[0] is self.draft:
+            return hit[1]
+        out = np.zeros(self.n)
+        for i, st in enumerate(self.states):
+            out += st.home * self._dense[i]
+        out.setflags(write=False)
+        self._dense_of = (self.draft, out)
+        return out
+
+    def mask(self, edits_left: bool = True) -> np.ndarray:
+        """The allowed actions (flat, :class:`EditLayout` order): ``commit`` always;
+        with ``edits_left``, every edit that changes the draft into a plan
+        :meth:`World.check` accepts. Cached per draft (a read-only array)."""
+        hit = self._mask_of
+        if hit is not None and hit[0] is self.draft and hit[1] == edits_left:
+            return hit[2]
+        flat, v = self._flat, self._views
+        flat[:] = False
+        v["commit"][0] = True
+        if edits_left:
+            self._fill(v)
+        out = flat.copy()
+        out.setflags(write=False)
+        self._mask_of = (self.draft, edits_left, out)
+        return out
+
+    def _slack_arrays(self) -> dict[str, np.ndarray]:
+        """Per memory-bound kind, the slack of every (padded) candidate; -inf padding."""
+        sl = self.__dict__.get("_slack")
+        if sl is None:
+            sl = self._slack = {
+                k: np.full(self.layout.shapes[k], -np.inf)
+                for k in ("home_add", "home_drop", "move", "replicate", "drop", "bits")
+            }
+        return sl
+
+    def _fill(self, v: dict[str, np.ndarray]) -> None:
+        w, n = self.world, self.n
+        gpu_all = np.zeros(n)
+        host_all = np.zeros(n)
+        for st in self.states:
+            gpu_all += st.gpu
+            host_all += st.host
+        dense = self.dense_total()
+        sl = self._slack_arrays()
+        for i, st in enumerate(self.states):
+            model_slacks(
+                st.held, st.n_bits_of, self._sizes[i], st.home, int(st.home.sum()),
+                st.deployed, self._dense[i], dense, gpu_all - st.gpu, host_all - st.host,
+                w.gpu_capacity_gb, w.host_capacity_gb, w.unified, self.up, st.safe,
+                self.deploy_b, st.group_size, sl["home_add"][i, :n], sl["home_drop"][i, :n],
+                sl["move"][i, :, :n], sl["replicate"][i, :, :n], sl["drop"][i, :, :n],
+                sl["bits"][i],
+            )  # fmt: skip
+            if st.deployed:
+                mp = self.draft.models[self.models[i]]
+                v["keep"][i] = _KEEP != mp.keep_ratio
+                pol = mp.host_policy
+                v["host_policy"][i] = (pol != 0).any(), (pol != 1).any()
+        for kind, arr in sl.items():
+            ok = v[kind]
+            np.greater_equal(arr, 0.0, out=ok)
+            border = np.abs(arr) < BORDER_GB
+            if border.any():  # decided by the world's check of the edited plan
+                for idx in zip(*np.nonzero(border), strict=True):
+                    ok[idx] = self._check(kind, tuple(map(int, idx))).feasible
+
+    # ----------------------------------------------------------------- apply
+
+    def candidate(self, kind: str, idx: tuple[int, ...]) -> Plan:
+        """The draft with edit ``kind`` at ``idx`` applied (not checked)."""
+        i = idx[0]
+        name = self.models[i]
+        st = self.states[i]
+        mp = self.draft.models.get(name)
+        if mp is None and kind != "home_add":
+            raise ValueError(f"{kind} of {name}: the model is not deployed (only home_add)")
+        if kind == "keep":
+            new = ModelPlan(name, mp.location, mp.bits, mp.home, mp.host_policy,
+                            KEEP_RATIOS[idx[1]])  # fmt: skip
+        elif kind == "host_policy":
+            pol = np.full(mp.host_policy.shape, idx[1], np.int8)
+            new = ModelPlan(name, mp.location, mp.bits, mp.home, pol, mp.keep_ratio)
+        else:
+            new = self._placed(i, name, st, mp, kind, idx)
+        models = dict(self.draft.models)
+        models[name] = new
+        return Plan(models)
+
+    def _placed(self, i, name, st, mp, kind, idx) -> ModelPlan:  # noqa: C901 - one case per kind
+        n = self.n
+        touched = np.zeros(n, bool)
+        bidx = st.bidx
+        if mp is None:  # home_add deploys the model whole on the server
+            s = idx[1]
+            loc = np.zeros((*st.groups.shape, n), np.int8)
+            loc[:, :, s] = 1
+            bits = np.full(st.groups.shape, BITS[self.deploy_b], np.int8)
+            homes = [s]
+            pol = np.zeros(st.groups.shape[0], np.int8)
+            keep = 1.0
+            touched[s] = True
+        else:
+            loc = mp.location.copy()
+            bits = mp.bits.copy()
+            homes = list(mp.home)
+            pol, keep = mp.host_policy, mp.keep_ratio
+            if kind == "home_add":
+                homes.append(idx[1])
+                touched[idx[1]] = True
+            elif kind == "home_drop":
+                homes.remove(idx[1])
+                touched[idx[1]] = True
+            else:
+                g = idx[1]
+                sel = st.groups == g
+                if kind in ("move", "bits"):
+                    touched |= (loc[sel] != 0).any(axis=0)
+                if kind == "move":
+                    loc[sel] = 0
+                    loc[sel, idx[2]] = 1
+                    touched[idx[2]] = True
+                elif kind == "replicate":
+                    part = loc[sel, idx[2]]
+                    loc[sel, idx[2]] = np.where(part == 0, 1, part)
+                    touched[idx[2]] = True
+                elif kind == "drop":
+                    loc[sel, idx[2]] = 0
+                    touched[idx[2]] = True
+                elif kind == "bits":
+                    bits[sel] = BITS[idx[2]]
+                    bidx = BIT_INDEX[bits]
+        return self._retiered(i, st, loc, bits, homes, touched, pol, keep, bidx)
+
+    def _retiered(self, i, st, loc, bits, homes, touched, pol, keep, bidx=None) -> ModelPlan:
+        """Model ``i``'s plan from ``loc`` (changed in place) re-tiered on ``touched``."""
+        n = self.n
+        home_arr = np.zeros(n, bool)
+        home_arr[homes] = True
+        dense = self.dense_total() - st.home * self._dense[i] + home_arr * self._dense[i]
+        other_gpu = np.zeros(n)
+        for j, o in enumerate(self.states):
+            if j != i:
+                other_gpu += o.gpu
+        budgets = self.world.gpu_capacity_gb - other_gpu - dense
+        retier(loc, st.groups, BIT_INDEX[bits] if bidx is None else bidx, st.order,
+               self._sizes[i], budgets, touched, self.world.unified, self.G, N_BITS)  # fmt: skip
+        return ModelPlan(self.models[i], loc, bits, tuple(sorted(homes)), pol, keep)
+
+    def _check(self, kind: str, idx: tuple[int, ...]):
+        return self.world.check(self.candidate(kind, idx))
+
+    def apply(self, kind: str, idx: tuple[int, ...]):
+        """Apply one edit: its plan is checked by :meth:`World.check` and becomes the draft
+        when feasible. Returns the world's :class:`~coel_env.core.plan.InfeasibilityReport`."""
+        plan = self.candidate(kind, idx)
+        report = self.world.check(plan)
+        if report.feasible:
+            i = idx[0]
+            self.draft = plan
+            self.states[i] = self._state(i, plan.models[self.models[i]])
+            self.edits += 1
+        return report
