@@ -49,7 +49,9 @@ import numpy as np  # noqa: E402
 
 import coel_env  # noqa: E402  (registers the ids)
 
-DEFAULT_IDS = tuple(env_id for env_id, _, _ in coel_env.ENV_IDS)
+#: The ids of ``CoELEnv`` (MultiDiscrete actions; the graph env has its own benchmark,
+#: ``experiments/bench_graph_masks.py``).
+DEFAULT_IDS = tuple(e for e, _, _ in coel_env.ENV_IDS if e not in coel_env.ENTRY_POINTS)
 #: The id's own scenario (no ``scenario`` key in the config).
 OWN = "default"
 
