@@ -291,3 +291,12 @@ def test_to_fused_refuses_a_policy_without_a_fused_counterpart():
     model = DQN("MlpPolicy", "CartPole-v1", device="cpu", buffer_size=10, learning_starts=0)
     with pytest.raises(ValueError, match="the policy DQNPolicy has no fused counterpart"):
         P.to_fused(model)
+
+
+@pytest.mark.skipif(not PUBLISHED.is_dir(), reason="no published CoEL-v2 policy")
+def test_the_published_policys_returns_do_not_move_with_the_fused_distribution():
+    from experiments.fused_returns import check
+
+    (row,) = check(PUBLISHED, [1], 5)
+    assert row["steps"] == 5 and row["fused_differs"] == 0 and row["direct_differs"] == 0
+    assert row["evaluate"] == row["stock"] == row["fused"]
