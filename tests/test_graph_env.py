@@ -286,3 +286,46 @@ def test_layout_round_trips():
         kind, idx = lay.decode(a)
         assert lay.index(kind, *idx) == a
     assert lay.label(lay.index("move", 1, 2, 3), ("a", "b", "c")) == "move[b, g2, s3]"
+
+
+def test_generator_draws_seeded_instances_within_its_ranges():
+    from coel_env.core.generator import GeneratorConfig, generate_overrides
+
+    cfg = GeneratorConfig(n_servers=(3, 6), n_models=(1, 2))
+    a = [generate_overrides(np.random.default_rng(7), cfg) for _ in range(2)]
+    assert a[0] == a[1]
+    many = [generate_overrides(np.random.default_rng(s), cfg) for s in range(30)]
+    assert {o["topology.kind"] for o in many} == {"random_geometric", "waxman"}
+    assert all(3 <= o["topology.n_servers"] <= 6 and 1 <= len(o["models"]) <= 2 for o in many)
+    assert len({o["instance_seed"] for o in many}) == 30
+
+
+def test_generated_env_is_seeded_and_changes_instance_at_reset():
+    def sizes(seed):
+        env = _make(generator={"n_servers": [3, 8]}, max_steps=2)
+        out = []
+        for k in range(4):
+            env.reset(seed=seed + k)
+            u = env.unwrapped
+            out.append((u.world.n, u.world.models, u.world.scenario.instance_seed))
+            for _, (*_, info) in _masked_steps(env, 6, k, commit_p=0.5):
+                assert not info["invalid_action"]
+        return out
+
+    a, b = sizes(0), sizes(0)
+    assert a == b
+    assert len(set(a)) > 1
+
+
+@pytest.mark.parametrize(
+    ("generator", "match"),
+    [
+        ({"servers": 3}, "unknown generator key 'servers'"),
+        ({"n_servers": [5, 3]}, r"generator.n_servers=\(5, 3\) is not allowed"),
+        ({"models": ["gpt-9"]}, "generator.models: 'gpt-9' is not allowed"),
+        ({"n_servers": [3, 80]}, "above max_servers=64"),
+    ],
+)
+def test_bad_generator_config_names_the_key(generator, match):
+    with pytest.raises(ValueError, match=match):
+        _make(generator=generator)

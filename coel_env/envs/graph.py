@@ -10,6 +10,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from coel_env.core.generator import GeneratorConfig, generate_overrides
 from coel_env.core.plan import reuse_unchanged
 from coel_env.core.rewards import RewardConfig, report_info, reward_terms, total_reward
 from coel_env.envs.coel import build_world
@@ -125,8 +126,12 @@ class GraphEnv(gym.Env):
 
     ## Starting State
 
-    ``reset(seed=s)`` seeds ``np_random``, which draws the world's seed (as
-    ``CoELEnv``); the world deploys its naive plan and the first epoch's draft is it.
+    ``reset(seed=s)`` seeds ``np_random``, which draws the instance (with a
+    ``generator``) and the world's seed (as ``CoELEnv``); the world deploys its naive
+    plan and the first epoch's draft is it. A model that lost experts when a server left
+    starts an epoch's draft with them copied back (from the model store) onto a present
+    server that fits them, homes first, else undeployed: the world's check refuses any
+    plan with experts that have no copy.
     ``info`` is ``{"invalid_action": False}``.
 
     ## Episode End
@@ -148,9 +153,16 @@ class GraphEnv(gym.Env):
     ``config`` keys (:meth:`default_config`): those of ``CoELEnv`` that build the world
     (``scenario``, ``overrides``, ``trace``, ``topology``, ``device_profiles``),
     ``controller``, ``n_groups``, ``max_steps`` [epochs], the reward weights, and
-    ``max_servers`` (64), ``max_models`` (4), ``max_edits`` (8), ``deploy_bits`` (4).
-    A world with more servers or models than the maxima raises ``ValueError`` naming
-    both numbers.
+    ``max_servers`` (64), ``max_models`` (4), ``max_edits`` (8), ``deploy_bits`` (4),
+    ``generator`` (None). A world with more servers or models than the maxima raises
+    ``ValueError`` naming both numbers.
+
+    ``generator``: a mapping of :class:`coel_env.core.generator.GeneratorConfig` keys
+    (``{}``: its defaults, 3-16 edge servers on random geometric or Waxman topologies,
+    random device mixes, 1-4 of the four models, rates, daily cycles, link failures,
+    churn, a cloud node) draws a new instance at every ``reset`` from ``np_random``
+    (domain randomisation for training; the same seed gives the same instances).
+    ``overrides`` still apply on top.
 
     ## Version History
 
@@ -175,6 +187,7 @@ class GraphEnv(gym.Env):
             "max_models": 4,  # models the spaces are padded to
             "max_edits": 8,  # edits per epoch before only commit is allowed
             "deploy_bits": 4,  # bit width of a model deployed by home_add
+            "generator": None,  # None, or ranges of random instances drawn at each reset
             **RewardConfig().as_dict(),
         }
 
@@ -202,6 +215,16 @@ class GraphEnv(gym.Env):
         self.action_space = spaces.Discrete(self.layout.n)
         self.obs_type = GraphObservation(cfg["max_servers"], cfg["max_models"], cfg["n_groups"])
         self.observation_space = self.obs_type.space()
+        self.generator = None
+        if cfg["generator"] is not None:
+            self.generator = GeneratorConfig.from_mapping(cfg["generator"])
+            most = self.generator.n_servers[1] + (1 if self.generator.cloud_prob > 0 else 0)
+            if most > cfg["max_servers"] or self.generator.n_models[1] > cfg["max_models"]:
+                raise ValueError(
+                    f"generator instances reach {most} servers and "
+                    f"{self.generator.n_models[1]} models, above max_servers="
+                    f"{cfg['max_servers']} / max_models={cfg['max_models']}"
+                )
         self.world = self._build(cfg)
         self.editor = PlanEditor(self.world, self.layout, cfg["deploy_bits"])
         self._last_report = None
@@ -232,6 +255,12 @@ class GraphEnv(gym.Env):
         super().reset(seed=seed)
         if options:
             raise ValueError(f"unknown reset options {sorted(options)}; none are allowed")
+        if self.generator is not None:  # a new instance, drawn from the env's generator
+            over = generate_overrides(self.np_random, self.generator)
+            cfg = dict(self.config, scenario="default", topology=None,
+                       overrides={**over, **self.config["overrides"]})  # fmt: skip
+            self.world = self._build(cfg)
+            self.editor = PlanEditor(self.world, self.layout, self.config["deploy_bits"])
         self.world.reset(int(self.np_random.integers(2**63 - 1)))
         self._epochs = 0
         self._last_report = None
