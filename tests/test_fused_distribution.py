@@ -300,3 +300,17 @@ def test_the_published_policys_returns_do_not_move_with_the_fused_distribution()
     (row,) = check(PUBLISHED, [1], 5)
     assert row["steps"] == 5 and row["fused_differs"] == 0 and row["direct_differs"] == 0
     assert row["evaluate"] == row["stock"] == row["fused"]
+
+
+def test_float64_logits_give_float64_numbers_of_the_stock_distribution():
+    logits, masks, actions, _ = _case(7, [3, 5, 2, 7], 6, 4.0, 0.5)
+    logits = logits.double()
+    ref = MaskableMultiCategoricalDistribution([3, 5, 2, 7]).proba_distribution(logits)
+    ref.apply_masking(masks)
+    fused = P.FusedMultiCategoricalDistribution([3, 5, 2, 7])
+    fused.proba_distribution(logits.float())  # the layout follows the logits' dtype
+    fused.proba_distribution(logits)
+    fused.apply_masking(masks)
+    assert fused.log_prob(actions).dtype == torch.float64
+    torch.testing.assert_close(fused.log_prob(actions), ref.log_prob(actions))
+    torch.testing.assert_close(fused.entropy(), ref.entropy())

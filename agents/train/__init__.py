@@ -50,7 +50,12 @@ for VecNormalize's own arguments). ``policy_kwargs.activation_fn`` and
 ``optimizer_class`` are names from a small allowlist (``tanh``, ``relu``...;
 ``adam``...), never evaluated code; ``learning_rate``, ``clip_range`` and the
 like accept ``lin_<value>`` for a linear decay to 0. ``--n-envs`` and
-``--normalize`` win over the files.
+``--normalize`` win over the files. ``policy: FusedMlpPolicy`` (``--hyperparams
+policy=FusedMlpPolicy``; ppo, a2c, maskable_ppo) is the stock ``MlpPolicy`` network
+with :mod:`agents.policies`' fused action distribution (one tensor op over all action
+fields instead of one torch ``Categorical`` each: a faster learner; other random draws,
+so other weights than ``MlpPolicy`` from the same seed); ``load_policy(...,
+fused=True)`` gives a saved ``MlpPolicy`` model the fused distribution.
 
 Seeds: ``--seed`` seeds Python's ``random``, numpy and torch
 (``set_random_seed``), the model and the training envs (env ``i`` gets
