@@ -232,6 +232,9 @@ def test_fused_maskable_ppo_trains_on_coel_v2_saves_reloads_and_predicts_with_ma
     assert start and not all(torch.equal(start[k], end[k]) for k in start)  # it trained
     assert meta["num_timesteps"] >= 256
     assert T._read_yaml(run / "hyperparams.yml")["policy"] == "FusedMlpPolicy"
+    # a fused zip outside its run folder is still read as MaskablePPO's
+    assert T._guess_algo(run / "model.zip") == "maskable_ppo"
+    assert T._guess_algo(PUBLISHED / "model.zip") == "maskable_ppo"
     env = T.make_env("CoEL-v2", {})
     obs, _ = env.reset(seed=0)
     nvec = env.action_space.nvec

@@ -77,9 +77,25 @@ def _zip_policy_module(path: Path) -> str:
     return str(pc.get("__module__", "")) if isinstance(pc, dict) else ""
 
 
+def _zip_policy_name(path: Path) -> str:
+    """The name of the policy class recorded in an SB3 zip ('' when unknown), read from
+    its pickle's opcodes (nothing is unpickled)."""
+    import base64
+    import pickletools
+
+    pc = _zip_data(path).get("policy_class", {})
+    try:
+        ops = pickletools.genops(base64.b64decode(pc[":serialized:"]))
+        names = [arg for _, arg, _ in ops if isinstance(arg, str)]
+    except Exception:  # noqa: BLE001 - not a mapping, no pickle, a malformed one
+        return ""
+    return names[-1] if names else ""
+
+
 def _guess_algo(path: Path) -> str:
     module = _zip_policy_module(path)
-    if "maskable" in module:
+    # agents.policies' fused policies: the class name says which algorithm's
+    if "maskable" in module or "Maskable" in _zip_policy_name(path):
         return "maskable_ppo"
     if "dqn" in module:
         return "dqn"
