@@ -368,3 +368,33 @@ def test_coel_masks_of_every_model_are_aligned_regression():
         assert home.tolist() == [s != 2 for s in range(env.world.n)]
         assert part[fields[0] + fields[1] :].all()
         at += k
+
+
+@pytest.mark.parametrize("env_id", ["CoEL-v2", "CoEL-InterDevice-v1", "CoEL-v0"])
+def test_every_allowed_choice_has_a_feasible_completion(env_id):
+    """The per-field masks block every choice the env can know to be infeasible on its own:
+    each choice they allow at reset is part of some action whose plan the world accepts
+    (found among masked random actions). What they cannot block are combinations
+    (joint memory limits): README, "What the masks cannot express"."""
+    from coel_env.core.plan import InfeasibilityReport, reuse_unchanged
+
+    env = gym.make(env_id)
+    u = env.unwrapped
+    u.reset(seed=0)
+    nvec = env.action_space.nvec
+    parts = np.split(u.action_masks(), np.cumsum(nvec)[:-1])
+    rng = np.random.default_rng(0)
+    seen = [np.zeros(k, bool) for k in nvec]
+    for _ in range(1500):
+        a = np.array([rng.choice(np.flatnonzero(p)) for p in parts])
+        plan = u.action_type.decode(a, u.world.plan, u.world.popularity_estimate())
+        if isinstance(plan, InfeasibilityReport):
+            continue
+        if u.world.check(reuse_unchanged(plan, u.world.plan)).feasible:
+            for f, c in enumerate(a):
+                seen[f][c] = True
+        if all(s[p].all() for s, p in zip(seen, parts, strict=True)):
+            break
+    names = u.feature_names()["action"]
+    never = [f"{names[f]}={c}" for f, p in enumerate(parts) for c in np.flatnonzero(p & ~seen[f])]
+    assert not never, f"allowed but never part of a feasible action: {never}"
