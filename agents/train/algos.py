@@ -84,6 +84,9 @@ def algo_class(algo: str) -> type:
     if algo == "maskable_ppo":
         from sb3_contrib import MaskablePPO
 
+        from agents.graph_policy import register
+
+        register(MaskablePPO)  # policy: GraphPolicy (CoEL-Graph-v0)
         return MaskablePPO
     import stable_baselines3 as sb3
 

@@ -169,7 +169,7 @@ class GraphEnv(gym.Env):
     - ``CoEL-Graph-v0``: initial release.
     """
 
-    metadata = {"render_modes": ["ansi"], "render_fps": 1}
+    metadata = {"render_modes": ["rgb_array", "ansi"], "render_fps": 1}
 
     @classmethod
     def default_config(cls) -> dict[str, Any]:
@@ -280,7 +280,8 @@ class GraphEnv(gym.Env):
         """sb3-contrib MaskablePPO masks: one flag per action (exact: class doc)."""
         if not getattr(self.world, "_seeded", False):
             raise RuntimeError("call reset() before action_masks()")
-        return self.editor.mask(self.editor.edits < self.config["max_edits"])
+        # a writable copy: the editor's cached mask is read-only, torch wants writable
+        return np.array(self.editor.mask(self.editor.edits < self.config["max_edits"]))
 
     def action_label(self, action: int) -> str:
         """A readable name of ``action`` (e.g. ``move[olmoe-1b-7b, g1, s3]``)."""
@@ -326,10 +327,12 @@ class GraphEnv(gym.Env):
         return self._observe(), reward, False, truncated, info
 
     def render(self):
-        if self.render_mode == "ansi":
-            from coel_env.envs.render import render_ansi
+        from coel_env.envs.render import render_ansi, render_rgb
 
+        if self.render_mode == "ansi":
             return render_ansi(self.world, self._last_report)
+        if self.render_mode == "rgb_array":  # the map of the plan in force
+            return render_rgb(self.world, self._last_report)
         return None
 
     def _check_action(self, action) -> int:

@@ -1,0 +1,225 @@
+"""A size-invariant policy for ``CoEL-Graph-v0``: message passing over servers, shared
+encoders of models and expert groups, and one score per candidate edit.
+
+Every weight is shared across servers, models and groups, so the same network runs on
+any topology up to the env's maxima (padding is masked out of every pooling, and the
+env's action mask removes padded edits). :class:`GraphExtractor` turns the observation
+dict into the logits of every action (in :class:`coel_env.envs.graph_edits.EditLayout`
+order) followed by a value embedding; :class:`GraphPolicy` is the sb3-contrib
+``MaskableActorCriticPolicy`` whose actor reads those logits directly and whose critic is
+a linear layer on the embedding. ``coel train --algo maskable_ppo --env CoEL-Graph-v0``
+uses it through the hyperparameter file (``policy: GraphPolicy``).
+
+Network (``dim`` d, ``rounds`` r):
+
+1. servers: an MLP of their features, then r rounds of
+   ``h <- h + relu(W [h, mean over linked servers, latency-weighted mean over all])``;
+2. models: an MLP of their features and the servers' mean; groups: an MLP of their
+   features and their model's embedding;
+3. scores: ``home_add``/``home_drop`` from a layer over (pair features, server, model);
+   ``move``/``replicate``/``drop`` from a layer over (placement and pair features,
+   server, group); ``bits`` from the group; ``keep``/``host_policy`` from the model;
+   ``commit`` and the value from a summary (means of servers, models and groups, and the
+   global features).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch as th
+from gymnasium import spaces
+from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from torch import nn
+
+from coel_env.envs.graph_edits import N_BITS, N_KEEP, EditLayout
+
+__all__ = ["GraphExtractor", "GraphPolicy", "register"]
+
+
+def _mlp(n_in: int, n_out: int, hidden: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, n_out))
+
+
+def _masked_mean(x: th.Tensor, mask: th.Tensor, dims: tuple[int, ...]) -> th.Tensor:
+    """Mean of ``x`` over ``dims`` where ``mask`` (broadcast to ``x`` without its last
+    axis) is 1."""
+    m = mask.unsqueeze(-1)
+    return (x * m).sum(dims) / m.expand_as(x).sum(dims).clamp(min=1.0)
+
+
+class GraphExtractor(BaseFeaturesExtractor):
+    """Observation dict -> [logits of every action | value embedding (``dim``)].
+
+    Args:
+        observation_space: ``CoEL-Graph-v0``'s ``Dict`` space (its shapes give the
+            maxima).
+        dim: width of every embedding.
+        rounds: message-passing rounds over the servers.
+    """
+
+    def __init__(self, observation_space: spaces.Dict, dim: int = 64, rounds: int = 2) -> None:
+        S, fs = observation_space["server"].shape
+        M, fm = observation_space["model"].shape
+        _, G, fg = observation_space["group"].shape
+        fp = observation_space["pair"].shape[-1]
+        fpl = observation_space["placement"].shape[-1]
+        n_glob = observation_space["globals"].shape[0]
+        self.layout = EditLayout(S, M, G)
+        self.n_actions = self.layout.n
+        super().__init__(observation_space, features_dim=self.n_actions + dim)
+        d = dim
+        self.S, self.M, self.G = S, M, G
+        self.server_in = _mlp(fs, d, d)
+        self.rounds = nn.ModuleList([nn.Linear(3 * d, d) for _ in range(rounds)])
+        self.model_in = _mlp(fm + d, d, d)
+        self.group_in = _mlp(fg + d, d, d)
+        # pair scores: one layer over (pair features, server, model), split by input
+        self.pair_f, self.pair_s, self.pair_m = nn.Linear(fp, d), nn.Linear(d, d), nn.Linear(d, d)
+        self.home_head = nn.Linear(d, 2)
+        # group-server scores: (placement, pair features, server, group)
+        self.gs_f = nn.Linear(fpl, d)
+        self.gs_p = nn.Linear(fp, d)
+        self.gs_s = nn.Linear(d, d)
+        self.gs_g = nn.Linear(d, d)
+        self.gs_head = nn.Linear(d, 3)
+        self.bits_head = nn.Linear(d, N_BITS)
+        self.keep_head = nn.Linear(d, N_KEEP)
+        self.policy_head = nn.Linear(d, 2)
+        self.summary = _mlp(3 * d + n_glob, d, d)
+        self.commit_head = nn.Linear(d, 1)
+
+    def forward(self, obs: dict[str, th.Tensor]) -> th.Tensor:
+        sm, mm = obs["server_mask"].float(), obs["model_mask"].float()
+        M, G = self.M, self.G
+        h = self.server_in(obs["server"]) * sm.unsqueeze(-1)
+        adj = obs["adjacency"]
+        deg = adj.sum(-1, keepdim=True).clamp(min=1.0)
+        near = th.exp(-5.0 * obs["latency"]) * sm.unsqueeze(1) * sm.unsqueeze(2)
+        near = near / near.sum(-1, keepdim=True).clamp(min=1e-6)
+        for layer in self.rounds:
+            msg = th.cat([h, adj @ h / deg, near @ h], -1)
+            h = (h + th.relu(layer(msg))) * sm.unsqueeze(-1)
+        s_pool = _masked_mean(h, sm, (1,))  # [B, d]
+        e_m = self.model_in(th.cat([obs["model"], s_pool.unsqueeze(1).expand(-1, M, -1)], -1))
+        e_m = e_m * mm.unsqueeze(-1)
+        e_g = self.group_in(th.cat([obs["group"], e_m.unsqueeze(2).expand(-1, -1, G, -1)], -1))
+        pair = obs["pair"]
+        p = th.relu(
+            self.pair_f(pair) + self.pair_s(h).unsqueeze(1) + self.pair_m(e_m).unsqueeze(2)
+        )  # [B, M, S, d]
+        home = self.home_head(p)  # [B, M, S, 2]
+        gs = th.relu(
+            self.gs_f(obs["placement"])
+            + self.gs_p(pair).unsqueeze(2)
+            + self.gs_s(h)[:, None, None]
+            + self.gs_g(e_g).unsqueeze(3)
+        )  # [B, M, G, S, d]
+        gsl = self.gs_head(gs)  # [B, M, G, S, 3]
+        g_pool = _masked_mean(e_g, mm.unsqueeze(-1).expand(-1, -1, G), (1, 2))
+        m_pool = _masked_mean(e_m, mm, (1,))
+        z = self.summary(th.cat([s_pool, m_pool, g_pool, obs["globals"]], -1))
+        logits = th.cat(
+            [
+                self.commit_head(z),
+                home[..., 0].flatten(1),
+                home[..., 1].flatten(1),
+                gsl[..., 0].flatten(1),
+                gsl[..., 1].flatten(1),
+                gsl[..., 2].flatten(1),
+                self.bits_head(e_g).flatten(1),
+                self.keep_head(e_m).flatten(1),
+                self.policy_head(e_m).flatten(1),
+            ],
+            1,
+        )
+        return th.cat([logits, z], 1)
+
+
+class _Split(nn.Module):
+    """The extractor's output as (actor latent: the logits, critic latent: the rest)."""
+
+    def __init__(self, n_actions: int, dim: int) -> None:
+        super().__init__()
+        self.latent_dim_pi, self.latent_dim_vf = n_actions, dim
+
+    def forward(self, features: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        return self.forward_actor(features), self.forward_critic(features)
+
+    def forward_actor(self, features: th.Tensor) -> th.Tensor:
+        return features[:, : self.latent_dim_pi]
+
+    def forward_critic(self, features: th.Tensor) -> th.Tensor:
+        return features[:, self.latent_dim_pi :]
+
+
+class GraphPolicy(MaskableActorCriticPolicy):
+    """MaskablePPO's actor-critic over :class:`GraphExtractor` (module doc).
+
+    Args:
+        observation_space: ``CoEL-Graph-v0``'s ``Dict`` space.
+        action_space: its ``Discrete`` space (must match the observation's maxima).
+        lr_schedule: learning-rate schedule (SB3).
+        dim: embedding width.
+        rounds: message-passing rounds.
+        **kwargs: other ``MaskableActorCriticPolicy`` arguments (``net_arch`` and the
+            extractor's are set here).
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Dict,
+        action_space: spaces.Discrete,
+        lr_schedule,
+        dim: int = 64,
+        rounds: int = 2,
+        **kwargs: Any,
+    ) -> None:
+        is_dict = isinstance(observation_space, spaces.Dict)
+        graph = is_dict and "placement" in observation_space.spaces
+        if not graph:
+            raise ValueError(
+                f"GraphPolicy needs CoEL-Graph-v0's Dict observation space, not {observation_space}"
+            )
+        need = EditLayout(
+            observation_space["server"].shape[0],
+            observation_space["model"].shape[0],
+            observation_space["group"].shape[1],
+        ).n
+        if not isinstance(action_space, spaces.Discrete) or int(action_space.n) != need:
+            raise ValueError(
+                f"GraphPolicy: the action space {action_space} does not match the "
+                f"observation's maxima, which give Discrete({need})"
+            )
+        kwargs.pop("net_arch", None)
+        kwargs["features_extractor_class"] = GraphExtractor
+        kwargs["features_extractor_kwargs"] = {"dim": dim, "rounds": rounds}
+        kwargs["ortho_init"] = False  # the extractor keeps torch's default initialisation
+        self.dim, self.rounds = dim, rounds
+        super().__init__(observation_space, action_space, lr_schedule, **kwargs)
+
+    def _build_mlp_extractor(self) -> None:
+        fe = self.features_extractor
+        self.mlp_extractor = _Split(fe.n_actions, fe.features_dim - fe.n_actions)
+
+    def _build(self, lr_schedule) -> None:
+        self._build_mlp_extractor()
+        self.action_net = nn.Identity()  # the extractor scores every action itself
+        self.value_net = nn.Linear(self.mlp_extractor.latent_dim_vf, 1)
+        self.optimizer = self.optimizer_class(
+            self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs
+        )
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(dim=self.dim, rounds=self.rounds)
+        for key in ("net_arch", "features_extractor_class", "features_extractor_kwargs",
+                    "ortho_init"):  # fmt: skip
+            data.pop(key, None)
+        return data
+
+
+def register(algo_cls: type) -> None:
+    """Make ``policy: GraphPolicy`` a name ``algo_cls`` (MaskablePPO) accepts."""
+    algo_cls.policy_aliases = {**algo_cls.policy_aliases, "GraphPolicy": GraphPolicy}
