@@ -18,19 +18,40 @@ modelled from first principles on the measured expert data:
 * shared experts on the whole batch (Qwen adds a sigmoid gate);
 * in ``cudagraph`` mode the same kernels without host dispatch floors.
 
+That is ``terms="first-principles"``. With ``terms="calibrated"`` (eager mode) the
+router and dispatch take layer-level terms fitted to whole measured layers
+(:class:`coel_env.profiles.LayerFit`, :func:`layer_fit`, :func:`fit_layer_terms`):
+the router GEMM plus a fixed time per layer (softmax, top-k, sort and mask), and per
+active expert a fixed time, a time per MB of its activations moved, and the host
+time of more kernel launches beside its FFN's, which a large expert's GPU time hides
+and a small one's does not (whole layers of small experts cost more per active
+expert than their FFN alone). The expert FFN fits are the same in both.
+:func:`router_ms`, :func:`dispatch_ms` and :func:`shared_ms` are the layer's parts
+that the simulator's serving cost also takes from here.
+
 The dense part (attention projections and attention over the KV cache) is
 separate: :func:`attention_latency_ms`.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 
 from coel_env.catalog import BITS, MoEModel, get_model, weight_bytes
-from coel_env.profiles import DeviceProfile, KernelFit, get_device, n_ops
+from coel_env.profiles import (
+    DeviceProfile,
+    KernelFit,
+    LayerFit,
+    get_device,
+    n_ops,
+    read_layer_csv,
+)
 from coel_env.quality import bits_loss, quantization_loss, token_keep_loss
 
 __all__ = [
@@ -41,8 +62,16 @@ __all__ = [
     "ffn_latency_ms",
     "fetch_latency_ms",
     "attention_latency_ms",
+    "LAYER_TERMS",
+    "LAYER_FILES",
     "moe_layer_latency_ms",
     "moe_layer_breakdown",
+    "router_ms",
+    "dispatch_ms",
+    "shared_ms",
+    "layer_fit",
+    "fit_layer_terms",
+    "layer_rows",
     "activation_bytes",
     "transfer_latency_ms",
     "expert_memory_bytes",
@@ -61,6 +90,12 @@ DISPATCH_OPS = 5
 #: Kernels of Qwen's shared-expert gate: linear, sigmoid, mul; plus the add of the output.
 SHARED_GATE_OPS = 4
 ACT_BYTES = 2  # bf16 activations
+#: How a layer's router and dispatch are costed (see the module doc).
+LAYER_TERMS = ("first-principles", "calibrated")
+#: Whole layers measured per built-in device (in ``coel_env/data/profiles``).
+LAYER_FILES = {"h200": "h200_moe_layers_eager_calib.csv"}
+#: Kernel launches per active expert tried when fitting :attr:`LayerFit.dispatch_ops`.
+DISPATCH_OPS_GRID = tuple(np.arange(0.0, 16.01, 0.5))
 
 
 def _model(model: str | MoEModel) -> MoEModel:
@@ -230,6 +265,140 @@ def _expert_bits(m: MoEModel, bits) -> np.ndarray:
     return b.astype(int)
 
 
+def _check_terms(terms: str, mode: str) -> str:
+    if terms not in LAYER_TERMS:
+        raise ValueError(
+            f"terms={terms!r} is not allowed; allowed: {', '.join(map(repr, LAYER_TERMS))}"
+        )
+    if terms == "calibrated" and mode != "eager":
+        raise ValueError(
+            f"terms='calibrated' with mode={mode!r} is not allowed: the layer terms are "
+            "fitted to eager layers; use mode='eager' or terms='first-principles'"
+        )
+    return terms
+
+
+@functools.cache
+def _shipped_layer_fit(name: str) -> LayerFit:
+    from coel_env.profiles import _data_path
+
+    rows = read_layer_csv(_data_path(LAYER_FILES[name]), device="cuda")
+    return fit_layer_terms(rows, name)
+
+
+def layer_fit(device: str | DeviceProfile) -> LayerFit:
+    """The layer-level terms of ``device`` (for ``terms="calibrated"``).
+
+    A profile's own terms (``coel cost calibrate --layers``, read by
+    :func:`coel_env.profiles.load_profile`) come first; the built-in measured GPU
+    fits the shipped whole layers (:data:`LAYER_FILES`); any other GPU takes the H200
+    terms with host times kept and activation moves scaled by its 16-bit weight
+    bandwidth over the H200's (marked derived, as its kernel fits are).
+
+    Raises:
+        ValueError: a CPU without terms of its own (no layer was measured on one).
+    """
+    dev = get_device(device)
+    if dev.layer is not None:
+        return dev.layer
+    if dev.name in LAYER_FILES:
+        return _shipped_layer_fit(dev.name)
+    if dev.kind != "gpu":
+        raise ValueError(
+            f"device {dev.name!r} is a CPU without layer terms; whole layers were measured "
+            f"on: {', '.join(LAYER_FILES)}; measure its own with coel profile --layers and "
+            "fit them with coel cost calibrate --layers"
+        )
+    ref = get_device("h200")
+    scale = _kernel16(dev, "eager").weight_gbps / _kernel16(ref, "eager").weight_gbps
+    src = "derived from the h200 layer terms (host times kept, moves scaled by bandwidth)"
+    return _shipped_layer_fit("h200").derived_for(scale, src)
+
+
+def router_ms(
+    model: str | MoEModel,
+    device: str | DeviceProfile,
+    tokens,
+    *,
+    mode: str = "eager",
+    terms: str = "first-principles",
+) -> np.ndarray:
+    """The router of one MoE layer for a batch of ``tokens`` tokens (0 where none).
+
+    First principles: the gate GEMM and :data:`ROUTER_OPS` launches through the
+    16-bit kernel fit. Calibrated: the GEMM's kernel time plus the fitted per-layer
+    time (:attr:`coel_env.profiles.LayerFit.layer_ms`).
+    """
+    m, dev = _model(model), get_device(device)
+    t = _tokens(tokens)
+    _check_terms(terms, mode)
+    d, e = m.d_model, m.n_experts
+    if terms == "first-principles":
+        ms = _call_ms(dev, 16, mode, ACT_BYTES * d * e, 2.0 * t * d * e, ROUTER_OPS)
+    else:
+        kernel = _kernel16(dev, mode).without_dispatch()
+        gemm = kernel.latency_ms(ACT_BYTES * d * e, 2.0 * t * d * e, 1) - kernel.c_ms
+        ms = layer_fit(dev).layer_ms + gemm
+    return np.where(t > 0, ms, 0.0)
+
+
+def dispatch_ms(
+    model: str | MoEModel,
+    device: str | DeviceProfile,
+    tokens,
+    *,
+    mode: str = "eager",
+    terms: str = "first-principles",
+) -> np.ndarray:
+    """Dispatch of one active routed expert that receives ``tokens`` tokens, on the GPU
+    that runs the layer (0 where no token): gather its tokens, scale by the routing
+    weights, scatter-add the result.
+
+    First principles: :data:`DISPATCH_OPS` launches moving ``3 * tokens * d_model``
+    bf16 activations through the 16-bit kernel fit. Calibrated: the fitted time per
+    active expert and per MB moved, and the fitted launches' host time beyond what the
+    model's 16-bit expert FFN on this device hides (a quantized, host or remote expert
+    is taken to hide as much: the launches are the home GPU's).
+    """
+    m, dev = _model(model), get_device(device)
+    t = _tokens(tokens)
+    _check_terms(terms, mode)
+    moved = 3.0 * ACT_BYTES * m.d_model  # bytes per token: gather, scale, scatter-add
+    if terms == "first-principles":
+        ms = _call_ms(dev, 16, mode, moved * t, np.ones(t.shape), DISPATCH_OPS)
+    else:
+        fit, kernel = layer_fit(dev), _kernel16(dev, mode)
+        w, f, ops = weight_bytes(m.expert_params, 16), 2.0 * m.expert_params * t, n_ops(m.gated)
+        hidden = kernel.latency_ms(w, f, ops + fit.dispatch_ops) - kernel.latency_ms(w, f, ops)
+        ms = fit.active_ms + fit.move_ms_per_mb * (moved * t / 1e6) + hidden
+    return np.where(t > 0, ms, 0.0)
+
+
+def shared_ms(
+    model: str | MoEModel,
+    device: str | DeviceProfile,
+    tokens,
+    *,
+    mode: str = "eager",
+    terms: str = "first-principles",
+) -> np.ndarray:
+    """The shared experts of one MoE layer on a batch of ``tokens`` tokens (0 without
+    shared experts or tokens): their FFN (DeepSeek's merged into one) and the output
+    add, with Qwen's sigmoid gate (:data:`SHARED_GATE_OPS`). The same for both
+    ``terms``."""
+    m, dev = _model(model), get_device(device)
+    t = _tokens(tokens)
+    _check_terms(terms, mode)
+    if not m.n_shared_experts:
+        return np.zeros_like(t)
+    d = m.d_model
+    d_ff_s = m.d_ff_shared * m.n_shared_experts  # DeepSeek merges its shared experts
+    ms = ffn_latency_ms(dev, d, d_ff_s, m.gated, t, bits=16, mode=mode)
+    gate_ops = SHARED_GATE_OPS if m.shared_expert_gate else 1
+    ms = ms + _call_ms(dev, 16, mode, ACT_BYTES * d * t, 2.0 * t * d, gate_ops)
+    return np.where(t > 0, ms, 0.0)
+
+
 def moe_layer_breakdown(
     model: str | MoEModel,
     device: str | DeviceProfile,
@@ -237,6 +406,7 @@ def moe_layer_breakdown(
     *,
     bits=16,
     mode: str = "eager",
+    terms: str = "first-principles",
 ) -> dict[str, float]:
     """Parts of :func:`moe_layer_latency_ms`: router, experts, dispatch, shared, total [ms]."""
     m, dev = _model(model), get_device(device)
@@ -248,27 +418,20 @@ def moe_layer_breakdown(
         )
     b = _expert_bits(m, bits)
     _kernel16(dev, mode)  # validates mode even for an empty batch
+    _check_terms(terms, mode)
     batch = et.sum() / m.top_k
     out = {"batch_tokens": float(batch), "active_experts": int((et > 0).sum())}
     if batch == 0:
         return {**out, "router_ms": 0.0, "experts_ms": 0.0, "dispatch_ms": 0.0, "shared_ms": 0.0,
                 "total_ms": 0.0}  # fmt: skip
-    d, e = m.d_model, m.n_experts
-    router = float(_call_ms(dev, 16, mode, ACT_BYTES * d * e, 2.0 * batch * d * e, ROUTER_OPS))
+    router = float(router_ms(m, dev, batch, mode=mode, terms=terms))
     experts = 0.0
     for bw in np.unique(b):
         sel = (b == bw) & (et > 0)
         if sel.any():
             experts += float(expert_latency_ms(m, dev, et[sel], bits=int(bw), mode=mode).sum())
-    active = et[et > 0]
-    moved = 3.0 * ACT_BYTES * active * d  # gather, scale, scatter-add of each expert's tokens
-    dispatch = float(_call_ms(dev, 16, mode, moved, np.ones_like(moved), DISPATCH_OPS).sum())
-    shared = 0.0
-    if m.n_shared_experts:
-        d_ff_s = m.d_ff_shared * m.n_shared_experts  # DeepSeek merges its shared experts
-        shared = float(ffn_latency_ms(dev, d, d_ff_s, m.gated, batch, bits=16, mode=mode))
-        gate_ops = SHARED_GATE_OPS if m.shared_expert_gate else 1
-        shared += float(_call_ms(dev, 16, mode, ACT_BYTES * d * batch, 2.0 * batch * d, gate_ops))
+    dispatch = float(dispatch_ms(m, dev, et[et > 0], mode=mode, terms=terms).sum())
+    shared = float(shared_ms(m, dev, batch, mode=mode, terms=terms))
     total = router + experts + dispatch + shared
     return {**out, "router_ms": router, "experts_ms": experts, "dispatch_ms": dispatch,
             "shared_ms": shared, "total_ms": total}  # fmt: skip
@@ -281,6 +444,7 @@ def moe_layer_latency_ms(
     *,
     bits=16,
     mode: str = "eager",
+    terms: str = "first-principles",
 ) -> float:
     """Latency of one whole MoE layer (router, routed and shared experts, dispatch).
 
@@ -291,11 +455,125 @@ def moe_layer_latency_ms(
             ``sum(expert_tokens) / top_k`` tokens.
         bits: one bit width, or one per routed expert.
         mode: ``"eager"`` (one kernel launch per op) or ``"cudagraph"``.
+        terms: ``"first-principles"`` or ``"calibrated"`` (eager only): how the
+            router and dispatch are costed (see the module doc).
 
     Returns:
         Milliseconds.
     """
-    return moe_layer_breakdown(model, device, expert_tokens, bits=bits, mode=mode)["total_ms"]
+    parts = moe_layer_breakdown(model, device, expert_tokens, bits=bits, mode=mode, terms=terms)
+    return parts["total_ms"]
+
+
+def _layer_models(rows: pd.DataFrame) -> list[MoEModel]:
+    """The catalog model of every row of a whole-layer frame, checked against its counts."""
+    out = []
+    for i, r in enumerate(rows.itertuples()):
+        m = get_model(r.model)
+        if r.counts.size != m.n_experts or int(r.top_k) != m.top_k:
+            raise ValueError(
+                f"layer row {i + 1} ({r.model}, {r.tokens:g} tokens): {r.counts.size} expert "
+                f"counts and top_k={r.top_k:g}; {m.name} has {m.n_experts} experts, top-{m.top_k}"
+            )
+        out.append(m)
+    return out
+
+
+def layer_rows(
+    rows: pd.DataFrame, device: str | DeviceProfile, terms: str = "calibrated"
+) -> pd.DataFrame:
+    """Predicted whole layers beside measured ones.
+
+    Args:
+        rows: :func:`coel_env.profiles.read_layer_csv` output.
+        device: the device (with the layer terms to use, for ``"calibrated"``).
+        terms: one of :data:`LAYER_TERMS`.
+
+    Returns:
+        ``model, tokens, active_experts, layer_ms, pred_ms, ape`` (absolute % error).
+    """
+    dev = get_device(device)
+    models = _layer_models(rows)
+    pred = [
+        moe_layer_latency_ms(m, dev, r.counts, terms=terms)
+        for m, r in zip(models, rows.itertuples(), strict=True)
+    ]
+    out = pd.DataFrame(
+        {
+            "model": rows.model.values,
+            "tokens": rows.tokens.values.astype(int),
+            "active_experts": [int((c > 0).sum()) for c in rows.counts],
+            "layer_ms": rows.layer_ms.values,
+            "pred_ms": pred,
+        }
+    )
+    out["ape"] = np.abs(out.pred_ms / out.layer_ms - 1) * 100
+    return out
+
+
+def fit_layer_terms(
+    rows: pd.DataFrame, device: str | DeviceProfile, *, source: str | None = None
+) -> LayerFit:
+    """Fit the layer-level terms to whole measured layers, keeping the expert fits.
+
+    The calibrated layer (:func:`moe_layer_latency_ms`) is linear in
+    ``layer_ms``, ``active_ms`` and ``move_ms_per_mb`` for a given ``dispatch_ops``;
+    for each ``dispatch_ops`` of :data:`DISPATCH_OPS_GRID` the three are fitted
+    non-negative by least absolute relative error (a linear program, scipy's HiGHS:
+    the mean absolute % error is the figure the model is judged by), and the
+    ``dispatch_ops`` with the smallest error wins. Layers of small experts alone
+    cannot tell launches from a fixed time per active expert (no launch is hidden),
+    so among equally good fits the count nearest :data:`DISPATCH_OPS` (the launches
+    the first-principles model counts) wins. The design matrix is the layer formula
+    itself evaluated at unit terms, so the fit and the model cannot disagree.
+
+    Args:
+        rows: :func:`coel_env.profiles.read_layer_csv` output (eager layers).
+        device: the device whose expert fits the layers ran on.
+        source: recorded in the fit (default: the rows' file names).
+
+    Raises:
+        ValueError: no rows, or a row whose model is not in the catalog or whose
+            counts do not fit the catalog model.
+    """
+    from scipy.optimize import linprog
+
+    dev = get_device(device)
+    if len(rows) == 0:
+        raise ValueError("no whole-layer rows to fit the layer terms to")
+    models = _layer_models(rows)
+    y = rows.layer_ms.values.astype(float)
+    n = len(y)
+
+    def totals(x, ops):
+        lf = LayerFit(*x, dispatch_ops=ops, source="fit")
+        d = replace(dev, layer=lf)
+        return np.array(
+            [
+                moe_layer_latency_ms(m, d, r.counts, terms="calibrated")
+                for m, r in zip(models, rows.itertuples(), strict=True)
+            ]
+        )
+
+    fits = []
+    for ops in DISPATCH_OPS_GRID:
+        base = totals((0.0, 0.0, 0.0), ops)
+        a = np.stack([totals(u, ops) - base for u in np.eye(3)], axis=1) / y[:, None]
+        r = (y - base) / y
+        # min sum(s) over x >= 0, s >= 0 with -s <= a x - r <= s
+        c = np.r_[np.zeros(3), np.ones(n)]
+        a_ub = np.block([[a, -np.eye(n)], [-a, -np.eye(n)]])
+        res = linprog(c, A_ub=a_ub, b_ub=np.r_[r, -r], bounds=(0, None), method="highs")
+        if not res.success:  # pragma: no cover - the program is always feasible
+            raise RuntimeError(f"layer-term fit failed: {res.message}")
+        x = np.maximum(res.x[:3], 0.0)
+        fits.append((float(np.abs(a @ x - r).sum()), ops, x))
+    least = min(f[0] for f in fits)
+    tied = [f for f in fits if f[0] <= least * (1 + 1e-6) + 1e-12]
+    _, ops, x = min(tied, key=lambda f: (abs(f[1] - DISPATCH_OPS), f[1]))
+    if source is None:
+        source = ", ".join(sorted(set(rows.run))) if "run" in rows.columns else "layers"
+    return LayerFit(*map(float, x), dispatch_ops=float(ops), source=source, n_rows=n)
 
 
 def activation_bytes(tokens, d_model: int, *, keep_ratio=1.0, bytes_per_value: int = ACT_BYTES):

@@ -4,12 +4,22 @@ coel cost validate [--markdown]
     per measured device, mode and kernel kind: rows, median / mean / max
     absolute percentage error of the fitted expert model against every
     measured row (with the run factors of secondary files, and without);
-    the attention fit; the derived devices against published decode
-    throughput when --devices-dir points at the published device figures
-      (the devices folder of the data sets listed in the README).
+    the attention fit; whole H200 MoE layers per model and token count: the
+    first-principles and the calibrated layer model, and the calibrated model
+    fitted without the row's model (leave one model out); the derived devices
+    against published decode throughput when --devices-dir points at the
+    published device figures (the devices folder of the data sets listed in
+    the README).
 coel cost layer --model M --device D --tokens T [--bits B] [--mode eager|cudagraph]
+                [--terms first-principles|calibrated]
     one MoE layer's predicted latency with its parts, for T tokens routed
     by the model's top-k over its experts (uniform routing, or --skew).
+coel cost calibrate --layers FILE (--device D | --profile P.csv) [--out F.json]
+    fit the layer terms (router, top-k and sort, per-active-expert dispatch)
+    to whole layers measured by coel profile --layers, on the expert fits of
+    a device (a built-in name, or a profile written by coel profile); prints
+    each layer's error and writes the terms as JSON (default with --profile:
+    P.layer_fit.json beside it, which coel_env.profiles.load_profile reads).
 """
 
 from __future__ import annotations
@@ -54,7 +64,7 @@ KV_LEN_CHECK = 512  # short context of the decode benchmarks
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    sub = p.add_subparsers(dest="cost_command", metavar="{validate,layer}")
+    sub = p.add_subparsers(dest="cost_command", metavar="{validate,layer,calibrate}")
     sub.required = True
     v = sub.add_parser("validate", help="fitted model against every measured row")
     v.add_argument("--markdown", action="store_true", help="print markdown tables")
@@ -78,7 +88,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="Zipf exponent of expert popularity (0: uniform routing)",
     )
     lay.add_argument("--kv-len", type=int, default=512, help="KV length for the attention part")
+    lay.add_argument(
+        "--terms",
+        default="first-principles",
+        choices=cost.LAYER_TERMS,
+        help="router and dispatch from first principles, or the terms fitted to whole layers",
+    )
     lay.set_defaults(func=layer_main)
+    cal = sub.add_parser("calibrate", help="fit the layer terms to measured whole layers")
+    cal.add_argument(
+        "--layers", required=True, type=Path, help="whole-layer CSV (coel profile --layers)"
+    )
+    where = cal.add_mutually_exclusive_group(required=True)
+    where.add_argument("--device", help="a built-in or loaded device whose expert fits to use")
+    where.add_argument(
+        "--profile", type=Path, help="a profile CSV written by coel profile (its expert fits)"
+    )
+    cal.add_argument(
+        "--out",
+        type=Path,
+        help="JSON for the fitted terms (default with --profile: PROFILE.layer_fit.json)",
+    )
+    cal.add_argument("--force", action="store_true", help="overwrite --out")
+    cal.add_argument("--json", action="store_true", help="print one JSON object")
+    cal.set_defaults(func=calibrate_main)
 
 
 def expert_tokens_for(n_experts: int, top_k: int, tokens: int, skew: float = 0.0) -> np.ndarray:
@@ -109,10 +142,11 @@ def layer_main(args: argparse.Namespace) -> int:
     m = get_model(args.model)
     dev = profiles.get_device(args.device)
     et = expert_tokens_for(m.n_experts, m.top_k, args.tokens, args.skew)
-    parts = cost.moe_layer_breakdown(m, dev, et, bits=args.bits, mode=args.mode)
+    parts = cost.moe_layer_breakdown(m, dev, et, bits=args.bits, mode=args.mode, terms=args.terms)
     att = cost.attention_latency_ms(m, dev, batch=args.tokens, kv_len=args.kv_len, mode=args.mode)
     tag = "measured" if dev.measured else "derived"
-    print(f"{m.name} on {dev.name} ({tag}), {args.tokens} tokens, {args.bits} bits, {args.mode}")
+    print(f"{m.name} on {dev.name} ({tag}), {args.tokens} tokens, {args.bits} bits, {args.mode}, "
+          f"{args.terms} layer terms")  # fmt: skip
     print(f"  active experts   {parts['active_experts']:>10d}")
     for k in ("router_ms", "experts_ms", "dispatch_ms", "shared_ms", "total_ms"):
         print(f"  moe {k:<13s}{parts[k]:>10.4f}")
@@ -172,6 +206,55 @@ def attention_table() -> list[dict]:
         out.append(dict(part=col, rows=len(e), median_ape=float(np.median(e)),
                         mean_ape=float(e.mean()), max_ape=float(e.max())))  # fmt: skip
     return out
+
+
+def layer_table(device: str = "h200") -> tuple[list[dict], list[dict], dict]:
+    """Whole measured layers of a built-in device against the layer model.
+
+    Returns:
+        ``(rows, summary, fit)``: one row per measured layer with the first-principles
+        and calibrated predictions and their absolute % errors, and the calibrated
+        model fitted on the other models' rows only (``lomo_*``: leave one model out,
+        the proxy for models the terms were not fitted on); one summary row per model
+        and one for all; the fitted terms.
+    """
+    from dataclasses import replace
+
+    rows = profiles.read_layer_csv(profiles._data_path(cost.LAYER_FILES[device]), "cuda")
+    dev = profiles.get_device(device)
+    fp = cost.layer_rows(rows, dev, "first-principles")
+    cal = cost.layer_rows(rows, dev, "calibrated")
+    lomo = pd.Series(np.nan, index=rows.index)
+    lomo_ape = pd.Series(np.nan, index=rows.index)
+    models = list(dict.fromkeys(rows.model))
+    for name in models if len(models) > 1 else ():
+        held = rows.model == name
+        fit = cost.fit_layer_terms(rows[~held].reset_index(drop=True), dev)
+        pred = cost.layer_rows(rows[held].reset_index(drop=True), replace(dev, layer=fit))
+        lomo[held] = pred.pred_ms.values
+        lomo_ape[held] = pred.ape.values
+    out = []
+    for i in range(len(rows)):
+        out.append(
+            dict(
+                model=cal.model[i], tokens=int(cal.tokens[i]),
+                active_experts=int(cal.active_experts[i]), layer_ms=float(cal.layer_ms[i]),
+                first_principles_ms=float(fp.pred_ms[i]),
+                first_principles_ape=round(float(fp.ape[i]), 2),
+                calibrated_ms=float(cal.pred_ms[i]), calibrated_ape=round(float(cal.ape[i]), 2),
+                lomo_ms=float(lomo[i]), lomo_ape=round(float(lomo_ape[i]), 2),
+            )
+        )  # fmt: skip
+    summary = []
+    for name in [*models, "all"]:
+        sel = [r for r in out if name in ("all", r["model"])]
+        row = {"model": name, "rows": len(sel)}
+        for k in ("first_principles_ape", "calibrated_ape", "lomo_ape"):
+            v = np.array([r[k] for r in sel])
+            row[f"mean_{k}"] = float(v.mean())
+            row[f"max_{k}"] = float(v.max())
+        summary.append(row)
+    return out, summary, cost.layer_fit(dev).to_dict()
 
 
 def dense_decode_tok_s(device: str, shape: str, bits: int, efficient_int4: bool) -> float:
@@ -257,8 +340,12 @@ def validate_main(args: argparse.Namespace) -> int:
     table = validation_table()
     att = attention_table()
     checks = derived_check_table(args.devices_dir) if args.devices_dir else []
+    layers, layer_summary, layer_terms = layer_table("h200")
     if args.json:
-        print(json.dumps({"experts": table, "attention": att, "derived_checks": checks}, indent=1))
+        doc = {"experts": table, "attention": att, "layers": layers,
+               "layer_summary": layer_summary, "layer_terms": layer_terms,
+               "derived_checks": checks}  # fmt: skip
+        print(json.dumps(doc, indent=1))
         return 0
     md = args.markdown
     print("Expert FFN latency model against every measured row (APE = absolute % error)\n")
@@ -271,6 +358,21 @@ def validate_main(args: argparse.Namespace) -> int:
         _print_table(rf, ["device", "mode", "kind", "run_factors"], md)
     print("H200 dense part (attention projections + SDPA) against h200_gpu_attention.csv\n")
     _print_table(att, ["part", "rows", "median_ape", "mean_ape", "max_ape"], md)
+    print(
+        "H200 whole MoE layers (eager) against h200_moe_layers_eager_calib.csv: first "
+        "principles, calibrated (layer terms fitted to these rows), and calibrated without "
+        "the row's model (lomo: fitted on the other model's rows only)\n"
+    )
+    cols = ["model", "tokens", "active_experts", "layer_ms", "first_principles_ms"]
+    cols += ["first_principles_ape", "calibrated_ms", "calibrated_ape", "lomo_ms", "lomo_ape"]
+    _print_table(layers, cols, md)
+    cols = ["model", "rows", "mean_first_principles_ape", "mean_calibrated_ape"]
+    cols += ["max_calibrated_ape", "mean_lomo_ape", "max_lomo_ape"]
+    _print_table(layer_summary, cols, md)
+    t = layer_terms
+    print(f"Layer terms: {t['layer_ms']:.4f} ms per layer, {t['active_ms']:.4f} ms per active "
+          f"expert, {t['move_ms_per_mb']:.4f} ms per MB moved, {t['dispatch_ops']:g} launches "
+          f"per active expert besides its FFN ({t['n_rows']} rows of {t['source']})\n")  # fmt: skip
     if checks:
         print("Derived GPUs against published decode throughput (tokens/s)\n")
         cols = [
@@ -283,4 +385,52 @@ def validate_main(args: argparse.Namespace) -> int:
             "err_efficient_int4_pct",
         ]
         _print_table(checks, cols, md)
+    return 0
+
+
+def calibrate_main(args: argparse.Namespace) -> int:
+    """Fit the layer terms of a device to a whole-layer file and write them as JSON."""
+    from dataclasses import replace
+
+    if args.profile is not None:
+        dev = profiles.load_profile(args.profile, register=False)
+        out = args.out or profiles.layer_fit_path(args.profile)
+    else:
+        dev = profiles.get_device(args.device)
+        if args.out is None:
+            raise ValueError("--out is required with --device (a path for the JSON terms)")
+        out = args.out
+    out = Path(out)
+    if out.suffix != ".json":
+        raise ValueError(f"--out {str(out)!r}: not a .json path; allowed: a path ending in .json")
+    if not out.parent.is_dir():
+        raise ValueError(f"--out {str(out)!r}: folder {str(out.parent)!r} does not exist")
+    if out.exists() and not args.force:
+        raise ValueError(f"--out {str(out)!r} already exists; pass --force to overwrite")
+    want = "cuda" if dev.kind == "gpu" else "cpu"
+    rows = profiles.read_layer_csv(args.layers)
+    rows = rows[rows.device == want].reset_index(drop=True)
+    if len(rows) == 0:
+        raise ValueError(
+            f"--layers {str(args.layers)!r} has no rows with device {want!r} "
+            f"(the kind of {dev.name!r})"
+        )
+    fit = cost.fit_layer_terms(rows, dev, source=Path(args.layers).name)
+    fitted = replace(dev, layer=fit)
+    table = cost.layer_rows(rows, fitted, "calibrated")
+    table["first_principles_ms"] = cost.layer_rows(rows, dev, "first-principles").pred_ms
+    with open(out, "w" if args.force else "x", encoding="utf-8") as f:
+        json.dump(fit.to_dict(), f, indent=1)
+        f.write("\n")
+    if args.json:
+        doc = {"terms": fit.to_dict(), "rows": table.to_dict(orient="records"),
+               "mean_ape": float(table.ape.mean()), "out": str(out)}  # fmt: skip
+        print(json.dumps(doc, indent=1))
+        return 0
+    print(f"Layer terms of {dev.name} fitted to {len(rows)} layers of {Path(args.layers).name}\n")
+    _print_table(table.to_dict(orient="records"), list(table.columns), False)
+    print(f"mean absolute error {table.ape.mean():.2f}%; terms: {fit.layer_ms:.4f} ms per layer, "
+          f"{fit.active_ms:.4f} ms per active expert, {fit.move_ms_per_mb:.4f} ms per MB moved, "
+          f"{fit.dispatch_ops:g} launches per active expert")  # fmt: skip
+    print(f"wrote {out}")
     return 0

@@ -962,6 +962,318 @@ def write_profile(
     return written
 
 
+# -------------------------------------------------------------------- whole layers
+
+LAYER_COLUMNS: tuple[str, ...] = (
+    "device",
+    "model",
+    "tokens",
+    "n_experts",
+    "top_k",
+    "shared_ff",
+    "layer_ms",
+    "active_experts",
+    "expert_token_counts",
+)
+"""Columns of the whole-layer CSV (those of the shipped h200_moe_layers_eager_calib.csv)."""
+
+DEFAULT_LAYER_MODELS: dict[str, tuple[str, ...] | None] = {
+    "cuda": None,  # every catalog model
+    "cpu": ("switch-base-8", "qwen1.5-moe-a2.7b", "olmoe-1b-7b"),
+}
+DEFAULT_LAYER_TOKENS: dict[str, tuple[int, ...]] = {
+    "cuda": (1, 4, 16, 64, 256, 1024),
+    "cpu": (1, 4, 16, 64),
+}
+
+
+def _layer_model(m: Any) -> Any:
+    from coel_env.catalog import MoEModel, get_model, model_names
+
+    if isinstance(m, MoEModel):
+        return m
+    if not isinstance(m, str) or m not in model_names():
+        raise ValueError(f"--models {m!r}: unknown model; known: {', '.join(model_names())}")
+    return get_model(m)
+
+
+def _check_layer_models(models: Sequence[Any] | None, device: str) -> list[Any]:
+    from coel_env.catalog import model_names
+
+    if models is None:
+        models = DEFAULT_LAYER_MODELS[device] or model_names()
+    if isinstance(models, str):
+        models = [models]
+    if not models:
+        raise ValueError(f"--models: empty; known: {', '.join(model_names())}")
+    return _dedupe([_layer_model(m) for m in models])
+
+
+def resolve_layer_device(device: str | None) -> tuple[str, str | None]:
+    """The device whole layers run on, and a notice when the CPU stands in for a GPU.
+
+    Args:
+        device: ``"cpu"``, ``"cuda"``, or None for the GPU when there is one.
+
+    Returns:
+        ``(device, notice)``; ``notice`` is None unless no GPU was found for ``None``.
+    """
+    if device is not None:
+        return _check_device(device), None
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda", None
+    return "cpu", "no CUDA GPU found: measuring the layers on the CPU"
+
+
+class _Layer:
+    """One MoE layer of a catalog model with random bf16 weights, run in eager PyTorch.
+
+    The forward follows the Hugging Face sparse-MoE blocks: router GEMM, softmax in
+    fp32, top-k with the weights renormalised, a one-hot expert mask; then for every
+    expert that received a token, ``torch.where`` on its mask (the host waits for the
+    indices), a gather of its tokens, its FFN, the scale by the routing weights and an
+    ``index_add_`` into the output; shared experts on the whole batch (DeepSeek's
+    merged into one FFN; Qwen's scaled by a sigmoid gate).
+    """
+
+    def __init__(self, m: Any, device: str, seed: int = 0, router: Any = None) -> None:
+        import torch
+
+        gen = torch.Generator(device=device).manual_seed(seed)
+        bf16 = torch.bfloat16
+
+        def rand(*shape: int) -> torch.Tensor:
+            t = torch.randn(*shape, generator=gen, dtype=torch.float32, device=device)
+            return (t * shape[-1] ** -0.5).to(bf16)
+
+        d, f, e = m.d_model, m.d_ff_expert, m.n_experts
+        self.m = m
+        # copies share one router so that every copy routes a batch the same way
+        self.router = rand(e, d) if router is None else router
+        # one tensor per expert: CPU matmuls on views into a stacked tensor are several
+        # times slower than on their own tensors (measured), which a real model has
+        self.up = [rand(f, d) for _ in range(e)]
+        self.gate = [rand(f, d) for _ in range(e)] if m.gated else None
+        self.down = [rand(d, f) for _ in range(e)]
+        self.shared = None
+        if m.n_shared_experts:
+            fs = m.d_ff_shared * m.n_shared_experts
+            gate = rand(fs, d) if m.gated else None
+            self.shared = (gate, rand(fs, d), rand(d, fs))
+        self.shared_gate = rand(1, d) if m.shared_expert_gate else None
+        experts = [*self.up, *(self.gate or ()), *self.down]
+        rest = (self.router, self.shared_gate, *(self.shared or ()))
+        self.nbytes = sum(int(t.nbytes) for t in (*experts, *rest) if t is not None)
+
+    def _ffn(self, x: torch.Tensor, gate: Any, up: Any, down: Any) -> torch.Tensor:
+        import torch.nn.functional as F
+
+        if gate is None:
+            return F.linear(F.relu(F.linear(x, up)), down)
+        return F.linear(F.silu(F.linear(x, gate)) * F.linear(x, up), down)
+
+    def routing(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        import torch
+        import torch.nn.functional as F
+
+        probs = torch.softmax(F.linear(x, self.router).float(), dim=-1)
+        weights, chosen = torch.topk(probs, self.m.top_k, dim=-1)
+        weights = weights / weights.sum(dim=-1, keepdim=True)
+        return weights.to(x.dtype), chosen
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        import torch
+        import torch.nn.functional as F
+
+        weights, chosen = self.routing(x)
+        mask = F.one_hot(chosen, num_classes=self.m.n_experts).permute(2, 1, 0)
+        out = torch.zeros_like(x)
+        hit = torch.greater(mask.sum(dim=(-1, -2)), 0).nonzero()
+        for e in hit.flatten().tolist():
+            slot, tok = torch.where(mask[e])
+            g = None if self.gate is None else self.gate[e]
+            y = self._ffn(x[tok], g, self.up[e], self.down[e]) * weights[tok, slot, None]
+            out.index_add_(0, tok, y)
+        if self.shared is not None:
+            s = self._ffn(x, *self.shared)
+            if self.shared_gate is not None:
+                s = torch.sigmoid(F.linear(x, self.shared_gate)) * s
+            out = out + s
+        return out
+
+    def token_counts(self, x: torch.Tensor) -> list[int]:
+        import torch
+
+        _, chosen = self.routing(x)
+        return torch.bincount(chosen.flatten(), minlength=self.m.n_experts).tolist()
+
+
+def _layer_row(device: str, m: Any, tokens: int, counts: Sequence[int], times: Sequence[float]):
+    median, _p10, _p90 = _stats(times)
+    return {
+        "device": device,
+        "model": m.name,
+        "tokens": tokens,
+        "n_experts": m.n_experts,
+        "top_k": m.top_k,
+        "shared_ff": (m.d_ff_shared or 0) * m.n_shared_experts,
+        "layer_ms": _round(median),
+        "active_experts": sum(1 for c in counts if c > 0),
+        "expert_token_counts": " ".join(str(int(c)) for c in counts),
+    }
+
+
+def profile_layers(
+    device: str | None = None,
+    models: Sequence[Any] | None = None,
+    tokens: Sequence[int | str] | None = None,
+    repeats: int = 5,
+    min_time_s: float = 1.5,
+    *,
+    progress: bool = True,
+) -> tuple[list[dict[str, Any]], str]:
+    """Measure whole MoE layers (router, dispatch, routed and shared experts), eager bf16.
+
+    Each layer is built from its catalog model's shapes with random weights
+    (:class:`_Layer`); its routing is the router's on a random input, fixed per
+    token count, and its expert token counts are recorded with the time. Weights
+    rotate over copies of the layer as in :func:`profile`; 3 warm-up calls, then on
+    cuda the median of ``repeats`` timings of 20 back-to-back calls (CUDA events), on
+    cpu calls timed one by one for about ``min_time_s`` seconds.
+
+    Args:
+        device: ``"cpu"``, ``"cuda"``, or None for the GPU when there is one (else
+            the CPU, with a notice on stderr).
+        models: catalog names (or :class:`coel_env.catalog.MoEModel` objects); None
+            for the device's defaults (every catalog model on cuda; switch-base-8,
+            qwen1.5-moe-a2.7b and olmoe-1b-7b on cpu).
+        tokens: batch sizes entering the layer (integers >= 1); None for
+            1 4 16 64 256 1024 on cuda, 1 4 16 64 on cpu.
+        repeats: as for :func:`profile`.
+        min_time_s: as for :func:`profile`.
+        progress: show a tqdm bar on stderr.
+
+    Returns:
+        ``(rows, device)``: rows keyed by :data:`LAYER_COLUMNS` and the device used.
+
+    Raises:
+        ValueError: an unknown device or model, a bad token count, repeats < 1,
+            min_time_s <= 0, or cuda requested without a GPU.
+    """
+    device, notice = resolve_layer_device(device)
+    if notice:
+        _warn(notice)
+    model_list = _check_layer_models(models, device)
+    token_list = (
+        list(DEFAULT_LAYER_TOKENS[device]) if tokens is None else _check_tokens(tokens, device)
+    )
+    repeats = _check_repeats(repeats)
+    min_time_s = _check_min_time(min_time_s)
+
+    import torch
+    from tqdm import tqdm
+
+    rows: list[dict[str, Any]] = []
+    total = len(model_list) * len(token_list)
+    bar = tqdm(total=total, desc="coel profile --layers", unit="row", disable=not progress,
+               file=sys.stderr)  # fmt: skip
+    try:
+        with torch.inference_mode():
+            for m in model_list:
+                bar.set_postfix_str(m.name)
+                first = _Layer(m, device)
+                n_copies = _rotation_copies(first.nbytes, device)
+                layers = [first]
+                layers += [_Layer(m, device, i, first.router) for i in range(1, n_copies)]
+                gen = torch.Generator(device=device).manual_seed(1)
+                offset = 0
+                for n_tok in token_list:
+                    x = torch.randn(n_tok, m.d_model, generator=gen, device=device)
+                    x = x.to(torch.bfloat16)
+                    counts = first.token_counts(x)
+                    for i in range(WARMUP_CALLS):
+                        layers[i % len(layers)](x)
+                    _sync(device)
+                    if device == "cpu":
+                        times = _time_cpu(layers, x, min_time_s, repeats)
+                    else:
+                        times = _time_cuda_eager(layers, x, repeats, offset)
+                        offset += repeats * CALLS_PER_TIMING
+                    rows.append(_layer_row(device, m, n_tok, counts, times))
+                    bar.update(1)
+                del layers, first
+                if device == "cuda":
+                    torch.cuda.empty_cache()
+    finally:
+        bar.close()
+    return rows, device
+
+
+def write_layers(
+    rows: Sequence[dict[str, Any]],
+    out: Path | str,
+    machine_info: dict[str, Any],
+    *,
+    force: bool = False,
+) -> list[Path]:
+    """Write whole-layer rows (:data:`LAYER_COLUMNS`) and ``FILE.machine.json``.
+
+    Raises:
+        ValueError: If ``out`` is not a writable new .csv path (see check_out).
+    """
+    out = check_out(out, force)
+    mode = "w" if force else "x"
+    _write_csv(out, LAYER_COLUMNS, rows, mode)
+    mpath = machine_path(out)
+    with open(mpath, mode, encoding="utf-8") as f:
+        json.dump(machine_info, f, indent=1)
+        f.write("\n")
+    return [out, mpath]
+
+
+def _layers_main(args: argparse.Namespace, out: Path) -> int:
+    if args.dtypes is not None:
+        raise ValueError("--dtypes is not used with --layers: layers run in bf16")
+    started = time.time()
+    rows, device = profile_layers(
+        device=args.device,
+        models=args.models,
+        tokens=args.tokens,
+        repeats=args.repeats,
+        min_time_s=args.min_time_s,
+    )
+    options = {
+        "layers": True,
+        "device": device,
+        "models": args.models,
+        "tokens": None if args.tokens is None else _check_tokens(args.tokens, device),
+        "repeats": args.repeats,
+        "min_time_s": args.min_time_s,
+        "out": str(args.out),
+        "force": bool(args.force),
+    }
+    info = machine_info(
+        {"args": options, "argv": sys.argv[1:], "elapsed_s": round(time.time() - started, 1)}
+    )
+    written = write_layers(rows, out, info, force=args.force)
+    header = ("model", "tokens", "active", "layer_ms")
+    table = [header] + [
+        (r["model"], str(r["tokens"]), str(r["active_experts"]), f"{r['layer_ms']:.4f}")
+        for r in rows
+    ]
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    for line in table:
+        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                        for i, (c, w) in enumerate(zip(line, widths, strict=True))))  # fmt: skip
+    print(f"wrote {len(rows)} layer rows ({device}) to {written[0]}")
+    print(f"wrote {written[1]}")
+    print(f"fit the layer terms with: coel cost calibrate --layers {written[0]} "
+          "--profile PROFILE.csv (or --device NAME)")  # fmt: skip
+    return 0
+
+
 # ---------------------------------------------------------------------------- CLI
 
 
@@ -973,9 +1285,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """
     parser.add_argument(
         "--device",
-        default="cpu",
+        default=None,
         metavar="{cpu,cuda}",
-        help="where to run the experts (default: cpu)",
+        help="where to run the experts (default: cpu) or layers (default: the GPU if there "
+        "is one, else the CPU)",
+    )
+    parser.add_argument(
+        "--layers",
+        action="store_true",
+        help="measure whole MoE layers of catalog models (router, dispatch, routed and "
+        "shared experts; bf16, eager) instead of single experts; --models then takes "
+        "catalog names (default: all on cuda, switch-base-8 qwen1.5-moe-a2.7b olmoe-1b-7b "
+        "on cpu) and --tokens the batch entering the layer (default: 1 4 16 64 256 1024 on "
+        "cuda, 1 4 16 64 on cpu); writes the columns of h200_moe_layers_eager_calib.csv",
     )
     parser.add_argument(
         "--models",
@@ -1044,6 +1366,10 @@ def main(args: argparse.Namespace) -> int:
         ValueError: On bad input (reported by the CLI as one line, exit 2).
     """
     out = check_out(args.out, args.force)
+    if getattr(args, "layers", False):
+        return _layers_main(args, out)
+    if args.device is None:
+        args.device = "cpu"
     started = time.time()
     rows, copy_rows = profile(
         device=args.device,

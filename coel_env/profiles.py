@@ -40,6 +40,7 @@ way from the 4-bit fit, and marked so in :func:`DeviceProfile.kernel_for`.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -182,6 +183,68 @@ class CopyFit:
 
 
 @dataclass(frozen=True)
+class LayerFit:
+    """Layer-level terms of an eager MoE layer beyond its expert FFNs, fitted to whole layers.
+
+    :func:`coel_env.cost.moe_layer_breakdown` with ``terms="calibrated"`` composes a
+    layer as the router GEMM (the device's 16-bit kernel fit without its host floor)
+    plus ``layer_ms``; every active expert's FFN (the expert fit, unchanged) plus its
+    dispatch: ``active_ms``, ``move_ms_per_mb`` per MB of its tokens' activations
+    gathered, scaled and scatter-added (three passes of ``d_model`` bf16 values per
+    token), and the host time of ``dispatch_ops`` more kernel launches that join the
+    FFN's own launches (hidden under the GPU time of a large expert, not of a small
+    one); and the shared experts as in the first-principles model.
+
+    Attributes:
+        layer_ms: fixed time per layer: softmax, top-k, sort and mask kernels of the
+            router and the final combine [ms].
+        active_ms: fixed time per active expert (the host waiting for its token
+            indices) [ms].
+        move_ms_per_mb: time per MB of routed activations moved by dispatch [ms/MB].
+        dispatch_ops: kernel launches per active expert besides its FFN.
+        source: where the terms come from (a file, or "derived from ...").
+        derived: True when not fitted to whole layers measured on this device.
+        n_rows: measured layers behind the fit (0 when derived).
+        mode: the execution mode the layers were measured in (``"eager"``).
+    """
+
+    layer_ms: float
+    active_ms: float
+    move_ms_per_mb: float
+    dispatch_ops: float
+    source: str
+    derived: bool = False
+    n_rows: int = 0
+    mode: str = "eager"
+
+    def __post_init__(self) -> None:
+        for fname in ("layer_ms", "active_ms", "move_ms_per_mb", "dispatch_ops"):
+            v = getattr(self, fname)
+            ok = isinstance(v, int | float | np.floating) and not isinstance(v, bool)
+            if not (ok and math.isfinite(v) and v >= 0):
+                raise ValueError(f"{fname}={v!r} is not allowed; must be a finite number >= 0")
+            object.__setattr__(self, fname, float(v))
+        if self.mode != "eager":
+            raise ValueError(
+                f"mode={self.mode!r} is not allowed; layer terms are fitted to eager layers: "
+                "'eager'"
+            )
+
+    def to_dict(self) -> dict:
+        """The terms as a JSON-ready dict (:func:`read_layer_fit` reads it back)."""
+        return dataclasses.asdict(self)
+
+    def derived_for(self, bw_scale: float, source: str) -> LayerFit:
+        """The terms on another device: host times kept (as the kernel fits keep their
+        dispatch times), activation moves faster by ``bw_scale`` (its memory bandwidth
+        over this device's)."""
+        return replace(
+            self, move_ms_per_mb=self.move_ms_per_mb / bw_scale, source=source, derived=True,
+            n_rows=0,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
 class DeviceProfile:
     """One compute device: a GPU (with PCIe or unified memory) or a host CPU.
 
@@ -202,6 +265,8 @@ class DeviceProfile:
         pcie: host -> device copy model (None on unified memory and CPUs).
         run_factors: (floor, kernel) nuisance factors of secondary measurement
             files, keyed ``"file [mode/kind]"``.
+        layer: layer-level terms fitted to whole layers measured on this device
+            (None: :func:`coel_env.cost.layer_fit` supplies the shipped or derived ones).
     """
 
     name: str
@@ -219,6 +284,7 @@ class DeviceProfile:
     attention: AttentionFit | None = None
     pcie: CopyFit | None = None
     run_factors: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    layer: LayerFit | None = None
 
     __reduce__ = frozen_reduce
 
@@ -437,6 +503,112 @@ def fit_device_rows(rows: pd.DataFrame, primary_runs: tuple[str, ...] = ()) -> t
         kernels[(mode, kind)] = fit
         factors.update({f"{run} [{mode}/{kind}]": v for run, v in rf.items()})
     return kernels, factors
+
+
+#: Columns of a whole-layer file (``h200_moe_layers_eager_calib.csv``, ``coel profile --layers``).
+LAYER_COLUMNS = (
+    "device", "model", "tokens", "n_experts", "top_k", "shared_ff", "layer_ms",
+    "active_experts", "expert_token_counts",
+)  # fmt: skip
+_LAYER_REQUIRED = ("model", "tokens", "top_k", "layer_ms", "expert_token_counts")
+
+
+def read_layer_csv(path: str | Path, device: str | None = None) -> pd.DataFrame:
+    """Read a whole-layer file (:data:`LAYER_COLUMNS`; ``device``, ``n_experts``,
+    ``shared_ff`` and ``active_experts`` may be missing).
+
+    Args:
+        path: the CSV.
+        device: keep only rows of this ``device`` column value (``"cuda"``, ``"cpu"``).
+
+    Returns:
+        A frame with columns ``device, model, tokens, top_k, layer_ms, counts`` (one
+        float array of routed-expert token counts per row) and ``run`` (the file name).
+
+    Raises:
+        ValueError: a missing or unreadable file, missing columns, a non-positive
+            ``tokens``/``top_k``/``layer_ms``, token counts that are not non-negative
+            integers or do not add up to ``tokens * top_k``, or an ``n_experts`` /
+            ``active_experts`` that disagrees with them; the message names the row.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"layer file {str(p)!r} does not exist")
+    try:
+        df = pd.read_csv(p, dtype={"expert_token_counts": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ValueError(f"layer file {str(p)!r} is not a readable CSV: {exc}") from None
+    missing = [c for c in _LAYER_REQUIRED if c not in df.columns]
+    if missing:
+        raise ValueError(
+            f"layer file {str(p)!r} lacks columns {missing}; required: "
+            f"{', '.join(_LAYER_REQUIRED)}; found: {sorted(df.columns)}"
+        )
+    if len(df) == 0:
+        raise ValueError(f"layer file {str(p)!r} has no rows")
+    out = pd.DataFrame({"model": df["model"].astype(str)})
+    out["device"] = df["device"].astype(str) if "device" in df.columns else "cuda"
+    for c in ("tokens", "top_k", "layer_ms"):
+        out[c] = _numeric(df[c], c, p)
+    counts = []
+    for i, text in enumerate(df["expert_token_counts"]):
+        where = f"layer file {str(p)!r}: column 'expert_token_counts' row {i + 1}"
+        try:
+            c = np.array([float(v) for v in str(text).split()])
+        except ValueError:
+            raise ValueError(f"{where} has {text!r}; must be space-separated integers") from None
+        if c.size == 0 or not np.all(np.isfinite(c)) or (c < 0).any() or (c % 1 != 0).any():
+            raise ValueError(f"{where} has {text!r}; must be space-separated integers >= 0")
+        r = df.iloc[i]
+        if c.sum() != out.tokens.iloc[i] * out.top_k.iloc[i]:
+            raise ValueError(
+                f"{where}: the counts add up to {c.sum():g}; must be tokens x top_k = "
+                f"{out.tokens.iloc[i]:g} x {out.top_k.iloc[i]:g}"
+            )
+        for col, want in (("n_experts", c.size), ("active_experts", int((c > 0).sum()))):
+            if col in df.columns and float(r[col]) != want:
+                raise ValueError(
+                    f"layer file {str(p)!r}: column {col!r} row {i + 1} has {r[col]}; "
+                    f"the token counts give {want}"
+                )
+        counts.append(c)
+    out["counts"] = counts
+    if device is not None:
+        out = out[out["device"].values == device]
+    out["run"] = p.name
+    return out.reset_index(drop=True)
+
+
+def read_layer_fit(path: str | Path) -> LayerFit:
+    """Read layer terms written by ``coel cost calibrate --layers`` (a JSON object).
+
+    Raises:
+        ValueError: a missing file, invalid JSON, or missing or bad terms.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"layer-fit file {str(p)!r} does not exist")
+    try:
+        d = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"layer-fit file {str(p)!r} is not valid JSON: {exc}") from None
+    need = ("layer_ms", "active_ms", "move_ms_per_mb", "dispatch_ops")
+    if not isinstance(d, dict) or any(k not in d for k in need):
+        got = sorted(d) if isinstance(d, dict) else type(d).__name__
+        raise ValueError(f"layer-fit file {str(p)!r} needs keys {list(need)}; found {got}")
+    known = {f.name for f in dataclasses.fields(LayerFit)}
+    kw = {k: v for k, v in d.items() if k in known}
+    kw.setdefault("source", p.name)
+    try:
+        return LayerFit(**kw)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"layer-fit file {str(p)!r}: {exc}") from None
+
+
+def layer_fit_path(profile_csv: str | Path) -> Path:
+    """Where the layer terms of a ``coel profile`` profile live: ``<stem>.layer_fit.json``."""
+    p = Path(profile_csv)
+    return p.with_name(p.stem + ".layer_fit.json")
 
 
 def read_copies_csv(path: str | Path) -> CopyFit:
@@ -725,8 +897,9 @@ def get_device(name: str | DeviceProfile) -> DeviceProfile:
 def load_profile(path: str | Path, name: str | None = None, register: bool = True) -> DeviceProfile:
     """Load a profile written by ``coel profile`` and use it like a built-in device.
 
-    The expert CSV is required; ``<stem>.copies.csv`` (PCIe copies) and
-    ``<stem>.machine.json`` (GPU memory) are read when present. A GPU profile
+    The expert CSV is required; ``<stem>.copies.csv`` (PCIe copies),
+    ``<stem>.machine.json`` (GPU memory) and ``<stem>.layer_fit.json`` (layer terms
+    from ``coel cost calibrate --layers``) are read when present. A GPU profile
     without an attention file takes the H200 attention fit scaled by its fitted
     bandwidth; one without copies takes a PCIe Gen4 x16 link (~25 GB/s, SPEC.md).
 
@@ -768,6 +941,9 @@ def load_profile(path: str | Path, name: str | None = None, register: bool = Tru
         mem_bw_gbps=k16.bw_gbps, peak_tflops=k16.tflops,
         description=f"user profile from {p.name} (measured with coel profile)",
     )  # fmt: skip
+    lpath = layer_fit_path(p)
+    if lpath.is_file():
+        common["layer"] = read_layer_fit(lpath)
     if kind == "gpu":
         ref = _builtin("h200")
         cpath = p.with_name(p.stem + ".copies.csv")

@@ -155,10 +155,11 @@ def test_layer_signature() -> None:
     assert [p.name for p in params[:3]] == ["model", "device", "expert_tokens"]
     assert all(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in params[:3])
     kw = {p.name: p for p in params[3:]}
-    assert set(kw) == {"bits", "mode"}
+    assert set(kw) == {"bits", "mode", "terms"}
     assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in kw.values())
     assert kw["bits"].default == 16
     assert kw["mode"].default == "eager"
+    assert kw["terms"].default == "first-principles"
     m = get_model("olmoe-1b-7b")
     out = cost.moe_layer_latency_ms("olmoe-1b-7b", "h200", np.ones(m.n_experts))
     assert isinstance(out, float)
