@@ -31,12 +31,9 @@ already set in the environment is kept, and reported).
 
 from __future__ import annotations
 
-import os
+from experiments import benchutil
 
-from experiments.benchutil import machine as _machine
-from experiments.benchutil import single_thread, write_report
-
-single_thread()  # before numpy is imported anywhere
+benchutil.single_thread()  # before numpy is imported anywhere
 
 import argparse  # noqa: E402
 import statistics  # noqa: E402
@@ -70,11 +67,6 @@ def aims(env_id: str, token: str) -> tuple[float | None, float | None]:
     if env_id.split("/")[-1] == "CoEL-v0" and token == OWN:
         return AIM_DEFAULT_SPS, AIM_RATIO
     return None, None
-
-
-def machine() -> dict[str, str]:
-    """Where the numbers were measured."""
-    return _machine(gymnasium=gym.__version__)
 
 
 class MaskedSampler:
@@ -235,11 +227,8 @@ def format_row(r: dict, cartpole: dict) -> str:
 
 
 def markdown(rows: list[dict], cartpole: dict, info: dict[str, str], command: str) -> str:
+    title = "Environment benchmark: env steps per second (masked random actions)"
     lines = [
-        "# Environment benchmark: env steps per second (masked random actions)",
-        "",
-        f"Command: `{command}`",
-        "",
         "Loop steps/s time `action_masks()` + masked sampling + `env.step` (resets excluded);",
         "step only excludes the mask and the sampling. Ratio: median loop steps/s over",
         "CartPole-v1's median (random actions, sampling included, same process).",
@@ -268,9 +257,7 @@ def markdown(rows: list[dict], cartpole: dict, info: dict[str, str], command: st
         f"{cartpole['best_sps']:.1f} | {cartpole['median_sps']:.1f} | "
         f"{1000.0 / cartpole['median_sps']:.4f} | - | 1 | - | - | - | - | - | - |"
     )
-    lines += ["", "Machine:", ""]
-    lines += [f"- {k}: {v}" for k, v in info.items()]
-    return "\n".join(lines) + "\n"
+    return benchutil.markdown_report(title, command, lines, info)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -290,24 +277,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--seed", type=int, default=0, help="episode and sampling seed")
     p.add_argument("--out", type=Path, help="write a markdown table here")
-    p.add_argument("--pin", type=int, metavar="CPU", help="also pin the process to this CPU")
+    benchutil.add_pin(p)
     args = p.parse_args(argv)
-    if args.pin is not None:
-        if not hasattr(os, "sched_setaffinity"):
-            p.error("--pin is not supported on this platform")
-        os.sched_setaffinity(0, {args.pin})
-    for name in ("steps", "repeats", "cartpole_steps"):
-        if getattr(args, name) < 1:
-            flag = "--" + name.replace("_", "-")
-            p.error(f"{flag} {getattr(args, name)} is not allowed; must be >= 1")
-    if args.warmup < 0:
-        p.error(f"--warmup {args.warmup} is not allowed; must be >= 0")
-    for env_id in args.ids:
-        if env_id not in gym.registry:
-            p.error(f"--ids {env_id!r} is not registered; known: {', '.join(DEFAULT_IDS)}")
-    info = machine()
-    for k, v in info.items():
-        print(f"{k}: {v}")
+    benchutil.pin(p, args.pin)
+    benchutil.check_at_least(p, args, 1, "steps", "repeats", "cartpole_steps")
+    benchutil.check_at_least(p, args, 0, "warmup")
+    benchutil.check_registered(p, "--ids", args.ids, DEFAULT_IDS)
+    info = benchutil.print_machine(gymnasium=gym.__version__)
     cartpole = bench_cartpole(
         args.cartpole_steps, args.repeats, CARTPOLE_WARMUP if args.warmup else 0, args.seed
     )
@@ -323,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
             r = bench_coel(env_id, token, args.steps, args.repeats, args.warmup, args.seed)
             rows.append(r)
             print(format_row(r, cartpole), flush=True)
-    write_report(
+    benchutil.write_report(
         args.out,
         "experiments/bench_envs.py",
         argv,

@@ -25,10 +25,9 @@ Runs on one thread (as the other benchmarks). The process itself is not pinned.
 
 from __future__ import annotations
 
-from experiments.benchutil import machine as _machine
-from experiments.benchutil import single_thread, write_report
+from experiments import benchutil
 
-single_thread()  # before numpy is imported anywhere
+benchutil.single_thread()  # before numpy is imported anywhere
 
 import argparse  # noqa: E402
 import sys  # noqa: E402
@@ -203,11 +202,8 @@ def measure(what, scenario, make, aim, steps, seed, overhead, warmup=WARMUP) -> 
 
 
 def markdown(rows: list[dict], info: dict[str, str], command: str, overhead: list[float]) -> str:
+    title = "Speed floor: steps/s if only the compiled kernels took time"
     lines = [
-        "# Speed floor: steps/s if only the compiled kernels took time",
-        "",
-        f"Command: `{command}`",
-        "",
         "Kernel time is the time inside the compiled kernels per step, less their call",
         f"overhead ({overhead[0] * 1e6:.2f}-{overhead[-1] * 1e6:.2f} us per call, by number of",
         "arguments). The bound is 1 / kernel time: no rewrite that keeps every output can",
@@ -227,8 +223,7 @@ def markdown(rows: list[dict], info: dict[str, str], command: str, overhead: lis
             f"{r['ms']:.3f} | {r['kernel_us']:.0f} | {r['cost_us']:.0f} | {r['calls']:.1f} | "
             f"{r['share']:.0%} | {r['bound_sps']:,.0f} | {r['aim']:,.0f} | {ok} | {top} |"
         )
-    lines += ["", "Machine:", ""] + [f"- {k}: {v}" for k, v in info.items()] + [""]
-    return "\n".join(lines)
+    return benchutil.markdown_report(title, command, lines, info)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -240,13 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=WARMUP, help="untimed steps first")
     p.add_argument("--out", type=Path, help="write a markdown table here")
     args = p.parse_args(argv)
-    if args.steps < 1:
-        p.error(f"--steps {args.steps} is not allowed; must be >= 1")
-    if args.warmup < 0:
-        p.error(f"--warmup {args.warmup} is not allowed; must be >= 0")
-    info = _machine()
-    for k, v in info.items():
-        print(f"{k}: {v}")
+    benchutil.check_at_least(p, args, 1, "steps")
+    benchutil.check_at_least(p, args, 0, "warmup")
+    info = benchutil.print_machine()
     overhead = dispatch_overhead_s()
     rows = []
     for what, scenario, make, aim in TARGETS:
@@ -258,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
             f"bound {r['bound_sps']:8.0f}/s  aim {aim:,.0f}",
             flush=True,
         )
-    write_report(
+    benchutil.write_report(
         args.out,
         "experiments/bench_floor.py",
         argv,

@@ -16,8 +16,8 @@ the epoch, the world's epoch excluded). Runs on one thread.
 
 from __future__ import annotations
 
+from experiments.benchutil import check_at_least, markdown_report, single_thread, write_report
 from experiments.benchutil import machine as _machine
-from experiments.benchutil import single_thread, write_report
 
 single_thread()  # before numpy is imported anywhere
 
@@ -92,10 +92,6 @@ def run(token: str, steps: int, commit_p: float, seed: int) -> dict:
 
 def render(rows: list[dict], info: dict, command: str) -> str:
     lines = [
-        "# CoEL-Graph-v0: exact masks and edit speed",
-        "",
-        f"Command: `{command}`",
-        "",
         "Random masked actions (commit with the given probability, else a uniform allowed "
         "edit); `invalid` counts `info['invalid_action']` (the mask is exact when it is 0). "
         f"Aim: >= {AIM_EDIT_SPS:,.0f} edit steps/s on `default`.",
@@ -110,8 +106,7 @@ def render(rows: list[dict], info: dict, command: str) -> str:
             f"| {r['edits']} | {r['commits']} | {r['edit_sps']:,.0f} | {r['commit_ms']:.2f} "
             f"| {r['epoch_decision_ms']:.2f} |"
         )
-    lines += ["", "Machine:", ""] + [f"- {k}: {v}" for k, v in info.items()] + [""]
-    return "\n".join(lines)
+    return markdown_report("CoEL-Graph-v0: exact masks and edit speed", command, lines, info)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,8 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
-    if args.steps < 1:
-        p.error(f"--steps {args.steps} is not allowed; must be >= 1")
+    check_at_least(p, args, 1, "steps")
     if not 0.0 <= args.commit_p <= 1.0:
         p.error(f"--commit-p {args.commit_p} is not allowed; must be in [0, 1]")
     info = _machine()

@@ -33,10 +33,9 @@ a set of home flags that is empty. The table measures what that leaves.
 
 from __future__ import annotations
 
-from experiments.benchutil import machine as _machine
-from experiments.benchutil import single_thread, write_report
+from experiments import benchutil
 
-single_thread()  # before numpy is imported anywhere
+benchutil.single_thread()  # before numpy is imported anywhere
 
 import argparse  # noqa: E402
 import statistics  # noqa: E402
@@ -175,11 +174,8 @@ def format_row(r: dict) -> str:
 
 
 def markdown(rows: list[dict], info: dict[str, str], command: str) -> str:
+    title = "Action masks: how many masked random actions are still invalid"
     lines = [
-        "# Action masks: how many masked random actions are still invalid",
-        "",
-        f"Command: `{command}`",
-        "",
         "Whole episodes (seeds 0..N-1) of random actions: masked (per field, uniform among",
         "the choices `action_masks()` allows) and, on the same seeds, unmasked",
         "(`action_space.sample()`, as many steps as the masked episode). *Masked at",
@@ -206,9 +202,7 @@ def markdown(rows: list[dict], info: dict[str, str], command: str) -> str:
             f"{r['invalid']:.1%} | {r['invalid_min']:.1%}-{r['invalid_max']:.1%} | "
             f"{r['invalid_unmasked']:.1%} | {_why_text(r['why'])} |"
         )
-    lines += ["", "Machine:", ""]
-    lines += [f"- {k}: {v}" for k, v in info.items()]
-    return "\n".join(lines) + "\n"
+    return benchutil.markdown_report(title, command, lines, info)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -226,24 +220,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-steps", type=int, help="cut episodes to this many steps (tests)")
     p.add_argument("--out", type=Path, help="write a markdown table here")
     args = p.parse_args(argv)
-    if args.seeds < 1:
-        p.error(f"--seeds {args.seeds} is not allowed; must be >= 1")
-    if args.max_steps is not None and args.max_steps < 1:
-        p.error(f"--max-steps {args.max_steps} is not allowed; must be >= 1")
-    for flag, ids in (("--ids", args.ids), ("--large-ids", args.large_ids)):
-        for env_id in ids:
-            if env_id not in gym.registry:
-                p.error(f"{flag} {env_id!r} is not registered; known: {', '.join(DEFAULT_IDS)}")
-    info = _machine(gymnasium=gym.__version__)
-    for k, v in info.items():
-        print(f"{k}: {v}")
+    benchutil.check_at_least(p, args, 1, "seeds", "max_steps")
+    benchutil.check_registered(p, "--ids", args.ids, DEFAULT_IDS)
+    benchutil.check_registered(p, "--large-ids", args.large_ids, DEFAULT_IDS)
+    info = benchutil.print_machine(gymnasium=gym.__version__)
     jobs = [(i, OWN) for i in args.ids] + [(i, "large") for i in args.large_ids]
     rows = []
     for env_id, token in jobs:
         r = bench(env_id, token, args.seeds, args.max_steps)
         rows.append(r)
         print(format_row(r), flush=True)
-    write_report(
+    benchutil.write_report(
         args.out, "experiments/bench_masks.py", argv, lambda command: markdown(rows, info, command)
     )
     return 0

@@ -17,12 +17,9 @@ not pinned unless ``--pin CPU`` is given; the CPUs it may run on are reported.
 
 from __future__ import annotations
 
-import os
+from experiments import benchutil
 
-from experiments.benchutil import machine as _machine
-from experiments.benchutil import single_thread, write_report
-
-single_thread()  # before numpy is imported anywhere
+benchutil.single_thread()  # before numpy is imported anywhere
 
 import argparse  # noqa: E402
 import statistics  # noqa: E402
@@ -35,11 +32,6 @@ from coel_env.core.world import World  # noqa: E402
 #: The world issue's aims (epochs/s on one core, naive plan).
 AIM_DEFAULT_EPS = 15_000.0
 AIM_LARGE_EPS = 1_500.0
-
-
-def machine() -> dict[str, str]:
-    """Where the numbers were measured."""
-    return _machine()
 
 
 def bench(scenario: str, epochs: int, repeats: int, warmup: int, seed: int) -> dict:
@@ -72,10 +64,6 @@ def bench(scenario: str, epochs: int, repeats: int, warmup: int, seed: int) -> d
 
 def markdown(rows: list[dict], info: dict[str, str], command: str) -> str:
     lines = [
-        "# World.step() benchmark (naive plan)",
-        "",
-        f"Command: `{command}`",
-        "",
         "| scenario | servers | models | epochs x repeats | best epochs/s | median epochs/s "
         "| median ms/epoch | build s |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -86,9 +74,7 @@ def markdown(rows: list[dict], info: dict[str, str], command: str) -> str:
             f"{r['repeats']} | {r['best_eps']:.1f} | {r['median_eps']:.1f} | "
             f"{r['median_ms_per_epoch']:.2f} | {r['build_s']:.2f} |"
         )
-    lines += ["", "Machine:", ""]
-    lines += [f"- {k}: {v}" for k, v in info.items()]
-    return "\n".join(lines) + "\n"
+    return benchutil.markdown_report("World.step() benchmark (naive plan)", command, lines, info)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,20 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=20, help="untimed epochs first")
     p.add_argument("--seed", type=int, default=0, help="episode seed")
     p.add_argument("--out", type=Path, help="write a markdown table here")
-    p.add_argument("--pin", type=int, metavar="CPU", help="also pin the process to this CPU")
+    benchutil.add_pin(p)
     args = p.parse_args(argv)
-    if args.pin is not None:
-        if not hasattr(os, "sched_setaffinity"):
-            p.error("--pin is not supported on this platform")
-        os.sched_setaffinity(0, {args.pin})
-    for name in ("epochs", "repeats"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name} {getattr(args, name)} is not allowed; must be >= 1")
-    if args.warmup < 0:
-        p.error(f"--warmup {args.warmup} is not allowed; must be >= 0")
-    info = machine()
-    for k, v in info.items():
-        print(f"{k}: {v}")
+    benchutil.pin(p, args.pin)
+    benchutil.check_at_least(p, args, 1, "epochs", "repeats")
+    benchutil.check_at_least(p, args, 0, "warmup")
+    info = benchutil.print_machine()
     rows = []
     for sc in args.scenarios:
         r = bench(sc, args.epochs, args.repeats, args.warmup, args.seed)
@@ -123,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['epochs']} epochs x {r['repeats']})",
             flush=True,
         )
-    write_report(
+    benchutil.write_report(
         args.out, "experiments/bench_world.py", argv, lambda command: markdown(rows, info, command)
     )
     return 0

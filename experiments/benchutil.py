@@ -1,15 +1,17 @@
-"""Shared by the benchmark scripts: one thread per process, and where numbers were measured.
+"""Shared by the benchmark scripts: one thread per process, where numbers were measured,
+the checks of their flags and the frame of their reports.
 
 Import this module and call :func:`single_thread` before numpy is imported.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import shlex
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 THREAD_VARS = (
@@ -46,6 +48,60 @@ def machine(**extra: str) -> dict[str, str]:
         ),
     }
     return out
+
+
+def print_machine(**extra: str) -> dict[str, str]:
+    """:func:`machine` (plus ``extra`` entries), printed one ``key: value`` a line."""
+    info = machine(**extra)
+    for k, v in info.items():
+        print(f"{k}: {v}")
+    return info
+
+
+def add_pin(p: argparse.ArgumentParser) -> None:
+    """The ``--pin CPU`` flag (see :func:`pin`)."""
+    p.add_argument("--pin", type=int, metavar="CPU", help="also pin the process to this CPU")
+
+
+def pin(p: argparse.ArgumentParser, cpu: int | None) -> None:
+    """Pin the process to ``cpu`` (``--pin``; nothing when None)."""
+    if cpu is None:
+        return
+    if not hasattr(os, "sched_setaffinity"):
+        p.error("--pin is not supported on this platform")
+    os.sched_setaffinity(0, {cpu})
+
+
+def check_at_least(
+    p: argparse.ArgumentParser, args: argparse.Namespace, low: int, *names: str
+) -> None:
+    """Refuse (``p.error``) the first of the flags ``names`` (argparse dests) below ``low``;
+    a flag left at None is not checked."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < low:
+            flag = "--" + name.replace("_", "-")
+            p.error(f"{flag} {value} is not allowed; must be >= {low}")
+
+
+def check_registered(
+    p: argparse.ArgumentParser, flag: str, ids: Sequence[str], known: Sequence[str]
+) -> None:
+    """Refuse (``p.error``) the first of ``ids`` that Gymnasium does not know, listing
+    ``known``."""
+    import gymnasium as gym
+
+    for env_id in ids:
+        if env_id not in gym.registry:
+            p.error(f"{flag} {env_id!r} is not registered; known: {', '.join(known)}")
+
+
+def markdown_report(title: str, command: str, body: Sequence[str], info: Mapping[str, str]) -> str:
+    """A report: the title, the command that ran, ``body`` (notes and tables, a line each)
+    and the machine (``info``)."""
+    lines = [f"# {title}", "", f"Command: `{command}`", "", *body, "", "Machine:", ""]
+    lines += [f"- {k}: {v}" for k, v in info.items()]
+    return "\n".join(lines) + "\n"
 
 
 def command_line(script: str, argv: Sequence[str] | None) -> str:

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import os
 
-from experiments.benchutil import command_line, single_thread
+from experiments import benchutil
 
-single_thread()  # before numpy is imported anywhere
+benchutil.single_thread()  # before numpy is imported anywhere
 
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
@@ -41,7 +41,7 @@ import yaml  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import coel_env  # noqa: E402, F401  (registers the ids)
-from experiments.bench_envs import OWN, MaskedSampler, machine  # noqa: E402
+from experiments.bench_envs import OWN, MaskedSampler  # noqa: E402
 
 MAX_GROWTH = 0.05  # allowed RSS growth after warm-up
 MB = 1024.0 * 1024.0
@@ -191,11 +191,8 @@ def summary_lines(r: dict) -> list[str]:
 
 def markdown(r: dict, info: dict[str, str], command: str, max_rows: int = 25) -> str:
     verdict = "PASS" if r["passed"] else "FAIL"
+    title = "Soak test: process memory over a long run (masked random actions)"
     lines = [
-        "# Soak test: process memory over a long run (masked random actions)",
-        "",
-        f"Command: `{command}`",
-        "",
         "| id | scenario | steps | warm-up steps | RSS at warm-up MB | RSS max MB | RSS final MB "
         "| growth | limit | verdict | steps/s |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
@@ -218,9 +215,7 @@ def markdown(r: dict, info: dict[str, str], command: str, max_rows: int = 25) ->
     for i in keep:
         s, rss = samples[i]
         lines.append(f"| {s}{' (warm-up end)' if s == w else ''} | {rss / MB:.1f} |")
-    lines += ["", "Machine:", ""]
-    lines += [f"- {k}: {v}" for k, v in info.items()]
-    return "\n".join(lines) + "\n"
+    return benchutil.markdown_report(title, command, lines, info)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -248,10 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--csv", type=Path, help="also write every RSS sample (step,rss_bytes)")
     p.add_argument("--out", type=Path, help="write a markdown report here")
     args = p.parse_args(argv)
-    if args.steps < 1:
-        p.error(f"--steps {args.steps} is not allowed; must be >= 1")
-    if args.sample_every < 1:
-        p.error(f"--sample-every {args.sample_every} is not allowed; must be >= 1")
+    benchutil.check_at_least(p, args, 1, "steps", "sample_every")
     if args.warmup_steps is None:
         args.warmup_steps = max(1, args.steps // 10)
     if not 0 < args.warmup_steps < args.steps:
@@ -260,9 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.id not in gym.registry:
         p.error(f"--id {args.id!r} is not registered")
-    info = machine()
-    for k, v in info.items():
-        print(f"{k}: {v}")
+    info = benchutil.print_machine(gymnasium=gym.__version__)
     r = soak(
         args.id,
         args.scenario,
@@ -275,15 +265,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     for line in summary_lines(r):
         print(line)
-    command = command_line("experiments/soak.py", argv)
     if args.csv is not None:
         args.csv.parent.mkdir(parents=True, exist_ok=True)
         args.csv.write_text("step,rss_bytes\n" + "".join(f"{s},{b}\n" for s, b in r["samples"]))
         print(f"wrote {args.csv}")
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(markdown(r, info, command))
-        print(f"wrote {args.out}")
+    benchutil.write_report(
+        args.out, "experiments/soak.py", argv, lambda command: markdown(r, info, command)
+    )
     return 1 if args.strict and not r["passed"] else 0
 
 

@@ -195,7 +195,7 @@ def test_bench_floor_tiny(tmp_path):
 def test_kernel_timer_wraps_and_restores():
     code = (
         "import experiments.bench_floor as bf\n"
-        "import coel_env.core.world as w, coel_env.core.kernels as k\n"
+        "import coel_env.core.world as w, coel_env.core.kernels.serving as k\n"
         "orig = w.serve_kernel\n"
         "with bf.KernelTimer() as t:\n"
         "    assert w.serve_kernel is not orig\n"
