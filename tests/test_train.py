@@ -266,6 +266,20 @@ def test_default_run_folders_are_new_each_time(tmp_path):
     assert a != b and a.is_dir() and b.is_dir()
 
 
+def test_every_train_flag_reaches_train():
+    """The flags ``coel train`` hands to train() by name are all its flags but those it reads
+    itself, and train() takes each."""
+    import inspect
+
+    from agents.train.cli import PASSED, add_arguments
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    read = {"help", "algo", "env", "timesteps", "overrides", "env_config", "hyperparams", "resume"}
+    assert {a.dest for a in p._actions} - read == set(PASSED)
+    assert set(PASSED) <= set(inspect.signature(T.train).parameters)
+
+
 def test_eval_seed_options():
     assert T._eval_seeds(None, None) == [0, 1, 2, 3, 4]
     assert T._eval_seeds(3, None) == [0, 1, 2]

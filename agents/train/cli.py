@@ -8,6 +8,13 @@ import sys
 from agents.train.algos import ALGOS, parse_hyperparams, parse_kv
 from agents.train.loop import TrainingInterrupted, resume, train
 
+#: The flags that reach :func:`~agents.train.loop.train` as given, under their own names.
+PASSED = (
+    "seed run_dir runs_root scenario n_envs vec normalize eval_freq eval_episodes eval_seeds "
+    "checkpoint_freq torch_threads distribution_checks progress verbose imitate "
+    "imitate_episodes imitate_epochs imitate_passes imitate_rounds imitate_demos"
+).split()
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--algo", choices=ALGOS, default=None, help="the algorithm")
@@ -69,31 +76,11 @@ def main(args: argparse.Namespace) -> int:
                 args.algo,
                 args.env,
                 timesteps=args.timesteps if args.timesteps is not None else 100_000,
-                seed=args.seed,
-                run_dir=args.run_dir,
-                runs_root=args.runs_root,
-                scenario=args.scenario,
                 overrides=parse_kv(args.overrides, "--set"),
                 env_config=parse_kv(args.env_config, "--env-config"),
-                n_envs=args.n_envs,
-                vec=args.vec,
-                normalize=args.normalize,
                 hyperparams=parse_hyperparams(args.hyperparams),
-                eval_freq=args.eval_freq,
-                eval_episodes=args.eval_episodes,
-                eval_seeds=args.eval_seeds,
-                checkpoint_freq=args.checkpoint_freq,
-                torch_threads=args.torch_threads,
-                distribution_checks=args.distribution_checks,
-                progress=args.progress,
-                verbose=args.verbose,
                 argv=argv,
-                imitate=args.imitate,
-                imitate_episodes=args.imitate_episodes,
-                imitate_epochs=args.imitate_epochs,
-                imitate_passes=args.imitate_passes,
-                imitate_rounds=args.imitate_rounds,
-                imitate_demos=args.imitate_demos,
+                **{name: getattr(args, name) for name in PASSED},
             )
     except TrainingInterrupted:
         return 130
