@@ -14,7 +14,9 @@ per seed (``--seeds N``: seeds 0..N-1; ``--episodes N`` is the same;
 one). The env id and config come from the run folder; ``--env``,
 ``--scenario``, ``--trace``, ``--topology`` and ``--set`` evaluate it on
 another scenario, trace or topology of the same shape (the number of servers
-and models must match, else a clear error).
+and models must match, else a clear error); a ``CoEL-Graph-v0`` policy
+(:class:`agents.graph_rl.GraphRLPolicy`) runs on any of them up to the maxima it was
+trained with.
 
 Outputs, as in ``coel baselines``: a new run folder
 ``<runs-root>/evaluate-<env>-<scenario>-<YYYYmmdd-HHMMSS>`` (default root
@@ -109,7 +111,12 @@ def _load_rl_policy(path: Path, env_id: str | None, best: bool, name):
         )
     config = dict(meta.get("config") or {})
     run_name = Path(meta.get("run_dir") or path).name
-    policy = RLPolicy(model, env_id, config, vecnorm, name=name or f"rl:{run_name}")
+    if "placement" in (getattr(model.observation_space, "spaces", None) or {}):
+        from agents.graph_rl import GraphRLPolicy  # CoEL-Graph-v0: edits until commit
+
+        policy = GraphRLPolicy(model, config, name=name or f"rl:{run_name}")
+    else:
+        policy = RLPolicy(model, env_id, config, vecnorm, name=name or f"rl:{run_name}")
     return policy, {**env_cfg, **config}, steps, env_id
 
 

@@ -94,8 +94,9 @@ def _zip_policy_name(path: Path) -> str:
 
 def _guess_algo(path: Path) -> str:
     module = _zip_policy_module(path)
-    # agents.policies' fused policies: the class name says which algorithm's
-    if "maskable" in module or "Maskable" in _zip_policy_name(path):
+    # agents.policies' fused policies: the class name says which algorithm's;
+    # agents.graph_policy's GraphPolicy is MaskablePPO's
+    if "maskable" in module or "graph_policy" in module or "Maskable" in _zip_policy_name(path):
         return "maskable_ppo"
     if "dqn" in module:
         return "dqn"

@@ -1,0 +1,154 @@
+"""A trained ``CoEL-Graph-v0`` model as a policy of the evaluation harness.
+
+:class:`GraphRLPolicy` runs the model as the graph env would: before each epoch it
+starts a draft from the plan in force (:class:`coel_env.envs.graph_edits.PlanEditor`
+bound to the harness's world), observes it with the env's padded encoding
+(:class:`coel_env.envs.graph_obs.GraphObservation`) and applies the model's
+deterministic, masked edits one by one until the model picks ``commit`` (or only
+``commit`` is left after ``max_edits`` edits); the draft is the epoch's plan. The
+harness times the whole loop, so ``decision_ms`` is the per-epoch decision time of
+all the edits. The returns are the env's for the same world seed.
+
+The network's weights are shared across servers, models and groups, so one model runs
+on every scenario and topology up to the maxima it was saved with (``max_servers``,
+``max_models``, ``n_groups``: the shapes of its observation space).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from agents.base import Observation
+from coel_env.core.plan import InfeasibilityReport, Plan
+from coel_env.core.world import World
+
+__all__ = ["GraphRLPolicy", "model_maxima"]
+
+
+def model_maxima(model: Any) -> dict[str, int]:
+    """``max_servers``, ``max_models`` and ``n_groups`` of a graph model's spaces.
+
+    Raises:
+        ValueError: the model's observation space is not ``CoEL-Graph-v0``'s.
+    """
+    space = model.observation_space
+    spaces = getattr(space, "spaces", None)
+    if not spaces or "placement" not in spaces:
+        raise ValueError(
+            f"the model's observation space {space} is not CoEL-Graph-v0's Dict space "
+            "(a policy of another env id)"
+        )
+    return {
+        "max_servers": int(spaces["server"].shape[0]),
+        "max_models": int(spaces["model"].shape[0]),
+        "n_groups": int(spaces["group"].shape[1]),
+    }
+
+
+class GraphRLPolicy:
+    """A trained graph model (MaskablePPO + ``GraphPolicy``) as a harness policy.
+
+    Args:
+        model: an sb3-contrib ``MaskablePPO`` model trained on ``CoEL-Graph-v0``.
+        config: the env config it was trained with (``controller``, ``max_steps``,
+            ``max_edits``, ``deploy_bits`` and the maxima; over the id's defaults).
+        name: the name results are reported under.
+
+    Raises:
+        ValueError: the config's maxima differ from those the model was saved with
+            (naming both).
+    """
+
+    sees = "view"
+
+    def __init__(self, model: Any, config: dict, name: str = "rl") -> None:
+        from coel_env.envs import env_config
+
+        self.model = model
+        self.config = {**env_config("CoEL-Graph-v0"), **config}
+        self.name = name
+        self.maxima = model_maxima(model)
+        asked = {k: self.config[k] for k in self.maxima}
+        if asked != self.maxima:
+            raise ValueError(
+                f"policy {name!r} was saved with {_fmt(self.maxima)}; the config asks for "
+                f"{_fmt(asked)}: a graph policy runs only with the maxima it was trained with"
+            )
+        from coel_env.envs.graph_edits import EditLayout
+
+        self.layout = EditLayout(
+            self.maxima["max_servers"], self.maxima["max_models"], self.maxima["n_groups"]
+        )
+        n = int(getattr(model.action_space, "n", -1))
+        if n != self.layout.n:
+            raise ValueError(
+                f"policy {name!r} has {n} actions; its observation's maxima "
+                f"({_fmt(self.maxima)}) give {self.layout.n}"
+            )
+        self._argmax = self._make_argmax()
+        self.edits: list[int] = []  # edits of the last decision (commit excluded)
+
+    def _make_argmax(self):
+        """The deterministic masked action: the argmax of the masked logits (the mode of
+        the masked categorical that ``predict(deterministic=True)`` returns), without
+        ``predict``'s per-call overhead."""
+        import torch
+
+        policy = self.model.policy
+
+        def argmax(x: dict, mask: np.ndarray) -> int:
+            with torch.no_grad():
+                obs, _ = policy.obs_to_tensor(x)
+                feats = policy.extract_features(obs)
+                if isinstance(feats, tuple):  # separate actor and critic extractors
+                    feats = feats[0]
+                logits = policy.action_net(policy.mlp_extractor.forward_actor(feats))
+                logits = logits.cpu().numpy()[0]
+            return int(np.where(mask, logits, -np.inf).argmax())
+
+        return argmax
+
+    def reset(self, world: World, seed: int) -> None:
+        from coel_env.envs.graph_edits import PlanEditor
+        from coel_env.envs.graph_obs import GraphObservation
+
+        c, m = self.config, self.maxima
+        if world.n > m["max_servers"] or len(world.models) > m["max_models"]:
+            raise ValueError(
+                f"the world has {world.n} servers and {len(world.models)} models, above "
+                f"the maxima policy {self.name!r} was trained with: "
+                f"max_servers={m['max_servers']}, max_models={m['max_models']}"
+            )
+        if not 0 <= c["controller"] < world.n:
+            raise ValueError(
+                f"controller={c['controller']!r} is not allowed; servers are 0..{world.n - 1}"
+            )
+        self.editor = PlanEditor(world, self.layout, c["deploy_bits"])
+        self.obs_type = GraphObservation(m["max_servers"], m["max_models"], m["n_groups"])
+        self._epochs = 0
+
+    def act(self, world: World, obs: Observation) -> Plan | InfeasibilityReport | None:
+        c, ed = self.config, self.editor
+        ed.begin()
+        self.obs_type.begin(world, c["controller"])
+        progress = min(self._epochs / c["max_steps"], 1.0)
+        self.edits = []
+        while True:
+            used = ed.edits / c["max_edits"] if c["max_edits"] else 1.0
+            x = self.obs_type.observe(ed, progress, used)
+            a = self._argmax(x, ed.mask(ed.edits < c["max_edits"]))
+            if a == 0:  # commit
+                break
+            report = ed.apply(*self.layout.decode(a))
+            if not report.feasible:  # never with the exact mask; kept as a guard
+                self._epochs += 1
+                return report
+            self.edits.append(a)
+        self._epochs += 1
+        return ed.draft
+
+
+def _fmt(m: dict[str, int]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in m.items())

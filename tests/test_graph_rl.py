@@ -1,0 +1,118 @@
+"""A trained CoEL-Graph-v0 policy in the evaluation harness (agents.graph_rl): the same
+returns as the env for the same world seed, ``coel evaluate`` of a graph run on other
+scenarios and topologies, and clear errors above the maxima or with other maxima."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import gymnasium as gym
+import pytest
+from gymnasium.utils import seeding
+
+import coel_env  # noqa: F401 - registers the ids
+from agents import harness
+from agents import train as T
+from agents.graph_rl import GraphRLPolicy
+from coel_env.core.world import World
+
+ENV = "CoEL-Graph-v0"
+CFG = {"max_steps": 4, "max_servers": 16, "max_edits": 3}
+ZOO = Path(__file__).resolve().parents[2] / "shared" / "data" / "topologies" / "topology_zoo"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return T.train(
+        "maskable_ppo", ENV, timesteps=64, seed=2,
+        run_dir=tmp_path_factory.mktemp("graph-rl") / "run",
+        env_config=dict(CFG),
+        hyperparams={"n_envs": 1, "n_steps": 64, "batch_size": 64, "n_epochs": 1,
+                     "policy_kwargs": {"dim": 16, "rounds": 1}},
+        eval_freq=0, checkpoint_freq=0,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def model(run):
+    return T.load_policy(run)[0]
+
+
+def _env_return(model, config: dict, seed: int) -> tuple[float, int, int]:
+    """(undiscounted return, epochs, edits) of the model's deterministic masked episode."""
+    env = gym.make(ENV, config=config)
+    obs, _ = env.reset(seed=seed)
+    total, epochs, edits, done = 0.0, 0, 0, False
+    while not done:
+        a, _ = model.predict(obs, deterministic=True, action_masks=env.unwrapped.action_masks())
+        obs, r, _, done, info = env.step(int(a))
+        assert not info["invalid_action"]
+        total += r
+        epochs += info["committed"]
+        edits += not info["committed"]
+    return total, epochs, edits
+
+
+@pytest.mark.parametrize("seed", [3, 11])
+def test_harness_returns_equal_the_env_return(model, seed):
+    total, epochs, edits = _env_return(model, CFG, seed)
+    world_seed = int(seeding.np_random(seed)[0].integers(2**63 - 1))  # what reset(seed) draws
+    policy = GraphRLPolicy(model, CFG)
+    res = harness.run_episode(policy, "default", world_seed, epochs, reward_config=CFG)
+    assert epochs == CFG["max_steps"]
+    assert res.metrics["return"] == pytest.approx(total, rel=1e-12, abs=1e-12)
+    assert res.metrics["invalid_epochs"] == 0
+    # a different seed gives a different episode: the equality is not vacuous
+    other = harness.run_episode(policy, "default", world_seed + 1, epochs, reward_config=CFG)
+    assert other.metrics["return"] != res.metrics["return"]
+    assert edits > 0  # the edit loop runs, not only commit
+
+
+def test_runs_on_other_sizes_and_refuses_above_the_maxima(model):
+    policy = GraphRLPolicy(model, CFG)
+    small = World("default", {"topology.n_servers": 3})
+    res = harness.run_episode(policy, "default", 0, 2, world=small, reward_config=CFG)
+    assert res.epochs == 2 and res.metrics["invalid_epochs"] == 0
+    with pytest.raises(ValueError, match=r"33 servers .* max_servers=16"):
+        harness.run_episode(policy, "large", 0, 1, reward_config=CFG)
+
+
+def test_refuses_a_config_with_other_maxima(model):
+    with pytest.raises(ValueError, match=r"saved with max_servers=16.*asks for max_servers=64"):
+        GraphRLPolicy(model, {**CFG, "max_servers": 64})
+
+
+def _evaluate(args: list[str], capsys) -> list[dict]:
+    from coel_env.cli import main
+
+    rc = main(["evaluate", *args, "--json"])
+    out = capsys.readouterr()
+    if rc == 2:  # bad input: one clear line on stderr
+        raise ValueError(out.err)
+    assert rc == 0, out.err
+    return json.loads(out.out)
+
+
+def test_coel_evaluate_a_graph_run(run, tmp_path, capsys):
+    rows = _evaluate([str(run), "--seeds", "2", "--epochs", "3",
+                      "--out", str(tmp_path / "a.csv")], capsys)  # fmt: skip
+    assert rows[0]["seeds"] == 2 and rows[0]["epochs"] == 3
+    assert rows[0]["invalid_epochs_mean"] == 0
+    with pytest.raises(ValueError, match=r"33 servers .* max_servers=16"):
+        _evaluate([str(run), "--scenario", "large", "--seeds", "1", "--epochs", "1",
+                   "--out", str(tmp_path / "b.csv")], capsys)  # fmt: skip
+    # a zip outside its run folder is read with the env's defaults (max_servers=64)
+    (tmp_path / "loose").mkdir()
+    loose = tmp_path / "loose" / "model.zip"
+    loose.write_bytes((run / "model.zip").read_bytes())
+    with pytest.raises(ValueError, match=r"saved with max_servers=16"):
+        _evaluate([str(loose), "--env", ENV, "--seeds", "1", "--epochs", "1",
+                   "--out", str(tmp_path / "c.csv")], capsys)  # fmt: skip
+
+
+@pytest.mark.skipif(not (ZOO / "Abilene.graphml").is_file(), reason="../shared data absent")
+def test_coel_evaluate_a_graph_run_on_a_topology_zoo_graph(run, tmp_path, capsys):
+    rows = _evaluate([str(run), "--topology", str(ZOO / "Abilene.graphml"), "--seeds", "1",
+                      "--epochs", "2", "--out", str(tmp_path / "z.csv")], capsys)  # fmt: skip
+    assert rows[0]["epochs"] == 2 and rows[0]["invalid_epochs_mean"] == 0
