@@ -37,7 +37,7 @@ generators and the cloud are one model; the topology files are read in
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import networkx as nx
@@ -681,8 +681,8 @@ def _assemble(
 
 
 def _planar(
-    pos_unit: np.ndarray,
-    edges: Iterable[tuple[int, int]],
+    draw: Callable[[int], nx.Graph],
+    n: int,
     *,
     area_km: float,
     device_mix: Mapping[str, float],
@@ -692,15 +692,26 @@ def _planar(
     name: str,
     meta: dict[str, object],
 ) -> Topology:
-    """A synthetic topology from unit-square positions and a link set."""
-    n = pos_unit.shape[0]
+    """A synthetic topology of ``n`` servers from ``draw(seed)``: a networkx graph on the
+    unit square (node attribute ``pos``), its seed drawn from ``rng``.
+
+    Checks the arguments the generators share (after their own); ``meta`` gains
+    ``area_km`` and ``repaired_links``.
+    """
+    area_km = check_number("area_km", area_km, strict=True, it=False)
+    switch_latency_ms = check_number("switch_latency_ms", switch_latency_ms, it=False)
+    lo, hi = _check_bandwidth_range(link_bandwidth_gbit_s)
+    _check_device_mix(device_mix)
+    rng = check_rng(rng, it=False)
+    g = draw(_seed(rng))
+    pos_unit = np.array([g.nodes[i]["pos"] for i in range(n)], dtype=float).reshape(n, 2)
     pos_km = pos_unit * area_km
     diff = pos_km[:, None, :] - pos_km[None, :, :]
     dist = np.sqrt((diff**2).sum(-1))
-    links = {(min(u, v), max(u, v)) for u, v in edges if u != v}
+    links = {(min(u, v), max(u, v)) for u, v in g.edges if u != v}
+    meta["area_km"] = area_km
     meta["repaired_links"] = _connect_components(dist, links)
     ordered = sorted(links)
-    lo, hi = link_bandwidth_gbit_s
     bw = rng.uniform(lo, hi, size=len(ordered))
     lat = np.array([dist[u, v] for u, v in ordered]) * PROPAGATION_MS_PER_KM + switch_latency_ms
     gpus = _draw_devices(device_mix, n, rng)
@@ -757,21 +768,11 @@ def random_geometric(
     if radius is None:
         radius = 1.5 * math.sqrt(math.log(n) / (math.pi * n)) if n > 1 else 1.0
     radius = check_number("radius", radius, strict=True, it=False)
-    area_km = check_number("area_km", area_km, strict=True, it=False)
-    switch_latency_ms = check_number("switch_latency_ms", switch_latency_ms, it=False)
-    bw_range = _check_bandwidth_range(link_bandwidth_gbit_s)
-    _check_device_mix(device_mix)
-    rng = check_rng(rng, it=False)
-    g = nx.random_geometric_graph(n, radius, seed=_seed(rng))
-    pos = np.array([g.nodes[i]["pos"] for i in range(n)], dtype=float).reshape(n, 2)
-    meta: dict[str, object] = {
-        "generator": "random_geometric",
-        "radius": radius,
-        "area_km": area_km,
-    }
     return _planar(
-        pos, g.edges, area_km=area_km, device_mix=device_mix, rng=rng,
-        link_bandwidth_gbit_s=bw_range, switch_latency_ms=switch_latency_ms, name=name, meta=meta,
+        lambda seed: nx.random_geometric_graph(n, radius, seed=seed), n,
+        area_km=area_km, device_mix=device_mix, rng=rng,
+        link_bandwidth_gbit_s=link_bandwidth_gbit_s, switch_latency_ms=switch_latency_ms,
+        name=name, meta={"generator": "random_geometric", "radius": radius},
     )  # fmt: skip
 
 
@@ -811,20 +812,13 @@ def waxman(
     beta = check_number("beta", beta, strict=True, it=False)
     if beta > 1:
         raise ValueError(f"beta={beta!r} is not allowed; must be in (0, 1]")
-    area_km = check_number("area_km", area_km, strict=True, it=False)
-    switch_latency_ms = check_number("switch_latency_ms", switch_latency_ms, it=False)
-    bw_range = _check_bandwidth_range(link_bandwidth_gbit_s)
-    _check_device_mix(device_mix)
-    rng = check_rng(rng, it=False)
     # networkx derives L from the node pairs and fails without a pair; any L serves n = 1.
-    g = nx.waxman_graph(n, beta=beta, alpha=alpha, L=None if n > 1 else 1.0, seed=_seed(rng))
-    pos = np.array([g.nodes[i]["pos"] for i in range(n)], dtype=float).reshape(n, 2)
-    meta: dict[str, object] = {
-        "generator": "waxman", "alpha": alpha, "beta": beta, "area_km": area_km,
-    }  # fmt: skip
+    length = None if n > 1 else 1.0
     return _planar(
-        pos, g.edges, area_km=area_km, device_mix=device_mix, rng=rng,
-        link_bandwidth_gbit_s=bw_range, switch_latency_ms=switch_latency_ms, name=name, meta=meta,
+        lambda seed: nx.waxman_graph(n, beta=beta, alpha=alpha, L=length, seed=seed), n,
+        area_km=area_km, device_mix=device_mix, rng=rng,
+        link_bandwidth_gbit_s=link_bandwidth_gbit_s, switch_latency_ms=switch_latency_ms,
+        name=name, meta={"generator": "waxman", "alpha": alpha, "beta": beta},
     )  # fmt: skip
 
 
