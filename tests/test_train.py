@@ -138,6 +138,26 @@ def test_corrupt_or_missing_model_file(tmp_path, cli_run):
         T.resume(run, timesteps=256)
 
 
+def test_unreadable_normaliser_and_zip_data_name_the_file(tmp_path):
+    import json
+    import pickle
+    import zipfile
+
+    garbage, a_dict = tmp_path / "garbage", tmp_path / "dict.pkl"
+    garbage.write_bytes(b"\x00not a pickle, not a zip")
+    a_dict.write_bytes(pickle.dumps({"a": 1}))
+    with pytest.raises(ValueError, match=r"normaliser file .*garbage could not be loaded \(Unp"):
+        T._load_vecnormalize(garbage)
+    with pytest.raises(ValueError, match=r"dict.pkl does not hold VecNormalize statistics$"):
+        T._load_vecnormalize(a_dict)
+    with pytest.raises(ValueError, match=r"garbage is not a model zip saved by SB3 \(BadZip"):
+        T._zip_data(garbage)
+    with zipfile.ZipFile(tmp_path / "list.zip", "w") as z:
+        z.writestr("data", json.dumps([1]))
+    with pytest.raises(ValueError, match=r"list.zip is not a model zip saved by SB3$"):
+        T._zip_data(tmp_path / "list.zip")
+
+
 def test_interrupt_saves_and_resume_continues(tmp_path, capsys):
     run = tmp_path / "run"
     with pytest.raises(T.TrainingInterrupted) as exc:

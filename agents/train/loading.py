@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pickle
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,37 +32,42 @@ def _load_model(cls: type, path: Path, **kwargs):
         ) from None
 
 
+def _read(read: Callable[[], Any], kind: type, failed: str, wrong: str) -> Any:
+    """What ``read()`` returns; ValueError ``failed`` (with the cause) when it raises,
+    ``wrong`` when it is not a ``kind``."""
+    try:
+        out = read()
+    except Exception as exc:  # noqa: BLE001 - whatever a bad file makes the reader raise
+        raise ValueError(f"{failed} ({type(exc).__name__}: {exc})") from None
+    if not isinstance(out, kind):
+        raise ValueError(wrong)
+    return out
+
+
 def _load_vecnormalize(path: Path, venv=None):
     from stable_baselines3.common.vec_env import VecNormalize
 
-    try:
+    def read():
         if venv is not None:
             return VecNormalize.load(str(path), venv)
         with path.open("rb") as f:
-            vn = pickle.load(f)
-    except Exception as exc:  # noqa: BLE001
-        raise ValueError(
-            f"normaliser file {path} could not be loaded ({type(exc).__name__}: {exc})"
-        ) from None
-    if not isinstance(vn, VecNormalize):
-        raise ValueError(f"normaliser file {path} does not hold VecNormalize statistics")
-    return vn
+            return pickle.load(f)
+
+    what = f"normaliser file {path}"
+    failed, wrong = f"{what} could not be loaded", f"{what} does not hold VecNormalize statistics"
+    return _read(read, VecNormalize, failed, wrong)
 
 
 def _zip_data(path: Path) -> dict[str, Any]:
     """The JSON ``data`` member of an SB3 zip (plain JSON: nothing is unpickled)."""
     import json
 
-    try:
+    def read():
         with zipfile.ZipFile(path) as z:
-            data = json.loads(z.read("data"))
-    except Exception as exc:  # noqa: BLE001
-        raise ValueError(
-            f"model file {path} is not a model zip saved by SB3 ({type(exc).__name__}: {exc})"
-        ) from None
-    if not isinstance(data, dict):
-        raise ValueError(f"model file {path} is not a model zip saved by SB3")
-    return data
+            return json.loads(z.read("data"))
+
+    problem = f"model file {path} is not a model zip saved by SB3"
+    return _read(read, dict, problem, problem)
 
 
 def _zip_num_timesteps(path: Path) -> int | None:
