@@ -136,11 +136,33 @@ def main(args: argparse.Namespace) -> int:
     overrides = build_overrides(args)
     label = harness.seeds_label(args.seeds, args.first_seed)
     title = f"{args.env} on {scenario}: {label} x {args.epochs} epochs"
-    with output_folder("baselines", args.env, scenario, args.runs_root, args.out) as folder:
+    return evaluate_and_save(
+        "baselines", args.env, args, title, policies, scenario, seeds, args.epochs,
+        overrides=overrides, reward_config=env_cfg,
+    )  # fmt: skip
+
+
+def evaluate_and_save(
+    command: str,
+    env_id: str,
+    args: argparse.Namespace,
+    title: str,
+    policies: list,
+    scenario: str,
+    seeds: list[int],
+    epochs: int,
+    *,
+    overrides: dict,
+    reward_config: dict,
+) -> int:
+    """Play ``policies`` on the seeds (:func:`agents.harness.evaluate`) into a new run folder
+    of ``command`` (or to ``--out``) and save the report; 130 after Ctrl-C, with the
+    finished episodes kept, else 0."""
+    with output_folder(command, env_id, scenario, args.runs_root, args.out) as folder:
         try:
             results = harness.evaluate(
-                policies, scenario, seeds, args.epochs,
-                overrides=overrides or None, reward_config=env_cfg,
+                policies, scenario, seeds, epochs,
+                overrides=overrides or None, reward_config=reward_config,
             )  # fmt: skip
         except harness.EvaluationInterrupted as stop:
             return save_interrupted(stop, args, folder)

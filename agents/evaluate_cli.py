@@ -42,14 +42,8 @@ import sys
 from pathlib import Path
 
 from agents import harness
-from agents.baselines_cli import (
-    add_first_seed,
-    add_out_arguments,
-    env_defaults,
-    save_interrupted,
-    save_report,
-)
-from agents.cli_common import build_overrides, check_count, check_destination, output_folder
+from agents.baselines_cli import add_first_seed, add_out_arguments, env_defaults, evaluate_and_save
+from agents.cli_common import build_overrides, check_count, check_destination
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -136,13 +130,7 @@ def main(args: argparse.Namespace) -> int:
     epochs = args.epochs if args.epochs is not None else steps
     label = harness.seeds_label(n, args.first_seed)
     title = f"{policy.name} on {scenario}: {label} x {epochs} epochs"
-    with output_folder("evaluate", env_id, scenario, args.runs_root, args.out) as folder:
-        try:
-            results = harness.evaluate(
-                [policy], scenario, seeds, epochs,
-                overrides=overrides or None, reward_config=config,
-            )  # fmt: skip
-        except harness.EvaluationInterrupted as stop:
-            return save_interrupted(stop, args, folder)
-        save_report(results, args, folder, title)
-    return 0
+    return evaluate_and_save(
+        "evaluate", env_id, args, title, [policy], scenario, seeds, epochs,
+        overrides=overrides, reward_config=config,
+    )  # fmt: skip
