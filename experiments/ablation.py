@@ -164,14 +164,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         "every": every,
         "variants": {v.label: {"overrides": dict(v.overrides), "note": v.note} for v in vs},
     }
-    studies.write_outputs(
-        out,
-        rows,
-        results,
-        title,
-        config,
-        argv,
-    )
+    studies.write_outputs(out, rows, results, title, config, argv)
     studies.bar_figure(rows, out / "bars.png")
     print(studies.markdown(rows, title))
     print(f"results: {out}", file=sys.stderr)

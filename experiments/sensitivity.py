@@ -125,14 +125,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         "policies": [p[0] for p in pols],
         "runs": [str(r) for r in args.runs],
     }
-    studies.write_outputs(
-        out,
-        rows,
-        results,
-        title,
-        config,
-        argv,
-    )
+    studies.write_outputs(out, rows, results, title, config, argv)
     figure(rows, [p[0] for p in pols], budget, out / "sensitivity.png")
     print(studies.markdown(rows, title))
     print(f"results: {out}", file=sys.stderr)
