@@ -643,3 +643,26 @@ def test_an_unsorted_trace_advises_a_settable_key(tmp_path: Path) -> None:
     path = _write(tmp_path, "arrival_s,input_tokens,output_tokens\n2,1,1\n1,1,1\n")
     with pytest.raises(ValueError, match=r"pass sort=True, or in a scenario set workload.sort="):
         load_generic_trace(path)
+
+
+@pytest.mark.parametrize(
+    "module, readers", [("workload", "traces"), ("routing", "routing"), ("topology", "topologies")]
+)
+def test_the_readers_stay_importable_from_the_models_modules(module, readers):
+    """``coel_env.core.{workload,routing,topology}`` hand out the names their readers'
+    modules export, and nothing else."""
+    code = (
+        "import importlib\n"
+        f"old = importlib.import_module('coel_env.core.{module}')\n"
+        f"new = importlib.import_module('coel_env.core.io.{readers}')\n"
+        "assert new.__all__ and all(getattr(old, n) is getattr(new, n) for n in new.__all__)\n"
+        "try:\n"
+        "    old.nope\n"
+        "except AttributeError as e:\n"
+        f"    assert str(e) == \"module 'coel_env.core.{module}' has no attribute 'nope'\", e\n"
+        "else:\n"
+        "    raise AssertionError('old.nope')\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.stdout.strip() == "ok", proc.stderr[-2000:]

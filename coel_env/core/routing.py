@@ -1215,14 +1215,13 @@ class RoutingModel:
 
 
 # The file readers moved to coel_env.core.io.routing; their names stay importable from
-# here, loaded on first use (the readers import this module).
-_READERS = ("load_esft", "load_fiddler")
+# here (its ``__all__``), loaded on first use (the readers import this module).
 
 
 def __getattr__(name: str) -> object:
     """A reader's name from its :mod:`coel_env.core.io` module (PEP 562)."""
-    if name in _READERS:
-        from coel_env.core.io import routing
+    from coel_env.core.io import routing
 
+    if name in routing.__all__:
         return getattr(routing, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -879,14 +879,13 @@ def add_cloud(
 
 
 # The file readers moved to coel_env.core.io.topologies; their names stay importable from
-# here, loaded on first use (the readers import this module).
-_READERS = ("TopologyDataWarning", "load_eua", "load_graphml")
+# here (its ``__all__``), loaded on first use (the readers import this module).
 
 
 def __getattr__(name: str) -> object:
     """A reader's name from its :mod:`coel_env.core.io` module (PEP 562)."""
-    if name in _READERS:
-        from coel_env.core.io import topologies
+    from coel_env.core.io import topologies
 
+    if name in topologies.__all__:
         return getattr(topologies, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1150,21 +1150,13 @@ class TraceWorkload:
 
 
 # The file readers moved to coel_env.core.io.traces; their names stay importable from
-# here, loaded on first use (the readers import this module).
-_READERS = (
-    "AZURE_COLUMNS",
-    "GENERIC_OPTIONAL",
-    "GENERIC_REQUIRED",
-    "TraceWarning",
-    "load_azure_trace",
-    "load_generic_trace",
-)
+# here (its ``__all__``), loaded on first use (the readers import this module).
 
 
 def __getattr__(name: str) -> object:
     """A reader's name from its :mod:`coel_env.core.io` module (PEP 562)."""
-    if name in _READERS:
-        from coel_env.core.io import traces
+    from coel_env.core.io import traces
 
+    if name in traces.__all__:
         return getattr(traces, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
