@@ -156,26 +156,10 @@ def test_first_seed_runs_the_held_out_seeds(tmp_path, capsys):
     assert harness.seed_list(3, 7) == [7, 8, 9]
 
 
-def _interrupt_at(monkeypatch, n: int) -> None:
-    """Ctrl-C (KeyboardInterrupt) when the harness starts its ``n``-th episode."""
-    from agents import harness
-
-    real = harness.run_episode
-    calls = []
-
-    def episode(*a, **k):
-        calls.append(1)
-        if len(calls) == n:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(harness, "run_episode", episode)
-
-
 def test_ctrl_c_keeps_the_finished_episodes_in_a_run_folder_marked_incomplete(
-    tmp_path, capsys, monkeypatch
+    tmp_path, capsys, interrupt_at
 ):
-    _interrupt_at(monkeypatch, 3)
+    interrupt_at(3)
     argv = ["baselines", "--policies", "naive,greedy", "--seeds", "2", "--epochs", "2"]
     assert main(argv) == 130
     out, err = capsys.readouterr()
@@ -190,11 +174,11 @@ def test_ctrl_c_keeps_the_finished_episodes_in_a_run_folder_marked_incomplete(
     assert str(folder / "INCOMPLETE") in err
 
 
-def test_ctrl_c_with_out_writes_an_incomplete_file_beside_it(tmp_path, capsys, monkeypatch):
+def test_ctrl_c_with_out_writes_an_incomplete_file_beside_it(tmp_path, capsys, interrupt_at):
     out = tmp_path / "o.csv"
     out.write_text("precious\n")
     (tmp_path / "o.incomplete.csv").write_text("an earlier one\n")
-    _interrupt_at(monkeypatch, 2)
+    interrupt_at(2)
     argv = ["baselines", "--policies", "naive", "--seeds", "3", "--epochs", "2",
             "--out", str(out), "--force"]  # fmt: skip
     assert main(argv) == 130
@@ -205,6 +189,6 @@ def test_ctrl_c_with_out_writes_an_incomplete_file_beside_it(tmp_path, capsys, m
     assert f"interrupted after 1 of 3 episodes; the finished ones are in {kept}" in (
         capsys.readouterr().err
     )
-    _interrupt_at(monkeypatch, 1)
+    interrupt_at(1)
     assert main(argv) == 130
     assert "no episode had finished: nothing to keep" in capsys.readouterr().err

@@ -110,18 +110,8 @@ def test_first_seed_is_in_the_table_and_the_episodes(tmp_path):
     assert seeds == ["100", "101"]
 
 
-def test_ctrl_c_keeps_the_finished_episodes(tmp_path, capsys, monkeypatch):
-    from agents import harness
-
-    real, calls = harness.run_episode, []
-
-    def episode(*a, **k):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(harness, "run_episode", episode)
+def test_ctrl_c_keeps_the_finished_episodes(tmp_path, capsys, interrupt_at):
+    interrupt_at(3)
     argv = ["compare", "--env", "CoEL-v2", "--policies", "naive,greedy", "--seeds", "2",
             "--epochs", "2"]  # fmt: skip
     assert main(argv) == 130
@@ -133,7 +123,7 @@ def test_ctrl_c_keeps_the_finished_episodes(tmp_path, capsys, monkeypatch):
     out = tmp_path / "res"
     out.mkdir()
     (out / "table.md").write_text("old")
-    calls.clear()
+    interrupt_at(3)
     assert main([*argv, "--out-dir", str(out), "--force"]) == 130
     assert (out / "table.md").read_text() == "old"  # the old results are left as they were
     assert len((out / "episodes.incomplete.csv").read_text().splitlines()) == 3

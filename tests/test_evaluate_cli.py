@@ -107,18 +107,8 @@ def test_an_existing_out_needs_force_and_is_checked_before_loading(run_dir, tmp_
     assert sorted(os.listdir(tmp_path)) == ["e.csv"]
 
 
-def test_ctrl_c_keeps_the_finished_episodes(run_dir, tmp_path, capsys, monkeypatch):
-    from agents import harness
-
-    real, calls = harness.run_episode, []
-
-    def episode(*a, **k):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(harness, "run_episode", episode)
+def test_ctrl_c_keeps_the_finished_episodes(run_dir, tmp_path, capsys, interrupt_at):
+    interrupt_at(2)
     assert main(["evaluate", str(run_dir), "--seeds", "3", "--epochs", "2"]) == 130
     err = capsys.readouterr().err
     (folder,) = Path("runs").iterdir()
