@@ -102,18 +102,28 @@ def test_evaluate_episodes_is_checked_like_seeds(capsys, no_work):
 # ------------------------------------------------------------------ advice that can be followed
 
 
+def _advice_works(capsys, argv, problem, setting, warning, bad, refusal):
+    """``argv`` is refused with ``problem`` and the advice ``--set setting``; with that
+    setting it runs (warning ``warning``); the setting ``bad`` is refused with ``refusal``."""
+    assert main(argv) == 2
+    err = _error(capsys)
+    assert problem in err
+    assert f"--set {setting}" in err
+    with pytest.warns(UserWarning, match=warning):
+        assert main([*argv, "--set", setting]) == 0  # the advice works
+    assert main([*argv, "--set", bad]) == 2
+    assert refusal in _error(capsys)
+
+
 def test_an_unsorted_trace_names_a_setting_that_sorts_it(tmp_path, capsys):
     trace = tmp_path / "t.csv"
     trace.write_text("arrival_s,input_tokens,output_tokens\n2,100,20\n1,300,40\n12,50,10\n")
-    argv = ["simulate", "--trace", str(trace), "--epochs", "2", "--json"]
-    assert main(argv) == 2
-    err = _error(capsys)
-    assert "row 2 (line 3), column 'arrival_s': '1' is earlier than row 1" in err
-    assert "--set workload.sort=true" in err
-    with pytest.warns(UserWarning, match="row\\(s\\) out of timestamp order"):
-        assert main([*argv, "--set", "workload.sort=true"]) == 0  # the advice works
-    assert main([*argv, "--set", "workload.sort=maybe"]) == 2
-    assert "workload.sort='maybe' is not allowed; must be true or false" in _error(capsys)
+    _advice_works(
+        capsys, ["simulate", "--trace", str(trace), "--epochs", "2", "--json"],
+        "row 2 (line 3), column 'arrival_s': '1' is earlier than row 1", "workload.sort=true",
+        "row\\(s\\) out of timestamp order",
+        "workload.sort=maybe", "workload.sort='maybe' is not allowed; must be true or false",
+    )  # fmt: skip
 
 
 def test_a_graphml_without_coordinates_names_a_setting_for_its_latency(tmp_path, capsys):
@@ -128,15 +138,13 @@ def test_a_graphml_without_coordinates_names_a_setting_for_its_latency(tmp_path,
         "</graph>\n</graphml>\n",
         encoding="utf-8",
     )
-    argv = ["simulate", "--topology", str(gml), "--epochs", "2", "--json"]
-    assert main(argv) == 2
-    err = _error(capsys)
-    assert "no node has Latitude/Longitude" in err
-    assert "--set topology.default_latency_ms=5" in err
-    with pytest.warns(UserWarning, match="3 of 3 nodes have no Latitude/Longitude"):
-        assert main([*argv, "--set", "topology.default_latency_ms=5"]) == 0
-    assert main([*argv, "--set", "topology.default_latency_ms=-1"]) == 2
-    assert "topology.default_latency_ms=-1 is not allowed; must be a number > 0" in _error(capsys)
+    _advice_works(
+        capsys, ["simulate", "--topology", str(gml), "--epochs", "2", "--json"],
+        "no node has Latitude/Longitude", "topology.default_latency_ms=5",
+        "3 of 3 nodes have no Latitude/Longitude",
+        "topology.default_latency_ms=-1",
+        "topology.default_latency_ms=-1 is not allowed; must be a number > 0",
+    )  # fmt: skip
 
 
 def test_a_negative_seed_names_the_flag(capsys, no_work):

@@ -170,7 +170,32 @@ class ServingConfig:
         host_memory_gb: host memory of an edge server with a discrete GPU [GB].
         store_gbit_s: bandwidth from the model store for weights no server holds [Gbit/s].
         max_queue_s: a request that would wait behind more than this much queued
-            work at its home is dropped [s of work].
+            work at its home is dropped [s of work]; with continuous batching, a request
+            still waiting to join its home's batch this long after it arrived is dropped
+            [s] (a client or load-balancer timeout).
+        batching: how a home batches its requests. ``offered`` (today's default): the
+            decode batch is the offered load by Little's law, costed at the nearest power
+            of two, and each request brings ``prefill + output_tokens * step / batch`` of
+            work to a FIFO queue. ``continuous``: iteration-level batching as in vLLM, TGI
+            and llama.cpp's server: each (model, home) engine runs one step at a time,
+            requests join the running batch at step boundaries and leave when their last
+            token is out; a step costs the cost model's decode pass at the batch's real
+            size (linear between powers of two), or, when it carries chunks of joining
+            prompts, the prefill line at all its tokens; the models homed on one GPU
+            take their steps in turn, and background load and migration slow every step
+            by the home's available share (:mod:`coel_env.core.kernels.batching`).
+        max_batch: with continuous batching, the most sequences one (model, home) engine
+            runs at once (vLLM's ``max_num_seqs``; vLLM defaults to 256 on data-centre GPUs,
+            we take 32 for edge GPUs). Besides it, a sequence joins only when its KV cache
+            fits: it reserves ``input + output tokens`` of KV at admission (TGI's
+            ``max_batch_total_tokens`` reservation; no preemption), costed from the
+            catalog's attention shapes (``n_layers * kv_cache_values_per_token * 2`` bytes
+            per token), out of a pool of ``kv_reserve_gb`` plus an equal share, among the
+            models homed there, of the GPU memory the plan leaves free at the home.
+        step_tokens: with continuous batching, the most tokens one engine's step takes:
+            one per running sequence, the rest in chunks of the prompts that joined
+            (vLLM's ``max_num_batched_tokens`` with chunked prefill; 2048 is of its order),
+            so a long prompt does not stall the running sequences for its whole prefill.
     """
 
     mode: str = "eager"
@@ -178,6 +203,9 @@ class ServingConfig:
     host_memory_gb: float = 64.0
     store_gbit_s: float = 1.0
     max_queue_s: float = 30.0
+    batching: str = "offered"
+    max_batch: int = 32
+    step_tokens: int = 2048
 
     def __post_init__(self) -> None:
         if self.mode not in ("eager", "cudagraph"):
@@ -185,6 +213,9 @@ class ServingConfig:
                 f"serving.mode={self.mode!r} is not allowed; allowed: ('eager', 'cudagraph')"
             )
         _positive("serving.max_queue_s", self.max_queue_s)
+        _choice("serving.batching", self.batching, BATCHING)
+        _positive("serving.max_batch", self.max_batch, integer=True)
+        _positive("serving.step_tokens", self.step_tokens, integer=True)
 
 
 @dataclass(frozen=True)
@@ -221,6 +252,15 @@ class Scenario:
                 raise ValueError(f"models: unknown model {m!r}; known models: {', '.join(known)}")
         if len(set(self.models)) != len(self.models):
             raise ValueError(f"models={list(self.models)!r} lists a model twice")
+
+
+#: ``serving.batching`` values (the first is the default).
+BATCHING = ("offered", "continuous")
+
+
+def _choice(name: str, v: Any, allowed: tuple[str, ...]) -> None:
+    if v not in allowed:
+        raise ValueError(f"{name}={v!r} is not allowed; allowed: {allowed}")
 
 
 def _positive(name: str, v: Any, integer: bool = False) -> None:

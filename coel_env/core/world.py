@@ -37,6 +37,7 @@ import numpy as np
 from coel_env import quality
 from coel_env.catalog import BITS, get_model
 from coel_env.core import topology as topo
+from coel_env.core.batching import ContinuousBatching, kv_bytes_per_token
 from coel_env.core.dynamics import Dynamics, DynamicsState
 from coel_env.core.evaluation import PREFILL_POINTS, ServingModel, StepCost, bucket, prefill_line
 from coel_env.core.io import (
@@ -204,6 +205,12 @@ class World:
         self._power_idle = np.array([g.power_idle_w for g in self.gpus], float)
         self._price = sum(s.cost_per_1k_tokens for s in self.servers if s.is_cloud)
         self.serving = ServingModel(self.gpus, self.cpus, sc.serving.mode)
+        self._batching = None
+        if sc.serving.batching == "continuous":
+            self._batching = ContinuousBatching(
+                self.n, len(self.models), sc.serving.max_batch, sc.serving.step_tokens
+            )
+            self._kv_token_bytes = np.array([kv_bytes_per_token(m) for m in self.specs], float)
         self.tasks = tuple(sc.workload.tasks)
         self._routing_base = _build_routing(sc, self.specs, self.tasks, inst)
         self.workload = _build_workload(sc, self.n, self.is_cloud, len(self.models), self.tasks)
@@ -270,6 +277,8 @@ class World:
         }
         self.plan = self.naive_plan()
         self._backlog = np.zeros(self.n)  # queued GPU work per server [ms]
+        if self._batching is not None:
+            self._batching.reset()
         self.last_latency_ms = np.zeros(0)
         self.last_ttft_ms = np.zeros(0)
         self._seeded = True
@@ -552,6 +561,8 @@ class World:
         the requests themselves and the homes' FIFO queues are walked in compiled loops
         (:func:`coel_env.core.kernels.serve_kernel`).
         """
+        if self._batching is not None:
+            return self._serve_continuous(reqs, mig, dt)
         n, n_m = self.n, len(self.models)
         n_req = len(reqs)
         epoch_ms = dt * 1000.0
@@ -675,6 +686,150 @@ class World:
             "cloud_cost": cloud_tokens / 1000 * self._price,
             "utilisation": tuple(util.tolist()),
         }
+
+    def _serve_continuous(self, reqs: Requests, mig: MigrationReport, dt: float) -> dict:
+        """:meth:`_serve` under continuous batching (``serving.batching: continuous``;
+        :mod:`coel_env.core.batching`): each (model, home) group with arrivals or carried
+        sequences is costed (prefill line, decode pass at each costed batch size, KV
+        pool), then every home's engines are run through the epoch."""
+        n, n_m = self.n, len(self.models)
+        n_req = len(reqs)
+        epoch_ms = dt * 1000.0
+        up = self.dyn.server_up
+        avail = (1.0 - self.dyn.background) * (1.0 - np.minimum(1.0, mig.time_s / dt)) * up
+        n_g = n_m * n
+        home = np.empty(n_req, np.int64)
+        gkey = np.empty(n_req, np.int64)
+        demand = np.zeros(n_g)
+        cnt = np.zeros(n_g)
+        out_sum = np.zeros(n_g)
+        group_requests(
+            reqs.origin, reqs.model, reqs.output_tokens, self._routes(up), home, gkey,
+            demand, cnt, out_sum,
+        )  # fmt: skip
+        demand = demand.reshape(n_m, n).T / dt
+        cb = self._batching
+        pts = cb.points
+        ok_g = np.zeros(n_g, bool)
+        a0_g = np.zeros(n_g)
+        a1_g = np.zeros(n_g)
+        q_g = np.zeros(n_g)
+        kv_cap = np.zeros(n_g)
+        scale_g = np.ones(n_g)
+        dec_g = np.ones((n_g, len(pts)))
+        gpu_use = self._memory()[0]
+        free_gb = np.maximum(self.gpu_capacity_gb - gpu_use, 0.0)
+        n_homed = np.zeros(n)
+        for mp in self.plan.models.values():
+            n_homed[list(mp.home)] += 1
+        costed = {}
+        groups = np.union1d(np.flatnonzero(cnt), cb.carried_groups())
+        for g in groups.tolist():
+            mi, h = divmod(g, n)
+            name = self.models[mi]
+            mp = self.plan.models.get(name)
+            if mp is None or not up[h] or h not in mp.home:
+                continue
+            entry = self._cache.get((name, h))
+            known = entry.get("serve") if entry is not None else None
+            if known is None:
+                known = self._serve_entry(name, mi, h)
+                if known is None:  # not servable
+                    continue
+            _, line, q = known
+            curve = self._decode_curve(name, mp, h, pts)
+            ok_g[g] = True
+            a0_g[g], a1_g[g] = line[0], line[1]
+            q_g[g] = q
+            dec_g[g] = curve[0]
+            pool_gb = self.kv_reserve_gb[name] + free_gb[h] / max(n_homed[h], 1.0)
+            kv_cap[g] = pool_gb * GB / self._kv_token_bytes[mi]
+            costed[g] = (curve, line[2])
+        res = cb.serve(
+            reqs, home, gkey, ok_g, a0_g, a1_g, dec_g, kv_cap, q_g, scale_g, avail,
+            self.paths.latency_ms, self.t_s, epoch_ms, self.scenario.serving.max_queue_s * 1000.0,
+        )  # fmt: skip
+        busy = np.zeros(n)
+        act_bytes = 0.0
+        for g, ((_, c_busy, c_net), pre) in costed.items():
+            w = res.w_dec[g]
+            busy += w @ c_busy
+            act_bytes += float(w @ c_net)
+            if res.prefill_ms[g] > 0 and pre.ms > 0:
+                busy += res.prefill_ms[g] / pre.ms * pre.busy_ms
+                act_bytes += res.prefill_tokens[g] * pre.net_bytes / PREFILL_POINTS[0]
+        served = res.status == 1
+        at_cloud = served & (home >= 0) & self.is_cloud[np.maximum(home, 0)]
+        cloud_tokens = float(reqs.input_tokens[at_cloud].sum() + reqs.output_tokens[at_cloud].sum())
+        busy = np.minimum(busy, epoch_ms)
+        energy = (
+            float(
+                (
+                    np.where(
+                        up, self._power_busy * busy + self._power_idle * (epoch_ms - busy), 0.0
+                    )
+                ).sum()
+            )
+            / 1000
+        )
+        util = np.minimum(res.work_ms / epoch_ms, 1.0) * up
+        self._last = {"utilisation": util, "dropped": res.dropped_at, "demand": demand}
+        lat_s, ttft_s = res.latency_ms, res.ttft_ms
+        lat_q, ttft_q = _p50_p95(lat_s), _p50_p95(ttft_s)
+        self.last_latency_ms = lat_s
+        self.last_ttft_ms = ttft_s
+        counts, sums = res.counts, res.sums
+        n_served = lat_s.size
+        n_slo = int(counts[2])
+        return {
+            "requests_arrived": n_req,
+            "requests_served": n_served,
+            "requests_dropped": n_req - n_served,
+            "dropped_no_model": int(counts[0]),
+            "dropped_overload": int(counts[1]),
+            "slo_met": n_slo,
+            "slo_attainment": n_slo / n_req if n_req else 1.0,
+            "latency_p50_ms": lat_q[0],
+            "latency_p95_ms": lat_q[1],
+            "ttft_p50_ms": ttft_q[0],
+            "ttft_p95_ms": ttft_q[1],
+            "tpot_mean_ms": float(sums[0]) / n_served if n_served else 0.0,
+            "throughput_tok_s": float(sums[2]) / dt,
+            "quality_loss": float(sums[1]) / n_served if n_served else 0.0,
+            "quality_violations": int(counts[3]),
+            "energy_j": energy,
+            "activation_bytes": act_bytes,
+            "cloud_cost": cloud_tokens / 1000 * self._price,
+            "utilisation": tuple(util.tolist()),
+        }
+
+    def _decode_curve(self, name: str, mp: ModelPlan, h: int, points: tuple) -> tuple:
+        """Decode passes of a (model, home) group at each batch size in ``points``
+        (powers of two): (ms [P], busy per server [P, n], activation bytes [P]), kept in
+        its cost entry; the sizes not costed yet are costed in one sweep."""
+        entry = self._entry(name, h)
+        curve = entry.get("curve")
+        if curve is None:
+            missing = [b for b in points if (b, "decode") not in entry]
+            if missing:
+                share = self._share.get((name, h))
+                pop = self._pop[name][h]
+                if share is None:
+                    share = self._share[(name, h)] = self.serving.token_share(mp.spec, pop)
+                tab = self.serving.table(
+                    mp, h, pop, missing, ("decode",) * len(missing),
+                    self.paths.latency_ms, self.paths.bottleneck_gbit_s, self.dyn.server_up,
+                    token_share=share,
+                )  # fmt: skip
+                for i, b in enumerate(missing):
+                    entry[(b, "decode")] = tab.at(i)
+            steps = [entry[(b, "decode")] for b in points]
+            curve = entry["curve"] = (
+                np.array([c.ms for c in steps]),
+                np.array([c.busy_ms for c in steps]),
+                np.array([c.net_bytes for c in steps]),
+            )
+        return curve
 
     def _serve_entry(self, name: str, mi: int, h: int) -> tuple | None:
         """(one-sequence decode ms, prefill line, quality loss) of a (model, home) group,
