@@ -378,8 +378,9 @@ def test_calibrate_with_a_profile_writes_terms_load_profile_reads(
     dev = profiles.load_profile(prof, register=False)
     assert dev.layer is not None and dev.layer.source == "l.csv"
     assert cost.layer_fit(dev) is dev.layer
-    got = cost.layer_rows(profiles.read_layer_csv(layers), dev)
-    assert got.ape.mean() < 60  # three made-up rows; the fit is what the file holds
+    assert dev.layer == profiles.read_layer_fit(profiles.layer_fit_path(prof))
+    got = cost.layer_rows(profiles.read_layer_csv(layers), dev)  # made-up rows: no error bound
+    assert (got.pred_ms > 0).all() and np.isfinite(got.pred_ms).all()
 
 
 def test_calibrate_needs_out_with_device(tmp_path: Path, capsys) -> None:

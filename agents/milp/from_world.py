@@ -91,6 +91,14 @@ def _serving_parts(serving: ServingModel, m, pop, onehot, n: float, phase: str, 
         if not up[h]:
             continue
         g16 = serving.gpus[h]
+        if serving.layer_terms != "first-principles":  # the cost model's layer, as the world's
+            kw = dict(mode=serving.mode, terms=serving.layer_terms)
+            b = m.n_moe_layers * float(
+                cost.router_ms(m, g16, n, **kw) + cost.shared_ms(m, g16, n, **kw)
+            )
+            b += float((pa * cost.dispatch_ms(m, g16, ta, **kw)).sum())
+            base[h] = b + serving._attention_ms(m, h, n, phase)
+            continue
         disp = serving._fit_ms(g16, 16, moved, np.ones_like(moved), cost.DISPATCH_OPS)
         router = float(
             serving._fit_ms(g16, 16, ACT_BYTES * d * m.n_experts, 2.0 * n * d * m.n_experts, 6)
@@ -177,7 +185,10 @@ def build_instance(
     """
     cfg = config or MilpConfig()
     S = world.n
-    serving = serving or ServingModel(world.gpus, world.cpus, world.scenario.serving.mode)
+    serving = serving or ServingModel(
+        world.gpus, world.cpus, world.scenario.serving.mode,
+        layer_terms=world.scenario.serving.layer_terms,
+    )  # fmt: skip
     dt = world.scenario.epoch_s
     up = np.asarray(obs.up, bool)
     unified = np.asarray(obs.unified, bool)

@@ -96,7 +96,10 @@ class MilpPolicy:
         self._start: list[Decision] | None = None
 
     def reset(self, world, seed: int) -> None:
-        self._serving = ServingModel(world.gpus, world.cpus, world.scenario.serving.mode)
+        self._serving = ServingModel(
+            world.gpus, world.cpus, world.scenario.serving.mode,
+            layer_terms=world.scenario.serving.layer_terms,
+        )  # fmt: skip
         self._calls = 0
         self._waited = 0
         self._demand = None

@@ -206,7 +206,10 @@ def solve_world(
         MilpInfeasible / MilpError: see :func:`solve`.
     """
     cfg = config or MilpConfig()
-    serving = serving or ServingModel(world.gpus, world.cpus, world.scenario.serving.mode)
+    serving = serving or ServingModel(
+        world.gpus, world.cpus, world.scenario.serving.mode,
+        layer_terms=world.scenario.serving.layer_terms,
+    )  # fmt: skip
     demand = np.asarray(obs.demand_per_s if demand_per_s is None else demand_per_s, float)
     e_out = _token_stats(world)[1]
     total_build = 0.0

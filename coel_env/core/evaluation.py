@@ -16,7 +16,13 @@ over routing:
   activations (``d_model`` x 2 bytes per token, times the keep ratio) over the
   path, paying the path latency once per layer and remote server;
 * the router, dispatch, shared experts, dense FFN layers, attention and the
-  LM head run on the home GPU.
+  LM head run on the home GPU. The layer's parts come from the cost model's
+  :func:`coel_env.cost.dispatch_ms` (and, with ``layer_terms="calibrated"``,
+  :func:`coel_env.cost.router_ms` and :func:`coel_env.cost.shared_ms`: the terms
+  fitted to whole measured layers). With ``"first-principles"`` (the default) the
+  router is the same kernel model evaluated by :func:`_kernel_ms`, and the shared
+  experts are their FFN without the output add and Qwen's gate that
+  :func:`coel_env.cost.shared_ms` counts: kept so that every recorded result stands.
 
 A decode step (one token for each of ``b`` concurrent sequences) and a prefill
 (one prompt) are costed this way. Requests go to the nearest home; a home's
@@ -84,10 +90,16 @@ class ServingModel:
         cpus: list[DeviceProfile],
         mode: str,
         kv_len: int = 1024,
+        layer_terms: str = "first-principles",
     ) -> None:
+        if layer_terms not in cost.LAYER_TERMS:
+            raise ValueError(
+                f"serving.layer_terms={layer_terms!r} is not allowed; allowed: {cost.LAYER_TERMS}"
+            )
         self.gpus = gpus
         self.cpus = cpus
         self.mode = mode
+        self.layer_terms = layer_terms
         self.n = len(gpus)
         self.kv_len = kv_len
         self.unified = np.array([g.unified_memory for g in gpus])
@@ -182,12 +194,12 @@ class ServingModel:
         )
 
     def _disp_row(self, m: MoEModel, home: int) -> int:
-        dev = self.gpus[home]
-        moved = 3.0 * ACT_BYTES * m.d_model  # bytes per token a dispatch moves
-        return self._row(
-            (m.d_model, dev.name, "dispatch"),
-            lambda t: self._fit_ms(dev, 16, moved * t, np.ones(t.shape), cost.DISPATCH_OPS),
-        )
+        dev, terms = self.gpus[home], self.layer_terms
+        # first principles depend on the model only through d_model (rows shared)
+        key = (m.d_model, dev.name, "dispatch")
+        if terms != "first-principles":
+            key = (m.name, dev.name, "dispatch", terms)
+        return self._row(key, lambda t: cost.dispatch_ms(m, dev, t, mode=self.mode, terms=terms))
 
     def _placement(self, mp: ModelPlan, home: int, latency_ms: np.ndarray, up: np.ndarray):
         """Where each expert of ``mp`` runs for requests at ``home`` (cached per plan/paths/up).
@@ -349,17 +361,27 @@ class ServingModel:
             return hit
         d = m.d_model
         # router on the home GPU, once per layer
-        g16 = self._fit_params(self.gpus[home], 16)
-        k_pts = ns.size
-        router = _kernel_ms(
-            g16, np.full(k_pts, ACT_BYTES * d * m.n_experts / 1e6), 2.0 * ns * d * m.n_experts, 6.0
-        )
-        out = m.n_moe_layers * router
-        if m.n_shared_experts:
-            shared = cost.ffn_latency_ms(
-                self.gpus[home], d, m.d_ff_shared * m.n_shared_experts, m.gated, ns, mode=self.mode
+        if self.layer_terms == "first-principles":
+            g16 = self._fit_params(self.gpus[home], 16)
+            k_pts = ns.size
+            router = _kernel_ms(
+                g16,
+                np.full(k_pts, ACT_BYTES * d * m.n_experts / 1e6),
+                2.0 * ns * d * m.n_experts,
+                float(cost.ROUTER_OPS),
             )
-            out = out + m.n_moe_layers * shared
+            out = m.n_moe_layers * router
+            if m.n_shared_experts:
+                shared = cost.ffn_latency_ms(
+                    self.gpus[home], d, m.d_ff_shared * m.n_shared_experts, m.gated, ns,
+                    mode=self.mode,
+                )  # fmt: skip
+                out = out + m.n_moe_layers * shared
+        else:
+            kw = dict(mode=self.mode, terms=self.layer_terms)
+            parts = cost.router_ms(m, self.gpus[home], ns, **kw)
+            parts = parts + cost.shared_ms(m, self.gpus[home], ns, **kw)
+            out = m.n_moe_layers * parts
         dense = np.array(
             [self._attention_ms(m, home, float(n), ph) for n, ph in zip(ns, phases, strict=True)]
         )

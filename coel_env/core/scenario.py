@@ -22,6 +22,7 @@ import yaml
 from coel_env.catalog import model_names
 from coel_env.core.dynamics import DynamicsConfig
 from coel_env.core.perception import PerceptionConfig
+from coel_env.cost import LAYER_TERMS
 
 
 @dataclass(frozen=True)
@@ -169,6 +170,10 @@ class ServingConfig:
         kv_reserve_gb: GPU memory each home server reserves for a model's KV cache [GB].
         host_memory_gb: host memory of an edge server with a discrete GPU [GB].
         store_gbit_s: bandwidth from the model store for weights no server holds [Gbit/s].
+        layer_terms: how an MoE layer's router and dispatch are costed:
+            ``first-principles`` (the default; kernel counts through the expert fits) or
+            ``calibrated`` (terms fitted to whole measured layers, eager mode only;
+            :func:`coel_env.cost.layer_fit`).
         max_queue_s: a request that would wait behind more than this much queued
             work at its home is dropped [s of work]; with continuous batching, a request
             still waiting to join its home's batch this long after it arrived is dropped
@@ -202,6 +207,7 @@ class ServingConfig:
     kv_reserve_gb: float = 1.0
     host_memory_gb: float = 64.0
     store_gbit_s: float = 1.0
+    layer_terms: str = "first-principles"
     max_queue_s: float = 30.0
     batching: str = "offered"
     max_batch: int = 32
@@ -213,6 +219,16 @@ class ServingConfig:
                 f"serving.mode={self.mode!r} is not allowed; allowed: ('eager', 'cudagraph')"
             )
         _positive("serving.max_queue_s", self.max_queue_s)
+        if self.layer_terms not in LAYER_TERMS:
+            raise ValueError(
+                f"serving.layer_terms={self.layer_terms!r} is not allowed; allowed: {LAYER_TERMS}"
+            )
+        if self.layer_terms == "calibrated" and self.mode != "eager":
+            raise ValueError(
+                f"serving.layer_terms='calibrated' with serving.mode={self.mode!r} is not "
+                "allowed: the layer terms are fitted to eager layers; use serving.mode="
+                "'eager' or serving.layer_terms='first-principles'"
+            )
         _choice("serving.batching", self.batching, BATCHING)
         _positive("serving.max_batch", self.max_batch, integer=True)
         _positive("serving.step_tokens", self.step_tokens, integer=True)

@@ -204,7 +204,9 @@ class World:
         self._power_busy = np.array([g.power_busy_w for g in self.gpus], float)
         self._power_idle = np.array([g.power_idle_w for g in self.gpus], float)
         self._price = sum(s.cost_per_1k_tokens for s in self.servers if s.is_cloud)
-        self.serving = ServingModel(self.gpus, self.cpus, sc.serving.mode)
+        self.serving = ServingModel(
+            self.gpus, self.cpus, sc.serving.mode, layer_terms=sc.serving.layer_terms
+        )
         self._batching = None
         if sc.serving.batching == "continuous":
             self._batching = ContinuousBatching(
