@@ -6,6 +6,7 @@ run in their own interpreters here (nothing leaks into the test process).
 """
 
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -32,37 +33,53 @@ def _cells(line: str) -> list[str]:
     return [c.strip() for c in line.strip().strip("|").split("|")]
 
 
-def test_bench_envs_tiny(tmp_path):
-    out = tmp_path / "env_benchmark.md"
-    proc = _run(
-        "experiments/bench_envs.py",
-        *("--steps", "50", "--repeats", "1", "--ids", "CoEL-v0", "--scenarios", "default"),
-        *("--cartpole-steps", "5000", "--out", str(out)),
-    )
-    # stdout: machine info, a CartPole line and one CoEL-v0 line with rates and aims
+def _run_report(tmp_path: Path, script: str, *args: str, timeout: float = 60.0):
+    """Run ``experiments/SCRIPT`` with ``args`` and ``--out``; the process (whose stdout
+    must list the machine) and the report's text (which must name the command)."""
+    out = tmp_path / "report.md"
+    proc = _run(f"experiments/{script}", *args, "--out", str(out), timeout=timeout)
     assert "cpu_count:" in proc.stdout
+    text = out.read_text()
+    command = shlex.join(["python", f"experiments/{script}", *args, "--out", str(out)])
+    assert f"Command: `{command}`" in text
+    return proc, text
+
+
+def _table(text: str, first: str) -> list[dict[str, str]]:
+    """The rows (column -> cell) of the report's table whose first column is ``first``."""
+    lines = text.splitlines()
+    i = next(k for k, line in enumerate(lines) if line.startswith(f"| {first} |"))
+    rows = []
+    for line in lines[i + 2 :]:
+        if not line.startswith("| "):
+            break
+        rows.append(dict(zip(_cells(lines[i]), _cells(line), strict=True)))
+    return rows
+
+
+def test_bench_envs_tiny(tmp_path):
+    proc, text = _run_report(
+        tmp_path, "bench_envs.py",
+        *("--steps", "50", "--repeats", "1", "--ids", "CoEL-v0", "--scenarios", "default"),
+        *("--cartpole-steps", "5000"),
+    )  # fmt: skip
+    # stdout: machine info, a CartPole line and one CoEL-v0 line with rates and aims
     cart = re.search(rf"CartPole-v1 .*median\s+({NUM}) steps/s", proc.stdout)
     coel = re.search(rf"CoEL-v0 .*median\s+({NUM}) steps/s.*ratio 1/(\d+)", proc.stdout)
     assert cart and coel, proc.stdout
     assert float(cart.group(1)) > 0 and float(coel.group(1)) > 0
     assert "aim >= 12,000" in proc.stdout and "ratio >= 1/13" in proc.stdout
 
-    text = out.read_text()
-    assert "Command: `python experiments/bench_envs.py --steps 50" in text
-    lines = text.splitlines()
-    header = next(line for line in lines if line.startswith("| id |"))
-    cols = _cells(header)
-    rows = {_cells(line)[0]: _cells(line) for line in lines if line.startswith("| ")}
-    assert set(rows) == {"id", "CoEL-v0", "CartPole-v1"}
-    row = dict(zip(cols, rows["CoEL-v0"], strict=True))
+    rows = {r["id"]: r for r in _table(text, "id")}
+    assert set(rows) == {"CoEL-v0", "CartPole-v1"}
+    row = rows["CoEL-v0"]
     assert row["scenario"] == "default (own)"
     assert row["servers"] == "5" and row["steps x repeats"] == "50 x 1"
     best, median = float(row["best steps/s"]), float(row["median steps/s"])
     assert 0 < median <= best
     assert float(row["median ms/step"]) > 0 and float(row["step-only median steps/s"]) > 0
     ratio = float(re.search(rf"\(({NUM})\)", row["ratio to CartPole"]).group(1))
-    cart_row = dict(zip(cols, rows["CartPole-v1"], strict=True))
-    cart_median = float(cart_row["median steps/s"])
+    cart_median = float(rows["CartPole-v1"]["median steps/s"])
     assert cart_median > 0
     assert abs(ratio - median / cart_median) <= 1e-4 + 1e-3 * ratio
     assert row["meets"] in ("yes", "NO")
@@ -71,13 +88,11 @@ def test_bench_envs_tiny(tmp_path):
 
 @pytest.mark.slow
 def test_soak_tiny(tmp_path):
-    out = tmp_path / "soak.md"
     csv = tmp_path / "soak.csv"
-    proc = _run(
-        "experiments/soak.py",
-        *("--steps", "300", "--sample-every", "50", "--warmup-steps", "100"),
-        *("--out", str(out), "--csv", str(csv)),
-    )
+    proc, text = _run_report(
+        tmp_path, "soak.py",
+        *("--steps", "300", "--sample-every", "50", "--warmup-steps", "100", "--csv", str(csv)),
+    )  # fmt: skip
     s = proc.stdout
     warm = float(re.search(rf"RSS at warm-up end: ({NUM}) MB", s).group(1))
     peak = float(re.search(rf"RSS max after warm-up: ({NUM}) MB", s).group(1))
@@ -95,31 +110,22 @@ def test_soak_tiny(tmp_path):
     steps = [int(line.split(",")[0]) for line in csv.read_text().splitlines()[1:]]
     assert steps == list(range(0, 301, 50))
 
-    text = out.read_text()
-    assert "Command: `python experiments/soak.py --steps 300" in text
-    row = next(line for line in text.splitlines() if line.startswith("| CoEL-v0 |"))
-    cells = _cells(row)
-    assert cells[2:4] == ["300", "100"]
-    assert float(cells[4]) == warm and float(cells[6]) == final
-    assert cells[9] == verdict
+    (row,) = _table(text, "id")
+    assert row["id"] == "CoEL-v0" and (row["steps"], row["warm-up steps"]) == ("300", "100")
+    assert float(row["RSS at warm-up MB"]) == warm and float(row["RSS final MB"]) == final
+    assert row["verdict"] == verdict
     assert "| 100 (warm-up end) |" in text
 
 
 @pytest.mark.slow
 def test_bench_training_tiny(tmp_path):
-    out = tmp_path / "training_benchmark.md"
-    proc = _run(
-        "experiments/bench_training.py",
+    proc, text = _run_report(
+        tmp_path, "bench_training.py",
         *("--ids", "CoEL-IntraDevice-v0", "--algos", "ppo", "--timesteps", "64"),
-        *("--repeats", "1", "--cartpole-envs", "1", "--out", str(out)),
+        *("--repeats", "1", "--cartpole-envs", "1"),
         timeout=180.0,
-    )
-    assert "cpu_count:" in proc.stdout
-    text = out.read_text()
-    assert "Command: `python experiments/bench_training.py --ids CoEL-IntraDevice-v0" in text
-    lines = text.splitlines()
-    cols = _cells(next(line for line in lines if line.startswith("| id |")))
-    rows = [dict(zip(cols, _cells(x), strict=True)) for x in lines if x.startswith("| C")]
+    )  # fmt: skip
+    rows = _table(text, "id")
     assert [(r["id"], r["policy"]) for r in rows] == [
         ("CartPole-v1", "stock (SB3 defaults)"),
         ("CoEL-IntraDevice-v0", "stock"),
@@ -165,19 +171,8 @@ def test_masked_sampler_uniform_among_allowed():
 
 @pytest.mark.slow
 def test_bench_floor_tiny(tmp_path):
-    out = tmp_path / "speed_floor.md"
-    proc = _run(
-        "experiments/bench_floor.py",
-        *("--steps", "30", "--warmup", "5", "--out", str(out)),
-        timeout=240.0,
-    )
-    assert "cpu_count:" in proc.stdout
-    lines = out.read_text().splitlines()
-    assert "Command: `python experiments/bench_floor.py --steps 30 --warmup 5" in "\n".join(lines)
-    header = next(line for line in lines if line.startswith("| workload |"))
-    cols = _cells(header)
-    rows = [dict(zip(cols, _cells(line), strict=True)) for line in lines[lines.index(header) + 2 :]
-            if line.startswith("| ")]  # fmt: skip
+    _, text = _run_report(tmp_path, "bench_floor.py", "--steps", "30", "--warmup", "5", timeout=240)
+    rows = _table(text, "workload")
     assert [(r["workload"].split()[0], r["scenario"]) for r in rows] == [
         ("World.step", "default"), ("World.step", "large"),
         ("CoEL-v0", "default"), ("CoEL-v0", "large"),
