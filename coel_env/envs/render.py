@@ -134,6 +134,12 @@ class _Blitted:
         return img
 
 
+def _legend(fig, loc: str, anchor: tuple[float, float], *args, **kwargs) -> None:
+    """A legend of the figure's right-hand column (small type, no frame) whose ``loc``
+    corner sits at ``anchor``; ``args`` and ``kwargs`` as for ``Figure.legend``."""
+    fig.legend(*args, loc=loc, bbox_to_anchor=anchor, fontsize=8, frameon=False, **kwargs)
+
+
 def _title(world, report) -> str:
     text = f"{world.scenario.name}  epoch {world.epoch}  t={world.t_s:.0f} s"
     if report is not None:
@@ -210,28 +216,14 @@ class _MapView(_Blitted):
             ax.add_collection(c)
         self.cmap = mpl.colormaps["viridis"].with_extremes(bad="#c8c8c8", over="#fde725")
         self.norm = mpl.colors.Normalize(0.0, 1.0)
-        self.nodes = ax.scatter(
-            xy[self.edge_ids, 0],
-            xy[self.edge_ids, 1],
-            s=_SIZE_MIN,
-            c=np.zeros(len(self.edge_ids)),
-            cmap=self.cmap,
-            norm=self.norm,
-            edgecolors="white",
-            linewidths=1.2,
-            zorder=3,
-        )
-        self.clouds = ax.scatter(
-            xy[self.cloud_ids, 0],
-            xy[self.cloud_ids, 1],
-            s=_SIZE_MAX,
-            marker="s",
-            c=np.zeros(len(self.cloud_ids)),
-            cmap=self.cmap,
-            norm=self.norm,
-            edgecolors="#1f77b4",
-            linewidths=2.0,
-            zorder=3,
+
+        def loads(ids: np.ndarray, **style):  # markers filled by GPU utilisation
+            return ax.scatter(xy[ids, 0], xy[ids, 1], c=np.zeros(len(ids)), cmap=self.cmap,
+                              norm=self.norm, zorder=3, **style)  # fmt: skip
+
+        self.nodes = loads(self.edge_ids, s=_SIZE_MIN, edgecolors="white", linewidths=1.2)
+        self.clouds = loads(
+            self.cloud_ids, s=_SIZE_MAX, marker="s", edgecolors="#1f77b4", linewidths=2.0
         )
         # homes: a black ring outside the node's white edge, visible on any fill colour
         self.rings = ax.scatter(
@@ -279,16 +271,8 @@ class _MapView(_Blitted):
         if not self.cloud_ids.size:
             del entries[3]
         handles, labels = zip(*entries, strict=True)
-        fig.legend(
-            handles,
-            labels,
-            loc="upper left",
-            bbox_to_anchor=(0.73, 0.60),
-            fontsize=8,
-            frameon=False,
-            handletextpad=0.6,
-            borderaxespad=0.0,
-        )
+        _legend(fig, "upper left", (0.73, 0.60), handles, labels, handletextpad=0.6,
+                borderaxespad=0.0)  # fmt: skip
 
         # the deployment matrix: models x servers
         self.models = tuple(world.models)
@@ -312,16 +296,9 @@ class _MapView(_Blitted):
         mx.set_xticks(ticks, ["C" if self.cloud[s] else str(s) for s in ticks], fontsize=7)
         mx.tick_params(length=2, pad=1)
         mx.set_xlabel("server", fontsize=8, labelpad=1)
-        fig.legend(
-            [Patch(facecolor=c, edgecolor="#808080") for _, c in _CELLS],
-            [label for label, _ in _CELLS],
-            loc="lower left",
-            bbox_to_anchor=(0.73, 0.03),
-            fontsize=8,
-            frameon=False,
-            title="models by server",
-            title_fontsize=8,
-        )
+        cells = [Patch(facecolor=c, edgecolor="#808080") for _, c in _CELLS]
+        _legend(fig, "lower left", (0.73, 0.03), cells, [label for label, _ in _CELLS],
+                title="models by server", title_fontsize=8)  # fmt: skip
         self.animated = [
             self.wan_links,
             self.links,
@@ -570,15 +547,8 @@ class _DeviceView(_Blitted):
                         facecolor=self.lut[tier, b], edgecolor="#808080", label=f"{label}, {b}-bit"
                     )
                 )
-        fig.legend(
-            handles=patches,
-            loc="center left",
-            bbox_to_anchor=(0.75, 0.40),
-            fontsize=8,
-            frameon=False,
-            title="expert location",
-            title_fontsize=9,
-        )
+        _legend(fig, "center left", (0.75, 0.40), handles=patches, title="expert location",
+                title_fontsize=9)  # fmt: skip
         self.animated = [
             *self.bars,
             *self.bar_text,
