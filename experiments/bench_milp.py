@@ -78,14 +78,10 @@ def bench_one(label: str, scenario: str, overrides: dict, args, groups: int) -> 
         row.update(status=f"error: {exc}"[:60], binaries=0, rows=0)
         return row
     row.update(
-        status=res.status,
-        binaries=res.n_binaries,
-        rows=res.n_rows,
-        **{"milp s": res.solve_time_s, "matrix s": res.build_time_s},
-        objective=res.objective,
-        bound=res.bound,
-        gap=res.gap,
-    )
+        {"status": res.status, "binaries": res.n_binaries, "rows": res.n_rows,
+         "milp s": res.solve_time_s, "matrix s": res.build_time_s,
+         "objective": res.objective, "bound": res.bound, "gap": res.gap}
+    )  # fmt: skip
     row["greedy / milp"] = g_obj / res.objective if res.objective > 0 else math.nan
     return row
 
@@ -173,22 +169,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--returns", type=int, nargs=2, metavar=("SEEDS", "EPOCHS"))
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
+    # (label, scenario, overrides, groups): the static sizes, then the scenarios
+    jobs = [
+        (f"{model}, {n} servers", "static", {"topology.n_servers": n, "models": [model]}, groups)
+        for model in args.models
+        for groups in args.groups
+        for n in args.servers
+    ] + [(f"scenario {sc}", sc, {}, MilpConfig().n_groups) for sc in args.scenarios]
     rows = []
-    for model in args.models:
-        for groups in args.groups:
-            for n in args.servers:
-                over = {"topology.n_servers": n, "models": [model]}
-                row = bench_one(f"{model}, {n} servers", "static", over, args, groups)
-                rows.append(row)
-                print(
-                    f"{row['instance']:28s} G={groups:<3d} {row['status']:10s} "
-                    f"milp {row.get('milp s', math.nan):7.2f} s  gap {row.get('gap', math.nan):.2e}"
-                    f"  greedy {row['greedy s']:.3f} s (x{row.get('greedy / milp', math.nan):.3f})"
-                    f"  binaries {row['binaries']}",
-                    flush=True,
-                )
-    for sc in args.scenarios:
-        row = bench_one(f"scenario {sc}", sc, {}, args, MilpConfig().n_groups)
+    for label, scenario, overrides, groups in jobs:
+        row = bench_one(label, scenario, overrides, args, groups)
         rows.append(row)
         print(
             f"{row['instance']:28s} G={row['groups']:<3d} {row['status']:10s} "

@@ -5,6 +5,7 @@ The scripts set thread variables before NumPy is imported and are timed, so they
 run in their own interpreters here (nothing leaks into the test process).
 """
 
+import itertools
 import re
 import shlex
 import subprocess
@@ -49,12 +50,8 @@ def _table(text: str, first: str) -> list[dict[str, str]]:
     """The rows (column -> cell) of the report's table whose first column is ``first``."""
     lines = text.splitlines()
     i = next(k for k, line in enumerate(lines) if line.startswith(f"| {first} |"))
-    rows = []
-    for line in lines[i + 2 :]:
-        if not line.startswith("| "):
-            break
-        rows.append(dict(zip(_cells(lines[i]), _cells(line), strict=True)))
-    return rows
+    body = itertools.takewhile(lambda line: line.startswith("| "), lines[i + 2 :])
+    return [dict(zip(_cells(lines[i]), _cells(line), strict=True)) for line in body]
 
 
 def test_bench_envs_tiny(tmp_path):
