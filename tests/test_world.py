@@ -131,28 +131,28 @@ def test_infeasible_plan_is_reported_and_the_previous_plan_kept():
     assert r.migration_bytes == 0
 
 
-def test_a_feasible_new_plan_pays_migration():
+def _static_with_first_model_at(bits: int) -> tuple[World, P.Plan, P.Plan]:
+    """A ``static`` world after ``reset(0)``, its plan, and the plan with the first model's
+    experts all at ``bits``."""
     w = World("static")
     w.reset(0)
-    name = w.models[0]
-    mp = w.plan.models[name]
-    moved = P.ModelPlan(name, mp.location, np.full_like(mp.bits, 4), mp.home, mp.host_policy)
-    new = P.Plan({**w.plan.models, name: moved})
+    mp = w.plan.models[w.models[0]]
+    low = P.ModelPlan(mp.model, mp.location, np.full_like(mp.bits, bits), mp.home, mp.host_policy)
+    return w, w.plan, P.Plan({**w.plan.models, mp.model: low})
+
+
+def test_a_feasible_new_plan_pays_migration():
+    w, old, new = _static_with_first_model_at(4)
     r = w.step(new)
     assert r.feasible and w.plan is new
     # fewer bits re-quantize in place: no network bytes; going back up costs a copy
     assert r.migration_bytes == 0
-    back = P.Plan({**w.plan.models, name: mp})
-    assert w.step(back).migration_bytes > 0
+    assert w.step(old).migration_bytes > 0
 
 
 def test_quantization_shows_in_quality_loss():
-    w = World("static")
-    w.reset(0)
-    name = w.models[0]
-    mp = w.plan.models[name]
-    low = P.ModelPlan(name, mp.location, np.full_like(mp.bits, 2), mp.home, mp.host_policy)
-    reps = [w.step(P.Plan({**w.plan.models, name: low})) for _ in range(5)]
+    w, _, low = _static_with_first_model_at(2)
+    reps = [w.step(low) for _ in range(5)]
     assert max(r.quality_loss for r in reps) > 0.05
     assert sum(r.quality_violations for r in reps) > 0
 
