@@ -22,6 +22,7 @@ import yaml
 from coel_env.catalog import model_names
 from coel_env.core.dynamics import DynamicsConfig
 from coel_env.core.perception import PerceptionConfig
+from coel_env.core.updating import UpdatingConfig
 from coel_env.cost import LAYER_TERMS
 
 
@@ -257,6 +258,7 @@ class Scenario:
     perception: PerceptionConfig = field(default_factory=PerceptionConfig)
     dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
+    updating: UpdatingConfig = field(default_factory=UpdatingConfig)
 
     def __post_init__(self) -> None:
         _positive("epoch_s", self.epoch_s)

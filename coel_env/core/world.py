@@ -16,7 +16,9 @@ What a step does, in order:
    infeasible one is not deployed, the plan in force stays, and the report
    says why (``feasible``, ``infeasibility``);
 3. moving to a new plan costs migration bytes and time
-   (:mod:`coel_env.core.updating`), which take serving capacity in this epoch;
+   (:mod:`coel_env.core.updating`), which take serving capacity in this epoch (with
+   ``updating.migration: durable`` the copies run over as many epochs as they take and
+   what has not landed serves from where it was);
 4. the epoch's requests arrive and are served (:mod:`coel_env.core.evaluation`);
    every arrived request is served or dropped;
 5. servers broadcast their status (:mod:`coel_env.core.perception`).
@@ -66,7 +68,7 @@ from coel_env.core.plan import (
 )
 from coel_env.core.routing import NO_DRIFT, DriftConfig, RoutingModel
 from coel_env.core.scenario import Scenario, load_scenario
-from coel_env.core.updating import MigrationReport, migration_cost, no_migration
+from coel_env.core.updating import MigrationReport, Moves, migration_cost, no_migration
 from coel_env.core.workload import (
     AZURE_CONV_FIT,
     Requests,
@@ -113,6 +115,12 @@ class EpochReport:
     from the counts (``slo_met / requests_arrived``), not by averaging it.
     ``World.last_latency_ms`` / ``last_ttft_ms`` hold the epoch's per-request
     values for exact run percentiles.
+
+    With ``updating.migration: durable`` the migration fields count what moved in the
+    epoch (``migration_s``: how long copies were under way in it), ``moves_in_flight``
+    the copies still under way at its end and ``migration_bytes_left`` their bytes to
+    send (both 0 otherwise); ``World.last_move_s`` holds how long a move took when its
+    last copy landed in the epoch.
     """
 
     epoch: int
@@ -144,6 +152,8 @@ class EpochReport:
     host_memory_gb: tuple[float, ...]
     feasible: bool
     infeasibility: str
+    moves_in_flight: int = 0
+    migration_bytes_left: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -207,6 +217,12 @@ class World:
         self.serving = ServingModel(
             self.gpus, self.cpus, sc.serving.mode, layer_terms=sc.serving.layer_terms
         )
+        self._moves = None
+        if sc.updating.migration == "durable":
+            self._moves = Moves(
+                self.n, self.topology.edges, self.topology.edge_bandwidth_gbit_s, self.pcie_gbps,
+                sc.serving.store_gbit_s,
+            )  # fmt: skip
         self._batching = None
         if sc.serving.batching == "continuous":
             self._batching = ContinuousBatching(
@@ -281,6 +297,9 @@ class World:
         self._backlog = np.zeros(self.n)  # queued GPU work per server [ms]
         if self._batching is not None:
             self._batching.reset()
+        if self._moves is not None:
+            self._moves.reset(self.plan)
+        self.last_move_s = np.zeros(0)
         self.last_latency_ms = np.zeros(0)
         self.last_ttft_ms = np.zeros(0)
         self._seeded = True
@@ -376,7 +395,8 @@ class World:
                 self.perception.set_paths(self.paths.latency_ms, self.paths.hops)
                 paths_changed = True
         up = self.dyn.server_up
-        if up is not old_up and up.tobytes() != old_up.tobytes():  # bool [n]
+        up_changed = up is not old_up and up.tobytes() != old_up.tobytes()
+        if up_changed:  # bool [n]
             before = self.plan
             self.plan = _strip(self.plan, up)
             self._forget_changed(before, self.plan)
@@ -391,7 +411,11 @@ class World:
                 feasible, why = False, str(rep)
         # 3) migration
         mig = no_migration(self.n)
-        if new is not self.plan:
+        move = None
+        if self._moves is not None:
+            move = self._move(new, up, up_changed, dt)
+            mig = MigrationReport(move.network_bytes, move.pcie_bytes, move.load_s, move.landed)
+        elif new is not self.plan:
             mig = migration_cost(
                 self.plan,
                 new,
@@ -417,6 +441,12 @@ class World:
                 reqs = reqs[up[reqs.origin]]  # trace requests at absent servers are not offered
         served = self._serve(reqs, mig, dt)
         gpu_mem, host_mem = self._memory()
+        if move is not None:  # what landed serves from the next epoch
+            self._use(self._moves.effective())
+            self.last_move_s = np.array([] if move.done_s is None else [move.done_s])
+        mig_s = float(mig.time_s.max()) if mig.time_s.size else 0.0
+        if move is not None:  # durable: how long copies were under way in the epoch
+            mig_s = move.active_s
         # 5) broadcasts
         broadcast = self._broadcast(t1)
         report = EpochReport(
@@ -426,17 +456,42 @@ class World:
             broadcast_bytes=broadcast,
             migration_bytes=mig.network_bytes,
             migration_pcie_bytes=mig.pcie_bytes,
-            migration_s=float(mig.time_s.max()) if mig.time_s.size else 0.0,
+            migration_s=mig_s,
             gpu_memory_gb=tuple(gpu_mem.tolist()),
             host_memory_gb=tuple(host_mem.tolist()),
             feasible=feasible,
             infeasibility=why,
+            moves_in_flight=move.in_flight if move is not None else 0,
+            migration_bytes_left=move.bytes_left if move is not None else 0.0,
         )
         self.t_s = t1
         self.epoch += 1
         return report
 
     # ------------------------------------------------------------- internals
+
+    def _move(self, new: Plan, up: np.ndarray, up_changed: bool, dt: float):
+        """Durable migration (``updating.migration: durable``): retarget the moves when a
+        new plan is deployed (or servers came or went), serve the plan in force now, and
+        send for the epoch (:class:`coel_env.core.updating.Moves`)."""
+        mv = self._moves
+        target = mv.target
+        if new is not self.plan and new is not target and not _same_plan(new, target):
+            target = new
+        elif up_changed:
+            target = _strip(target, up)
+        else:
+            target = None
+        if target is not None:
+            mv.retarget(self.plan, target, self.paths.latency_ms, up, self.t_s)
+            self._use(mv.effective())
+        return mv.advance(dt, self.paths, self.dyn.link_scale, self.dyn.link_up, self.t_s)
+
+    def _use(self, plan: Plan) -> None:
+        """Put ``plan`` in force (costs of the models whose plan changed are forgotten)."""
+        if plan is not self.plan:
+            self._forget_changed(self.plan, plan)
+            self.plan = plan
 
     def _refresh_popularity(self) -> None:
         """Popularity per (model, server) from the server's task mix (the cost snapshot).
@@ -965,6 +1020,13 @@ def _all_local(mp: ModelPlan, home: int) -> bool:
     if hit is None:
         hit = memo[home] = holds_all(mp.location, home)
     return hit
+
+
+def _same_plan(a: Plan, b: Plan) -> bool:
+    """Whether two plans deploy the same models the same way."""
+    return a is b or (
+        set(a.models) == set(b.models) and all(a.models[k] == b.models[k] for k in a.models)
+    )
 
 
 def _strip(plan: Plan, up: np.ndarray) -> Plan:

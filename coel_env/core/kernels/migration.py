@@ -61,3 +61,50 @@ def migration_kernel(
             total_pcie += pcie[s]
             time_s[s] += pcie[s] / (pcie_gbps[s] * 1e9)
     return total_pcie, net, moved
+
+
+@njit(cache=True, error_model="numpy")
+def copy_list_kernel(new_loc, new_bits, old_loc, old_bits, alive, expert_bytes, latency_ms):
+    """The expert copies of one model plan change, one by one, with the source
+    :func:`migration_kernel` picks for each (the same decisions, in the same order).
+
+    Returns:
+        (layer, expert, destination, source, bytes) per copy [k]; the source is the
+        destination itself for a tier change (PCIe), -1 for the model store.
+    """
+    n_l, n_e, n = new_loc.shape
+    cap = n_l * n_e * n
+    lay = np.empty(cap, np.int64)
+    exp = np.empty(cap, np.int64)
+    dst_out = np.empty(cap, np.int64)
+    src_out = np.empty(cap, np.int64)
+    size = np.empty(cap)
+    k = 0
+    for layer in range(n_l):
+        for e in range(n_e):
+            b_new = new_bits[layer, e]
+            enough = old_bits[layer, e] >= b_new
+            w = expert_bytes[layer, e]
+            for dst in range(n):
+                if new_loc[layer, e, dst] == 0:
+                    continue
+                if enough and alive[dst] and old_loc[layer, e, dst] != 0:
+                    if old_loc[layer, e, dst] != new_loc[layer, e, dst]:
+                        lay[k], exp[k], dst_out[k], src_out[k], size[k] = layer, e, dst, dst, w
+                        k += 1
+                    continue
+                src = -1
+                best = np.inf
+                if enough:
+                    for s in range(n):
+                        if old_loc[layer, e, s] != 0 and alive[s] and latency_ms[s, dst] < best:
+                            best = latency_ms[s, dst]
+                            src = s
+                    if src < 0:  # a holder at infinite latency is still a holder
+                        for s in range(n):
+                            if old_loc[layer, e, s] != 0 and alive[s]:
+                                src = s
+                                break
+                lay[k], exp[k], dst_out[k], src_out[k], size[k] = layer, e, dst, src, w
+                k += 1
+    return lay[:k], exp[:k], dst_out[:k], src_out[:k], size[:k]
