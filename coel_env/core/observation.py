@@ -55,15 +55,30 @@ class Observation:
     @classmethod
     def from_view(cls, world: World, controller: int = 0) -> Observation:
         """What ``controller`` last heard by broadcast (stale, lossy; unknown servers are
-        taken as absent)."""
+        taken as absent); with ``perception.sampling: sub_epoch`` the paths and the
+        popularity too are as broadcast (:meth:`World.view_network
+        <coel_env.core.world.World.view_network>`)."""
         status, age = world.view(controller)
         status = status.copy()
         unknown = ~np.isfinite(age)
         status[unknown, STATUS_FIELDS.index("up")] = 0.0
-        return cls._build(world, status, np.where(unknown, np.inf, age))
+        network = None
+        if world.scenario.perception.sampling != "epoch_end":
+            network = world.view_network(controller)
+        return cls._build(world, status, np.where(unknown, np.inf, age), network)
 
     @classmethod
-    def _build(cls, world: World, status: np.ndarray, age: np.ndarray) -> Observation:
+    def _build(
+        cls, world: World, status: np.ndarray, age: np.ndarray, network: tuple | None = None
+    ) -> Observation:
+        """``network``: (latency, bandwidth, popularity) as known; None: the truth."""
+        if network is None:
+            network = (
+                world.paths.latency_ms,
+                world.paths.bottleneck_gbit_s,
+                world.popularity_estimate(),
+            )
+        latency, bandwidth, popularity = network
         base = len(STATUS_FIELDS)
         rates = np.maximum(world.base_rates_per_s, 0.0)[:, None]
         demand = status[:, base:] * np.where(rates > 0, rates, world.scenario.workload.rate_per_s)
@@ -74,9 +89,9 @@ class Observation:
             unified=world.unified.copy(),
             background=status[:, STATUS_FIELDS.index("background")].copy(),
             demand_per_s=demand,
-            popularity=dict(world.popularity_estimate()),
-            latency_ms=world.paths.latency_ms.copy(),
-            bandwidth_gbit_s=world.paths.bottleneck_gbit_s.copy(),
+            popularity=dict(popularity),
+            latency_ms=np.array(latency),
+            bandwidth_gbit_s=np.array(bandwidth),
             age_s=age,
             plan=world.plan,
             epoch=world.epoch,

@@ -9,6 +9,14 @@ source, the newest status it has received and the time it was sent. The age of
 what observer ``o`` knows about ``s`` is ``now - sent_time``: without losses it
 never exceeds ``period_s`` plus the path latency (tested).
 
+What a message carries is ``sampling`` (:class:`PerceptionConfig`): ``epoch_end``
+(the default) gives every message sent in an epoch the status at the epoch's end, so a
+view is stale only by losses and messages in flight; ``sub_epoch`` gives a message the
+sender's status at the moment it was sent, taken between the status at the end of the
+last epoch and at the end of this one (linear in the time within the epoch: the status
+figures are epoch aggregates), so the newest message of an epoch, sent before its end,
+already differs from the truth.
+
 Bytes are counted on links: a message of ``message_bytes`` crossing ``k`` hops
 loads ``k`` links, so a round costs ``message_bytes * sum(hops)`` link-bytes.
 
@@ -28,6 +36,9 @@ import numpy as np
 
 from coel_env.core.kernels.perception import broadcast_rounds
 
+#: ``perception.sampling`` values (the first is the default).
+SAMPLING = ("epoch_end", "sub_epoch")
+
 
 @dataclass(frozen=True)
 class PerceptionConfig:
@@ -39,12 +50,18 @@ class PerceptionConfig:
         loss_prob: probability that one message is lost, in [0, 1).
         header_bytes: bytes of a message besides its fields (IP/UDP headers: 28,
             plus an 8-byte timestamp and 4-byte sender id; our framing).
+        sampling: what a message carries: ``epoch_end`` (today's default: the status at
+            the end of the epoch it is sent in) or ``sub_epoch`` (the status at the
+            moment it is sent, interpolated within the epoch); with ``sub_epoch`` a
+            policy deciding from a view also sees the path latency, bandwidth and
+            expert popularity as of its news (``World.view_network``), not the truth.
     """
 
     period_s: float = 1.0
     hops: int = 2
     loss_prob: float = 0.0
     header_bytes: int = 40
+    sampling: str = "epoch_end"
 
     def __post_init__(self) -> None:
         if not (isinstance(self.period_s, int | float) and math.isfinite(self.period_s)):
@@ -57,6 +74,10 @@ class PerceptionConfig:
             raise ValueError(f"loss_prob={self.loss_prob!r} is not allowed; must be in [0, 1)")
         if self.header_bytes < 0:
             raise ValueError(f"header_bytes={self.header_bytes!r} is not allowed; must be >= 0")
+        if self.sampling not in SAMPLING:
+            raise ValueError(
+                f"perception.sampling={self.sampling!r} is not allowed; allowed: {SAMPLING}"
+            )
 
 
 class Perception:
@@ -106,6 +127,8 @@ class Perception:
         self._fl_sent = np.full((n, n), -np.inf)
         self._fl_arrive = np.full((n, n), np.inf)
         self._next_round_s = 0.0
+        self._last_truth = None  # the status at the end of the last epoch (sub_epoch)
+        self._last_t = 0.0
 
     def advance(
         self, t1_s: float, truth: np.ndarray, rng: np.random.Generator, up: np.ndarray | None = None
@@ -133,13 +156,20 @@ class Perception:
             t += period
         self._next_round_s = t
         rounds = np.asarray(times, float)
+        truth0, weight = truth, np.zeros(0)
+        if self.config.sampling == "sub_epoch":
+            if self._last_truth is not None and t1_s > self._last_t:
+                truth0 = self._last_truth
+                weight = np.clip((rounds - self._last_t) / (t1_s - self._last_t), 0.0, 1.0)
+            self._last_truth = truth.copy()
+            self._last_t = t1_s
         lost = np.zeros((0, self.n, self.n), bool)
         if times and self.config.loss_prob > 0:  # same draws as one (n, n) draw per round
             lost = rng.random((len(times), self.n, self.n)) < self.config.loss_prob
         # messages still in flight from earlier epochs are older than any sent now
         msgs = broadcast_rounds(
-            rounds, t1_s, self._reach, alive, self._lat_s, self._hops, lost, truth,
-            self.status, self.sent_s, self._fl_status, self._fl_sent, self._fl_arrive,
+            rounds, t1_s, self._reach, alive, self._lat_s, self._hops, lost, truth, truth0,
+            weight, self.status, self.sent_s, self._fl_status, self._fl_sent, self._fl_arrive,
         )  # fmt: skip
         link_bytes = self.message_bytes * msgs
         return link_bytes
@@ -147,6 +177,16 @@ class Perception:
     def age_s(self, now_s: float) -> np.ndarray:
         """Age of each observer's knowledge of each source [n, n] (inf: never heard)."""
         return now_s - self.sent_s
+
+    def view_error(self, observer: int, truth: np.ndarray) -> float:
+        """Mean absolute error of what ``observer`` believes against ``truth`` [n,
+        n_fields], over the fields of every other server it has heard from (0 when it
+        has heard from none)."""
+        known = np.isfinite(self.sent_s[observer])
+        known[observer] = False
+        if not known.any():
+            return 0.0
+        return float(np.abs(self.status[observer, known] - truth[known]).mean())
 
     def view(self, observer: int, now_s: float) -> tuple[np.ndarray, np.ndarray]:
         """What ``observer`` believes: status [n, n_fields] and age [n] (inf: unknown)."""

@@ -121,6 +121,11 @@ class EpochReport:
     the copies still under way at its end and ``migration_bytes_left`` their bytes to
     send (both 0 otherwise); ``World.last_move_s`` holds how long a move took when its
     last copy landed in the epoch.
+
+    ``view_mae`` is the mean absolute error of the controller's (server 0's) broadcast
+    view against the true status at the epoch's end, over every status field of the
+    other servers it has heard from (:meth:`Perception.view_error
+    <coel_env.core.perception.Perception.view_error>`).
     """
 
     epoch: int
@@ -154,6 +159,7 @@ class EpochReport:
     infeasibility: str
     moves_in_flight: int = 0
     migration_bytes_left: float = 0.0
+    view_mae: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -273,6 +279,10 @@ class World:
             rm.reset()
         self.perception.reset()
         self.paths = self.topology.paths
+        self._hist = None  # (time, state) of the paths and popularity (sub_epoch views)
+        if self.scenario.perception.sampling == "sub_epoch":
+            self._hist = {"paths": [(0.0, self.paths)], "pop": []}
+        self._view_mae = 0.0
         self._failed: bytes | None = None  # link_up of the paths in force
         self.t_s = 0.0
         self.epoch = 0
@@ -394,6 +404,8 @@ class World:
                 self.paths = self.topology._routes_with(self.dyn.link_scale, link_up)
                 self.perception.set_paths(self.paths.latency_ms, self.paths.hops)
                 paths_changed = True
+                if self._hist is not None:
+                    _keep(self._hist["paths"], t0, self.paths)
         up = self.dyn.server_up
         up_changed = up is not old_up and up.tobytes() != old_up.tobytes()
         if up_changed:  # bool [n]
@@ -454,6 +466,7 @@ class World:
             t_s=t0,
             **served,
             broadcast_bytes=broadcast,
+            view_mae=self._view_mae,
             migration_bytes=mig.network_bytes,
             migration_pcie_bytes=mig.pcie_bytes,
             migration_s=mig_s,
@@ -518,6 +531,8 @@ class World:
                 self._cache.pop((name, int(h)), None)
                 self._share.pop((name, int(h)), None)
                 self._share.pop((name, int(h), "rows"), None)
+        if self._hist is not None:  # the snapshot from now on (copies: ``_pop`` is updated)
+            _keep(self._hist["pop"], self.t_s, {k: v.copy() for k, v in self._pop.items()})
 
     def _forget_changed(self, old: Plan, new: Plan) -> None:
         """Forget cached costs of the models whose plan object changed, except at homes
@@ -964,7 +979,35 @@ class World:
         return out
 
     def _broadcast(self, t1: float) -> float:
-        return self.perception.advance(t1, self.true_status(), self._rng_perc, self.dyn.server_up)
+        truth = self.true_status()
+        out = self.perception.advance(t1, truth, self._rng_perc, self.dyn.server_up)
+        self._view_mae = self.perception.view_error(0, truth)
+        return out
+
+    def view_network(self, server: int) -> tuple[np.ndarray, np.ndarray, dict]:
+        """The path latency [n, n] [ms], path bandwidth [n, n] [Gbit/s] and expert
+        popularity per model [L, E] that ``server`` knows: the truth (the paths in force,
+        :meth:`popularity_estimate`) unless ``perception.sampling`` is ``sub_epoch``;
+        then as broadcast: the paths in force when the oldest news ``server`` holds from
+        a server it believes present was sent, and the mean over servers of each one's
+        popularity snapshot in force when its news was sent (the oldest kept for a
+        server never heard from)."""
+        if self._hist is None:
+            return self.paths.latency_ms, self.paths.bottleneck_gbit_s, self.popularity_estimate()
+        status, age = self.view(server)
+        sent = self.t_s - age
+        up = np.isfinite(age) & (status[:, STATUS_FIELDS.index("up")] > 0.5)
+        oldest = float(sent[up].min()) if up.any() else self.t_s
+        paths = _as_of(self._hist["paths"], oldest)
+        pops = self._hist["pop"]
+        out = {}
+        for name in self.models:
+            acc = 0.0
+            for s in range(self.n):
+                snap = _as_of(pops, float(sent[s]) if np.isfinite(sent[s]) else -np.inf)
+                acc = acc + snap[name][s]
+            out[name] = acc / self.n
+        return paths.latency_ms, paths.bottleneck_gbit_s, out
 
     def view(self, server: int) -> tuple[np.ndarray, np.ndarray]:
         """What ``server`` believes of every server: status [n, F] and age [n] [s].
@@ -1020,6 +1063,30 @@ def _all_local(mp: ModelPlan, home: int) -> bool:
     if hit is None:
         hit = memo[home] = holds_all(mp.location, home)
     return hit
+
+
+#: Changes of the paths and popularity kept for views (``perception.sampling: sub_epoch``).
+HISTORY = 8
+
+
+def _keep(hist: list, t_s: float, state) -> None:
+    """Record that ``state`` is in force from ``t_s`` on (the last :data:`HISTORY`)."""
+    if hist and hist[-1][0] == t_s:
+        hist[-1] = (t_s, state)
+    else:
+        hist.append((t_s, state))
+    del hist[:-HISTORY]
+
+
+def _as_of(hist: list, t_s: float):
+    """The state in force at ``t_s`` (the oldest kept before it)."""
+    out = hist[0][1]
+    for t, state in hist:
+        if t <= t_s:
+            out = state
+        else:
+            break
+    return out
 
 
 def _same_plan(a: Plan, b: Plan) -> bool:

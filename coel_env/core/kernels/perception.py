@@ -52,7 +52,7 @@ def status_kernel(
 
 @njit(cache=True, error_model="numpy")
 def broadcast_rounds(
-    rounds, t1_s, reach, alive, lat_s, hops, lost, truth,
+    rounds, t1_s, reach, alive, lat_s, hops, lost, truth, truth0, weight,
     status, sent_s, fl_status, fl_sent, fl_arrive,
 ):  # fmt: skip
     """One epoch of status broadcasts (see :meth:`coel_env.core.perception.Perception.advance`).
@@ -61,7 +61,9 @@ def broadcast_rounds(
     news), then sends every round in ``rounds`` to each present observer within reach:
     the newest message that arrives by ``t1_s`` is delivered, the newest one still on
     its way replaces any older one in flight. ``lost[r, o, s]`` drops a message (an
-    empty array: no losses). Every server knows itself at ``t1_s``.
+    empty array: no losses). A message carries ``truth`` (the status at ``t1_s``), or,
+    when ``weight`` holds one entry per round, ``truth0 + weight[r] * (truth - truth0)``
+    (the status when round ``r`` was sent). Every server knows itself at ``t1_s``.
 
     Returns:
         hop-weighted messages sent (link-bytes / message bytes).
@@ -69,6 +71,7 @@ def broadcast_rounds(
     n = alive.size
     n_r = rounds.size
     lossy = lost.shape[0] > 0
+    interp = weight.size > 0
     link_msgs = 0.0
     for o in range(n):
         for s in range(n):
@@ -90,10 +93,20 @@ def broadcast_rounds(
                 else:
                     flying = r
             if here >= 0 and rounds[here] > sent_s[o, s]:
-                status[o, s, :] = truth[s, :]
+                if interp:
+                    w = weight[here]
+                    for f in range(truth.shape[1]):
+                        status[o, s, f] = truth0[s, f] + w * (truth[s, f] - truth0[s, f])
+                else:
+                    status[o, s, :] = truth[s, :]
                 sent_s[o, s] = rounds[here]
             if flying >= 0:
-                fl_status[o, s, :] = truth[s, :]
+                if interp:
+                    w = weight[flying]
+                    for f in range(truth.shape[1]):
+                        fl_status[o, s, f] = truth0[s, f] + w * (truth[s, f] - truth0[s, f])
+                else:
+                    fl_status[o, s, :] = truth[s, :]
                 fl_sent[o, s] = rounds[flying]
                 fl_arrive[o, s] = rounds[flying] + lat_s[o, s]
     for i in range(n):

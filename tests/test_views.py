@@ -1,0 +1,83 @@
+"""Really stale views (``perception.sampling: sub_epoch``): messages carry the status of
+the moment they were sent, views carry the network and popularity as broadcast, and the
+epoch report gives the view's error against the truth."""
+
+import numpy as np
+import pytest
+
+from coel_env.core.observation import Observation
+from coel_env.core.perception import Perception, PerceptionConfig
+from coel_env.core.scenario import load_scenario
+from coel_env.core.world import World
+
+
+def _pair(sampling: str) -> Perception:
+    lat = np.array([[0.0, 5.0], [5.0, 0.0]])  # ms
+    cfg = PerceptionConfig(period_s=2.0, hops=1, sampling=sampling)
+    return Perception(cfg, lat, np.array([[0, 1], [1, 0]]), 2, 8)
+
+
+def test_a_message_carries_the_status_of_the_moment_it_was_sent():
+    a = np.array([[0.0, 1.0], [10.0, 20.0]])  # status at the end of epoch 0 (t = 0)
+    b = np.array([[1.0, 1.0], [30.0, 40.0]])  # at the end of epoch 1 (t = 10 s)
+    rng = np.random.default_rng(0)
+    views = {}
+    for sampling in ("epoch_end", "sub_epoch"):
+        p = _pair(sampling)
+        p.advance(0.0, a, rng)
+        p.advance(10.0, b, rng)
+        views[sampling] = p.view(0, 10.0)
+    # the newest message that arrived by 10 s was sent at 8 s
+    status, age = views["epoch_end"]
+    assert status[1].tolist() == [30.0, 40.0] and age[1] == pytest.approx(2.0)
+    status, age = views["sub_epoch"]
+    assert status[1] == pytest.approx([10.0 + 0.8 * 20.0, 20.0 + 0.8 * 20.0])
+    assert age[1] == pytest.approx(2.0)
+    assert status[0].tolist() == b[0].tolist()  # a server knows itself
+    p = _pair("sub_epoch")
+    p.advance(0.0, a, rng)
+    p.advance(10.0, b, rng)
+    assert p.view_error(0, b) == pytest.approx(np.abs(status[1] - b[1]).mean())
+
+
+def test_the_epoch_report_gives_the_error_of_the_controllers_view():
+    def maes(sampling):
+        w = World("default", {"perception.sampling": sampling, "perception.loss_prob": 0.0})
+        w.reset(0)
+        return [w.step().view_mae for _ in range(8)]
+
+    end, sub = maes("epoch_end"), maes("sub_epoch")
+    assert end == [0.0] * 8  # every message of an epoch carries its end: the truth
+    assert all(m > 0.005 for m in sub[1:])
+
+
+def test_a_view_sees_the_network_and_popularity_as_broadcast_the_oracle_the_truth():
+    # news every 30 s, epochs of 10 s: the controller's news is up to 3 epochs old while
+    # link bandwidth is re-sampled and popularity refreshed every 5 epochs
+    w = World("default", {"perception.sampling": "sub_epoch", "perception.period_s": 30.0})
+    w.reset(1)
+    bw_differs = pop_differs = False
+    for _ in range(25):
+        w.step()
+        view = Observation.from_view(w)
+        truth = Observation.from_truth(w)
+        assert np.array_equal(truth.latency_ms, w.paths.latency_ms)
+        assert np.array_equal(truth.bandwidth_gbit_s, w.paths.bottleneck_gbit_s)
+        bw_differs |= not np.array_equal(view.bandwidth_gbit_s, truth.bandwidth_gbit_s)
+        pop_differs |= any(
+            not np.array_equal(view.popularity[k], truth.popularity[k]) for k in truth.popularity
+        )
+    assert bw_differs and pop_differs
+    # with epoch_end sampling the view takes the network from the truth, as before
+    w = World("default", {"perception.period_s": 30.0})
+    w.reset(1)
+    for _ in range(6):
+        w.step()
+    view = Observation.from_view(w)
+    assert np.array_equal(view.bandwidth_gbit_s, w.paths.bottleneck_gbit_s)
+
+
+def test_the_default_samples_at_the_epoch_end_and_bad_values_are_refused():
+    assert load_scenario("default").perception.sampling == "epoch_end"
+    with pytest.raises(ValueError, match=r"perception.sampling='often'.*'epoch_end', 'sub_epoch'"):
+        load_scenario("default", {"perception.sampling": "often"})
