@@ -14,7 +14,10 @@ over routing:
   (on unified memory the GPU reads it in place); or on the nearest other
   server holding it, whose compute is added to a round trip of the expert's
   activations (``d_model`` x 2 bytes per token, times the keep ratio) over the
-  path, paying the path latency once per layer and remote server;
+  path, paying the path latency once per layer and remote server; with
+  ``activation_traffic="per_server"`` a token's activations cross once per remote
+  server that holds any of its experts (the server sums its experts' outputs),
+  not once per remote expert (see :func:`coel_env.core.kernels.serving._pass_sums`);
 * the router, dispatch, shared experts, dense FFN layers, attention and the
   LM head run on the home GPU. The layer's parts come from the cost model's
   :func:`coel_env.cost.dispatch_ms` (and, with ``layer_terms="calibrated"``,
@@ -57,6 +60,8 @@ from coel_env.core.routing import expected_counts
 from coel_env.profiles import DeviceProfile
 
 ACT_BYTES = 2  # bf16 activations
+#: ``serving.activation_traffic`` values (the first is the default).
+ACTIVATION_TRAFFIC = ("per_expert", "per_server")
 #: Prompt lengths at which prefill is costed; prefill of other lengths is linear between.
 PREFILL_POINTS = (128, 2048)
 #: Popularity snapshots whose expert activity is kept (about 70 kB per snapshot and pass
@@ -91,6 +96,7 @@ class ServingModel:
         mode: str,
         kv_len: int = 1024,
         layer_terms: str = "first-principles",
+        activation_traffic: str = "per_expert",
     ) -> None:
         if layer_terms not in cost.LAYER_TERMS:
             raise ValueError(
@@ -100,6 +106,12 @@ class ServingModel:
         self.cpus = cpus
         self.mode = mode
         self.layer_terms = layer_terms
+        if activation_traffic not in ACTIVATION_TRAFFIC:
+            raise ValueError(
+                f"serving.activation_traffic={activation_traffic!r} is not allowed; "
+                f"allowed: {ACTIVATION_TRAFFIC}"
+            )
+        self.activation_traffic = activation_traffic
         self.n = len(gpus)
         self.kv_len = kv_len
         self.unified = np.array([g.unified_memory for g in gpus])
@@ -312,7 +324,7 @@ class ServingModel:
                 q, ns, self._values, self._slopes, placed.disp_row, m.n_moe_layers, placed.row,
                 placed.fetch_ms, placed.server, home, self.n,
                 m.d_model * ACT_BYTES * mp.keep_ratio, bandwidth_gbit_s[home], latency_ms[home],
-                home_ms,
+                home_ms, self._traffic_k(m),
             )  # fmt: skip
             if token_share is not None:
                 self._keep_activity(q, ns_key[0], placed.disp_row, (pa, ta, disp))
@@ -321,9 +333,14 @@ class ServingModel:
             total, busy, net_bytes = table_kernel(
                 pa, ta, m.n_moe_layers, self._values, self._slopes, placed.row, placed.fetch_ms,
                 placed.server, home, self.n, m.d_model * ACT_BYTES * mp.keep_ratio,
-                bandwidth_gbit_s[home], latency_ms[home], disp, home_ms,
+                bandwidth_gbit_s[home], latency_ms[home], disp, home_ms, ns, self._traffic_k(m),
             )  # fmt: skip
         return CostTable(total, busy, net_bytes, True)
+
+    def _traffic_k(self, m: MoEModel) -> float:
+        """The kernels' ``top_k``: 0 for activations per remote expert, the model's
+        ``top_k`` for activations per remote server."""
+        return float(m.top_k) if self.activation_traffic == "per_server" else 0.0
 
     def _cached_activity(self, q: np.ndarray, ns: tuple, disp_row: int, cache: bool):
         """The kept :func:`coel_env.core.kernels.serving.activity_kernel` output of a token share

@@ -21,6 +21,7 @@ import yaml
 
 from coel_env.catalog import model_names
 from coel_env.core.dynamics import DynamicsConfig
+from coel_env.core.evaluation import ACTIVATION_TRAFFIC
 from coel_env.core.perception import PerceptionConfig
 from coel_env.core.updating import UpdatingConfig
 from coel_env.cost import LAYER_TERMS
@@ -202,6 +203,12 @@ class ServingConfig:
             one per running sequence, the rest in chunks of the prompts that joined
             (vLLM's ``max_num_batched_tokens`` with chunked prefill; 2048 is of its order),
             so a long prompt does not stall the running sequences for its whole prefill.
+        activation_traffic: how activations sent to experts on other servers are
+            counted (bytes and transfer time): ``per_expert`` (today's default: a token's
+            activations cross once per remote expert it uses) or ``per_server`` (once per
+            remote server holding any of its experts, which sums their outputs and sends
+            one vector back: down to ``1 / top_k`` of the bytes when a layer's remote
+            experts sit on one server, 1/8 for OLMoE).
     """
 
     mode: str = "eager"
@@ -213,6 +220,7 @@ class ServingConfig:
     batching: str = "offered"
     max_batch: int = 32
     step_tokens: int = 2048
+    activation_traffic: str = "per_expert"
 
     def __post_init__(self) -> None:
         if self.mode not in ("eager", "cudagraph"):
@@ -233,6 +241,7 @@ class ServingConfig:
         _choice("serving.batching", self.batching, BATCHING)
         _positive("serving.max_batch", self.max_batch, integer=True)
         _positive("serving.step_tokens", self.step_tokens, integer=True)
+        _choice("serving.activation_traffic", self.activation_traffic, ACTIVATION_TRAFFIC)
 
 
 @dataclass(frozen=True)

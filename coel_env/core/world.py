@@ -221,8 +221,9 @@ class World:
         self._power_idle = np.array([g.power_idle_w for g in self.gpus], float)
         self._price = sum(s.cost_per_1k_tokens for s in self.servers if s.is_cloud)
         self.serving = ServingModel(
-            self.gpus, self.cpus, sc.serving.mode, layer_terms=sc.serving.layer_terms
-        )
+            self.gpus, self.cpus, sc.serving.mode, layer_terms=sc.serving.layer_terms,
+            activation_traffic=sc.serving.activation_traffic,
+        )  # fmt: skip
         self._moves = None
         if sc.updating.migration == "durable":
             self._moves = Moves(

@@ -213,11 +213,22 @@ def _grid_pass(ta_k, values, slopes, expert_row, disp_row, ms_out, disp_out):
 
 @njit(cache=True, error_model="numpy")
 def _pass_sums(k, pa_k, ta_k, ms, dv, with_disp, fetch_ms, server, home, n_layers,
-               act_bytes_per_token, bw_gbit_s, latency_ms, busy, p_any):  # fmt: skip
+               act_bytes_per_token, bw_gbit_s, latency_ms, busy, p_any, tok_s, n_tok,
+               top_k):  # fmt: skip
     """One pass's latency (experts in order, summed over layers; the path latency once
     per (layer, remote server) used), its activation bytes, its dispatch time (the sum
     of ``pa_k * dv`` when ``with_disp``), and each server's busy time (into ``busy[k]``;
-    the home's summed apart, then stored: the same additions)."""
+    the home's summed apart, then stored: the same additions).
+
+    Activations cross the path once per token and remote expert (``top_k`` 0), or once
+    per token and remote server holding any of its experts (``top_k`` > 0: the pass's
+    ``n_tok`` tokens route to the experts on server ``s`` with the expected count
+    ``T_s``; a token picks its ``top_k`` experts, each on ``s`` with probability
+    ``T_s / (n_tok * top_k)``, so ``n_tok * (1 - (1 - T_s / (n_tok * top_k))**top_k)``
+    tokens reach ``s``: all of them when ``s`` holds every expert of the layer, ``T_s``
+    for a single expert up to the chance that a token picks it twice). ``tok_s`` is
+    scratch [n]."""
+    per_server = top_k > 0.0
     per_layer = pa_k.size // n_layers
     tot = 0.0
     net = 0.0
@@ -238,14 +249,23 @@ def _pass_sums(k, pa_k, ta_k, ms, dv, with_disp, fetch_ms, server, home, n_layer
             else:
                 busy[k, s] += ms[i] * p
                 tot += p * (ms[i] + fetch_ms[i])
-                one_way = ta_k[i] * act_bytes_per_token
-                tot += p * 2.0 * one_way * 8.0 / (max(bw_gbit_s[s], 1e-9) * 1e6)
-                net += p * 2.0 * one_way
+                if per_server:
+                    tok_s[s] += p * ta_k[i]
+                else:
+                    one_way = ta_k[i] * act_bytes_per_token
+                    tot += p * 2.0 * one_way * 8.0 / (max(bw_gbit_s[s], 1e-9) * 1e6)
+                    net += p * 2.0 * one_way
                 p_any[s] += p
                 any_remote = True
         if any_remote:  # path latency once per (layer, remote server) used
             for s in range(p_any.size):
                 if p_any[s] > 0.0:
+                    if per_server:  # the tokens that reach s, there and back
+                        share = min(tok_s[s] / (n_tok * top_k), 1.0)
+                        one_way = n_tok * (1.0 - (1.0 - share) ** top_k) * act_bytes_per_token
+                        tot += 2.0 * one_way * 8.0 / (max(bw_gbit_s[s], 1e-9) * 1e6)
+                        net += 2.0 * one_way
+                        tok_s[s] = 0.0
                     tot += min(1.0, p_any[s]) * 2.0 * latency_ms[s]
                     p_any[s] = 0.0
     busy[k, home] = busy_home
@@ -269,6 +289,8 @@ def table_kernel(
     latency_ms: np.ndarray,  # [n] path latency home -> server
     disp: np.ndarray,  # [K] dispatch time (activity_kernel), added on the home
     home_ms: np.ndarray,  # [K] what else runs on the home GPU, added after it
+    ns=None,  # [K] tokens of each pass (needed with top_k > 0)
+    top_k=0.0,  # > 0: activations once per token and remote server (see _pass_sums)
 ):
     """Per pass: latency of the pass [K] (experts summed over layers, then ``disp``,
     then ``home_ms``), busy time per server [K, n] and activation bytes [K] (the
@@ -278,12 +300,14 @@ def table_kernel(
     busy = np.zeros((k_pts, n_servers))
     net = np.zeros(k_pts)
     p_any = np.zeros(n_servers)
+    tok_s = np.zeros(n_servers)
     ms = np.empty(n_exp)
     for k in range(k_pts):
         _grid_pass(ta[k], values, slopes, expert_row, -1, ms, ms)
+        n_tok = 0.0 if ns is None else ns[k]
         total[k], net[k], _ = _pass_sums(
             k, pa[k], ta[k], ms, ms, False, fetch_ms, server, home, n_layers,
-            act_bytes_per_token, bw_gbit_s, latency_ms, busy, p_any,
+            act_bytes_per_token, bw_gbit_s, latency_ms, busy, p_any, tok_s, n_tok, top_k,
         )  # fmt: skip
     _add_home(total, busy, home, disp, home_ms)
     return total, busy, net
@@ -317,6 +341,7 @@ def cost_kernel(
     bw_gbit_s: np.ndarray,
     latency_ms: np.ndarray,
     home_ms: np.ndarray,
+    top_k=0.0,
 ):
     """:func:`activity_kernel` and :func:`table_kernel` in one call (the same
     operations in the same order: equal results), for a snapshot whose activity is
@@ -329,13 +354,14 @@ def cost_kernel(
     busy = np.zeros((k_pts, n_servers))
     net = np.zeros(k_pts)
     p_any = np.zeros(n_servers)
+    tok_s = np.zeros(n_servers)
     ms = np.empty(n_exp)
     dv = np.empty(n_exp)
     for k in range(k_pts):
         _grid_pass(ta_out[k], values, slopes, expert_row, disp_row, ms, dv)
         total[k], net[k], disp[k] = _pass_sums(
             k, pa_out[k], ta_out[k], ms, dv, True, fetch_ms, server, home, n_layers,
-            act_bytes_per_token, bw_gbit_s, latency_ms, busy, p_any,
+            act_bytes_per_token, bw_gbit_s, latency_ms, busy, p_any, tok_s, ns[k], top_k,
         )  # fmt: skip
     _add_home(total, busy, home, disp, home_ms)
     return pa_out, ta_out, disp, total, busy, net
