@@ -62,6 +62,8 @@ from coel_env.profiles import DeviceProfile
 ACT_BYTES = 2  # bf16 activations
 #: ``serving.activation_traffic`` values (the first is the default).
 ACTIVATION_TRAFFIC = ("per_expert", "per_server")
+#: ``serving.pruning`` values (the first is the default).
+PRUNING = ("bytes", "prompt")
 #: Prompt lengths at which prefill is costed; prefill of other lengths is linear between.
 PREFILL_POINTS = (128, 2048)
 #: Popularity snapshots whose expert activity is kept (about 70 kB per snapshot and pass
@@ -97,6 +99,7 @@ class ServingModel:
         kv_len: int = 1024,
         layer_terms: str = "first-principles",
         activation_traffic: str = "per_expert",
+        pruning: str = "bytes",
     ) -> None:
         if layer_terms not in cost.LAYER_TERMS:
             raise ValueError(
@@ -112,6 +115,9 @@ class ServingModel:
                 f"allowed: {ACTIVATION_TRAFFIC}"
             )
         self.activation_traffic = activation_traffic
+        if pruning not in PRUNING:
+            raise ValueError(f"serving.pruning={pruning!r} is not allowed; allowed: {PRUNING}")
+        self.pruning = pruning
         self.n = len(gpus)
         self.kv_len = kv_len
         self.unified = np.array([g.unified_memory for g in gpus])
@@ -323,7 +329,7 @@ class ServingModel:
             pa, ta, disp, total, busy, net_bytes = cost_kernel(
                 q, ns, self._values, self._slopes, placed.disp_row, m.n_moe_layers, placed.row,
                 placed.fetch_ms, placed.server, home, self.n,
-                m.d_model * ACT_BYTES * mp.keep_ratio, bandwidth_gbit_s[home], latency_ms[home],
+                self._act_bytes(mp), bandwidth_gbit_s[home], latency_ms[home],
                 home_ms, self._traffic_k(m),
             )  # fmt: skip
             if token_share is not None:
@@ -332,10 +338,19 @@ class ServingModel:
             pa, ta, disp = act
             total, busy, net_bytes = table_kernel(
                 pa, ta, m.n_moe_layers, self._values, self._slopes, placed.row, placed.fetch_ms,
-                placed.server, home, self.n, m.d_model * ACT_BYTES * mp.keep_ratio,
+                placed.server, home, self.n, self._act_bytes(mp),
                 bandwidth_gbit_s[home], latency_ms[home], disp, home_ms, ns, self._traffic_k(m),
             )  # fmt: skip
         return CostTable(total, busy, net_bytes, True)
+
+    def _act_bytes(self, mp: ModelPlan) -> float:
+        """Activation bytes of one token one way to a remote expert: ``d_model`` values,
+        times the keep ratio when pruning thins the bytes sent (``pruning="bytes"``; with
+        ``"prompt"`` the prompt loses tokens instead, see ``World._serve``)."""
+        m = mp.spec
+        if self.pruning == "bytes":
+            return m.d_model * ACT_BYTES * mp.keep_ratio
+        return float(m.d_model * ACT_BYTES)
 
     def _traffic_k(self, m: MoEModel) -> float:
         """The kernels' ``top_k``: 0 for activations per remote expert, the model's

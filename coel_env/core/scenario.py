@@ -21,7 +21,7 @@ import yaml
 
 from coel_env.catalog import model_names
 from coel_env.core.dynamics import DynamicsConfig
-from coel_env.core.evaluation import ACTIVATION_TRAFFIC
+from coel_env.core.evaluation import ACTIVATION_TRAFFIC, PRUNING
 from coel_env.core.perception import PerceptionConfig
 from coel_env.core.updating import UpdatingConfig
 from coel_env.cost import LAYER_TERMS
@@ -209,6 +209,14 @@ class ServingConfig:
             remote server holding any of its experts, which sums their outputs and sends
             one vector back: down to ``1 / top_k`` of the bytes when a layer's remote
             experts sit on one server, 1/8 for OLMoE).
+        pruning: what a plan's ``keep_ratio`` prunes: ``bytes`` (today's default: it
+            thins the activation bytes sent to remote experts, decode tokens included,
+            and costs its quality loss only where experts are remote) or ``prompt``
+            (token pruning as published, e.g. LLMLingua-style prompt compression: the
+            model's requests keep that share of their prompt tokens, so prefill compute,
+            the prompt's KV cache and the bytes its prefill sends shrink with it, decode
+            tokens are whole, and every request of the model pays
+            :func:`coel_env.quality.token_keep_loss`).
     """
 
     mode: str = "eager"
@@ -221,6 +229,7 @@ class ServingConfig:
     max_batch: int = 32
     step_tokens: int = 2048
     activation_traffic: str = "per_expert"
+    pruning: str = "bytes"
 
     def __post_init__(self) -> None:
         if self.mode not in ("eager", "cudagraph"):
@@ -242,6 +251,7 @@ class ServingConfig:
         _positive("serving.max_batch", self.max_batch, integer=True)
         _positive("serving.step_tokens", self.step_tokens, integer=True)
         _choice("serving.activation_traffic", self.activation_traffic, ACTIVATION_TRAFFIC)
+        _choice("serving.pruning", self.pruning, PRUNING)
 
 
 @dataclass(frozen=True)

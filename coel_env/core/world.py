@@ -222,8 +222,9 @@ class World:
         self._price = sum(s.cost_per_1k_tokens for s in self.servers if s.is_cloud)
         self.serving = ServingModel(
             self.gpus, self.cpus, sc.serving.mode, layer_terms=sc.serving.layer_terms,
-            activation_traffic=sc.serving.activation_traffic,
+            activation_traffic=sc.serving.activation_traffic, pruning=sc.serving.pruning,
         )  # fmt: skip
+        self._prune_prompt = sc.serving.pruning == "prompt"
         self._moves = None
         if sc.updating.migration == "durable":
             self._moves = Moves(
@@ -688,8 +689,14 @@ class World:
             ok_g[g] = True
             groups.append(g)
             step_busy.append(step.busy_ms)
-            pre_busy.append(line[2].busy_ms)
-            net.append((step.net_bytes, line[2].net_bytes))
+            if self._prune_prompt:  # only the kept prompt tokens are prefilled
+                keep = self.plan.models[name].keep_ratio
+                a1_g[g] = line[1] * keep
+                pre_busy.append(line[2].busy_ms * keep)
+                net.append((step.net_bytes, line[2].net_bytes * keep))
+            else:
+                pre_busy.append(line[2].busy_ms)
+                net.append((step.net_bytes, line[2].net_bytes))
         served, lat_s, ttft_s, dropped_at, backlog, util, out_g, in_g, counts, sums = serve_kernel(
             home,
             gkey,
@@ -818,6 +825,8 @@ class World:
             pool_gb = self.kv_reserve_gb[name] + free_gb[h] / max(n_homed[h], 1.0)
             kv_cap[g] = pool_gb * GB / self._kv_token_bytes[mi]
             costed[g] = (curve, line[2])
+            if self._prune_prompt:  # only the kept prompt tokens are prefilled and cached
+                scale_g[g] = mp.keep_ratio
         res = cb.serve(
             reqs, home, gkey, ok_g, a0_g, a1_g, dec_g, kv_cap, q_g, scale_g, avail,
             self.paths.latency_ms, self.t_s, epoch_ms, self.scenario.serving.max_queue_s * 1000.0,
@@ -956,7 +965,7 @@ class World:
                     if ws
                     else float(routed.mean())
                 )
-            if not _all_local(mp, home):
+            if self._prune_prompt or not _all_local(mp, home):
                 value += keep
             entry["q"] = value
         return entry["q"]
