@@ -27,6 +27,11 @@ over routing:
   experts are their FFN without the output add and Qwen's gate that
   :func:`coel_env.cost.shared_ms` counts: kept so that every recorded result stands.
 
+The runtime is ``mode``: eager PyTorch, the same kernels from CUDA graphs, or a
+fused-kernel runtime (``fused``: the routed experts and their dispatch costed as one
+fused kernel, :func:`_fused_ms`); a derived GPU's quantized kernels follow
+``quant_scaling`` (see :class:`ServingModel`).
+
 A decode step (one token for each of ``b`` concurrent sequences) and a prefill
 (one prompt) are costed this way. Requests go to the nearest home; a home's
 utilisation is the GPU work of its requests over the epoch's available time
@@ -57,13 +62,33 @@ from coel_env.core.kernels.serving import (
 )
 from coel_env.core.plan import ModelPlan
 from coel_env.core.routing import expected_counts
-from coel_env.profiles import DeviceProfile
+from coel_env.profiles import DeviceProfile, get_device
 
 ACT_BYTES = 2  # bf16 activations
 #: ``serving.activation_traffic`` values (the first is the default).
 ACTIVATION_TRAFFIC = ("per_expert", "per_server")
 #: ``serving.pruning`` values (the first is the default).
 PRUNING = ("bytes", "prompt")
+#: ``serving.mode`` values: eager PyTorch (the default), the same kernels replayed from
+#: CUDA graphs, and a fused-kernel runtime (see :data:`FUSED_BW_EFFICIENCY`).
+SERVING_MODES = ("eager", "cudagraph", "fused")
+#: ``serving.quant_scaling`` values (the first is the default).
+QUANT_SCALING = ("throughput", "ratio")
+#: The measured GPU the derived ones are scaled from (``coel_env.profiles``).
+QUANT_REFERENCE = "h200"
+#: Fused-kernel runtimes (llama.cpp, MLC, vLLM's fused MoE kernel) run a layer's routed
+#: experts in one kernel from CUDA graphs: no per-expert call or dispatch launch (the
+#: tokens' gather and scatter are moves at the 16-bit efficiency), and a memory-bound
+#: pass reads its weights at this share of the datasheet memory bandwidth,
+#: by weight width (16 bits; 8 bits and below). Calibrated on llama.cpp's published
+#: decode rates on an RTX 4090 (1008 GB/s), a GPU of the catalog, for LLaMA-3-8B
+#: (8.03e9 weights; XiongjieDai/GPU-Benchmarks-on-LLM-Inference, in
+#: ``shared/data/devices/llamacpp_llama3_gpu_tokens_per_s.csv``): F16 54.34 tokens/s of
+#: 16.06 GB, 0.866; Q4_K_M 127.74 tokens/s of its 4.92 GB file, 0.623 (the int4 kernels
+#: spend time dequantizing). MLC's INT4 decode on the Jetson Orin Nano (68 GB/s; the
+#: same folder) reads its ~4.5 GB at 14 tokens/s, 0.93: a runtime tuned for one device
+#: does better, so these are conservative.
+FUSED_BW_EFFICIENCY = {16: 54.34 * 16.06 / 1008.0, 4: 127.74 * 4.92 / 1008.0}
 #: Prompt lengths at which prefill is costed; prefill of other lengths is linear between.
 PREFILL_POINTS = (128, 2048)
 #: Popularity snapshots whose expert activity is kept (about 70 kB per snapshot and pass
@@ -89,7 +114,22 @@ class StepCost:
 
 
 class ServingModel:
-    """Cost of serving models on a set of servers (devices fixed at construction)."""
+    """Cost of serving models on a set of servers (devices fixed at construction).
+
+    Args:
+        gpus: each server's GPU profile.
+        cpus: each server's host CPU profile.
+        mode: one of :data:`SERVING_MODES` (``fused``: see :data:`FUSED_BW_EFFICIENCY`).
+        kv_len: KV length a decode step attends over.
+        layer_terms: how a layer's router and dispatch are costed (``coel_env.cost``).
+        activation_traffic: one of :data:`ACTIVATION_TRAFFIC` (see ``_pass_sums``).
+        pruning: one of :data:`PRUNING`: whether the keep ratio thins the bytes sent
+            (``bytes``) or, with ``prompt``, leaves them whole (the world prunes prompts).
+        quant_scaling: one of :data:`QUANT_SCALING`: a derived GPU's quantized experts
+            with the reference's fit scaled by the datasheet (``throughput``) or with its
+            own 16-bit kernels times the reference's measured quantized/16-bit ratio at the
+            same token count (``ratio``).
+    """
 
     def __init__(
         self,
@@ -100,6 +140,7 @@ class ServingModel:
         layer_terms: str = "first-principles",
         activation_traffic: str = "per_expert",
         pruning: str = "bytes",
+        quant_scaling: str = "throughput",
     ) -> None:
         if layer_terms not in cost.LAYER_TERMS:
             raise ValueError(
@@ -107,7 +148,17 @@ class ServingModel:
             )
         self.gpus = gpus
         self.cpus = cpus
-        self.mode = mode
+        if mode not in SERVING_MODES:
+            raise ValueError(f"serving.mode={mode!r} is not allowed; allowed: {SERVING_MODES}")
+        if quant_scaling not in QUANT_SCALING:
+            raise ValueError(
+                f"serving.quant_scaling={quant_scaling!r} is not allowed; allowed: {QUANT_SCALING}"
+            )
+        self.runtime = mode
+        # a fused runtime replays CUDA graphs: everything but the routed experts is costed
+        # as in cudagraph mode
+        self.mode = "cudagraph" if mode == "fused" else mode
+        self.quant_scaling = quant_scaling
         self.layer_terms = layer_terms
         if activation_traffic not in ACTIVATION_TRAFFIC:
             raise ValueError(
@@ -206,6 +257,22 @@ class ServingModel:
         w = float(_expert_bytes_table(m.name)[bits])
         ops = 5.0 if m.gated else 3.0
         flops = 2.0 * m.expert_params
+        gpu = dev.kind == "gpu"
+        if self.runtime == "fused" and gpu:
+            return self._row((m.name, dev.name, bits), lambda t: _fused_ms(dev, bits, w, flops * t))
+        if self.quant_scaling == "ratio" and bits < 16 and gpu and not dev.measured:
+            # the measured reference's quantized/16-bit ratio at every token count, on
+            # this device's 16-bit kernels
+            ref = get_device(QUANT_REFERENCE)
+            w16 = float(_expert_bytes_table(m.name)[16])
+
+            def ratio_ms(t):
+                f = flops * t
+                quant = self._fit_ms(ref, bits, np.full(t.shape, w), f, ops)
+                full = self._fit_ms(ref, 16, np.full(t.shape, w16), f, ops)
+                return self._fit_ms(dev, 16, np.full(t.shape, w16), f, ops) * quant / full
+
+            return self._row((m.name, dev.name, bits), ratio_ms)
         return self._row(
             (m.name, dev.name, bits),
             lambda t: self._fit_ms(dev, bits, np.full(t.shape, w), flops * t, ops),
@@ -217,6 +284,11 @@ class ServingModel:
         key = (m.d_model, dev.name, "dispatch")
         if terms != "first-principles":
             key = (m.name, dev.name, "dispatch", terms)
+        if self.runtime == "fused":  # inside the fused kernel: only the tokens' moves
+            moved_mb = 3.0 * ACT_BYTES * m.d_model / 1e6  # gather, scale, scatter-add
+            bw = FUSED_BW_EFFICIENCY[16] * dev.mem_bw_gbps
+            key = (m.d_model, dev.name, "dispatch", "fused")
+            return self._row(key, lambda t: moved_mb * t / bw)
         return self._row(key, lambda t: cost.dispatch_ms(m, dev, t, mode=self.mode, terms=terms))
 
     def _placement(self, mp: ModelPlan, home: int, latency_ms: np.ndarray, up: np.ndarray):
@@ -458,6 +530,19 @@ def _expert_bytes_table(model: str) -> np.ndarray:
         out[b] = float(m.expert_bytes(b))
     out.setflags(write=False)
     return out
+
+
+def _fused_ms(dev: DeviceProfile, bits: int, weight_bytes: float, flops) -> np.ndarray:
+    """One routed expert's share of a fused MoE kernel on GPU ``dev`` [ms]: its weights
+    read at :data:`FUSED_BW_EFFICIENCY` of the datasheet bandwidth, or its matmuls at the
+    device's CUDA-graph 16-bit throughput when compute-bound (the kernel dequantizes to
+    16 bits), joined by the fit's smooth maximum; no per-call or dispatch time."""
+    k16 = dev.kernel_for(16, "cudagraph")[0]
+    eff = FUSED_BW_EFFICIENCY[16 if bits >= 16 else 4]
+    w_mb = weight_bytes / 1e6
+    f = np.maximum(np.asarray(flops, float), 1.0) / 1e9
+    memory = w_mb / (eff * dev.mem_bw_gbps)
+    return _smax(np.full(f.shape, memory), w_mb / k16.stream_gbps + f / k16.tflops, k16.p)
 
 
 def _smax(a: np.ndarray, b: np.ndarray, p) -> np.ndarray:

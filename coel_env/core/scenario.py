@@ -21,7 +21,7 @@ import yaml
 
 from coel_env.catalog import model_names
 from coel_env.core.dynamics import DynamicsConfig
-from coel_env.core.evaluation import ACTIVATION_TRAFFIC, PRUNING
+from coel_env.core.evaluation import ACTIVATION_TRAFFIC, PRUNING, QUANT_SCALING, SERVING_MODES
 from coel_env.core.perception import PerceptionConfig
 from coel_env.core.updating import UpdatingConfig
 from coel_env.cost import LAYER_TERMS
@@ -168,7 +168,14 @@ class ServingConfig:
     """How servers run models.
 
     Attributes:
-        mode: ``eager`` or ``cudagraph`` PyTorch execution.
+        mode: the serving runtime: ``eager`` PyTorch (the default, which every preset
+            uses: the runtime the shipped profiles measured, kernels with their host
+            dispatch, as a PyTorch research prototype runs them), ``cudagraph`` (the same kernels replayed from CUDA graphs: the
+            measured H200 graph rows, no dispatch floor) or ``fused`` (a fused-kernel
+            runtime as llama.cpp, MLC or vLLM's fused MoE kernel: a layer's routed experts
+            in one kernel, their weights read at an efficiency calibrated on published
+            llama.cpp decode rates, everything else as in ``cudagraph``;
+            :data:`coel_env.core.evaluation.FUSED_BW_EFFICIENCY`).
         kv_reserve_gb: GPU memory each home server reserves for a model's KV cache [GB].
         host_memory_gb: host memory of an edge server with a discrete GPU [GB].
         store_gbit_s: bandwidth from the model store for weights no server holds [Gbit/s].
@@ -217,6 +224,14 @@ class ServingConfig:
             the prompt's KV cache and the bytes its prefill sends shrink with it, decode
             tokens are whole, and every request of the model pays
             :func:`coel_env.quality.token_keep_loss`).
+        quant_scaling: how a derived GPU's quantized (8 bits and below) expert kernels
+            are costed in ``eager`` and ``cudagraph`` mode: ``throughput`` (today's
+            default: the H200's measured 4-bit fit with its bandwidth and throughput
+            scaled by the datasheet, which makes 4-bit prefill many times slower than
+            16-bit wherever the scaled kernel time leaves the host dispatch floor before
+            the 16-bit one does) or ``ratio`` (the device's 16-bit kernel times the H200's
+            measured quantized/16-bit ratio at the same token count, so a derived GPU keeps
+            the measured ratio).
     """
 
     mode: str = "eager"
@@ -230,12 +245,10 @@ class ServingConfig:
     step_tokens: int = 2048
     activation_traffic: str = "per_expert"
     pruning: str = "bytes"
+    quant_scaling: str = "throughput"
 
     def __post_init__(self) -> None:
-        if self.mode not in ("eager", "cudagraph"):
-            raise ValueError(
-                f"serving.mode={self.mode!r} is not allowed; allowed: ('eager', 'cudagraph')"
-            )
+        _choice("serving.mode", self.mode, SERVING_MODES)
         _positive("serving.max_queue_s", self.max_queue_s)
         if self.layer_terms not in LAYER_TERMS:
             raise ValueError(
@@ -252,6 +265,7 @@ class ServingConfig:
         _positive("serving.step_tokens", self.step_tokens, integer=True)
         _choice("serving.activation_traffic", self.activation_traffic, ACTIVATION_TRAFFIC)
         _choice("serving.pruning", self.pruning, PRUNING)
+        _choice("serving.quant_scaling", self.quant_scaling, QUANT_SCALING)
 
 
 @dataclass(frozen=True)

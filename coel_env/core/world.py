@@ -223,6 +223,7 @@ class World:
         self.serving = ServingModel(
             self.gpus, self.cpus, sc.serving.mode, layer_terms=sc.serving.layer_terms,
             activation_traffic=sc.serving.activation_traffic, pruning=sc.serving.pruning,
+            quant_scaling=sc.serving.quant_scaling,
         )  # fmt: skip
         self._prune_prompt = sc.serving.pruning == "prompt"
         self._moves = None
