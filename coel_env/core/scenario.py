@@ -170,11 +170,12 @@ class ServingConfig:
     Attributes:
         mode: the serving runtime: ``eager`` PyTorch (the default, which every preset
             uses: the runtime the shipped profiles measured, kernels with their host
-            dispatch, as a PyTorch research prototype runs them), ``cudagraph`` (the same kernels replayed from CUDA graphs: the
-            measured H200 graph rows, no dispatch floor) or ``fused`` (a fused-kernel
-            runtime as llama.cpp, MLC or vLLM's fused MoE kernel: a layer's routed experts
-            in one kernel, their weights read at an efficiency calibrated on published
-            llama.cpp decode rates, everything else as in ``cudagraph``;
+            dispatch, as a PyTorch research prototype runs them), ``cudagraph`` (the
+            same kernels replayed from CUDA graphs: the measured H200 graph rows, no
+            dispatch floor) or ``fused`` (a fused-kernel runtime as llama.cpp, MLC or
+            vLLM's fused MoE kernel: a layer's routed experts in one kernel, their
+            weights read at an efficiency calibrated on published llama.cpp decode
+            rates, everything else as in ``cudagraph``;
             :data:`coel_env.core.evaluation.FUSED_BW_EFFICIENCY`).
         kv_reserve_gb: GPU memory each home server reserves for a model's KV cache [GB].
         host_memory_gb: host memory of an edge server with a discrete GPU [GB].
