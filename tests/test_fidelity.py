@@ -1,0 +1,30 @@
+"""experiments/fidelity.py: a quick run writes one table per policy with every key's row."""
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_fidelity_quick(tmp_path):
+    sys.path.insert(0, str(ROOT))
+    try:
+        from experiments import fidelity
+    finally:
+        sys.path.remove(str(ROOT))
+    out = tmp_path / "fidelity.md"
+    assert fidelity.main(["--quick", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "Command: `python experiments/fidelity.py --quick --out" in text
+    for policy in ("naive", "greedy"):
+        assert f"## default, {policy}" in text
+    rows = {}
+    for line in text.splitlines():
+        if line.startswith("| ") and not line.startswith("| setting"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            rows.setdefault(cells[0], []).append(cells[1:])
+    assert len(rows) == 2 + len(fidelity.KEYS)  # baseline, each key, all of the above
+    assert all(len(v) == 2 for v in rows.values())  # naive and greedy
+    base, cont = rows["baseline"][0], rows["serving.batching=continuous"][0]
+    assert base[0] == cont[0] and base[2:4] != cont[2:4]  # same requests, other latencies
+    assert float(rows["perception.sampling=sub_epoch"][0][-1]) > 0  # the view's error
