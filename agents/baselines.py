@@ -605,7 +605,7 @@ class GreedyPolicy(_Baseline):
                 flat = np.where(on_gpu[sel], GPU, HOST).astype(np.int8)
                 loc[i][:, :, s] = flat[np.argsort(offset[sel])].reshape(bits[i].shape)
         out = {}
-        mode = world.scenario.serving.mode
+        mode = world.serving.mode  # the cost model's (a fused runtime: cudagraph kernels)
         for i, hs in homes.items():
             name, spec = names[i], specs[i]
             n_host = [(loc[i][:, :, h] == HOST).sum() for h in hs]
@@ -634,7 +634,7 @@ class FiddlerPolicy(_Baseline):
 
     def act(self, world: World, obs: Observation) -> Plan | None:
         out = {}
-        mode = world.scenario.serving.mode
+        mode = world.serving.mode  # the cost model's (a fused runtime: cudagraph kernels)
         up = _present(obs)
         for mi, name, base, homes in _live_naive(self._naive, world.models, up):
             spec = base.spec
