@@ -28,3 +28,29 @@ def test_fidelity_quick(tmp_path):
     base, cont = rows["baseline"][0], rows["serving.batching=continuous"][0]
     assert base[0] == cont[0] and base[2:4] != cont[2:4]  # same requests, other latencies
     assert float(rows["perception.sampling=sub_epoch"][0][-1]) > 0  # the view's error
+
+
+def test_every_key_on_together_conserves_requests_and_a_pickled_world_continues_alike():
+    import pickle
+
+    from agents.base import observe
+    from agents.registry import make_policy
+    from coel_env.core.world import World
+
+    sys.path.insert(0, str(ROOT))
+    try:
+        from experiments.fidelity import KEYS
+    finally:
+        sys.path.remove(str(ROOT))
+    w = World("large", dict(KEYS))
+    w.reset(3)
+    pol = make_policy("greedy")
+    pol.reset(w, 3)
+    for _ in range(3):
+        r = w.step(pol.act(w, observe(pol, w)))
+        assert r.requests_served + r.requests_dropped == r.requests_arrived
+    clone = pickle.loads(pickle.dumps(w))
+    a = [w.step().as_dict() for _ in range(4)]
+    assert a == [clone.step().as_dict() for _ in range(4)]
+    assert all(r["requests_served"] + r["requests_dropped"] == r["requests_arrived"] for r in a)
+    assert all(r["moves_in_flight"] > 0 and r["view_mae"] > 0 for r in a)
