@@ -1,15 +1,22 @@
-"""Scenarios: YAML presets (``default``, ``large``, ``static``) plus user overrides.
+"""Scenarios: YAML presets (``default``, ``large``, ``static``, ...) plus user overrides.
 
 A scenario is a tree of frozen dataclasses. :func:`load_scenario` reads a
 preset name or a YAML file, applies overrides (a nested dict, or dotted keys
 such as ``{"workload.rate_per_s": 4.0}``) and validates every key: an unknown
 key raises a ``ValueError`` that names it and lists the valid ones.
+
+Data files (``topology.path``, ``topology.users_path``, ``workload.trace``,
+``routing.esft_dir``, ``routing.fiddler_dir``) may start with ``${COEL_DATA}``:
+the folder of the public data sets (the ``COEL_DATA`` environment variable;
+unset, ``../shared/data`` beside the repository, where a checkout keeps them),
+so that presets built on real data name no machine's paths.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
@@ -109,6 +116,11 @@ class WorkloadSection:
             gap); False leaves later epochs empty.
         rate_per_s: mean request rate per edge server [1/s] (synthetic).
         diurnal_amplitude: relative amplitude of a daily rate cycle [0-1).
+        diurnal_period_s: the cycle's period [s] (86400: a day; a shorter one
+            compresses the day into fewer epochs).
+        diurnal_phase_rad: the cycle's phase at ``t = 0`` [rad]: the rate multiplier is
+            ``1 + A sin(2 pi t / period + phase)`` (``-pi/2``: an episode starts at the
+            trough).
         tasks: task types; routing popularity depends on them.
         ttft_ms: time-to-first-token part of a request's SLO [ms].
         tpot_ms: per-output-token part of the SLO [ms]: a request's end-to-end SLO
@@ -124,6 +136,8 @@ class WorkloadSection:
     loop: bool = True
     rate_per_s: float = 0.06
     diurnal_amplitude: float = 0.0
+    diurnal_period_s: float = 86400.0
+    diurnal_phase_rad: float = 0.0
     tasks: tuple[str, ...] = ("intent", "law", "summary", "translation")
     ttft_ms: float = 2500.0
     tpot_ms: float = 150.0
@@ -140,6 +154,12 @@ class WorkloadSection:
         _positive("workload.rate_per_s", self.rate_per_s)
         _positive("workload.ttft_ms", self.ttft_ms)
         _positive("workload.tpot_ms", self.tpot_ms)
+        _positive("workload.diurnal_period_s", self.diurnal_period_s)
+        ph = self.diurnal_phase_rad
+        if isinstance(ph, bool) or not isinstance(ph, int | float) or not math.isfinite(ph):
+            raise ValueError(
+                f"workload.diurnal_phase_rad={ph!r} is not allowed; must be a finite number"
+            )
         if not 0 <= self.diurnal_amplitude < 1:
             raise ValueError(
                 f"workload.diurnal_amplitude={self.diurnal_amplitude!r} is not allowed; "
@@ -326,7 +346,54 @@ def _positive(name: str, v: Any, integer: bool = False) -> None:
 
 # --------------------------------------------------------------------------- loading
 
-PRESETS = ("default", "large", "static", "intra", "inter")
+PRESETS = (
+    "default", "large", "static", "intra", "inter",
+    "mobility", "churn", "diurnal", "tight-memory",
+)  # fmt: skip
+#: The scenario keys that name data files or folders (``${COEL_DATA}`` expands in them).
+DATA_KEYS = (
+    ("topology", "path"), ("topology", "users_path"), ("workload", "trace"),
+    ("routing", "esft_dir"), ("routing", "fiddler_dir"),
+)  # fmt: skip
+#: What ``${COEL_DATA}`` stands for in :data:`DATA_KEYS`.
+DATA_VAR = "COEL_DATA"
+
+
+def data_root() -> Path:
+    """The folder of the public data sets: ``$COEL_DATA``, else ``../shared/data`` beside
+    the repository (not checked here: a missing file is reported where it is read)."""
+    env = os.environ.get(DATA_VAR)
+    if env:
+        return Path(env).expanduser()
+    return Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+def _expand_data(data: dict) -> dict:
+    """``data`` with ``${COEL_DATA}`` (or ``$COEL_DATA``) at the start of a data key
+    replaced by :func:`data_root`."""
+    out = dict(data)
+    for section, key in DATA_KEYS:
+        sec = out.get(section)
+        if not isinstance(sec, Mapping):
+            continue
+        v = sec.get(key)
+        if isinstance(v, str):
+            for var in ("${" + DATA_VAR + "}", "$" + DATA_VAR):
+                if v.startswith(var):
+                    out[section] = {**sec, key: str(data_root()) + v[len(var) :]}
+                    break
+    return out
+
+
+def uses_data(name_or_path: str | Path) -> bool:
+    """Whether the preset or file names a data file through ``${COEL_DATA}`` (and so
+    needs the public data sets)."""
+    s = str(name_or_path)
+    path = preset_path(s) if s in PRESETS else Path(s)
+    try:
+        return "COEL_DATA" in path.read_text()
+    except OSError:
+        return False
 
 
 def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
@@ -398,7 +465,7 @@ def load_scenario(
         raise ValueError(f"scenario file {str(path)!r} is not valid YAML: {exc}") from None
     if not isinstance(data, Mapping):
         raise ValueError(f"scenario file {str(path)!r} must hold a mapping of keys")
-    data = _merge(data, overrides or {})
+    data = _expand_data(_merge(data, overrides or {}))
     return _build(Scenario, data, "")
 
 

@@ -247,7 +247,14 @@ class World:
         edges = self.topology.edges
         self._ends = np.asarray(list(edges), np.int64).reshape(-1)  # u0, v0, u1, v1, ...
         self._degree = np.bincount(self._ends, minlength=self.n)
-        self.dynamics = Dynamics(sc.dynamics, self.n, len(edges), self.is_cloud)
+        if sc.dynamics.hotspots:  # only then: the distances are not needed otherwise
+            self.dynamics = Dynamics(
+                sc.dynamics, self.n, len(edges), self.is_cloud,
+                distance_km=_distances_km(self.topology), site_weight=_users_per_server(
+                    self.topology),
+            )  # fmt: skip
+        else:
+            self.dynamics = Dynamics(sc.dynamics, self.n, len(edges), self.is_cloud)
         field_bytes = 4 * (len(STATUS_FIELDS) + len(self.models))
         for m in self.specs:  # hosted-experts map: 4 bits per expert; requirements table
             field_bytes += math.ceil(m.n_moe_layers * m.n_experts * 4 / 8) + 6 * 4
@@ -1129,6 +1136,39 @@ def _strip(plan: Plan, up: np.ndarray) -> Plan:
     return Plan(out) if changed else plan
 
 
+def _distances_km(t: topo.Topology) -> np.ndarray:
+    """Distances between the servers [km] (for demand hot spots): great-circle when every
+    edge server has coordinates (EUA, GraphML), planar for generated topologies
+    (``pos_km``), else the shortest path's latency at the speed of light in fibre; the
+    cloud is far from everything."""
+    n = t.n
+    edge = [i for i, s in enumerate(t.servers) if not s.is_cloud]
+    d = np.full((n, n), np.inf)
+    idx = np.array(edge, np.int64)
+    srv = [t.servers[i] for i in edge]
+    pos = [t.graph.nodes[i].get("pos_km") for i in edge]
+    if all(s.lat is not None for s in srv):
+        la = np.array([s.lat for s in srv])
+        lo = np.array([s.lon for s in srv])
+        sub = topo.haversine_km(la[:, None], lo[:, None], la[None, :], lo[None, :])
+    elif all(p is not None for p in pos):
+        xy = np.asarray(pos, float)
+        sub = np.sqrt(((xy[:, None, :] - xy[None, :, :]) ** 2).sum(-1))
+    else:
+        sub = np.asarray(t.latency_ms, float)[np.ix_(idx, idx)] / topo.PROPAGATION_MS_PER_KM
+    d[np.ix_(idx, idx)] = sub
+    np.fill_diagonal(d, 0.0)
+    return d
+
+
+def _users_per_server(t: topo.Topology) -> np.ndarray | None:
+    """How many of the topology's users (EUA) are attached to each server; None without
+    users."""
+    if t.users is None:
+        return None
+    return np.bincount(np.asarray(t.users, np.int64), minlength=t.n).astype(float)
+
+
 def _need_file(key: str, path: str | None) -> None:
     if path is not None and not Path(path).is_file():
         raise ValueError(f"{key}={path!r} does not exist")
@@ -1196,7 +1236,8 @@ def _build_workload(sc: Scenario, n: int, is_cloud: np.ndarray, n_models: int, t
         cfg = WorkloadConfig.from_fit(
             AZURE_CONV_FIT, n, rates_per_s=rates, task_names=tuple(tasks),
             model_mix=tuple((1.0 / n_models,) * n_models for _ in range(n)),
-            diurnal_amplitude=w.diurnal_amplitude, slo=slo,
+            diurnal_amplitude=w.diurnal_amplitude, diurnal_period_s=w.diurnal_period_s,
+            diurnal_phase_rad=w.diurnal_phase_rad, slo=slo,
         )  # fmt: skip
         return SyntheticWorkload(cfg)
     edge = [i for i in range(n) if not is_cloud[i]]
