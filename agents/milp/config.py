@@ -85,6 +85,12 @@ class MilpConfig:
         highs_options: extra HiGHS options. By default the sub-MIP heuristics (RINS,
             RENS) are off for models under 2000 binaries, where they cost more time than
             they save (the greedy and the previous plan give incumbents).
+        node_limit: a deterministic limit on each solve: HiGHS stops after this many
+            branch-and-bound nodes (``mip_max_nodes``) with its incumbent, so the plan does
+            not depend on how fast the machine is, as long as ``time_limit_s`` (kept as a
+            backstop) does not bind first; None: only the wall-clock limit. A solve that
+            stops at it has the status ``"node_limit"``, one stopped by the clock
+            ``"time_limit"``.
     """
 
     n_groups: int = 4
@@ -104,6 +110,7 @@ class MilpConfig:
     migration_horizon: float = 5.0
     reward: Mapping | None = None
     highs_options: Mapping | None = None
+    node_limit: int | None = None
 
     def __post_init__(self) -> None:
         if self.n_groups < 1:
@@ -122,3 +129,14 @@ class MilpConfig:
             raise ValueError(f"migration_horizon={self.migration_horizon} must be >= 1")
         if self.time_limit_s <= 0 or self.gap < 0:
             raise ValueError("time_limit_s must be > 0 and gap >= 0")
+        nl = self.node_limit
+        if nl is not None and (isinstance(nl, bool) or not isinstance(nl, int) or nl < 1):
+            raise ValueError(f"node_limit={nl!r} is not allowed; must be None or an integer >= 1")
+
+    def solver_options(self) -> dict:
+        """The HiGHS options of a solve: ``highs_options``, with ``mip_max_nodes`` from
+        ``node_limit`` when it is set (an explicit ``mip_max_nodes`` wins)."""
+        opts = dict(self.highs_options or {})
+        if self.node_limit is not None:
+            opts.setdefault("mip_max_nodes", int(self.node_limit))
+        return opts

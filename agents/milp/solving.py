@@ -30,8 +30,11 @@ class MilpResult:
     """What a solve returned.
 
     Attributes:
-        status: ``"optimal"`` (within ``gap``), ``"time_limit"`` (an incumbent),
-            ``"infeasible"`` or ``"error"`` (no plan; ``message`` says why).
+        status: ``"optimal"`` (within ``gap``), ``"time_limit"`` (an incumbent when
+            the wall-clock limit stopped it), ``"node_limit"`` (an incumbent when a
+            deterministic limit stopped it: nodes, iterations or solutions; see
+            ``MilpConfig.node_limit``), ``"infeasible"`` or ``"error"`` (no plan;
+            ``message`` says why).
         objective: the plan's objective [request-ms equivalents].
         bound: the solver's dual bound.
         gap: relative gap between them.
@@ -172,11 +175,18 @@ def solve(
     if status == S_.kOptimal:
         st = "optimal"
     elif status in (S_.kTimeLimit, S_.kIterationLimit, S_.kSolutionLimit, S_.kInterrupt):
-        st = "time_limit"
+        clock = status in (S_.kTimeLimit, S_.kInterrupt)
+        st = "time_limit" if clock else "node_limit"
         if not has_sol:
+            what = (
+                f"time limit of {time_limit_s:g} s"
+                if clock
+                else f"node limit of {opts.get('mip_max_nodes', '?')} nodes"
+            )
             raise MilpError(
-                f"time limit of {time_limit_s:g} s reached before any feasible plan was found "
-                f"({model.n_vars} variables, {model.n_rows} rows); raise time_limit_s"
+                f"{what} reached before any feasible plan was found "
+                f"({model.n_vars} variables, {model.n_rows} rows); raise "
+                f"{'time_limit_s' if clock else 'node_limit'}"
             )
     else:
         raise MilpError(f"HiGHS stopped with status {h.modelStatusToString(status)}")
@@ -220,7 +230,7 @@ def solve_world(
         inst = build_instance(world, obs, cfg, demand_per_s=demand, batch=batch, serving=serving)
         total_build += time.perf_counter() - tb
         res = solve(
-            inst, time_limit_s=cfg.time_limit_s, gap=cfg.gap, options=cfg.highs_options,
+            inst, time_limit_s=cfg.time_limit_s, gap=cfg.gap, options=cfg.solver_options(),
             start=start if _fits(start, inst) else None,
         )  # fmt: skip
         total_build += res.build_time_s
