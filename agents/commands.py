@@ -14,4 +14,5 @@ COMMANDS = (
     ("compare", "agents.compare_cli", "policies and trained runs: table and figures"),
     ("train-ma", "agents.multiagent", "parameter-shared PPO on multi-agent CoEL (PettingZoo)"),
     ("sweep", "agents.sweep", "a grid of algorithms x seeds x scenarios on Ray Tune"),
+    ("bench", "agents.bench_cli", "policies over the benchmark suite: normalised scores, IQM"),
 )
