@@ -736,9 +736,16 @@ class World:
                 np.array(groups, np.int64), np.array(step_busy), np.array(pre_busy),
                 np.array(net), bb_g, out_g, in_g, float(PREFILL_POINTS[0]), self.is_cloud, busy,
             )  # fmt: skip
-        n_served = lat_s.size
         busy = np.minimum(busy, epoch_ms)
-        energy = (
+        self._last = {"utilisation": util, "dropped": dropped_at, "demand": demand}
+        return self._serve_report(
+            n_req, lat_s, ttft_s, counts, sums, dt, self._energy_j(up, busy, epoch_ms),
+            float(act_bytes), cloud_tokens, util,
+        )  # fmt: skip
+
+    def _energy_j(self, up: np.ndarray, busy: np.ndarray, epoch_ms: float) -> float:
+        """GPU energy of an epoch [J]: busy and idle board power of the present servers."""
+        return (
             float(
                 (
                     np.where(
@@ -748,10 +755,16 @@ class World:
             )
             / 1000
         )
-        self._last = {"utilisation": util, "dropped": dropped_at, "demand": demand}
+
+    def _serve_report(
+        self, n_req, lat_s, ttft_s, counts, sums, dt, energy, act_bytes, cloud_tokens, util
+    ) -> dict:
+        """The serving part of an epoch's report from the served requests' latencies
+        (kept for exact run percentiles) and the serving loop's counts and sums."""
         lat_q, ttft_q = _p50_p95(lat_s), _p50_p95(ttft_s)
         self.last_latency_ms = lat_s  # served requests of this epoch, for exact run percentiles
         self.last_ttft_ms = ttft_s
+        n_served = lat_s.size
         n_slo = int(counts[2])
         return {
             "requests_arrived": n_req,
@@ -770,7 +783,7 @@ class World:
             "quality_loss": float(sums[1]) / n_served if n_served else 0.0,
             "quality_violations": int(counts[3]),
             "energy_j": energy,
-            "activation_bytes": float(act_bytes),
+            "activation_bytes": act_bytes,
             "cloud_cost": cloud_tokens / 1000 * self._price,
             "utilisation": tuple(util.tolist()),
         }
@@ -852,46 +865,13 @@ class World:
         at_cloud = served & (home >= 0) & self.is_cloud[np.maximum(home, 0)]
         cloud_tokens = float(reqs.input_tokens[at_cloud].sum() + reqs.output_tokens[at_cloud].sum())
         busy = np.minimum(busy, epoch_ms)
-        energy = (
-            float(
-                (
-                    np.where(
-                        up, self._power_busy * busy + self._power_idle * (epoch_ms - busy), 0.0
-                    )
-                ).sum()
-            )
-            / 1000
-        )
+        energy = self._energy_j(up, busy, epoch_ms)
         util = np.minimum(res.work_ms / epoch_ms, 1.0) * up
         self._last = {"utilisation": util, "dropped": res.dropped_at, "demand": demand}
-        lat_s, ttft_s = res.latency_ms, res.ttft_ms
-        lat_q, ttft_q = _p50_p95(lat_s), _p50_p95(ttft_s)
-        self.last_latency_ms = lat_s
-        self.last_ttft_ms = ttft_s
-        counts, sums = res.counts, res.sums
-        n_served = lat_s.size
-        n_slo = int(counts[2])
-        return {
-            "requests_arrived": n_req,
-            "requests_served": n_served,
-            "requests_dropped": n_req - n_served,
-            "dropped_no_model": int(counts[0]),
-            "dropped_overload": int(counts[1]),
-            "slo_met": n_slo,
-            "slo_attainment": n_slo / n_req if n_req else 1.0,
-            "latency_p50_ms": lat_q[0],
-            "latency_p95_ms": lat_q[1],
-            "ttft_p50_ms": ttft_q[0],
-            "ttft_p95_ms": ttft_q[1],
-            "tpot_mean_ms": float(sums[0]) / n_served if n_served else 0.0,
-            "throughput_tok_s": float(sums[2]) / dt,
-            "quality_loss": float(sums[1]) / n_served if n_served else 0.0,
-            "quality_violations": int(counts[3]),
-            "energy_j": energy,
-            "activation_bytes": act_bytes,
-            "cloud_cost": cloud_tokens / 1000 * self._price,
-            "utilisation": tuple(util.tolist()),
-        }
+        return self._serve_report(
+            n_req, res.latency_ms, res.ttft_ms, res.counts, res.sums, dt, energy, act_bytes,
+            cloud_tokens, util,
+        )  # fmt: skip
 
     def _decode_curve(self, name: str, mp: ModelPlan, h: int, points: tuple) -> tuple:
         """Decode passes of a (model, home) group at each batch size in ``points``
