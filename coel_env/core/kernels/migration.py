@@ -9,6 +9,25 @@ from numba import njit
 
 
 @njit(cache=True, error_model="numpy")
+def _nearest_holder(old_loc, layer, e, dst, alive, latency_ms):
+    """The present server nearest ``dst`` by path latency that holds expert ``(layer,
+    e)`` under the old plan (a holder at infinite latency still counts); -1 if none."""
+    n = old_loc.shape[2]
+    src = -1
+    best = np.inf
+    for s in range(n):
+        if old_loc[layer, e, s] != 0 and alive[s] and latency_ms[s, dst] < best:
+            best = latency_ms[s, dst]
+            src = s
+    if src < 0:
+        for s in range(n):
+            if old_loc[layer, e, s] != 0 and alive[s]:
+                src = s
+                break
+    return src
+
+
+@njit(cache=True, error_model="numpy")
 def migration_kernel(
     new_loc, new_bits, old_loc, old_bits, alive, expert_bytes, latency_ms, bottleneck_gbit_s,
     pcie_gbps, store_gbit_s, time_s,
@@ -39,18 +58,7 @@ def migration_kernel(
                         pcie[dst] += w
                         moved += 1
                     continue
-                src = -1
-                best = np.inf
-                if enough:
-                    for s in range(n):
-                        if old_loc[layer, e, s] != 0 and alive[s] and latency_ms[s, dst] < best:
-                            best = latency_ms[s, dst]
-                            src = s
-                    if src < 0:  # a holder at infinite latency is still a holder
-                        for s in range(n):
-                            if old_loc[layer, e, s] != 0 and alive[s]:
-                                src = s
-                                break
+                src = _nearest_holder(old_loc, layer, e, dst, alive, latency_ms) if enough else -1
                 gbit = bottleneck_gbit_s[src, dst] if src >= 0 else store_gbit_s
                 net += w
                 time_s[dst] += w * 8 / (max(gbit, 1e-9) * 1e9)
@@ -93,18 +101,7 @@ def copy_list_kernel(new_loc, new_bits, old_loc, old_bits, alive, expert_bytes, 
                         lay[k], exp[k], dst_out[k], src_out[k], size[k] = layer, e, dst, dst, w
                         k += 1
                     continue
-                src = -1
-                best = np.inf
-                if enough:
-                    for s in range(n):
-                        if old_loc[layer, e, s] != 0 and alive[s] and latency_ms[s, dst] < best:
-                            best = latency_ms[s, dst]
-                            src = s
-                    if src < 0:  # a holder at infinite latency is still a holder
-                        for s in range(n):
-                            if old_loc[layer, e, s] != 0 and alive[s]:
-                                src = s
-                                break
+                src = _nearest_holder(old_loc, layer, e, dst, alive, latency_ms) if enough else -1
                 lay[k], exp[k], dst_out[k], src_out[k], size[k] = layer, e, dst, src, w
                 k += 1
     return lay[:k], exp[:k], dst_out[:k], src_out[:k], size[:k]
