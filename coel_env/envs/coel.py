@@ -32,7 +32,7 @@ from coel_env.envs.actions import (
     InterDeviceAction,
     IntraDeviceAction,
 )
-from coel_env.envs.config import check_config, resolve_config
+from coel_env.envs.config import check_config, check_render_mode, resolve_config
 from coel_env.envs.observations import HomeSetObservation, ViewObservation
 
 #: Action encodings by name (``config["action"]``); each documents its fields.
@@ -287,11 +287,7 @@ class CoELEnv(gym.Env):
     ) -> None:
         cfg = resolve_config(self.default_config(), ("defaults", defaults), ("config", config))
         check_config(cfg, {"action": ACTION_TYPES, "observation": OBSERVATION_TYPES})
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(
-                f"render_mode={render_mode!r} is not allowed; allowed: "
-                f"{self.metadata['render_modes']}"
-            )
+        check_render_mode(render_mode, self.metadata["render_modes"])
         self.config = cfg
         self.render_mode = render_mode
         self.world = build_world(cfg)

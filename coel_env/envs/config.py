@@ -42,12 +42,17 @@ def resolve_config(
     return cfg
 
 
-def check_config(cfg: Mapping[str, Any], names: Mapping[str, Mapping] | None = None) -> None:
+def check_config(
+    cfg: Mapping[str, Any],
+    names: Mapping[str, Mapping] | None = None,
+    ints: Mapping[str, int] | None = None,
+) -> None:
     """Raise ``ValueError`` naming the key, the value and what is allowed, for each kind
-    of key ``cfg`` holds: integers (:data:`INT_KEYS`), reward weights (``*_reward``) and
-    references, ``overrides``, ``device_profiles``, and names chosen from ``names``
-    (key -> table of allowed names, e.g. the action encodings)."""
-    for key, least in INT_KEYS.items():
+    of key ``cfg`` holds: integers (:data:`INT_KEYS` and ``ints``, key -> least value),
+    reward weights (``*_reward``) and references, ``overrides``, ``device_profiles``, and
+    names chosen from ``names`` (key -> table of allowed names, e.g. the action
+    encodings)."""
+    for key, least in {**INT_KEYS, **(ints or {})}.items():
         if key not in cfg:
             continue
         v = cfg[key]
@@ -68,3 +73,9 @@ def check_config(cfg: Mapping[str, Any], names: Mapping[str, Mapping] | None = N
             f"device_profiles={cfg['device_profiles']!r} is not allowed; must be a list of "
             "profile CSV paths"
         )
+
+
+def check_render_mode(render_mode: str | None, allowed: list[str]) -> None:
+    """Raise ``ValueError`` unless ``render_mode`` is None or one of ``allowed``."""
+    if render_mode is not None and render_mode not in allowed:
+        raise ValueError(f"render_mode={render_mode!r} is not allowed; allowed: {allowed}")

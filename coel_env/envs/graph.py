@@ -14,7 +14,7 @@ from coel_env.core.generator import GeneratorConfig, generate_overrides
 from coel_env.core.plan import reuse_unchanged
 from coel_env.core.rewards import RewardConfig, report_info, reward_terms, total_reward
 from coel_env.envs.coel import build_world
-from coel_env.envs.config import check_config, resolve_config
+from coel_env.envs.config import check_config, check_render_mode, resolve_config
 from coel_env.envs.graph_edits import EditLayout, PlanEditor
 from coel_env.envs.graph_obs import GraphObservation
 
@@ -198,17 +198,8 @@ class GraphEnv(gym.Env):
         defaults: Mapping[str, Any] | None = None,
     ) -> None:
         cfg = resolve_config(self.default_config(), ("defaults", defaults), ("config", config))
-        check_config(cfg)
-        for key, least in (("max_servers", MIN_MAX_SERVERS), ("max_models", 1),
-                           ("max_edits", 0)):  # fmt: skip
-            v = cfg[key]
-            if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < least:
-                raise ValueError(f"{key}={v!r} is not allowed; must be an integer >= {least}")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(
-                f"render_mode={render_mode!r} is not allowed; allowed: "
-                f"{self.metadata['render_modes']}"
-            )
+        check_config(cfg, ints={"max_servers": MIN_MAX_SERVERS, "max_models": 1, "max_edits": 0})
+        check_render_mode(render_mode, self.metadata["render_modes"])
         self.config = cfg
         self.render_mode = render_mode
         self.layout = EditLayout(cfg["max_servers"], cfg["max_models"], cfg["n_groups"])

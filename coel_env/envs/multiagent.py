@@ -45,7 +45,7 @@ from coel_env.core.plan import ABSENT, GB, GPU, HOST, KEEP_RATIOS, ModelPlan, Pl
 from coel_env.core.rewards import report_info, reward_terms, total_reward
 from coel_env.core.world import STATUS_FIELDS, World
 from coel_env.envs.actions import N_NEAREST
-from coel_env.envs.config import check_config
+from coel_env.envs.config import check_config, check_render_mode
 from coel_env.envs.config import resolve_config as merge_config
 from coel_env.envs.observations import AGE_PERIODS, DEMAND_SCALE
 
@@ -613,11 +613,7 @@ class CoELParallelEnv(ParallelEnv):
         self.version = int(version)
         self.metadata = {**type(self).metadata, "name": f"coel_parallel_v{self.version}"}
         self.config = resolve_config(config)
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(
-                f"render_mode={render_mode!r} is not allowed; allowed: "
-                f"{self.metadata['render_modes']}"
-            )
+        check_render_mode(render_mode, self.metadata["render_modes"])
         self.render_mode = render_mode
         self.world = build_world(self.config)
         self.servers = edge_servers(self.world)
