@@ -23,3 +23,14 @@ def interrupt_at(monkeypatch):
         monkeypatch.setattr(harness, "run_episode", episode)
 
     return arm
+
+
+@pytest.fixture
+def clean_user_registry():
+    """The test starts and ends with the user-profile registry as it found it."""
+    from coel_env import profiles
+
+    saved = dict(profiles._USER)
+    yield
+    profiles._USER.clear()
+    profiles._USER.update(saved)

@@ -17,12 +17,7 @@ from coel_env.catalog import get_model
 CALIB = profiles._data_path("h200_moe_layers_eager_calib.csv")
 
 
-@pytest.fixture(autouse=True)
-def _clean_user_registry():
-    saved = dict(profiles._USER)
-    yield
-    profiles._USER.clear()
-    profiles._USER.update(saved)
+pytestmark = pytest.mark.usefixtures("clean_user_registry")
 
 
 @pytest.fixture(scope="module")

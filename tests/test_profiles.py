@@ -37,13 +37,8 @@ DATASHEET_BW = {
 REQUIRED_COLUMNS = ("model", "d_model", "d_ff", "tokens", "median_ms", "dtype")
 
 
-@pytest.fixture(autouse=True)
-def _clean_user_registry():
-    """Every test starts and ends with the user-profile registry as it found it."""
-    saved = dict(profiles._USER)
-    yield
-    profiles._USER.clear()
-    profiles._USER.update(saved)
+# Every test starts and ends with the user-profile registry as it found it.
+pytestmark = pytest.mark.usefixtures("clean_user_registry")
 
 
 def _run_factors(dev: profiles.DeviceProfile, mode: str, kind: str) -> dict:
