@@ -153,6 +153,21 @@ _TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 # --------------------------------------------------------------------------- paths
 
 
+def _sibling(out: Path, suffix: str) -> Path:
+    """Return the file beside an expert CSV that shares its stem.
+
+    Args:
+        out: The expert CSV path (``FILE.csv``).
+        suffix: What replaces ``.csv`` (e.g. ``.copies.csv``).
+
+    Returns:
+        ``FILE`` + ``suffix`` beside it.
+    """
+    out = Path(out)
+    stem = out.name[: -len(".csv")] if out.name.endswith(".csv") else out.name
+    return out.with_name(stem + suffix)
+
+
 def copies_path(out: Path) -> Path:
     """Return the copies CSV that belongs to an expert CSV.
 
@@ -162,9 +177,7 @@ def copies_path(out: Path) -> Path:
     Returns:
         ``FILE.copies.csv`` beside it.
     """
-    out = Path(out)
-    stem = out.name[: -len(".csv")] if out.name.endswith(".csv") else out.name
-    return out.with_name(stem + ".copies.csv")
+    return _sibling(out, ".copies.csv")
 
 
 def machine_path(out: Path) -> Path:
@@ -176,9 +189,7 @@ def machine_path(out: Path) -> Path:
     Returns:
         ``FILE.machine.json`` beside it.
     """
-    out = Path(out)
-    stem = out.name[: -len(".csv")] if out.name.endswith(".csv") else out.name
-    return out.with_name(stem + ".machine.json")
+    return _sibling(out, ".machine.json")
 
 
 # ---------------------------------------------------------------------- validation
