@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+from helpers import eval_decision, random_homes_place
 
 import agents.milp as M
 from agents.base import Observation
@@ -103,17 +104,12 @@ def test_milp_costs_match_the_world_with_calibrated_terms(calibrated_world) -> N
     for trial in range(3):
         decs = []
         for mi in inst.models:
-            homes = np.zeros(w.n, bool)
-            homes[rng.choice(w.n, 2, replace=False)] = True
-            place = rng.integers(0, 3, (mi.G, w.n)).astype(np.int8)
+            homes, place = random_homes_place(rng, w.n, mi.G)
             place[:, homes] = np.maximum(place[:, homes], 1)
             decs.append(M.Decision(homes, place, rng.integers(0, mi.B, mi.G), 1, trial % 2))
         plan = M.to_plan(inst, decs)
         for mi, d in zip(inst.models, decs, strict=True):
-            part = M._eval_model(
-                inst, mi, d.homes[None], d.place[None], d.bits[None], np.array([d.keep]),
-                np.array([d.policy]),
-            )  # fmt: skip
+            part = eval_decision(inst, mi, d)
             mp, pop = plan.models[mi.name], obs.popularity[mi.name]
             for h in np.flatnonzero(d.homes):
                 args = (obs.latency_ms, obs.bandwidth_gbit_s, obs.up)

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from helpers import eval_decision, random_homes_place
 
 import agents.milp as M
 from agents.base import Observation, Policy, observe
@@ -145,9 +146,7 @@ def test_linearised_costs_match_the_serving_model(default_world):
     for trial in range(8):
         decs = []
         for mi in inst.models:
-            homes = np.zeros(w.n, bool)
-            homes[rng.choice(w.n, 2, replace=False)] = True
-            place = rng.integers(0, 3, (mi.G, w.n)).astype(np.int8)
+            homes, place = random_homes_place(rng, w.n, mi.G)
             if trial < 4:  # every group on every home: no remote copy
                 place[:, homes] = np.maximum(place[:, homes], 1)
             for g in range(mi.G):
@@ -156,10 +155,7 @@ def test_linearised_costs_match_the_serving_model(default_world):
             decs.append(M.Decision(homes, place, rng.integers(0, mi.B, mi.G), 1, trial % 2))
         plan = M.to_plan(inst, decs)
         for mi, d in zip(inst.models, decs, strict=True):
-            part = M._eval_model(
-                inst, mi, d.homes[None], d.place[None], d.bits[None], np.array([d.keep]),
-                np.array([d.policy]),
-            )  # fmt: skip
+            part = eval_decision(inst, mi, d)
             mp = plan.models[mi.name]
             pop = obs.popularity[mi.name]
             for h in np.flatnonzero(d.homes):
