@@ -296,12 +296,7 @@ def table_kernel(
     then ``home_ms``), busy time per server [K, n] and activation bytes [K] (the
     plan-dependent part of :meth:`ServingModel.table`)."""
     k_pts, n_exp = pa.shape
-    total = np.zeros(k_pts)
-    busy = np.zeros((k_pts, n_servers))
-    net = np.zeros(k_pts)
-    p_any = np.zeros(n_servers)
-    tok_s = np.zeros(n_servers)
-    ms = np.empty(n_exp)
+    total, busy, net, p_any, tok_s, ms = _pass_buffers(k_pts, n_servers, n_exp)
     for k in range(k_pts):
         _grid_pass(ta[k], values, slopes, expert_row, -1, ms, ms)
         n_tok = 0.0 if ns is None else ns[k]
@@ -311,6 +306,20 @@ def table_kernel(
         )  # fmt: skip
     _add_home(total, busy, home, disp, home_ms)
     return total, busy, net
+
+
+@njit(cache=True, error_model="numpy")
+def _pass_buffers(k_pts, n_servers, n_exp):
+    """The per-pass outputs (latency [K], busy time [K, n], activation bytes [K], zeroed)
+    and the scratch of :func:`_pass_sums` (``p_any``, ``tok_s`` [n], zeroed) and of
+    :func:`_grid_pass` (``ms`` [E]) that :func:`table_kernel` and :func:`cost_kernel` fill."""
+    total = np.zeros(k_pts)
+    busy = np.zeros((k_pts, n_servers))
+    net = np.zeros(k_pts)
+    p_any = np.zeros(n_servers)
+    tok_s = np.zeros(n_servers)
+    ms = np.empty(n_exp)
+    return total, busy, net, p_any, tok_s, ms
 
 
 @njit(cache=True, error_model="numpy")
@@ -350,12 +359,7 @@ def cost_kernel(
     n_exp = q.size
     pa_out, ta_out = _activity(q, ns)
     disp = np.zeros(k_pts)
-    total = np.zeros(k_pts)
-    busy = np.zeros((k_pts, n_servers))
-    net = np.zeros(k_pts)
-    p_any = np.zeros(n_servers)
-    tok_s = np.zeros(n_servers)
-    ms = np.empty(n_exp)
+    total, busy, net, p_any, tok_s, ms = _pass_buffers(k_pts, n_servers, n_exp)
     dv = np.empty(n_exp)
     for k in range(k_pts):
         _grid_pass(ta_out[k], values, slopes, expert_row, disp_row, ms, dv)
