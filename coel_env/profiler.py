@@ -169,26 +169,12 @@ def _sibling(out: Path, suffix: str) -> Path:
 
 
 def copies_path(out: Path) -> Path:
-    """Return the copies CSV that belongs to an expert CSV.
-
-    Args:
-        out: The expert CSV path (``FILE.csv``).
-
-    Returns:
-        ``FILE.copies.csv`` beside it.
-    """
+    """Return the copies CSV ``FILE.copies.csv`` beside the expert CSV ``out`` (``FILE.csv``)."""
     return _sibling(out, ".copies.csv")
 
 
 def machine_path(out: Path) -> Path:
-    """Return the machine-info JSON that belongs to an expert CSV.
-
-    Args:
-        out: The expert CSV path (``FILE.csv``).
-
-    Returns:
-        ``FILE.machine.json`` beside it.
-    """
+    """Return the machine-info JSON ``FILE.machine.json`` beside the expert CSV ``out``."""
     return _sibling(out, ".machine.json")
 
 
@@ -221,30 +207,34 @@ def _check_device(device: str) -> str:
     return device
 
 
+def _check_names(
+    flag: str, names: Sequence[str] | str, allowed: Iterable[str], what: str, hint: str
+) -> list[str]:
+    """Return ``names`` (one name or several) without repeats, each checked against ``allowed``.
+
+    Errors read ``FLAG NAME: unknown WHAT; HINT`` and ``FLAG: empty; HINT``.
+    """
+    if isinstance(names, str):
+        names = [names]
+    for name in names:
+        if name not in allowed:
+            raise ValueError(f"{flag} {name!r}: unknown {what}; {hint}")
+    if not names:
+        raise ValueError(f"{flag}: empty; {hint}")
+    return _dedupe(names)
+
+
 def _check_models(models: Sequence[str] | None, device: str) -> list[str]:
     if models is None:
         return list(DEFAULT_MODELS[device])
-    if isinstance(models, str):
-        models = [models]
-    for m in models:
-        if m not in EXPERT_SHAPES:
-            raise ValueError(f"--models {m!r}: unknown expert shape; known: {_known_shapes()}")
-    if not models:
-        raise ValueError(f"--models: empty; known: {_known_shapes()}")
-    return _dedupe(models)
+    hint = f"known: {_known_shapes()}"
+    return _check_names("--models", models, EXPERT_SHAPES, "expert shape", hint)
 
 
 def _check_dtypes(dtypes: Sequence[str] | None, device: str) -> list[str]:
     if dtypes is None:
         return list(DEFAULT_DTYPES[device])
-    if isinstance(dtypes, str):
-        dtypes = [dtypes]
-    for d in dtypes:
-        if d not in DTYPES:
-            raise ValueError(f"--dtypes {d!r}: unknown dtype; allowed: {', '.join(DTYPES)}")
-    if not dtypes:
-        raise ValueError(f"--dtypes: empty; allowed: {', '.join(DTYPES)}")
-    return _dedupe(dtypes)
+    return _check_names("--dtypes", dtypes, DTYPES, "dtype", f"allowed: {', '.join(DTYPES)}")
 
 
 def _check_tokens(tokens: Sequence[int | str] | None, device: str) -> list[int]:
