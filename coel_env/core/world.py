@@ -636,18 +636,17 @@ class World:
         self._route_key, self._route_tab = key, tab
         return tab
 
-    def _serve(self, reqs: Requests, mig: MigrationReport, dt: float) -> dict:
-        """Serve the epoch's requests; returns the report's serving fields.
+    def _group_requests(self, reqs: Requests, mig: MigrationReport, dt: float) -> tuple:
+        """Route the epoch's requests to their homes and group them per (model, home).
 
-        Requests are grouped per (model, home): each group's costs are looked up once;
-        the requests themselves and the homes' FIFO queues are walked in compiled loops
-        (:func:`coel_env.core.kernels.serve_kernel`).
+        Returns:
+            ``(up, avail, home, gkey, demand, cnt, out_sum)``: the servers' up mask, each
+            server's available share of the epoch (background load and migration time
+            taken off), each request's home and group key, the demand [n, models] per
+            second, and per group the request count and output-token sum.
         """
-        if self._batching is not None:
-            return self._serve_continuous(reqs, mig, dt)
         n, n_m = self.n, len(self.models)
         n_req = len(reqs)
-        epoch_ms = dt * 1000.0
         up = self.dyn.server_up
         avail = (1.0 - self.dyn.background) * (1.0 - np.minimum(1.0, mig.time_s / dt)) * up
         n_g = n_m * n
@@ -661,6 +660,22 @@ class World:
             demand, cnt, out_sum,
         )  # fmt: skip
         demand = demand.reshape(n_m, n).T / dt
+        return up, avail, home, gkey, demand, cnt, out_sum
+
+    def _serve(self, reqs: Requests, mig: MigrationReport, dt: float) -> dict:
+        """Serve the epoch's requests; returns the report's serving fields.
+
+        Requests are grouped per (model, home): each group's costs are looked up once;
+        the requests themselves and the homes' FIFO queues are walked in compiled loops
+        (:func:`coel_env.core.kernels.serve_kernel`).
+        """
+        if self._batching is not None:
+            return self._serve_continuous(reqs, mig, dt)
+        n, n_m = self.n, len(self.models)
+        n_req = len(reqs)
+        epoch_ms = dt * 1000.0
+        n_g = n_m * n
+        up, avail, home, gkey, demand, cnt, out_sum = self._group_requests(reqs, mig, dt)
         step_ms = np.zeros(n_g)
         bb_g = np.ones(n_g)
         a0_g = np.zeros(n_g)
@@ -796,19 +811,8 @@ class World:
         n, n_m = self.n, len(self.models)
         n_req = len(reqs)
         epoch_ms = dt * 1000.0
-        up = self.dyn.server_up
-        avail = (1.0 - self.dyn.background) * (1.0 - np.minimum(1.0, mig.time_s / dt)) * up
         n_g = n_m * n
-        home = np.empty(n_req, np.int64)
-        gkey = np.empty(n_req, np.int64)
-        demand = np.zeros(n_g)
-        cnt = np.zeros(n_g)
-        out_sum = np.zeros(n_g)
-        group_requests(
-            reqs.origin, reqs.model, reqs.output_tokens, self._routes(up), home, gkey,
-            demand, cnt, out_sum,
-        )  # fmt: skip
-        demand = demand.reshape(n_m, n).T / dt
+        up, avail, home, gkey, demand, cnt, out_sum = self._group_requests(reqs, mig, dt)
         cb = self._batching
         pts = cb.points
         ok_g = np.zeros(n_g, bool)
