@@ -27,6 +27,29 @@ def _nearest_holder(old_loc, layer, e, dst, alive, latency_ms):
     return src
 
 
+_NO_COPY, _TIER_CHANGE, _NETWORK_COPY = 0, 1, 2
+
+
+@njit(cache=True, error_model="numpy")
+def _copy_source(new_loc, old_loc, enough, alive, latency_ms, layer, e, dst):
+    """What the new copy of expert ``(layer, e)`` on ``dst`` costs, and from where.
+
+    Returns:
+        ``(_NO_COPY, -1)`` when the new plan has no copy there or the old one is kept
+        as is; ``(_TIER_CHANGE, dst)`` when the old copy only changes tier (PCIe);
+        ``(_NETWORK_COPY, src)`` with the nearest present holder with enough bits, or
+        -1 for the model store.
+    """
+    if new_loc[layer, e, dst] == 0:
+        return _NO_COPY, -1
+    if enough and alive[dst] and old_loc[layer, e, dst] != 0:
+        if old_loc[layer, e, dst] != new_loc[layer, e, dst]:
+            return _TIER_CHANGE, dst
+        return _NO_COPY, -1
+    src = _nearest_holder(old_loc, layer, e, dst, alive, latency_ms) if enough else -1
+    return _NETWORK_COPY, src
+
+
 @njit(cache=True, error_model="numpy")
 def migration_kernel(
     new_loc, new_bits, old_loc, old_bits, alive, expert_bytes, latency_ms, bottleneck_gbit_s,
@@ -51,14 +74,13 @@ def migration_kernel(
             enough = old_bits[layer, e] >= b_new
             w = expert_bytes[layer, e]
             for dst in range(n):
-                if new_loc[layer, e, dst] == 0:
+                act, src = _copy_source(new_loc, old_loc, enough, alive, latency_ms, layer, e, dst)
+                if act == _NO_COPY:
                     continue
-                if enough and alive[dst] and old_loc[layer, e, dst] != 0:
-                    if old_loc[layer, e, dst] != new_loc[layer, e, dst]:
-                        pcie[dst] += w
-                        moved += 1
+                if act == _TIER_CHANGE:
+                    pcie[dst] += w
+                    moved += 1
                     continue
-                src = _nearest_holder(old_loc, layer, e, dst, alive, latency_ms) if enough else -1
                 gbit = bottleneck_gbit_s[src, dst] if src >= 0 else store_gbit_s
                 net += w
                 time_s[dst] += w * 8 / (max(gbit, 1e-9) * 1e9)
@@ -94,14 +116,9 @@ def copy_list_kernel(new_loc, new_bits, old_loc, old_bits, alive, expert_bytes, 
             enough = old_bits[layer, e] >= b_new
             w = expert_bytes[layer, e]
             for dst in range(n):
-                if new_loc[layer, e, dst] == 0:
+                act, src = _copy_source(new_loc, old_loc, enough, alive, latency_ms, layer, e, dst)
+                if act == _NO_COPY:
                     continue
-                if enough and alive[dst] and old_loc[layer, e, dst] != 0:
-                    if old_loc[layer, e, dst] != new_loc[layer, e, dst]:
-                        lay[k], exp[k], dst_out[k], src_out[k], size[k] = layer, e, dst, dst, w
-                        k += 1
-                    continue
-                src = _nearest_holder(old_loc, layer, e, dst, alive, latency_ms) if enough else -1
                 lay[k], exp[k], dst_out[k], src_out[k], size[k] = layer, e, dst, src, w
                 k += 1
     return lay[:k], exp[:k], dst_out[:k], src_out[:k], size[:k]
