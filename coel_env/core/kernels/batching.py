@@ -39,6 +39,8 @@ import math
 import numpy as np
 from numba import njit
 
+from coel_env.core.kernels.serving import outcome_buffers
+
 WAIT, PREFILL, DECODE, DONE, DROP = 0, 1, 2, 3, 4
 
 
@@ -336,14 +338,7 @@ def batch_requests(
     ``status``: 0 no model, 1 served, 2 dropped (:func:`batch_kernel`'s, with 0 where the
     request had no servable home)."""
     n_req = status.size
-    n_served = 0
-    for r in range(n_req):
-        if status[r] == 1:
-            n_served += 1
-    lat = np.empty(n_served)
-    ttft = np.empty(n_served)
-    counts = np.zeros(4, np.int64)
-    sums = np.zeros(3)
+    lat, ttft, counts, sums = outcome_buffers(np.count_nonzero(status == 1))
     k = 0
     for r in range(n_req):
         if status[r] != 1:

@@ -546,6 +546,19 @@ def route_table(latency_ms, homes, ptr, up):
 
 
 @njit(cache=True, error_model="numpy")
+def outcome_buffers(n_served):
+    """The epoch's request outcomes to fill, for :func:`serve_kernel` and
+    :func:`coel_env.core.kernels.batching.batch_requests`: latency and time to first
+    token per served request [n_served], counts (no model, dropped, SLO met, quality
+    violations; zeroed) and sums (inter-token time, quality loss, output tokens; zeroed)."""
+    lat = np.empty(n_served)
+    ttft = np.empty(n_served)
+    counts = np.zeros(4, np.int64)
+    sums = np.zeros(3)
+    return lat, ttft, counts, sums
+
+
+@njit(cache=True, error_model="numpy")
 def serve_kernel(
     home, group, origin, arrival_s, in_tok, out_tok, slo_ms, quality_floor,  # requests
     ok_g, a0_g, a1_g, tpot_g, batch_g, q_g,  # per (model, home) group
@@ -599,16 +612,9 @@ def serve_kernel(
     served, wait, dropped_at = queue_kernel(
         hq, arr_ms, work, up, avail, b0, limit_ms, epoch_ms, backlog, util
     )
-    n_served = 0
-    for r in range(n_req):
-        if served[r]:
-            n_served += 1
-    lat = np.empty(n_served)
-    ttft = np.empty(n_served)
+    lat, ttft, counts, sums = outcome_buffers(np.count_nonzero(served))
     out_g = np.zeros(n_g)
     in_g = np.zeros(n_g)
-    counts = np.zeros(4, np.int64)
-    sums = np.zeros(3)
     k = 0
     for r in range(n_req):
         if not served[r]:
