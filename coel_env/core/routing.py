@@ -784,11 +784,8 @@ class EsftRoutes:
     ) -> np.ndarray:
         """Tokens per expert and layer for ``n_tokens`` real tokens of ``task``.
 
-        Args:
-            task: One of :attr:`tasks`.
-            n_tokens: Tokens to draw, >= 0.
-            rng: Source of randomness.
-            contiguous: As for :meth:`sample_expert_ids`.
+        The arguments, the tokens drawn and the errors are those of
+        :meth:`sample_expert_ids`; this counts the tokens' expert picks per layer.
 
         Returns:
             ``int64 [26, 64]``; each row sums to ``6 * n_tokens``, no entry
