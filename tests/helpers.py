@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 
@@ -40,3 +42,7 @@ def random_homes_place(rng, n, groups):
     homes[rng.choice(n, 2, replace=False)] = True
     place = rng.integers(0, 3, (groups, n)).astype(np.int8)
     return homes, place
+
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+"""The data sets kept beside the checkout (routing traces, topologies, device specs)."""

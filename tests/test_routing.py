@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import SHARED_DATA
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -35,9 +36,8 @@ from coel_env.core.routing import (
     synthetic_popularity,
 )
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "routing"
-ESFT_DIR = DATA / "deepseek_v2_lite_esft"
-FIDDLER_DIR = DATA / "mixtral_fiddler"
+ESFT_DIR = SHARED_DATA / "routing" / "deepseek_v2_lite_esft"
+FIDDLER_DIR = SHARED_DATA / "routing" / "mixtral_fiddler"
 
 needs_esft = pytest.mark.skipif(
     not ESFT_DIR.is_dir(), reason=f"ESFT routing data not found at {ESFT_DIR}"

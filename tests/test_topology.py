@@ -10,6 +10,7 @@ from pathlib import Path
 import networkx as nx
 import numpy as np
 import pytest
+from helpers import SHARED_DATA
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -26,7 +27,7 @@ from coel_env.core.topology import (
     waxman,
 )
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "topologies"
+DATA = SHARED_DATA / "topologies"
 ZOO = DATA / "topology_zoo"
 EUA = DATA / "eua"
 
