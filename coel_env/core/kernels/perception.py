@@ -51,6 +51,19 @@ def status_kernel(
 
 
 @njit(cache=True, error_model="numpy")
+def _message(out, o, s, truth, truth0, weight, interp, r):
+    """Write what round ``r``'s message from ``s`` tells observer ``o`` into ``out[o, s]``:
+    ``truth``, or with ``interp`` the status when the round was sent (see
+    :func:`broadcast_rounds`)."""
+    if interp:
+        w = weight[r]
+        for f in range(truth.shape[1]):
+            out[o, s, f] = truth0[s, f] + w * (truth[s, f] - truth0[s, f])
+    else:
+        out[o, s, :] = truth[s, :]
+
+
+@njit(cache=True, error_model="numpy")
 def broadcast_rounds(
     rounds, t1_s, reach, alive, lat_s, hops, lost, truth, truth0, weight,
     status, sent_s, fl_status, fl_sent, fl_arrive,
@@ -93,20 +106,10 @@ def broadcast_rounds(
                 else:
                     flying = r
             if here >= 0 and rounds[here] > sent_s[o, s]:
-                if interp:
-                    w = weight[here]
-                    for f in range(truth.shape[1]):
-                        status[o, s, f] = truth0[s, f] + w * (truth[s, f] - truth0[s, f])
-                else:
-                    status[o, s, :] = truth[s, :]
+                _message(status, o, s, truth, truth0, weight, interp, here)
                 sent_s[o, s] = rounds[here]
             if flying >= 0:
-                if interp:
-                    w = weight[flying]
-                    for f in range(truth.shape[1]):
-                        fl_status[o, s, f] = truth0[s, f] + w * (truth[s, f] - truth0[s, f])
-                else:
-                    fl_status[o, s, :] = truth[s, :]
+                _message(fl_status, o, s, truth, truth0, weight, interp, flying)
                 fl_sent[o, s] = rounds[flying]
                 fl_arrive[o, s] = rounds[flying] + lat_s[o, s]
     for i in range(n):
