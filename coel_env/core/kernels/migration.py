@@ -27,29 +27,6 @@ def _nearest_holder(old_loc, layer, e, dst, alive, latency_ms):
     return src
 
 
-_NO_COPY, _TIER_CHANGE, _NETWORK_COPY = 0, 1, 2
-
-
-@njit(cache=True, error_model="numpy")
-def _copy_source(new_loc, old_loc, enough, alive, latency_ms, layer, e, dst):
-    """What the new copy of expert ``(layer, e)`` on ``dst`` costs, and from where.
-
-    Returns:
-        ``(_NO_COPY, -1)`` when the new plan has no copy there or the old one is kept
-        as is; ``(_TIER_CHANGE, dst)`` when the old copy only changes tier (PCIe);
-        ``(_NETWORK_COPY, src)`` with the nearest present holder with enough bits, or
-        -1 for the model store.
-    """
-    if new_loc[layer, e, dst] == 0:
-        return _NO_COPY, -1
-    if enough and alive[dst] and old_loc[layer, e, dst] != 0:
-        if old_loc[layer, e, dst] != new_loc[layer, e, dst]:
-            return _TIER_CHANGE, dst
-        return _NO_COPY, -1
-    src = _nearest_holder(old_loc, layer, e, dst, alive, latency_ms) if enough else -1
-    return _NETWORK_COPY, src
-
-
 @njit(cache=True, error_model="numpy")
 def migration_kernel(
     new_loc, new_bits, old_loc, old_bits, alive, expert_bytes, latency_ms, bottleneck_gbit_s,
@@ -59,32 +36,29 @@ def migration_kernel(
 
     An expert whose old copy on a present server has enough bits only changes tier
     there (PCIe); any other new copy comes from the nearest present holder with enough
-    bits, else from the store. Adds each server's receiving time to ``time_s``.
+    bits, else from the store (the copies of :func:`copy_list_kernel`, in its order).
+    Adds each server's receiving time to ``time_s``.
 
     Returns:
         (PCIe bytes, network bytes, copies moved).
     """
-    n_l, n_e, n = new_loc.shape
+    n = new_loc.shape[2]
     pcie = np.zeros(n)
     net = 0.0
     moved = 0
-    for layer in range(n_l):
-        for e in range(n_e):
-            b_new = new_bits[layer, e]
-            enough = old_bits[layer, e] >= b_new
-            w = expert_bytes[layer, e]
-            for dst in range(n):
-                act, src = _copy_source(new_loc, old_loc, enough, alive, latency_ms, layer, e, dst)
-                if act == _NO_COPY:
-                    continue
-                if act == _TIER_CHANGE:
-                    pcie[dst] += w
-                    moved += 1
-                    continue
-                gbit = bottleneck_gbit_s[src, dst] if src >= 0 else store_gbit_s
-                net += w
-                time_s[dst] += w * 8 / (max(gbit, 1e-9) * 1e9)
-                moved += 1
+    _, _, dsts, srcs, sizes = copy_list_kernel(
+        new_loc, new_bits, old_loc, old_bits, alive, expert_bytes, latency_ms
+    )
+    for k in range(sizes.size):
+        dst, src, w = dsts[k], srcs[k], sizes[k]
+        if src == dst:  # a tier change: the nearest holder is never dst itself
+            pcie[dst] += w
+            moved += 1
+            continue
+        gbit = bottleneck_gbit_s[src, dst] if src >= 0 else store_gbit_s
+        net += w
+        time_s[dst] += w * 8 / (max(gbit, 1e-9) * 1e9)
+        moved += 1
     total_pcie = 0.0
     for s in range(n):
         if pcie[s] > 0:
@@ -95,8 +69,8 @@ def migration_kernel(
 
 @njit(cache=True, error_model="numpy")
 def copy_list_kernel(new_loc, new_bits, old_loc, old_bits, alive, expert_bytes, latency_ms):
-    """The expert copies of one model plan change, one by one, with the source
-    :func:`migration_kernel` picks for each (the same decisions, in the same order).
+    """The expert copies of one model plan change, one by one, with the source of each
+    (:func:`migration_kernel` costs them).
 
     Returns:
         (layer, expert, destination, source, bytes) per copy [k]; the source is the
@@ -116,9 +90,14 @@ def copy_list_kernel(new_loc, new_bits, old_loc, old_bits, alive, expert_bytes, 
             enough = old_bits[layer, e] >= b_new
             w = expert_bytes[layer, e]
             for dst in range(n):
-                act, src = _copy_source(new_loc, old_loc, enough, alive, latency_ms, layer, e, dst)
-                if act == _NO_COPY:
+                if new_loc[layer, e, dst] == 0:
                     continue
+                if enough and alive[dst] and old_loc[layer, e, dst] != 0:
+                    if old_loc[layer, e, dst] != new_loc[layer, e, dst]:
+                        lay[k], exp[k], dst_out[k], src_out[k], size[k] = layer, e, dst, dst, w
+                        k += 1
+                    continue
+                src = _nearest_holder(old_loc, layer, e, dst, alive, latency_ms) if enough else -1
                 lay[k], exp[k], dst_out[k], src_out[k], size[k] = layer, e, dst, src, w
                 k += 1
     return lay[:k], exp[:k], dst_out[:k], src_out[:k], size[:k]
