@@ -586,7 +586,7 @@ def plots(matrices: Mapping[str, np.ndarray], agg: Mapping[str, dict],
     )  # fmt: skip
     ax.axvline(0.0, color="grey", lw=0.8, ls=":")
     ax.axvline(1.0, color="grey", lw=0.8, ls=":")
-    ax.legend(names, fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="upper right")  # the lines carry the names
     fig.tight_layout()
     fig.savefig(folder / "performance_profile.png")
     plt.close(fig)
@@ -596,6 +596,7 @@ def plots(matrices: Mapping[str, np.ndarray], agg: Mapping[str, dict],
                        [agg[p]["iqm"][2], agg[p]["mean"][2]]]) for p in names}  # fmt: skip
     fig, _ = plot_utils.plot_interval_estimates(
         point, ci, metric_names=["IQM", "mean"], algorithms=names[::-1],
+        xlabel_y_coordinate=-0.3 / max(1.0, len(names) / 4),
         colors=dict(zip(names, plt.cm.tab10.colors * 3, strict=False)),
         xlabel="normalised score",
     )  # fmt: skip

@@ -56,6 +56,30 @@ def test_missing_data_names_coel_data(tmp_path, capsys, monkeypatch):
     assert "set COEL_DATA" in err
 
 
+def test_a_policy_whose_shape_does_not_fit_is_skipped_not_a_crash(tmp_path, monkeypatch):
+    """The table names the policy, the scenario and the policy's own reason."""
+
+    class Misfit:
+        name = "rl:misfit"
+
+        def reset(self, world, seed):
+            raise ValueError("policy 'rl:misfit' was trained on observations of shape (3,)")
+
+    monkeypatch.setattr(bench, "_rl_policy", lambda spec: Misfit())
+    run = tmp_path / "misfit"
+    run.mkdir()
+    out = tmp_path / "suite"
+    rc = main(["bench", "--scenarios", "churn", "--seeds", "1", "--epochs", "1",
+               "--policies", f"naive,run:{run}", "--out-dir", str(out)])  # fmt: skip
+    assert rc == 0
+    table = (out / "table.md").read_text()
+    assert (
+        "| `churn` | rl:misfit | policy 'rl:misfit' was trained on observations of shape "
+        "(3,) |" in table
+    )
+
+
+@pytest.mark.slow
 def test_a_policy_that_does_not_fit_is_skipped_with_its_reason(tmp_path, capsys):
     """The `large` agent (33 servers) cannot run on `churn` (5): a row in the table's
     Skipped section says why, and the baselines still run and are scored."""
