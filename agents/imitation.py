@@ -103,8 +103,7 @@ class Demonstrations:
                 )
         except (OSError, ValueError, KeyError) as exc:
             raise ValueError(
-                f"{flag} {path}: not a demonstrations file written by a run with "
-                f"--imitate ({exc})"
+                f"{flag} {path}: not a demonstrations file written by a run with --imitate ({exc})"
             ) from None
         n = len(out.obs)
         ok = (

@@ -339,4 +339,3 @@ def test_catalog_is_read_only_and_names_sorted() -> None:
         "switch-base-128",
         "phi-3.5-moe",
     }
-
