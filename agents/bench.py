@@ -408,7 +408,7 @@ def _world(world_cls, scenario: str):
         if uses_data(scenario):
             raise ValueError(
                 f"scenario {scenario!r} reads public data sets that are not there ({exc}); "
-                f"set {DATA_VAR} to the folder holding them (see ../shared/data/PROVENANCE.md) "
+                f"set {DATA_VAR} to the folder holding them (docs/data.md says where to get them) "
                 "or leave the scenario out with --scenarios"
             ) from None
         raise

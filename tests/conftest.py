@@ -1,6 +1,13 @@
 """Fixtures shared by the test modules."""
 
+import os
+from pathlib import Path
+
 import pytest
+
+# The public data sets sit in ../shared/data beside a checkout of this repository (CI
+# lays them there); the package reads them only through COEL_DATA, as a user's does.
+os.environ.setdefault("COEL_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
 @pytest.fixture

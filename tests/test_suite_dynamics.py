@@ -83,3 +83,12 @@ def test_coel_data_expands_in_data_keys(tmp_path, monkeypatch):
     assert sc.routing.esft_dir == f"{tmp_path}/routing/esft"
     sc = load_scenario("default", {"routing.esft_dir": "COEL_DATA/x"})  # not a variable
     assert sc.routing.esft_dir == "COEL_DATA/x"
+
+
+def test_a_preset_on_public_data_needs_coel_data(monkeypatch):
+    """The package takes the data folder from the user (COEL_DATA), never from a path of
+    its own."""
+    monkeypatch.delenv("COEL_DATA", raising=False)
+    with pytest.raises(ValueError, match="COEL_DATA is not set: set it to the folder"):
+        load_scenario("mobility")
+    load_scenario("default")  # presets that read no data need nothing

@@ -7,9 +7,9 @@ key raises a ``ValueError`` that names it and lists the valid ones.
 
 Data files (``topology.path``, ``topology.users_path``, ``workload.trace``,
 ``routing.esft_dir``, ``routing.fiddler_dir``) may start with ``${COEL_DATA}``:
-the folder of the public data sets (the ``COEL_DATA`` environment variable;
-unset, ``../shared/data`` beside the repository, where a checkout keeps them),
-so that presets built on real data name no machine's paths.
+the folder of the public data sets, which the user gives as the ``COEL_DATA``
+environment variable (docs/data.md says where to get them), so that presets built
+on real data name no machine's paths.
 """
 
 from __future__ import annotations
@@ -360,12 +360,20 @@ DATA_VAR = "COEL_DATA"
 
 
 def data_root() -> Path:
-    """The folder of the public data sets: ``$COEL_DATA``, else ``../shared/data`` beside
-    the repository (not checked here: a missing file is reported where it is read)."""
+    """The folder of the public data sets, ``$COEL_DATA`` (its files are not checked here:
+    a missing file is reported where it is read).
+
+    Raises:
+        ValueError: ``COEL_DATA`` is not set.
+    """
     env = os.environ.get(DATA_VAR)
-    if env:
-        return Path(env).expanduser()
-    return Path(__file__).resolve().parents[3] / "shared" / "data"
+    if not env:
+        raise ValueError(
+            f"{DATA_VAR} is not set: set it to the folder of the public data sets "
+            "(topologies/, routing/, traces/, devices/; docs/data.md says where to get "
+            "them), e.g. COEL_DATA=/path/to/data"
+        )
+    return Path(env).expanduser()
 
 
 def _expand_data(data: dict) -> dict:
