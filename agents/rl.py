@@ -60,7 +60,7 @@ class RLPolicy:
         self.obs_type = OBSERVATION_TYPES[c["observation"]](
             world, c["controller"], c["n_groups"], c["max_steps"]
         )
-        self.action_type = ACTION_TYPES[c["action"]](world, c["n_groups"])
+        self.action_type = ACTION_TYPES[c["action"]](world, c["n_groups"], c["controller"])
         space = self.model.observation_space
         if space.shape != self.obs_type.space().shape:
             raise ValueError(

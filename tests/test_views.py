@@ -2,9 +2,11 @@
 the moment they were sent, views carry the network and popularity as broadcast, and the
 epoch report gives the view's error against the truth."""
 
+import gymnasium as gym
 import numpy as np
 import pytest
 
+import coel_env  # noqa: F401  (registers the ids)
 from coel_env.core.observation import Observation
 from coel_env.core.perception import Perception, PerceptionConfig
 from coel_env.core.scenario import load_scenario
@@ -81,3 +83,29 @@ def test_the_default_samples_at_the_epoch_end_and_bad_values_are_refused():
     assert load_scenario("default").perception.sampling == "epoch_end"
     with pytest.raises(ValueError, match=r"perception.sampling='often'.*'epoch_end', 'sub_epoch'"):
         load_scenario("default", {"perception.sampling": "often"})
+
+
+def test_the_envs_decide_from_the_view_under_sub_epoch_and_from_the_truth_otherwise():
+    over = {"perception.sampling": "sub_epoch", "perception.period_s": 30.0}
+    cfg = {"scenario": "default", "overrides": over}
+    env = gym.make("CoEL-v2", config=cfg)
+    env.reset(seed=1)
+    u = env.unwrapped
+    w = u.world
+    pop_differs = False
+    for _ in range(25):
+        env.step(env.action_space.sample())
+        lat, bw, pop = w.view_network(u.config["controller"])
+        assert w.view_paths(0).latency_ms is lat and w.view_paths(0).bottleneck_gbit_s is bw
+        assert all(np.array_equal(u._pop[k], pop[k]) for k in pop)  # what actions decode with
+        truth = w.popularity_estimate()
+        pop_differs |= any(not np.array_equal(pop[k], truth[k]) for k in truth)
+    assert pop_differs
+    # the default samples at the epoch end: the env reads the world's own estimate and paths
+    env = gym.make("CoEL-v2", config={"scenario": "default"})
+    env.reset(seed=1)
+    u = env.unwrapped
+    for _ in range(3):
+        env.step(env.action_space.sample())
+        assert u._pop is u.world.popularity_estimate()
+        assert u.world.view_paths(0) is u.world.paths

@@ -991,15 +991,12 @@ class World:
         popularity per model [L, E] that ``server`` knows: the truth (the paths in force,
         :meth:`popularity_estimate`) unless ``perception.sampling`` is ``sub_epoch``;
         then as broadcast: the paths in force when the oldest news ``server`` holds from
-        a server it believes present was sent, and the mean over servers of each one's
-        popularity snapshot in force when its news was sent (the oldest kept for a
-        server never heard from)."""
+        a server it believes present was sent (:meth:`view_paths`), and the mean over
+        servers of each one's popularity snapshot in force when its news was sent (the
+        oldest kept for a server never heard from)."""
         if self._hist is None:
             return self.paths.latency_ms, self.paths.bottleneck_gbit_s, self.popularity_estimate()
-        status, age = self.view(server)
-        sent = self.t_s - age
-        up = np.isfinite(age) & (status[:, STATUS_FIELDS.index("up")] > 0.5)
-        oldest = float(sent[up].min()) if up.any() else self.t_s
+        sent, oldest = self._sent(server)
         paths = _as_of(self._hist["paths"], oldest)
         pops = self._hist["pop"]
         out = {}
@@ -1010,6 +1007,24 @@ class World:
                 acc = acc + snap[name][s]
             out[name] = acc / self.n
         return paths.latency_ms, paths.bottleneck_gbit_s, out
+
+    def view_paths(self, server: int):
+        """The paths (latency, bottleneck bandwidth) that ``server`` knows: those in force
+        unless ``perception.sampling`` is ``sub_epoch``, then those in force when the
+        oldest news it holds from a server it believes present was sent (the paths of
+        :meth:`view_network`, without building the popularity)."""
+        if self._hist is None:
+            return self.paths
+        return _as_of(self._hist["paths"], self._sent(server)[1])
+
+    def _sent(self, server: int) -> tuple[np.ndarray, float]:
+        """When each piece of news ``server`` holds was sent [s], and the oldest of those
+        from servers it believes present (now, if none)."""
+        status, age = self.view(server)
+        sent = self.t_s - age
+        up = np.isfinite(age) & (status[:, STATUS_FIELDS.index("up")] > 0.5)
+        oldest = float(sent[up].min()) if up.any() else self.t_s
+        return sent, oldest
 
     def view(self, server: int) -> tuple[np.ndarray, np.ndarray]:
         """What ``server`` believes of every server: status [n, F] and age [n] [s].

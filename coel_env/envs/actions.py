@@ -75,9 +75,10 @@ def _no_home(name: str) -> InfeasibilityReport:
 class _Base:
     """Shared pieces: sizes of models and the world's capacities."""
 
-    def __init__(self, world, n_groups: int) -> None:
+    def __init__(self, world, n_groups: int, controller: int = 0) -> None:
         self.world = world
         self.n_groups = n_groups
+        self.controller = controller  # whose view of the paths ranks "nearest" servers
         self.n = world.n
         self.models = world.models
         self.specs = world.specs
@@ -181,7 +182,10 @@ class InterDeviceAction(_Base):
         return np.array(self.fields() * len(self.models), np.int64)
 
     def _nearest(self) -> np.ndarray:
-        paths = self.world.paths
+        """Per home, its ``N_NEAREST`` nearest servers by path latency as the controller
+        knows it (:meth:`World.view_paths <coel_env.core.world.World.view_paths>`: the
+        paths in force, or as broadcast under ``perception.sampling: sub_epoch``)."""
+        paths = self.world.view_paths(self.controller)
         hit = self.__dict__.get("_near")
         if hit is not None and hit[0] is paths:
             return hit[1]

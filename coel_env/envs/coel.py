@@ -296,7 +296,9 @@ class CoELEnv(gym.Env):
                 f"controller={cfg['controller']!r} is not allowed; "
                 f"servers are 0..{self.world.n - 1}"
             )
-        self.action_type = ACTION_TYPES[cfg["action"]](self.world, cfg["n_groups"])
+        self.action_type = ACTION_TYPES[cfg["action"]](
+            self.world, cfg["n_groups"], cfg["controller"]
+        )
         self.action_space = spaces.MultiDiscrete(self.action_type.space_nvec())
         self.observation_type = OBSERVATION_TYPES[cfg["observation"]](
             self.world, cfg["controller"], cfg["n_groups"], cfg["max_steps"]

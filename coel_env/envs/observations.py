@@ -97,8 +97,10 @@ class ViewObservation:
         return out
 
     def popularity(self) -> dict[str, np.ndarray]:
-        """The controller's popularity estimate per model [L, E] (mean over servers)."""
-        return self.world.popularity_estimate()
+        """The controller's popularity estimate per model [L, E] (mean over servers): the
+        world's estimate, or as broadcast under ``perception.sampling: sub_epoch``
+        (:meth:`World.view_network <coel_env.core.world.World.view_network>`)."""
+        return self.world.view_network(self.controller)[2]
 
     def observe(self, popularity: dict[str, np.ndarray]) -> np.ndarray:
         w = self.world
