@@ -2,13 +2,14 @@
 
   coel evaluate RUN_DIR_OR_ZIP [--env ID] [--scenario NAME|FILE] [--trace F]
                 [--topology F] [--set K=V ...] [--seeds N | --episodes N]
-                [--first-seed K] [--epochs N] [--best] [--json]
+                [--first-seed K] [--epochs N] [--best] [--json] [--torch-threads N]
                 [--runs-root DIR | --out FILE.csv [--force]]
 
 Loads the model (``model.zip``, or ``best_model.zip`` with ``--best``) with
 its ``VecNormalize`` statistics, and runs it deterministically for one episode
 per seed (``--seeds N``: seeds 0..N-1; ``--episodes N`` is the same;
-``--first-seed K``: seeds K..K+N-1) through
+``--first-seed K``: seeds K..K+N-1; ``--torch-threads N``: torch threads, 1 by
+default as in ``coel train``, 0 for torch's default) through
 ``agents.harness``, printing and writing the same metrics as
 ``coel baselines`` (``--json``: the same JSON list, so rows compare one to
 one). The env id and config come from the run folder; ``--env``,
@@ -62,6 +63,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--best", action="store_true", help="use best_model.zip")
     p.add_argument("--name", default=None, help="policy name in the table (default: the run's)")
     p.add_argument("--json", action="store_true", help="print one JSON list")
+    p.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="torch threads for the policy's network (default 1, as coel train; 0: torch's "
+        "default; the networks are small, and more threads mostly spin)",
+    )
     add_out_arguments(p)
 
 
@@ -123,7 +131,20 @@ def main(args: argparse.Namespace) -> int:
     seeds = harness.seed_list(n, args.first_seed)
     if args.epochs is not None:
         check_count("--epochs", args.epochs)
+    check_count("--torch-threads", args.torch_threads, low=0)
     check_destination(args)
+    import torch
+
+    threads = torch.get_num_threads()
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
+    try:
+        return _evaluate(args, n, seeds)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _evaluate(args: argparse.Namespace, n: int, seeds: list[int]) -> int:
     policy, config, steps, env_id = _load_rl_policy(args.run, args.env, args.best, args.name)
     scenario = args.scenario or config["scenario"]
     overrides = {**(config.get("overrides") or {}), **build_overrides(args)}

@@ -135,6 +135,8 @@ def resolve_budget(args, quick: Mapping[str, Any], full: Mapping[str, Any]) -> d
     for k in ("seeds", "epochs"):
         if k in budget and budget[k] < 1:
             raise ValueError(f"--{k} {budget[k]!r} is not allowed; must be >= 1")
+    if "seeds" in budget:
+        harness.seed_list(budget["seeds"])  # at most harness.MAX_SEEDS, as every command
     return budget
 
 

@@ -99,6 +99,11 @@ def test_evaluate_episodes_is_checked_like_seeds(capsys, no_work):
     assert "--episodes 0 is not allowed; must be an integer >= 1" in _error(capsys)
 
 
+def test_evaluate_torch_threads_is_checked(capsys, no_work):
+    assert main(["evaluate", "some-run", "--torch-threads", "-1"]) == 2
+    assert "--torch-threads -1 is not allowed; must be an integer >= 0" in _error(capsys)
+
+
 # ------------------------------------------------------------------ advice that can be followed
 
 

@@ -138,6 +138,7 @@ def test_local_only_sees_only_the_controller():
     "argv, needle",
     [
         (["ablation", "--seeds", "0"], "--seeds 0 is not allowed"),
+        (["sensitivity", "--seeds", "100001"], "--seeds 100001 is not allowed; must be at most"),
         (["ablation", "--every", "0"], "--every 0 is not allowed"),
         (["sensitivity", "--policies", "nope"], "unknown policy 'nope'"),
         (["sensitivity", "--loads", "-1"], "--loads -1.0 is not allowed"),
