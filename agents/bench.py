@@ -261,6 +261,8 @@ class SuiteRun:
             asked for).
         seeds: the seeds.
         limits: the MILP limits.
+        fingerprints: ``"<scenario> | <policy>"``: its :func:`fingerprint`.
+        ran: episodes run (the others were reused; -1: not said).
     """
 
     episodes: list[dict]
@@ -269,6 +271,8 @@ class SuiteRun:
     policies: list[str]
     seeds: list[int]
     limits: MilpLimits
+    fingerprints: dict[str, str] = field(default_factory=dict)
+    ran: int = -1
 
 
 def run_suite(
@@ -280,6 +284,7 @@ def run_suite(
     progress: bool | None = None,
     epochs: int | None = None,
     jobs: int = 1,
+    reuse: Sequence[Path] = (),
 ) -> SuiteRun:
     """Every policy on every scenario and seed (the anchor and each scenario's reference
     are added when missing: the scores need them).
@@ -294,6 +299,9 @@ def run_suite(
             of such a run are not the suite's).
         jobs: worker processes; the episodes are independent and seeded, so the rows
             are the same (and in the same order) for any number.
+        reuse: folders of earlier suite runs: an episode they hold of the same scenario,
+            policy, seed, episode length and MILP limits (same :func:`fingerprint`) is
+            taken from there, not run again (:func:`reusable_rows`).
 
     Raises:
         harness.EvaluationInterrupted: on Ctrl-C, with the finished episodes' rows
@@ -322,28 +330,126 @@ def run_suite(
                 skipped.append((t.scenario, spec.name, why))
             else:
                 plan.append((t, spec, pol))
-    total = len(plan) * len(seeds)
+    prints = {(t.scenario, spec.name): fingerprint(t, spec, limits, epochs)
+              for t, spec, _ in plan}  # fmt: skip
+    reuse = reusable_rows(reuse, prints)
+    todo = [(t, spec, pol, [int(x) for x in seeds if (t.scenario, spec.name, int(x)) not in reuse])
+            for t, spec, pol in plan]  # fmt: skip
+    todo = [u for u in todo if u[3]]
+    total = sum(len(u[3]) for u in todo)
     bar = tqdm(total=total, desc="bench", unit="episode",
                disable=None if progress is None else not progress)  # fmt: skip
-    rows: list[dict] = []
+    new: list[dict] = []
     with bar:
         try:
             if jobs > 1:
-                rows = _run_parallel(plan, seeds, limits, epochs, jobs, bar)
+                new = _run_parallel(todo, limits, epochs, jobs, bar)
             else:
-                for t, spec, pol in plan:
+                for t, spec, pol, mine in todo:
                     bar.set_postfix_str(f"{t.scenario} {spec.name}")
                     n = t.epochs if epochs is None else epochs
-                    for seed in seeds:
+                    for seed in mine:
                         res = harness.run_episode(pol, t.scenario, int(seed), n,
                                                   world=worlds[t.scenario])  # fmt: skip
-                        rows.append(episode_row(t.scenario, spec.name, res, pol))
+                        new.append(episode_row(t.scenario, spec.name, res, pol))
                         bar.update(1)
         except _Interrupted as stop:
             raise harness.EvaluationInterrupted(stop.rows, total) from None
         except KeyboardInterrupt:
-            raise harness.EvaluationInterrupted(rows, total) from None
-    return SuiteRun(rows, skipped, list(tasks), [s.name for s in specs], list(seeds), limits)
+            raise harness.EvaluationInterrupted(new, total) from None
+    ran = {(r["scenario"], r["policy"], int(r["seed"])): r for r in new}
+    keys = [(t.scenario, spec.name, int(x)) for t, spec, _ in plan for x in seeds]
+    rows = [ran.get(k) or reuse[k] for k in keys]
+    return SuiteRun(rows, skipped, list(tasks), [s.name for s in specs], list(seeds), limits,
+                    {f"{k[0]} | {k[1]}": v for k, v in prints.items()}, len(new))  # fmt: skip
+
+
+#: The file of a suite run that says what its episodes are of (``--reuse``).
+FINGERPRINTS = "fingerprints.yml"
+
+
+def fingerprint(task: SuiteTask, spec: PolicySpec, limits: MilpLimits, epochs: int | None) -> str:
+    """What an episode of ``spec`` on ``task`` depends on besides its seed and the code:
+    SHA-256 of the scenario's resolved config (data paths relative to ``$COEL_DATA``), the
+    episode length, the policy's name, the MILP limits (MILP policies) and the bytes of
+    a saved run's files (RL and multi-agent runs)."""
+    import hashlib
+
+    import yaml
+
+    from coel_env.core.scenario import data_root, load_scenario, scenario_dict
+
+    text = yaml.safe_dump(scenario_dict(load_scenario(task.scenario)), sort_keys=True)
+    try:
+        text = text.replace(str(data_root()), "${COEL_DATA}")
+    except ValueError:  # no data set in use
+        pass
+    h = hashlib.sha256(text.encode())
+    n = task.epochs if epochs is None else epochs
+    h.update(f"|epochs={n}|{spec.kind}:{spec.name}".encode())
+    if spec.kind == "baseline" and spec.name in MILP_NAMES:
+        h.update(f"|nodes={limits.node_limit}|clock={limits.time_limit_s!r}".encode())
+    if spec.path is not None:
+        root = Path(spec.path)
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        for f in files:
+            h.update(f"|{f.relative_to(root) if f != root else f.name}|".encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def _cell(text: str):
+    """A CSV cell of ``episodes.csv`` back to the value :func:`episode_row` gave it."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def reusable_rows(
+    folders: Sequence[Path], prints: Mapping[tuple[str, str], str]
+) -> dict[tuple[str, str, int], dict]:
+    """The episodes of earlier suite runs in ``folders`` whose (scenario, policy) has the
+    fingerprint ``prints`` gives, by (scenario, policy, seed); the first folder that
+    holds an episode wins.
+
+    Raises:
+        ValueError: a folder that is not a finished suite run (no ``episodes.csv``,
+            ``timing.csv`` or ``fingerprints.yml``), naming ``--reuse`` and the file.
+    """
+    import csv
+
+    import yaml
+
+    out: dict[tuple[str, str, int], dict] = {}
+    for folder in folders:
+        folder = Path(folder)
+        need = [folder / n for n in ("episodes.csv", "timing.csv", FINGERPRINTS)]
+        for f in need:
+            if not f.is_file():
+                raise ValueError(
+                    f"--reuse {str(folder)!r}: {f.name} is missing; a finished coel bench "
+                    f"run folder holds it (runs made before {FINGERPRINTS} existed cannot "
+                    "be reused: nothing says which scenarios and policies they ran)"
+                )
+        theirs = yaml.safe_load(need[2].read_text()) or {}
+        with need[1].open(newline="", encoding="utf-8") as f:
+            times = {(r["scenario"], r["policy"], int(r["seed"])): float(r["decision_ms"])
+                     for r in csv.DictReader(f)}  # fmt: skip
+        with need[0].open(newline="", encoding="utf-8") as f:
+            for r in csv.DictReader(f):
+                key = (r["scenario"], r["policy"], int(r["seed"]))
+                want = prints.get(key[:2])
+                if key in out or want is None or theirs.get(f"{key[0]} | {key[1]}") != want:
+                    continue
+                row = {k: _cell(v) for k, v in r.items() if v != ""}
+                row["decision_ms"] = times[key]
+                out[key] = row
+    return out
 
 
 #: Seeds per unit of work of a parallel run.
@@ -356,14 +462,14 @@ class _Interrupted(KeyboardInterrupt):
         self.rows = rows
 
 
-def _run_parallel(plan, seeds, limits, epochs, jobs, bar) -> list[dict]:
-    """The episodes of ``plan`` in ``jobs`` processes, in chunks of :data:`CHUNK` seeds;
-    the rows in the serial order."""
+def _run_parallel(todo, limits, epochs, jobs, bar) -> list[dict]:
+    """The episodes of ``todo`` ((task, spec, policy, seeds) each) in ``jobs`` processes,
+    in chunks of :data:`CHUNK` seeds; the rows in the serial order."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     units = []
-    for i, (t, spec, _) in enumerate(plan):
+    for i, (t, spec, _, seeds) in enumerate(todo):
         n = t.epochs if epochs is None else epochs
         for k in range(0, len(seeds), CHUNK):
             part = [int(s) for s in seeds[k : k + CHUNK]]

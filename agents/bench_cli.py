@@ -3,7 +3,8 @@ benchmarks (:mod:`agents.bench`).
 
   coel bench [--policies naive,greedy,run:RUN_DIR,...] [--scenarios mobility,churn,...]
              [--seeds N] [--first-seed K] [--milp-node-limit N | --milp-wall-clock]
-             [--milp-time-limit S] [--jobs N] [--runs-root DIR | --out-dir DIR [--force]]
+             [--milp-time-limit S] [--jobs N] [--reuse RUN_DIR ...]
+             [--runs-root DIR | --out-dir DIR [--force]]
 
 Every policy (baselines by name, saved RL runs as ``run:PATH`` or a run folder,
 multi-agent runs as ``ma:PATH``) runs one whole episode per seed (0..N-1, or
@@ -22,7 +23,14 @@ without ``--force``):
 * ``episodes.csv``: every metric of every episode; ``timing.csv``: decision times (kept
   out of the table, which a rerun reproduces byte for byte);
 * ``performance_profile.png``, ``aggregates.png``, ``improvement.png`` (``rliable``);
+* ``fingerprints.yml``: per scenario and policy, what its episodes depend on besides
+  the seed and the code (:func:`agents.bench.fingerprint`);
 * ``command.txt`` and ``args.yml``.
+
+``--reuse RUN_DIR`` (repeatable) takes the episodes an earlier run folder holds of the
+same scenario, policy, seed, episode length and MILP limits (the same fingerprint)
+instead of running them again, e.g. to add a policy to a finished suite run; the
+tables are the same as from one run of everything with the same code.
 
 The MILP policies stop each solve after ``--milp-node-limit`` branch-and-bound nodes
 (default 100), so their rows do not depend on machine load; ``--milp-time-limit`` is the
@@ -36,6 +44,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
+import yaml
 
 from agents import bench, harness
 from agents.baselines_cli import add_first_seed
@@ -76,6 +86,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=None,
                    help="episode length for a quick check instead of the suite's (its "
                         "scores are not the suite's)")  # fmt: skip
+    p.add_argument("--reuse", type=Path, action="append", default=[], metavar="RUN_DIR",
+                   help="take the episodes an earlier coel bench run folder holds of the same "
+                        "scenario, policy, seed, episode length and MILP limits instead of "
+                        "running them again (repeatable)")  # fmt: skip
     p.add_argument(
         "--jobs",
         type=int,
@@ -110,6 +124,9 @@ def main(args: argparse.Namespace) -> int:
     if args.epochs is not None:
         check_count("--epochs", args.epochs)
     check_count("--jobs", args.jobs, high=64)
+    for d in args.reuse:
+        if not d.is_dir():
+            raise ValueError(f"--reuse {str(d)!r} is not a folder (a coel bench run folder)")
     if args.out_dir is not None:
         check_out_dir(args.out_dir, args.force)
     else:
@@ -118,7 +135,13 @@ def main(args: argparse.Namespace) -> int:
         out = args.out_dir if folder is None else folder
         try:
             run = bench.run_suite(
-                specs, tasks, seeds, limits=limits, epochs=args.epochs, jobs=args.jobs
+                specs,
+                tasks,
+                seeds,
+                limits=limits,
+                epochs=args.epochs,
+                jobs=args.jobs,
+                reuse=args.reuse,
             )
         except harness.EvaluationInterrupted as stop:
             if folder is not None:
@@ -129,6 +152,10 @@ def main(args: argparse.Namespace) -> int:
         write_outputs(run, out, command_line())
         write_args(out, args)
     print((out / "table.md").read_text())
+    if args.reuse:
+        done = len(run.episodes)
+        print(f"reused {done - run.ran} of {done} episodes from {len(args.reuse)} folder(s)",
+              file=sys.stderr)  # fmt: skip
     sys.stdout.flush()
     announce(out, False)
     return 0
@@ -145,6 +172,9 @@ def write_outputs(run: bench.SuiteRun, out: Path, command: str) -> None:
         bench.table_markdown(run, scores, matrices, agg, prob, command, undefined), encoding="utf-8"
     )
     write_csv(out / "scores.csv", bench.score_rows(run, scores))
+    (out / bench.FINGERPRINTS).write_text(
+        yaml.safe_dump(run.fingerprints, sort_keys=False), encoding="utf-8"
+    )
     keep = [k for k in run.episodes[0] if k != "decision_ms"]
     cols = list(dict.fromkeys(k for r in run.episodes for k in r if k != "decision_ms"))
     keep = cols or keep

@@ -38,6 +38,7 @@ def _in_tmp_cwd(tmp_path, monkeypatch):
         (["--milp-time-limit", "0"], "--milp-time-limit 0.0 is not allowed"),
         (["--jobs", "0"], "--jobs 0 is not allowed"),
         (["--epochs", "0"], "--epochs 0 is not allowed"),
+        (["--reuse", "no/such/folder"], "--reuse 'no/such/folder' is not a folder"),
     ],
 )  # fmt: skip
 def test_bad_input_is_a_clear_error_before_any_work(tmp_path, capsys, argv, message):
@@ -113,6 +114,31 @@ def test_tables_are_reproduced_byte_for_byte_and_do_not_depend_on_jobs(tmp_path)
     assert ta[3:] == tb[3:]  # all but the command line
     for name in ("performance_profile.png", "aggregates.png", "improvement.png"):
         assert (tmp_path / "a" / name).stat().st_size > 0
+
+
+def test_reuse_gives_the_tables_of_one_run_and_only_reuses_the_same_episodes(tmp_path, capsys):
+    """A run, then a second one that adds a policy and reuses the first's episodes, writes
+    what one run of everything writes; episodes of other MILP limits are run again."""
+    base = ["bench", "--scenarios", "churn", "--seeds", "2", "--epochs", "3"]
+    assert main([*base, "--policies", "naive,greedy", "--out-dir", str(tmp_path / "a")]) == 0
+    assert main([*base, "--policies", "naive,greedy,static", "--reuse", str(tmp_path / "a"),
+                 "--out-dir", str(tmp_path / "b")]) == 0  # fmt: skip
+    assert "reused 6 of 8 episodes" in capsys.readouterr().err
+    assert main([*base, "--policies", "naive,greedy,static", "--out-dir", str(tmp_path / "c")]) == 0
+    for name in ("scores.csv", "episodes.csv", bench.FINGERPRINTS):
+        assert (tmp_path / "b" / name).read_text() == (tmp_path / "c" / name).read_text()
+    tb = (tmp_path / "b" / "table.md").read_text().splitlines()
+    tc = (tmp_path / "c" / "table.md").read_text().splitlines()
+    assert tb[3:] == tc[3:]  # all but the command line
+    # other MILP limits: static's episodes are not taken from b
+    d = ["--reuse", str(tmp_path / "b"), "--out-dir", str(tmp_path / "d")]
+    assert main([*base, "--policies", "naive,static", "--milp-node-limit", "7", *d]) == 0
+    assert "reused 4 of 6 episodes" in capsys.readouterr().err
+    # a folder that is no finished suite run
+    (tmp_path / "e").mkdir()
+    assert main([*base, "--policies", "naive", "--reuse", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err
+    assert "--reuse" in err and "episodes.csv is missing" in err
 
 
 def _rows(scenario, table):
