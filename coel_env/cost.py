@@ -21,13 +21,17 @@ modelled from first principles on the measured expert data:
 That is ``terms="first-principles"``. With ``terms="calibrated"`` (eager mode) the
 router and dispatch take layer-level terms fitted to whole measured layers
 (:class:`coel_env.profiles.LayerFit`, :func:`layer_fit`, :func:`fit_layer_terms`):
-the router GEMM plus a fixed time per layer (softmax, top-k, sort and mask), and per
+the router GEMM plus a fixed time per layer (softmax, top-k, sort and mask) and a time
+per value of the dense one-hot routing mask (``tokens x top_k x n_experts`` values that
+the eager layer builds, sums per expert and searches once per active expert), and per
 active expert a fixed time, a time per MB of its activations moved, and the host
 time of more kernel launches beside its FFN's, which a large expert's GPU time hides
 and a small one's does not (whole layers of small experts cost more per active
 expert than their FFN alone). The expert FFN fits are the same in both.
-:func:`router_ms`, :func:`dispatch_ms` and :func:`shared_ms` are the layer's parts
-that the simulator's serving cost also takes from here.
+:func:`router_ms`, :func:`dispatch_ms` and :func:`shared_ms` are the layer's parts;
+the simulator's serving cost (:mod:`coel_env.core.evaluation`) and the MILP's
+coefficients (:mod:`agents.milp.from_world`) take them from here for both ``terms``
+(no other copy of the layer formula exists).
 
 The dense part (attention projections and attention over the KV cache) is
 separate: :func:`attention_latency_ms`.
@@ -37,7 +41,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -96,6 +100,9 @@ LAYER_TERMS = ("first-principles", "calibrated")
 LAYER_FILES = {"h200": "h200_moe_layers_eager_calib.csv"}
 #: Kernel launches per active expert tried when fitting :attr:`LayerFit.dispatch_ops`.
 DISPATCH_OPS_GRID = tuple(np.arange(0.0, 16.01, 0.5))
+#: Terms :func:`fit_layer_terms` fits linearly: ``layer_ms``, ``active_ms``,
+#: ``move_ms_per_mb`` and ``mask_ms_per_mvalue`` of :class:`coel_env.profiles.LayerFit`.
+N_LAYER_TERMS = 4
 
 
 def _model(model: str | MoEModel) -> MoEModel:
@@ -322,23 +329,37 @@ def router_ms(
     *,
     mode: str = "eager",
     terms: str = "first-principles",
+    kernel_ms: Callable | None = None,
 ) -> np.ndarray:
     """The router of one MoE layer for a batch of ``tokens`` tokens (0 where none).
 
     First principles: the gate GEMM and :data:`ROUTER_OPS` launches through the
     16-bit kernel fit. Calibrated: the GEMM's kernel time plus the fitted per-layer
-    time (:attr:`coel_env.profiles.LayerFit.layer_ms`).
+    time (:attr:`coel_env.profiles.LayerFit.layer_ms`) and the fitted time of the
+    one-hot routing mask, ``tokens x top_k x n_experts`` values
+    (:attr:`~coel_env.profiles.LayerFit.mask_ms_per_mvalue`).
+
+    Args:
+        kernel_ms: first principles only: ``kernel_ms(weight_bytes, flops, ops)``
+            evaluates the device's 16-bit kernel fit in ``mode`` (default: the fit's
+            :meth:`~coel_env.profiles.KernelFit.latency_ms`, the faster of the CUDA-graph
+            and eager fits in ``cudagraph`` mode). The simulator passes its vectorised
+            evaluation of the same fit, whose last bits its recorded results hold.
     """
     m, dev = _model(model), get_device(device)
     t = _tokens(tokens)
     _check_terms(terms, mode)
     d, e = m.d_model, m.n_experts
     if terms == "first-principles":
-        ms = _call_ms(dev, 16, mode, ACT_BYTES * d * e, 2.0 * t * d * e, ROUTER_OPS)
+        if kernel_ms is None:
+            ms = _call_ms(dev, 16, mode, ACT_BYTES * d * e, 2.0 * t * d * e, ROUTER_OPS)
+        else:
+            ms = kernel_ms(ACT_BYTES * d * e, 2.0 * t * d * e, ROUTER_OPS)
     else:
-        kernel = _kernel16(dev, mode).without_dispatch()
+        fit, kernel = layer_fit(dev), _kernel16(dev, mode).without_dispatch()
         gemm = kernel.latency_ms(ACT_BYTES * d * e, 2.0 * t * d * e, 1) - kernel.c_ms
-        ms = layer_fit(dev).layer_ms + gemm
+        mask = fit.mask_ms_per_mvalue * (t * m.top_k * e / 1e6)
+        ms = fit.layer_ms + gemm + mask
     return np.where(t > 0, ms, 0.0)
 
 
@@ -381,11 +402,17 @@ def shared_ms(
     *,
     mode: str = "eager",
     terms: str = "first-principles",
+    combine: bool = True,
 ) -> np.ndarray:
     """The shared experts of one MoE layer on a batch of ``tokens`` tokens (0 without
-    shared experts or tokens): their FFN (DeepSeek's merged into one) and the output
-    add, with Qwen's sigmoid gate (:data:`SHARED_GATE_OPS`). The same for both
-    ``terms``."""
+    shared experts or tokens): their FFN (DeepSeek's merged into one) and, with
+    ``combine``, the kernels that join their output to the routed experts' (the add,
+    with Qwen's sigmoid gate: :data:`SHARED_GATE_OPS`). The same for both ``terms``.
+
+    The simulator's first-principles serving cost counts the FFN alone
+    (``combine=False``), as it always has: its recorded results hold that; its
+    calibrated terms count the whole part, as the fit to whole layers does.
+    """
     m, dev = _model(model), get_device(device)
     t = _tokens(tokens)
     _check_terms(terms, mode)
@@ -394,8 +421,9 @@ def shared_ms(
     d = m.d_model
     d_ff_s = m.d_ff_shared * m.n_shared_experts  # DeepSeek merges its shared experts
     ms = ffn_latency_ms(dev, d, d_ff_s, m.gated, t, bits=16, mode=mode)
-    gate_ops = SHARED_GATE_OPS if m.shared_expert_gate else 1
-    ms = ms + _call_ms(dev, 16, mode, ACT_BYTES * d * t, 2.0 * t * d, gate_ops)
+    if combine:
+        gate_ops = SHARED_GATE_OPS if m.shared_expert_gate else 1
+        ms = ms + _call_ms(dev, 16, mode, ACT_BYTES * d * t, 2.0 * t * d, gate_ops)
     return np.where(t > 0, ms, 0.0)
 
 
@@ -517,8 +545,8 @@ def fit_layer_terms(
     """Fit the layer-level terms to whole measured layers, keeping the expert fits.
 
     The calibrated layer (:func:`moe_layer_latency_ms`) is linear in
-    ``layer_ms``, ``active_ms`` and ``move_ms_per_mb`` for a given ``dispatch_ops``;
-    for each ``dispatch_ops`` of :data:`DISPATCH_OPS_GRID` the three are fitted
+    ``layer_ms``, ``active_ms``, ``move_ms_per_mb`` and ``mask_ms_per_mvalue`` for a given
+    ``dispatch_ops``; for each ``dispatch_ops`` of :data:`DISPATCH_OPS_GRID` the four are fitted
     non-negative by least absolute relative error (a linear program, scipy's HiGHS:
     the mean absolute % error is the figure the model is judged by), and the
     ``dispatch_ops`` with the smallest error wins. Layers of small experts alone
@@ -546,7 +574,7 @@ def fit_layer_terms(
     n = len(y)
 
     def totals(x, ops):
-        lf = LayerFit(*x, dispatch_ops=ops, source="fit")
+        lf = LayerFit(*x[:3], dispatch_ops=ops, source="fit", mask_ms_per_mvalue=x[3])
         d = replace(dev, layer=lf)
         return np.array(
             [
@@ -557,23 +585,27 @@ def fit_layer_terms(
 
     fits = []
     for ops in DISPATCH_OPS_GRID:
-        base = totals((0.0, 0.0, 0.0), ops)
-        a = np.stack([totals(u, ops) - base for u in np.eye(3)], axis=1) / y[:, None]
+        base = totals(np.zeros(N_LAYER_TERMS), ops)
+        units = np.eye(N_LAYER_TERMS)
+        a = np.stack([totals(u, ops) - base for u in units], axis=1) / y[:, None]
         r = (y - base) / y
         # min sum(s) over x >= 0, s >= 0 with -s <= a x - r <= s
-        c = np.r_[np.zeros(3), np.ones(n)]
+        c = np.r_[np.zeros(N_LAYER_TERMS), np.ones(n)]
         a_ub = np.block([[a, -np.eye(n)], [-a, -np.eye(n)]])
         res = linprog(c, A_ub=a_ub, b_ub=np.r_[r, -r], bounds=(0, None), method="highs")
         if not res.success:  # pragma: no cover - the program is always feasible
             raise RuntimeError(f"layer-term fit failed: {res.message}")
-        x = np.maximum(res.x[:3], 0.0)
+        x = np.maximum(res.x[:N_LAYER_TERMS], 0.0)
         fits.append((float(np.abs(a @ x - r).sum()), ops, x))
     least = min(f[0] for f in fits)
     tied = [f for f in fits if f[0] <= least * (1 + 1e-6) + 1e-12]
     _, ops, x = min(tied, key=lambda f: (abs(f[1] - DISPATCH_OPS), f[1]))
     if source is None:
         source = ", ".join(sorted(set(rows.run))) if "run" in rows.columns else "layers"
-    return LayerFit(*map(float, x), dispatch_ops=float(ops), source=source, n_rows=n)
+    x = [float(v) for v in x]
+    return LayerFit(
+        *x[:3], dispatch_ops=float(ops), source=source, n_rows=n, mask_ms_per_mvalue=x[3]
+    )
 
 
 def activation_bytes(tokens, d_model: int, *, keep_ratio=1.0, bytes_per_value: int = ACT_BYTES):

@@ -370,7 +370,8 @@ def validate_main(args: argparse.Namespace) -> int:
     cols += ["max_calibrated_ape", "mean_lomo_ape", "max_lomo_ape"]
     _print_table(layer_summary, cols, md)
     t = layer_terms
-    print(f"Layer terms: {t['layer_ms']:.4f} ms per layer, {t['active_ms']:.4f} ms per active "
+    print(f"Layer terms: {t['layer_ms']:.4f} ms per layer, {t['mask_ms_per_mvalue']:.3f} ms per "
+          f"million routing-mask values, {t['active_ms']:.4f} ms per active "
           f"expert, {t['move_ms_per_mb']:.4f} ms per MB moved, {t['dispatch_ops']:g} launches "
           f"per active expert besides its FFN ({t['n_rows']} rows of {t['source']})\n")  # fmt: skip
     if checks:
@@ -430,6 +431,7 @@ def calibrate_main(args: argparse.Namespace) -> int:
     print(f"Layer terms of {dev.name} fitted to {len(rows)} layers of {Path(args.layers).name}\n")
     _print_table(table.to_dict(orient="records"), list(table.columns), False)
     print(f"mean absolute error {table.ape.mean():.2f}%; terms: {fit.layer_ms:.4f} ms per layer, "
+          f"{fit.mask_ms_per_mvalue:.3f} ms per million routing-mask values, "
           f"{fit.active_ms:.4f} ms per active expert, {fit.move_ms_per_mb:.4f} ms per MB moved, "
           f"{fit.dispatch_ops:g} launches per active expert")  # fmt: skip
     print(f"wrote {out}")

@@ -188,11 +188,12 @@ class LayerFit:
 
     :func:`coel_env.cost.moe_layer_breakdown` with ``terms="calibrated"`` composes a
     layer as the router GEMM (the device's 16-bit kernel fit without its host floor)
-    plus ``layer_ms``; every active expert's FFN (the expert fit, unchanged) plus its
-    dispatch: ``active_ms``, ``move_ms_per_mb`` per MB of its tokens' activations
-    gathered, scaled and scatter-added (three passes of ``d_model`` bf16 values per
-    token), and the host time of ``dispatch_ops`` more kernel launches that join the
-    FFN's own launches (hidden under the GPU time of a large expert, not of a small
+    plus ``layer_ms`` and ``mask_ms_per_mvalue`` per million values of the dense one-hot
+    routing mask (``tokens x top_k x n_experts``); every active expert's FFN (the expert
+    fit, unchanged) plus its dispatch: ``active_ms``, ``move_ms_per_mb`` per MB of its
+    tokens' activations gathered, scaled and scatter-added (three passes of ``d_model``
+    bf16 values per token), and the host time of ``dispatch_ops`` more kernel launches
+    that join the FFN's own launches (hidden under the GPU time of a large expert, not of a small
     one); and the shared experts as in the first-principles model.
 
     Attributes:
@@ -202,6 +203,9 @@ class LayerFit:
             indices) [ms].
         move_ms_per_mb: time per MB of routed activations moved by dispatch [ms/MB].
         dispatch_ops: kernel launches per active expert besides its FFN.
+        mask_ms_per_mvalue: time per million values of the one-hot routing mask that the
+            eager layer builds, sums per expert and searches once per active expert
+            (``torch.where``) [ms]; 0 in terms fitted before it was a term.
         source: where the terms come from (a file, or "derived from ...").
         derived: True when not fitted to whole layers measured on this device.
         n_rows: measured layers behind the fit (0 when derived).
@@ -216,9 +220,11 @@ class LayerFit:
     derived: bool = False
     n_rows: int = 0
     mode: str = "eager"
+    mask_ms_per_mvalue: float = 0.0
 
     def __post_init__(self) -> None:
-        for fname in ("layer_ms", "active_ms", "move_ms_per_mb", "dispatch_ops"):
+        for fname in ("layer_ms", "active_ms", "move_ms_per_mb", "dispatch_ops",
+                      "mask_ms_per_mvalue"):  # fmt: skip
             v = getattr(self, fname)
             ok = isinstance(v, int | float | np.floating) and not isinstance(v, bool)
             if not (ok and math.isfinite(v) and v >= 0):
@@ -236,8 +242,9 @@ class LayerFit:
 
     def derived_for(self, bw_scale: float, source: str) -> LayerFit:
         """The terms on another device: host times kept (as the kernel fits keep their
-        dispatch times), activation moves faster by ``bw_scale`` (its memory bandwidth
-        over this device's)."""
+        dispatch times; the routing-mask time too: at about 6 ns per value on the H200 it
+        is no bandwidth cost), activation moves faster by ``bw_scale`` (its memory
+        bandwidth over this device's)."""
         return replace(
             self, move_ms_per_mb=self.move_ms_per_mb / bw_scale, source=source, derived=True,
             n_rows=0,

@@ -35,36 +35,54 @@ def test_shipped_file_is_the_shared_measurement(calib_rows) -> None:
 
 
 def test_calibrated_layers_fit_the_measured_rows(calib_rows) -> None:
-    """The shipped terms: 5.3% mean absolute error over the 12 layers (the issue's aim
-    is 5%; two DeepSeek rows disagree with their neighbours by ~25%), far below the
-    first-principles model's 12.9%."""
+    """The shipped terms: 3.7% mean absolute error over the 12 layers, within the issue's
+    aim of 5% (first principles: 12.9%). Only DeepSeek's 64-token layer stays off (24%):
+    it was measured slower than the 256-token one with the same 64 active experts, which
+    no term that grows with the work can follow."""
     cal = cost.layer_rows(calib_rows, "h200", "calibrated")
     fp = cost.layer_rows(calib_rows, "h200", "first-principles")
-    assert cal.ape.mean() < 5.5
+    assert cal.ape.mean() <= 5.0
     assert fp.ape.mean() > 12.0
     by_model = cal.groupby("model").ape.mean()
-    assert by_model["mixtral-8x7b"] < 3.5 and by_model["deepseek-v2-lite"] < 8.5
-    steady = ~((cal.model == "deepseek-v2-lite") & cal.tokens.isin([64, 1024]))
-    assert cal.ape[steady].max() < 6.0
+    assert by_model["mixtral-8x7b"] < 3.0 and by_model["deepseek-v2-lite"] < 6.0
+    odd = (cal.model == "deepseek-v2-lite") & (cal.tokens == 64)
+    assert cal.ape[~odd].max() < 7.5
+    # the routing-mask term is what brings DeepSeek's 1024-token layer in (was 17%)
+    big = (cal.model == "deepseek-v2-lite") & (cal.tokens == 1024)
+    assert float(cal.ape[big].iloc[0]) < 5.0
+
+
+def test_mask_term_keeps_leave_one_model_out(calib_rows) -> None:
+    """Fitted on one model's rows alone the mask term is not needed, so predicting the
+    other model is as it was without the term (mean 24.4% Mixtral, 10.2% DeepSeek)."""
+    for held, at_most in (("mixtral-8x7b", 24.5), ("deepseek-v2-lite", 10.3)):
+        train = calib_rows[calib_rows.model != held].reset_index(drop=True)
+        test = calib_rows[calib_rows.model == held].reset_index(drop=True)
+        fit = cost.fit_layer_terms(train, "h200")
+        dev = replace(profiles.get_device("h200"), layer=fit)
+        assert cost.layer_rows(test, dev).ape.mean() <= at_most
 
 
 def test_shipped_terms() -> None:
     fit = cost.layer_fit("h200")
     assert fit.source == "h200_moe_layers_eager_calib.csv" and fit.n_rows == 12
     assert not fit.derived and fit.mode == "eager"
-    assert fit.dispatch_ops == cost.DISPATCH_OPS  # the first-principles launch count
+    assert abs(fit.dispatch_ops - cost.DISPATCH_OPS) <= 1  # near the first-principles count
     assert 0.2 < fit.layer_ms < 0.35 and fit.active_ms < 0.01 and 0 < fit.move_ms_per_mb < 0.01
+    assert 1.0 < fit.mask_ms_per_mvalue < 20.0
 
 
 def test_fit_recovers_terms_that_generated_the_rows(calib_rows) -> None:
     """The fit's design matrix is the layer formula: rows made by known terms give them back."""
-    truth = profiles.LayerFit(0.15, 0.02, 0.004, dispatch_ops=3.0, source="truth")
+    truth = profiles.LayerFit(
+        0.15, 0.02, 0.004, dispatch_ops=3.0, source="truth", mask_ms_per_mvalue=2.5
+    )
     dev = replace(profiles.get_device("h200"), layer=truth)
     made = calib_rows.copy()
     made["layer_ms"] = cost.layer_rows(calib_rows, dev).pred_ms.values
     fit = cost.fit_layer_terms(made, "h200")
     assert fit.dispatch_ops == 3.0
-    for k in ("layer_ms", "active_ms", "move_ms_per_mb"):
+    for k in ("layer_ms", "active_ms", "move_ms_per_mb", "mask_ms_per_mvalue"):
         assert getattr(fit, k) == pytest.approx(getattr(truth, k), rel=1e-5, abs=1e-9)
 
 
@@ -167,6 +185,7 @@ def test_derived_gpu_takes_the_h200_terms_marked_derived() -> None:
         h200.dispatch_ops,
     )
     assert l4.move_ms_per_mb > 10 * h200.move_ms_per_mb  # 300 vs 4800 GB/s
+    assert l4.mask_ms_per_mvalue == h200.mask_ms_per_mvalue  # kept, as host times are
 
 
 def test_a_profile_own_terms_come_first() -> None:
@@ -221,6 +240,28 @@ def test_layer_fit_json_round_trip(tmp_path: Path) -> None:
     p = tmp_path / "t.json"
     p.write_text(json.dumps(fit.to_dict()))
     assert profiles.read_layer_fit(p) == fit
+
+
+def test_layer_fit_json_without_mask_term_reads_as_zero(tmp_path: Path) -> None:
+    """Terms written before the routing-mask term read back with it at 0."""
+    p = tmp_path / "old.json"
+    p.write_text('{"layer_ms": 0.3, "active_ms": 0, "move_ms_per_mb": 0, "dispatch_ops": 5}')
+    assert profiles.read_layer_fit(p).mask_ms_per_mvalue == 0.0
+    p.write_text('{"layer_ms": 0.3, "active_ms": 0, "move_ms_per_mb": 0, "dispatch_ops": 5, '
+                 '"mask_ms_per_mvalue": -1}')  # fmt: skip
+    with pytest.raises(ValueError, match="mask_ms_per_mvalue=-1"):
+        profiles.read_layer_fit(p)
+
+
+def test_calibrated_router_counts_the_routing_mask() -> None:
+    """The mask term: tokens x top_k x n_experts values at the fitted time per million."""
+    m, fit = get_model("deepseek-v2-lite"), cost.layer_fit("h200")
+    kw = dict(terms="calibrated")
+    zero = replace(profiles.get_device("h200"), name="nomask",
+                   layer=replace(fit, mask_ms_per_mvalue=0.0))  # fmt: skip
+    for t in (1, 64, 1024):
+        extra = float(cost.router_ms(m, "h200", t, **kw) - cost.router_ms(m, zero, t, **kw))
+        assert extra == pytest.approx(fit.mask_ms_per_mvalue * t * 6 * 64 / 1e6, rel=1e-9)
 
 
 @pytest.mark.parametrize(
