@@ -156,6 +156,27 @@ def test_small_experts_cost_more_per_active_expert_than_their_ffn() -> None:
     assert extra_small > 0.5 * cost.expert_latency_ms(small, "h200", 1)
 
 
+def test_router_kernel_ms_and_shared_combine() -> None:
+    """``kernel_ms`` evaluates the first-principles router's kernel fit (the world passes
+    its vectorised one); ``combine=False`` leaves the shared experts' FFN alone."""
+    m = get_model("qwen1.5-moe-a2.7b")
+    seen = []
+
+    def kernel_ms(w, f, ops):
+        seen.append((w, ops))
+        return np.full(np.shape(f), 7.0)
+
+    t = np.array([0.0, 4.0])
+    got = cost.router_ms(m, "h200", t, kernel_ms=kernel_ms)
+    assert got.tolist() == [0.0, 7.0]
+    assert seen == [(cost.ACT_BYTES * m.d_model * m.n_experts, cost.ROUTER_OPS)]
+    cal = cost.router_ms(m, "h200", t, terms="calibrated", kernel_ms=kernel_ms)
+    assert len(seen) == 1 and cal[1] != 7.0  # calibrated: the fitted terms, not the callable
+    ffn = cost.ffn_latency_ms("h200", m.d_model, m.d_ff_shared, m.gated, t)
+    assert np.array_equal(cost.shared_ms(m, "h200", t, combine=False), ffn)
+    assert cost.shared_ms(m, "h200", t)[1] > ffn[1]  # the sigmoid gate and the add
+
+
 def test_zero_tokens_cost_nothing() -> None:
     m = get_model("deepseek-v2-lite")
     for fn in (cost.router_ms, cost.dispatch_ms, cost.shared_ms):

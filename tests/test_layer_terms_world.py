@@ -72,6 +72,44 @@ def test_home_work_is_the_cost_models_layer(calibrated_world) -> None:
     assert sm._values[row][::97] == pytest.approx(cost.dispatch_ms(m, w.gpus[0], t, **kw))
 
 
+def test_first_principles_home_work_is_the_cost_api_bit_for_bit() -> None:
+    """The default's router and shared experts come from the cost API too (one layer
+    formula): the router through the world's vectorised kernel evaluation, the shared
+    experts without their combine kernels, as the recorded results have them."""
+    w = World("default")
+    w.reset(0)
+    sm = w.serving
+    ns = np.array([1.0, 3.0, 8.0, 64.0, 1000.0])
+    for name in ("deepseek-v2-lite", "qwen1.5-moe-a2.7b", "mixtral-8x7b"):
+        m = get_model(name)
+        for home in range(w.n):
+            dev = w.gpus[home]
+            home_ms = sm._home_ms(m, home, ns, ("decode",) * ns.size, ("fp", name))
+            dense = np.array([sm._attention_ms(m, home, n, "decode") for n in ns])
+            router = sm.router_ms(m, home, ns)
+            shared = cost.shared_ms(m, dev, ns, mode="eager", combine=False)
+            assert np.array_equal(home_ms, m.n_moe_layers * router + m.n_moe_layers * shared
+                                  + dense)  # fmt: skip
+            # the same router as the cost model's own kernel evaluation, to rounding
+            assert router == pytest.approx(cost.router_ms(m, dev, ns), rel=1e-14)
+            if m.n_shared_experts:
+                assert (cost.shared_ms(m, dev, ns) > shared).all()  # combine adds kernels
+
+
+def test_world_and_milp_hold_no_copy_of_the_layer_formula() -> None:
+    """Router launches, dispatch launches and shared-expert shapes appear only in the
+    cost model (issue item: one cost API, no second copy of the layer formula)."""
+    import inspect
+
+    from agents.milp import from_world
+    from coel_env.core import evaluation
+
+    for mod in (evaluation, from_world):
+        src = inspect.getsource(mod)
+        for needle in ("ROUTER_OPS", "DISPATCH_OPS", "d_ff_shared", "n_experts *"):
+            assert needle not in src, f"{mod.__name__} computes {needle} itself"
+
+
 def test_calibrated_terms_move_the_costs(calibrated_world) -> None:
     """Decode passes within ~10% of first principles on the default's GPUs; a long
     prefill much dearer (the activations moved per MB, scaled to the L4's bandwidth)."""

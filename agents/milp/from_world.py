@@ -86,31 +86,15 @@ def _serving_parts(serving: ServingModel, m, pop, onehot, n: float, phase: str, 
             grp[s, E_FETCH, bi] = grp[s, E_GPU, bi] + fetch * pa_g
     d = m.d_model
     base = np.zeros(S)
-    moved = 3.0 * ACT_BYTES * ta * d
     for h in range(S):
         if not up[h]:
             continue
-        g16 = serving.gpus[h]
-        if serving.layer_terms != "first-principles":  # the cost model's layer, as the world's
-            kw = dict(mode=serving.mode, terms=serving.layer_terms)
-            b = m.n_moe_layers * float(
-                cost.router_ms(m, g16, n, **kw) + cost.shared_ms(m, g16, n, **kw)
-            )
-            b += float((pa * cost.dispatch_ms(m, g16, ta, **kw)).sum())
-            base[h] = b + serving._attention_ms(m, h, n, phase)
-            continue
-        disp = serving._fit_ms(g16, 16, moved, np.ones_like(moved), cost.DISPATCH_OPS)
-        router = float(
-            serving._fit_ms(g16, 16, ACT_BYTES * d * m.n_experts, 2.0 * n * d * m.n_experts, 6)
-        )
+        # the layer's router, dispatch and shared experts: the cost model's, as the world's
+        kw = dict(mode=serving.mode, terms=serving.layer_terms)
+        router = float(cost.router_ms(m, serving.gpus[h], n, **kw))
+        disp = cost.dispatch_ms(m, serving.gpus[h], ta, **kw)
         b = m.n_moe_layers * router + float((pa * disp).sum())
-        if m.n_shared_experts:
-            shared = float(
-                cost.ffn_latency_ms(
-                    g16, d, m.d_ff_shared * m.n_shared_experts, m.gated, n, mode=serving.mode
-                )
-            )
-            b += m.n_moe_layers * shared
+        b += m.n_moe_layers * float(serving.shared_ms(m, h, n))
         base[h] = b + serving._attention_ms(m, h, n, phase)
     xfer = np.einsum("le,leg->g", pa * 2 * ta * d * ACT_BYTES * 8 / 1e6, onehot)
     p_any = float(np.minimum(1.0, pa.sum(axis=1)).sum())

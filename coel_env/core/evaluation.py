@@ -20,12 +20,13 @@ over routing:
   not once per remote expert (see :func:`coel_env.core.kernels.serving._pass_sums`);
 * the router, dispatch, shared experts, dense FFN layers, attention and the
   LM head run on the home GPU. The layer's parts come from the cost model's
-  :func:`coel_env.cost.dispatch_ms` (and, with ``layer_terms="calibrated"``,
-  :func:`coel_env.cost.router_ms` and :func:`coel_env.cost.shared_ms`: the terms
-  fitted to whole measured layers). With ``"first-principles"`` (the default) the
-  router is the same kernel model evaluated by :func:`_kernel_ms`, and the shared
-  experts are their FFN without the output add and Qwen's gate that
-  :func:`coel_env.cost.shared_ms` counts: kept so that every recorded result stands.
+  :func:`coel_env.cost.router_ms`, :func:`coel_env.cost.dispatch_ms` and
+  :func:`coel_env.cost.shared_ms` with ``layer_terms`` (``"calibrated"``: the terms
+  fitted to whole measured layers); no other copy of the layer formula is here. With
+  ``"first-principles"`` (the default) the router's kernel fit is evaluated by
+  :func:`_kernel_ms` (the same fit, vectorised) and the shared experts are their FFN
+  without the output add and Qwen's gate (``combine=False``): so every recorded
+  result stands bit for bit.
 
 The runtime is ``mode``: eager PyTorch, the same kernels from CUDA graphs, or a
 fused-kernel runtime (``fused``: the routed experts and their dispatch costed as one
@@ -231,6 +232,29 @@ class ServingModel:
                 rows.append((1 / k.bw_gbps, 1 / k.stream_gbps, 1 / k.tflops, k.c_ms, k.op_ms, k.p))
             hit = self._fits[key] = tuple(np.array(r, float) for r in zip(*rows, strict=True))
         return hit
+
+    def router_ms(self, m: MoEModel, home: int, tokens) -> np.ndarray:
+        """One MoE layer's router at ``home`` for ``tokens``: :func:`coel_env.cost.router_ms`
+        with this model's terms (first principles through :func:`_kernel_ms`, the
+        vectorised evaluation of the same kernel fit)."""
+        dev = self.gpus[home]
+        g16 = self._fit_params(dev, 16)
+
+        def kernel_ms(w, f, ops):
+            return _kernel_ms(g16, w / 1e6, f, float(ops))
+
+        return cost.router_ms(
+            m, dev, tokens, mode=self.mode, terms=self.layer_terms, kernel_ms=kernel_ms
+        )
+
+    def shared_ms(self, m: MoEModel, home: int, tokens) -> np.ndarray:
+        """One MoE layer's shared experts at ``home``: :func:`coel_env.cost.shared_ms`;
+        with first principles their FFN alone (``combine=False``), as every recorded
+        result has it."""
+        return cost.shared_ms(
+            m, self.gpus[home], tokens, mode=self.mode, terms=self.layer_terms,
+            combine=self.layer_terms != "first-principles",
+        )  # fmt: skip
 
     def _row(self, key: tuple, fn) -> int:
         """Index of a kernel-latency grid row (:mod:`coel_env.core.kernels.serving`), built once:
@@ -463,29 +487,9 @@ class ServingModel:
         hit = self._home.get(key)
         if hit is not None:
             return hit
-        d = m.d_model
-        # router on the home GPU, once per layer
-        if self.layer_terms == "first-principles":
-            g16 = self._fit_params(self.gpus[home], 16)
-            k_pts = ns.size
-            router = _kernel_ms(
-                g16,
-                np.full(k_pts, ACT_BYTES * d * m.n_experts / 1e6),
-                2.0 * ns * d * m.n_experts,
-                float(cost.ROUTER_OPS),
-            )
-            out = m.n_moe_layers * router
-            if m.n_shared_experts:
-                shared = cost.ffn_latency_ms(
-                    self.gpus[home], d, m.d_ff_shared * m.n_shared_experts, m.gated, ns,
-                    mode=self.mode,
-                )  # fmt: skip
-                out = out + m.n_moe_layers * shared
-        else:
-            kw = dict(mode=self.mode, terms=self.layer_terms)
-            parts = cost.router_ms(m, self.gpus[home], ns, **kw)
-            parts = parts + cost.shared_ms(m, self.gpus[home], ns, **kw)
-            out = m.n_moe_layers * parts
+        # router and shared experts on the home GPU, once per MoE layer: the cost model's
+        out = m.n_moe_layers * self.router_ms(m, home, ns)
+        out = out + m.n_moe_layers * self.shared_ms(m, home, ns)
         dense = np.array(
             [self._attention_ms(m, home, float(n), ph) for n, ph in zip(ns, phases, strict=True)]
         )
