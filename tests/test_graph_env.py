@@ -144,6 +144,26 @@ def test_no_invalid_action_over_masked_random_steps(config):
     assert 0 < commits < steps
 
 
+@pytest.mark.parametrize(
+    "config", [{"scenario": "default"}, {"scenario": "large"}], ids=["default", "large"]
+)
+def test_every_applied_edit_gives_a_draft_the_world_accepts(config):
+    """The editor accepts an unmasked edit away from the border without calling the
+    world's check (its slack is exact there): the world's own check must accept every
+    draft so made, and agree with the editor's verdict."""
+    env = _make(**config)
+    env.reset(seed=4)
+    ed, w = env.unwrapped.editor, env.unwrapped.world
+    edits = 0
+    for a, (_, _, _, _, info) in _masked_steps(env, 600 if "large" in str(config) else 1500, 4):
+        assert not info["invalid_action"]
+        if a != 0:
+            edits += 1
+            w._checked = None  # no cached answer: the world checks the draft anew
+            assert w.check(ed.draft).feasible, env.unwrapped.action_label(a)
+    assert edits > 100
+
+
 def _exhaustive(env) -> tuple[int, int]:
     """Compare the mask with the world's check of every candidate's plan: (candidates,
     disagreements). A no-op (nothing but tiers would change) must be masked."""

@@ -282,7 +282,9 @@ class GraphEnv(gym.Env):
         a = self._check_action(action)
         if a == 0:
             return self._commit()
-        mask = self.action_masks()
+        if not getattr(self.world, "_seeded", False):
+            raise RuntimeError("call reset() before step()")
+        mask = self.editor.mask(self.editor.edits < self.config["max_edits"])
         if not mask[a]:
             return self._invalid(a, f"masked edit {self.action_label(a)}")
         report = self.editor.apply(*self.layout.decode(a))

@@ -39,12 +39,21 @@ refuse is never applied; ``tests/test_graph_env.py`` compares the mask with
 
 from __future__ import annotations
 
+from bisect import bisect_right
+
 import numpy as np
 from numba import njit
 
 from coel_env.catalog import BITS
 from coel_env.core.groups import groups_of_estimate
-from coel_env.core.plan import KEEP_RATIOS, ModelPlan, Plan, dense_gb, expert_gb_table
+from coel_env.core.plan import (
+    KEEP_RATIOS,
+    InfeasibilityReport,
+    ModelPlan,
+    Plan,
+    dense_gb,
+    expert_gb_table,
+)
 
 #: Edit kinds in the order their blocks sit in the action space.
 KINDS = (
@@ -68,6 +77,8 @@ BIT_INDEX[list(BITS)] = np.arange(N_BITS)
 #: any rounding of the sums and far below any expert's size).
 BORDER_GB = 1e-6
 _KEEP = np.asarray(KEEP_RATIOS)
+#: The world's answer to a plan it accepts (no violation).
+ACCEPTED = InfeasibilityReport()
 #: The world's tolerance on memory limits (``coel_env.core.plan.check_plan``) [GB].
 TOL_GB = 1e-9
 
@@ -101,18 +112,33 @@ class EditLayout:
             self.offsets[kind] = at
             at += int(np.prod(self.shapes[kind]))
         self.n = at
-        self._starts = np.array([self.offsets[k] for k in KINDS])
+        self._starts = [self.offsets[k] for k in KINDS]
+        # row-major strides of each kind's shape (decode without numpy's per-call cost)
+        self._strides = {
+            k: tuple(int(np.prod(s[j + 1 :])) for j in range(len(s)))
+            for k, s in self.shapes.items()
+        }
 
     def index(self, kind: str, *idx: int) -> int:
         """The action of edit ``kind`` at ``idx`` (e.g. ``index("move", m, g, s)``)."""
-        return self.offsets[kind] + int(np.ravel_multi_index(idx, self.shapes[kind]))
+        shape = self.shapes[kind]
+        if len(idx) != len(shape) or not all(0 <= i < d for i, d in zip(idx, shape, strict=True)):
+            raise ValueError(f"{kind}{tuple(idx)} is not allowed; the shape is {shape}")
+        strides = self._strides[kind]
+        return self.offsets[kind] + sum(i * st for i, st in zip(idx, strides, strict=True))
 
     def decode(self, action: int) -> tuple[str, tuple[int, ...]]:
         """``(kind, idx)`` of an action index."""
-        k = int(np.searchsorted(self._starts, action, side="right")) - 1
-        kind = KINDS[k]
-        idx = np.unravel_index(action - self.offsets[kind], self.shapes[kind])
-        return kind, tuple(int(i) for i in idx)
+        action = int(action)
+        if not 0 <= action < self.n:
+            raise ValueError(f"action={action} is not allowed; actions are 0..{self.n - 1}")
+        kind = KINDS[bisect_right(self._starts, action) - 1]
+        r = action - self.offsets[kind]
+        idx = []
+        for stride in self._strides[kind]:
+            q, r = divmod(r, stride)
+            idx.append(q)
+        return kind, tuple(idx)
 
     def views(self, flat: np.ndarray) -> dict[str, np.ndarray]:
         """Per kind, a view of ``flat`` (length :attr:`n`) in that kind's shape."""
@@ -237,10 +263,12 @@ def model_counts(location, groups, bidx, pop_share, sizes, up, n_groups, n_bits)
 @njit(cache=True, error_model="numpy")
 def retier(location, groups, bidx, order, sizes, budgets, touched, unified, n_groups, n_bits):
     """Re-tier one model's experts [L, E, n] on the ``touched`` servers (rule: module
-    doc); ``order`` lists the experts (flat ``layer * E + e``) most popular first."""
+    doc); ``order`` lists the experts (flat ``layer * E + e``) most popular first. One
+    pass over the experts serves every touched server (each server's result is that of
+    its own pass)."""
     n_l, n_e, n = location.shape
-    counts = np.zeros((n_groups, n_bits), np.int64)
-    k = np.zeros((n_groups, n_bits), np.int64)
+    split = np.zeros(n, np.int64)  # touched servers with a GPU / host split, in order
+    n_t = 0
     for s in range(n):
         if not touched[s]:
             continue
@@ -250,20 +278,30 @@ def retier(location, groups, bidx, order, sizes, budgets, touched, unified, n_gr
                     if location[layer, e, s] != 0:
                         location[layer, e, s] = 1
             continue
-        counts[:, :] = 0
-        for layer in range(n_l):
-            for e in range(n_e):
-                if location[layer, e, s] != 0:
-                    counts[groups[layer, e], bidx[layer, e]] += 1
-        tier_fill(counts, sizes, budgets[s], k)
-        for j in range(order.size):
-            layer, e = divmod(order[j], n_e)
+        split[n_t] = s
+        n_t += 1
+    if n_t == 0:
+        return
+    counts = np.zeros((n_t, n_groups, n_bits), np.int64)
+    k = np.zeros((n_t, n_groups, n_bits), np.int64)
+    for layer in range(n_l):
+        for e in range(n_e):
+            g, b = groups[layer, e], bidx[layer, e]
+            for t in range(n_t):
+                if location[layer, e, split[t]] != 0:
+                    counts[t, g, b] += 1
+    for t in range(n_t):
+        tier_fill(counts[t], sizes, budgets[split[t]], k[t])
+    for j in range(order.size):
+        layer, e = divmod(order[j], n_e)
+        g, b = groups[layer, e], bidx[layer, e]
+        for t in range(n_t):
+            s = split[t]
             if location[layer, e, s] == 0:
                 continue
-            g, b = groups[layer, e], bidx[layer, e]
-            if k[g, b] > 0:
+            if k[t, g, b] > 0:
                 location[layer, e, s] = 1
-                k[g, b] -= 1
+                k[t, g, b] -= 1
             else:
                 location[layer, e, s] = 2
 
@@ -276,8 +314,17 @@ def model_slacks(
 ):  # fmt: skip
     """Memory slack [GB] of every candidate edit of one model (module doc): ``inf`` for
     an edit that cannot break memory, ``-inf`` for one that is not allowed or changes
-    nothing; else the least slack over the servers it touches. Writes ``s_*``."""
+    nothing; else the least slack over the servers it touches. Writes ``s_*``.
+
+    The GPU budget of each server is formed as :func:`edited_location` forms it
+    (``fixed_gpu``: the other models' GPU memory summed in model order; the dense parts
+    with this model's homes taken out and put back), so the predicted tiers are the
+    edit's own."""
     n_g, n_b, n = held.shape
+    dense = np.empty(n)  # dense parts of a server whose homes of this model stay
+    for s in range(n):
+        d = dense_m if home[s] else 0.0
+        dense[s] = dense_total[s] - d + d
     cnt = np.zeros((n_g, n_b), np.int64)
     scratch = np.zeros((n_g, n_b), np.int64)
     inf = np.inf
@@ -304,44 +351,86 @@ def model_slacks(
                 hcap[s], unified[s], scratch,
             )  # fmt: skip
         return
-    # removing group g from server s (its part of a move, and a drop)
+    # per server: the slack of removing group g (its part of a move, and a drop), of a
+    # full copy of g (replicate), of g at bit width b (bits) and of the server as it is
+    # (base); the tiers of the groups before g are those of the server as it is, so the
+    # fill is continued from there (the same steps as :func:`tier_fill`)
     s_rm = np.full((n_g, n), inf)
-    base = np.full(n, inf)  # the server re-tiered with what it holds
+    s_bt = np.full((n_g, n_b, n), inf)
+    base = np.full(n, inf)
+    pre_rem = np.zeros(n_g)
+    pre_gpu = np.zeros(n_g)
+    row_tot = np.zeros(n_g)
+    row = np.zeros(n_b, np.int64)
     for s in range(n):
-        if not up[s]:
-            continue
-        base[s] = server_slack(
-            held[:, :, s], sizes, dense_total[s], fixed_gpu[s], other_host[s], gcap[s],
-            hcap[s], unified[s], scratch,
-        )  # fmt: skip
-        # homes
-        if not home[s]:
-            s_add[s] = server_slack(
-                held[:, :, s], sizes, dense_total[s] + dense_m, fixed_gpu[s], other_host[s],
-                gcap[s], hcap[s], unified[s], scratch,
-            )  # fmt: skip
-        elif n_homes > 1:
-            s_hdrop[s] = server_slack(
-                held[:, :, s], sizes, dense_total[s] - dense_m, fixed_gpu[s], other_host[s],
-                gcap[s], hcap[s], unified[s], scratch,
-            )  # fmt: skip
+        holds = False
         for g in range(n_g):
             if on[g, s] > 0:
-                cnt[:, :] = held[:, :, s]
-                cnt[g, :] = 0
-                s_rm[g, s] = server_slack(
-                    cnt, sizes, dense_total[s], fixed_gpu[s], other_host[s], gcap[s], hcap[s],
-                    unified[s], scratch,
-                )  # fmt: skip
+                holds = True
+        if not up[s] and not holds:
+            continue
+        hs = held[:, :, s]
+        d = dense[s]
+        fg, oh, gc, hc, uni = fixed_gpu[s], other_host[s], gcap[s], hcap[s], unified[s]
+        tot = 0.0
+        for g in range(n_g):
+            rt = 0.0
+            for b in range(n_b):
+                rt += hs[g, b] * sizes[b]
+            row_tot[g] = rt
+            tot += rt
+        rem = max(gc - fg - d, 0.0) + 1e-9
+        gpu = 0.0
+        for g in range(n_g):
+            pre_rem[g] = rem
+            pre_gpu[g] = gpu
+            if not uni:
+                for b in range(n_b):
+                    c = hs[g, b]
+                    if c > 0 and sizes[b] > 0.0:
+                        k = min(c, int(rem // sizes[b]))
+                        if k > 0:
+                            gpu += k * sizes[b]
+                            rem -= k * sizes[b]
+        if up[s]:
+            base[s] = _slack_of(tot, gpu, fg, d, oh, gc, hc, uni)
+            if not home[s]:
+                s_add[s] = server_slack(
+                    hs, sizes, dense_total[s] + dense_m, fg, oh, gc, hc, uni, scratch
+                )
+            elif n_homes > 1:
+                s_hdrop[s] = server_slack(
+                    hs, sizes, dense_total[s] - dense_m, fg, oh, gc, hc, uni, scratch
+                )
+        for g in range(n_g):
+            rest = tot - row_tot[g]
+            if up[s] and on[g, s] > 0:
+                row[:] = 0
+                v = _slack_of(rest, _fill_from(hs, g, row, sizes, pre_rem[g], pre_gpu[g], uni),
+                              fg, d, oh, gc, hc, uni)  # fmt: skip
+                s_rm[g, s] = v
                 if safe[g, s]:
-                    s_drop[g, s] = s_rm[g, s]
-            if on[g, s] < group_size[g]:
-                cnt[:, :] = held[:, :, s]
-                cnt[g, :] = n_bits_of[g, :]  # every expert of the group, at its bit width
-                s_rep[g, s] = server_slack(
-                    cnt, sizes, dense_total[s], fixed_gpu[s], other_host[s], gcap[s],
-                    hcap[s], unified[s], scratch,
+                    s_drop[g, s] = v
+            if up[s] and on[g, s] < group_size[g]:
+                add = 0.0
+                for b in range(n_b):
+                    row[b] = n_bits_of[g, b]  # every expert of the group, at its bit width
+                    add += n_bits_of[g, b] * sizes[b]
+                s_rep[g, s] = _slack_of(
+                    rest + add, _fill_from(hs, g, row, sizes, pre_rem[g], pre_gpu[g], uni),
+                    fg, d, oh, gc, hc, uni,
                 )  # fmt: skip
+            if on[g, s] > 0:
+                for b in range(n_b):
+                    if n_bits_of[g, b] == group_size[g]:
+                        continue  # already at this width
+                    row[:] = 0
+                    row[b] = on[g, s]
+                    s_bt[g, b, s] = _slack_of(
+                        rest + on[g, s] * sizes[b],
+                        _fill_from(hs, g, row, sizes, pre_rem[g], pre_gpu[g], uni),
+                        fg, d, oh, gc, hc, uni,
+                    )  # fmt: skip
     for g in range(n_g):
         for s in range(n):
             if not up[s]:
@@ -367,21 +456,133 @@ def model_slacks(
                 continue  # already at this width
             worst = inf
             for s in range(n):
-                if on[g, s] == 0:
-                    continue
-                cnt[:, :] = held[:, :, s]
-                tot = 0
-                for bb in range(n_b):
-                    tot += cnt[g, bb]
-                    cnt[g, bb] = 0
-                cnt[g, b] = tot
-                v = server_slack(
-                    cnt, sizes, dense_total[s], fixed_gpu[s], other_host[s], gcap[s],
-                    hcap[s], unified[s], scratch,
-                )  # fmt: skip
-                if v < worst:
-                    worst = v
+                if on[g, s] > 0 and s_bt[g, b, s] < worst:
+                    worst = s_bt[g, b, s]
             s_bits[g, b] = worst
+
+
+@njit(cache=True, error_model="numpy")
+def _slack_of(tot, gpu, fixed_gpu, dense, other_host, gcap, hcap, unified):
+    """:func:`server_slack` from a server's expert GB ``tot`` and its GPU part ``gpu``."""
+    if unified:
+        return gcap + 1e-9 - (fixed_gpu + dense + other_host + tot)
+    return min(gcap + 1e-9 - (fixed_gpu + dense + gpu), hcap + 1e-9 - (other_host + tot - gpu))
+
+
+@njit(cache=True, error_model="numpy")
+def _fill_from(held_s, g0, row, sizes, rem, gpu, unified):
+    """The GB :func:`tier_fill` puts on the GPU, continued from group ``g0`` (``rem``
+    left, ``gpu`` placed by the groups before it) with ``row`` [B] as group ``g0``'s
+    counts and ``held_s`` [G, B] for the groups after it."""
+    if unified:
+        return 0.0
+    n_g, n_b = held_s.shape
+    for g in range(g0, n_g):
+        for b in range(n_b):
+            c = row[b] if g == g0 else held_s[g, b]
+            if c > 0 and sizes[b] > 0.0:
+                k = min(c, int(rem // sizes[b]))
+                if k > 0:
+                    gpu += k * sizes[b]
+                    rem -= k * sizes[b]
+    return gpu
+
+
+@njit(cache=True, error_model="numpy")
+def all_slacks(
+    held, n_bits_of, sizes, home, deployed, dense_m, dense_total, gpu, host, gcap, hcap,
+    unified, up, safe, deploy_b, group_size, s_add, s_hdrop, s_move, s_rep, s_drop, s_bits,
+):  # fmt: skip
+    """:func:`model_slacks` of every model of the draft in one call (arrays stacked over
+    the models: ``held`` [M, G, B, n], ``gpu`` / ``host`` [M, n], ...; the ``s_*`` are
+    padded to the layout's maxima and written on their first ``n`` servers). The other
+    models' memory on each server is summed in model order, as :func:`edited_location`
+    sums it."""
+    n_m = held.shape[0]
+    n = held.shape[3]
+    fixed_gpu = np.empty(n)
+    other_host = np.empty(n)
+    for i in range(n_m):
+        n_homes = 0
+        for s in range(n):
+            if home[i, s]:
+                n_homes += 1
+            og = 0.0
+            oh = 0.0
+            for j in range(n_m):
+                if j != i:
+                    og += gpu[j, s]
+                    oh += host[j, s]
+            fixed_gpu[s] = og
+            other_host[s] = oh
+        model_slacks(
+            held[i], n_bits_of[i], sizes[i], home[i], n_homes, deployed[i], dense_m[i],
+            dense_total, fixed_gpu, other_host, gcap, hcap, unified, up,
+            safe[i], deploy_b, group_size[i], s_add[i, :n], s_hdrop[i, :n],
+            s_move[i, :, :n], s_rep[i, :, :n], s_drop[i, :, :n], s_bits[i],
+        )  # fmt: skip
+
+
+#: Codes of the placement edits of a deployed model (:func:`edited_location`).
+K_HOME_ADD, K_HOME_DROP, K_MOVE, K_REPLICATE, K_DROP, K_BITS = range(1, 7)
+_KIND_CODE = {
+    "home_add": K_HOME_ADD, "home_drop": K_HOME_DROP, "move": K_MOVE,
+    "replicate": K_REPLICATE, "drop": K_DROP, "bits": K_BITS,
+}  # fmt: skip
+
+
+@njit(cache=True, error_model="numpy")
+def edited_location(
+    location, bits, bidx, groups, order, sizes, kind, g, s, new_b, new_bits, i, home,
+    home_new, dense_m, dense_total, gpu, gcap, unified, n_groups, n_bits,
+):  # fmt: skip
+    """Model ``i``'s location, bits and bit indices after a placement edit (``kind``: a
+    ``K_*`` code; ``g`` the group, ``s`` the server, ``new_b`` / ``new_bits`` the bit
+    width of ``K_BITS``), re-tiered (:func:`retier`) on the servers it touches with the
+    GPU budget the other models (``gpu`` [M, n], summed in model order) and the dense
+    parts (``dense_total`` with model ``i``'s homes ``home`` [M, n] replaced by
+    ``home_new``) leave. New arrays; the inputs are not changed."""
+    n_l, n_e, n = location.shape
+    loc = location.copy()
+    bt = bits.copy()
+    bx = bidx.copy()
+    touched = np.zeros(n, np.bool_)
+    if kind == K_HOME_ADD or kind == K_HOME_DROP:
+        touched[s] = True
+    else:
+        for layer in range(n_l):
+            for e in range(n_e):
+                if groups[layer, e] != g:
+                    continue
+                if kind == K_MOVE or kind == K_BITS:
+                    for t in range(n):
+                        if loc[layer, e, t] != 0:
+                            touched[t] = True
+                if kind == K_MOVE:
+                    for t in range(n):
+                        loc[layer, e, t] = 0
+                    loc[layer, e, s] = 1
+                elif kind == K_REPLICATE:
+                    if loc[layer, e, s] == 0:
+                        loc[layer, e, s] = 1
+                elif kind == K_DROP:
+                    loc[layer, e, s] = 0
+                else:
+                    bt[layer, e] = new_bits
+                    bx[layer, e] = new_b
+        if kind != K_BITS:
+            touched[s] = True
+    n_m = gpu.shape[0]
+    budgets = np.empty(n)
+    for t in range(n):
+        other = 0.0
+        for j in range(n_m):
+            if j != i:
+                other += gpu[j, t]
+        d = dense_total[t] - (dense_m if home[i, t] else 0.0) + (dense_m if home_new[t] else 0.0)
+        budgets[t] = gcap[t] - other - d
+    retier(loc, groups, bx, order, sizes, budgets, touched, unified, n_groups, n_bits)
+    return loc, bt, bx
 
 
 # ---------------------------------------------------------------------------- editor
@@ -392,7 +593,8 @@ class _ModelState:
 
     __slots__ = (
         "bidx", "copies", "deployed", "gpu", "group_size", "groups", "held", "home",
-        "host", "n_bits_of", "on_gpu", "order", "pop_gpu", "pop_held", "pop_share", "safe",
+        "host", "keep_ok", "n_bits_of", "on_gpu", "order", "pol_ok", "pop_gpu", "pop_held",
+        "pop_share", "safe",
     )  # fmt: skip
 
 
@@ -405,6 +607,11 @@ class PlanEditor:
         deploy_bits: bit width of a model deployed by ``home_add``.
     """
 
+    #: Check every applied edit with :meth:`World.check` (:meth:`verdict`).
+    recheck = False
+    #: Cached arrays rebuilt after unpickling (views of one another do not survive it).
+    _CACHES = ("_flat", "_slack_flat", "_slack", "_mask_of", "_dense_of", "_stk")
+
     def __init__(self, world, layout: EditLayout, deploy_bits: int = 4) -> None:
         if deploy_bits not in BITS:
             raise ValueError(f"deploy_bits={deploy_bits!r} is not allowed; allowed: {BITS}")
@@ -416,21 +623,30 @@ class PlanEditor:
         self.G = layout.n_groups
         self._sizes = [expert_gb_table(m)[list(BITS)].copy() for m in self.models]
         self._dense = np.array([dense_gb(m) + world.kv_reserve_gb[m] for m in self.models])
-        self._flat = np.zeros(layout.n, bool)
-        self._views = layout.views(self._flat)
         self.start: Plan | None = None
+        self._new_caches()
+
+    def _new_caches(self) -> None:
+        lay = self.layout
+        self._flat = np.zeros(lay.n, bool)
+        # the slack of every memory-bound candidate, in the layout's order (the kinds
+        # home_add .. bits are one contiguous range of the action space)
+        self._lo, self._hi = lay.offsets["home_add"], lay.offsets["keep"]
+        self._slack_flat = np.full(self._hi - self._lo, -np.inf)
+        self._slack = {}
+        for k in ("home_add", "home_drop", "move", "replicate", "drop", "bits"):
+            a = lay.offsets[k] - self._lo
+            self._slack[k] = self._slack_flat[a : a + int(np.prod(lay.shapes[k]))].reshape(
+                lay.shapes[k]
+            )
+        self._mask_of = self._dense_of = self._stk = None
 
     def __getstate__(self) -> dict:
-        # the mask's per-kind arrays are views of one flat array: pickle copies views
-        # apart, so they (and the caches over them) are rebuilt on loading
-        skip = ("_flat", "_views", "_slack", "_mask_of", "_dense_of")
-        return {k: v for k, v in self.__dict__.items() if k not in skip}
+        return {k: v for k, v in self.__dict__.items() if k not in self._CACHES}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self._flat = np.zeros(self.layout.n, bool)
-        self._views = self.layout.views(self._flat)
-        self._slack = self._mask_of = self._dense_of = None
+        self._new_caches()
 
     # ----------------------------------------------------------------- epoch
 
@@ -448,21 +664,24 @@ class PlanEditor:
         self.edits = 0
         self._mask_of = None
         self._dense_of = None
-        self._slack = None  # the world (and its size) may be another one
+        self._stk = None  # the world (and its size) may be another one
+        self._slack_flat[:] = -np.inf
 
-    def _state(self, i: int, mp: ModelPlan | None) -> _ModelState:
+    def _state(self, i: int, mp: ModelPlan | None, bidx: np.ndarray | None = None) -> _ModelState:
         name = self.models[i]
         st = _ModelState()
         pop = self.pop[name]
         st.groups = groups_of_estimate(pop, self.G)
-        hit = getattr(self, "_orders", {}).get(name)
+        orders = self.__dict__.setdefault("_orders", {})
+        hit = orders.get(name)
         if hit is None or hit[0] is not pop:
             tot = pop.sum()
             share = pop / tot if tot > 0 else np.full(pop.shape, 1.0 / pop.size)
             order = np.argsort(-pop, axis=None, kind="stable").astype(np.int64)
-            self.__dict__.setdefault("_orders", {})[name] = hit = (pop, share, order)
-        st.pop_share, st.order = hit[1], hit[2]
-        st.group_size = np.bincount(st.groups.ravel(), minlength=self.G).astype(np.int64)
+            gsz = np.bincount(st.groups.ravel(), minlength=self.G).astype(np.int64)
+            gsz.setflags(write=False)
+            orders[name] = hit = (pop, share, order, gsz)
+        st.pop_share, st.order, st.group_size = hit[1], hit[2], hit[3]
         n, G = self.n, self.G
         st.deployed = mp is not None
         if mp is None:
@@ -476,17 +695,21 @@ class PlanEditor:
             st.gpu = np.zeros(n)
             st.host = np.zeros(n)
             st.home = np.zeros(n, bool)
+            st.n_bits_of = np.zeros((G, N_BITS), np.int64)
+            st.n_bits_of[:, self.deploy_b] = st.group_size
+            st.keep_ok = np.zeros(N_KEEP, bool)
+            st.pol_ok = np.zeros(2, bool)
         else:
-            st.bidx = BIT_INDEX[mp.bits]
+            st.bidx = BIT_INDEX[mp.bits] if bidx is None else bidx
             (st.held, st.on_gpu, st.pop_held, st.safe, st.copies, st.pop_gpu, st.n_bits_of,
              st.gpu, st.host) = model_counts(
                 mp.location, st.groups, st.bidx, st.pop_share, self._sizes[i], self.up, G, N_BITS
             )  # fmt: skip
             st.home = np.zeros(n, bool)
             st.home[list(mp.home)] = True
-        if mp is None:
-            st.n_bits_of = np.zeros((G, N_BITS), np.int64)
-            st.n_bits_of[:, self.deploy_b] = st.group_size
+            st.keep_ok = _KEEP != mp.keep_ratio
+            pol = mp.host_policy
+            st.pol_ok = np.array([(pol != 0).any(), (pol != 1).any()])
         return st
 
     def _repair(self) -> None:
@@ -544,6 +767,39 @@ class PlanEditor:
         self._dense_of = (self.draft, out)
         return out
 
+    def _stacked(self) -> dict:
+        """The models' states stacked into arrays [M, ...] (for :func:`all_slacks` and
+        :func:`edited_location`); only the slots of changed states are copied."""
+        stk = self._stk
+        if stk is None:
+            m, n, G = len(self.models), self.n, self.G
+            stk = self._stk = {
+                "ids": [None] * m,
+                "held": np.zeros((m, G, N_BITS, n), np.int64),
+                "n_bits_of": np.zeros((m, G, N_BITS), np.int64),
+                "sizes": np.array(self._sizes).reshape(m, N_BITS),
+                "home": np.zeros((m, n), bool),
+                "deployed": np.zeros(m, bool),
+                "gpu": np.zeros((m, n)),
+                "host": np.zeros((m, n)),
+                "safe": np.zeros((m, G, n), bool),
+                "group_size": np.zeros((m, G), np.int64),
+            }
+        ids = stk["ids"]
+        for i, st in enumerate(self.states):
+            if ids[i] is st:
+                continue
+            stk["held"][i] = st.held
+            stk["n_bits_of"][i] = st.n_bits_of
+            stk["home"][i] = st.home
+            stk["deployed"][i] = st.deployed
+            stk["gpu"][i] = st.gpu
+            stk["host"][i] = st.host
+            stk["safe"][i] = st.safe
+            stk["group_size"][i] = st.group_size
+            ids[i] = st
+        return stk
+
     def mask(self, edits_left: bool = True) -> np.ndarray:
         """The allowed actions (flat, :class:`EditLayout` order): ``commit`` always;
         with ``edits_left``, every edit that changes the draft into a plan
@@ -551,78 +807,102 @@ class PlanEditor:
         hit = self._mask_of
         if hit is not None and hit[0] is self.draft and hit[1] == edits_left:
             return hit[2]
-        flat, v = self._flat, self._views
+        flat = self._flat
         flat[:] = False
-        v["commit"][0] = True
+        flat[0] = True
         if edits_left:
-            self._fill(v)
+            self._fill(flat)
         out = flat.copy()
         out.setflags(write=False)
         self._mask_of = (self.draft, edits_left, out)
         return out
 
-    def _slack_arrays(self) -> dict[str, np.ndarray]:
-        """Per memory-bound kind, the slack of every (padded) candidate; -inf padding."""
-        sl = self.__dict__.get("_slack")
-        if sl is None:
-            sl = self._slack = {
-                k: np.full(self.layout.shapes[k], -np.inf)
-                for k in ("home_add", "home_drop", "move", "replicate", "drop", "bits")
-            }
-        return sl
-
-    def _fill(self, v: dict[str, np.ndarray]) -> None:
-        w, n = self.world, self.n
-        gpu_all = np.zeros(n)
-        host_all = np.zeros(n)
-        for st in self.states:
-            gpu_all += st.gpu
-            host_all += st.host
-        dense = self.dense_total()
-        sl = self._slack_arrays()
+    def _fill(self, flat: np.ndarray) -> None:
+        w = self.world
+        stk = self._stacked()
+        sl = self._slack
+        all_slacks(
+            stk["held"], stk["n_bits_of"], stk["sizes"], stk["home"], stk["deployed"],
+            self._dense, self.dense_total(), stk["gpu"], stk["host"], w.gpu_capacity_gb,
+            w.host_capacity_gb, w.unified, self.up, stk["safe"], self.deploy_b,
+            stk["group_size"], sl["home_add"], sl["home_drop"], sl["move"], sl["replicate"],
+            sl["drop"], sl["bits"],
+        )  # fmt: skip
+        lo, hi = self._lo, self._hi
+        slack = self._slack_flat
+        np.greater_equal(slack, 0.0, out=flat[lo:hi])
+        border = np.flatnonzero(np.abs(slack) < BORDER_GB)
+        for j in border.tolist():  # decided by the world's check of the edited plan
+            kind, idx = self.layout.decode(lo + j)
+            flat[lo + j] = self._check(kind, idx).feasible
+        lay = self.layout
+        k0, p0 = lay.offsets["keep"], lay.offsets["host_policy"]
         for i, st in enumerate(self.states):
-            model_slacks(
-                st.held, st.n_bits_of, self._sizes[i], st.home, int(st.home.sum()),
-                st.deployed, self._dense[i], dense, gpu_all - st.gpu, host_all - st.host,
-                w.gpu_capacity_gb, w.host_capacity_gb, w.unified, self.up, st.safe,
-                self.deploy_b, st.group_size, sl["home_add"][i, :n], sl["home_drop"][i, :n],
-                sl["move"][i, :, :n], sl["replicate"][i, :, :n], sl["drop"][i, :, :n],
-                sl["bits"][i],
-            )  # fmt: skip
             if st.deployed:
-                mp = self.draft.models[self.models[i]]
-                v["keep"][i] = _KEEP != mp.keep_ratio
-                pol = mp.host_policy
-                v["host_policy"][i] = (pol != 0).any(), (pol != 1).any()
-        for kind, arr in sl.items():
-            ok = v[kind]
-            np.greater_equal(arr, 0.0, out=ok)
-            border = np.abs(arr) < BORDER_GB
-            if border.any():  # decided by the world's check of the edited plan
-                for idx in zip(*np.nonzero(border), strict=True):
-                    ok[idx] = self._check(kind, tuple(map(int, idx))).feasible
+                flat[k0 + i * N_KEEP : k0 + (i + 1) * N_KEEP] = st.keep_ok
+                flat[p0 + 2 * i : p0 + 2 * i + 2] = st.pol_ok
 
     # ----------------------------------------------------------------- apply
 
     def candidate(self, kind: str, idx: tuple[int, ...]) -> Plan:
         """The draft with edit ``kind`` at ``idx`` applied (not checked)."""
+        return self._candidate(kind, idx)[0]
+
+    def _candidate(self, kind: str, idx: tuple[int, ...]) -> tuple[Plan, np.ndarray | None]:
+        """:meth:`candidate` and the edited model's bit indices (None: not computed)."""
         i = idx[0]
         name = self.models[i]
         st = self.states[i]
         mp = self.draft.models.get(name)
+        bidx = None
         if mp is None and kind != "home_add":
             raise ValueError(f"{kind} of {name}: the model is not deployed (only home_add)")
         if kind == "keep":
             new = ModelPlan(name, mp.location, mp.bits, mp.home, mp.host_policy,
                             KEEP_RATIOS[idx[1]])  # fmt: skip
+            bidx = st.bidx
         elif kind == "host_policy":
             pol = np.full(mp.host_policy.shape, idx[1], np.int8)
             new = ModelPlan(name, mp.location, mp.bits, mp.home, pol, mp.keep_ratio)
-        else:
+            bidx = st.bidx
+        elif mp is None:
             new = self._placed(i, name, st, mp, kind, idx)
+        else:
+            new, bidx = self._edited(i, name, st, mp, kind, idx)
         models = dict(self.draft.models)
         models[name] = new
-        return Plan(models)
+        return Plan(models), bidx
+
+    def _edited(self, i, name, st, mp, kind, idx) -> tuple[ModelPlan, np.ndarray]:
+        """A placement edit of deployed model ``i`` (:func:`edited_location`)."""
+        homes = mp.home
+        home_new = st.home
+        g = s = new_b = 0
+        if kind == "home_add":
+            s = idx[1]
+            homes = (*homes, s)
+            home_new = st.home.copy()
+            home_new[s] = True
+        elif kind == "home_drop":
+            s = idx[1]
+            if s not in homes:
+                raise ValueError(f"home_drop of {name} on server {s}: it is no home there")
+            homes = tuple(h for h in homes if h != s)
+            home_new = st.home.copy()
+            home_new[s] = False
+        elif kind == "bits":
+            g, new_b = idx[1], idx[2]
+        else:
+            g, s = idx[1], idx[2]
+        stk = self._stacked()
+        loc, bits, bidx = edited_location(
+            mp.location, mp.bits, st.bidx, st.groups, st.order, self._sizes[i],
+            _KIND_CODE[kind], g, s, new_b, BITS[new_b], i, stk["home"], home_new,
+            self._dense[i], self.dense_total(), stk["gpu"], self.world.gpu_capacity_gb,
+            self.world.unified, self.G, N_BITS,
+        )  # fmt: skip
+        new = ModelPlan(name, loc, bits, tuple(sorted(homes)), mp.host_policy, mp.keep_ratio)
+        return new, (bidx if kind == "bits" else st.bidx)  # the same array when unchanged
 
     def _placed(self, i, name, st, mp, kind, idx) -> ModelPlan:  # noqa: C901 - one case per kind
         n = self.n
@@ -687,14 +967,30 @@ class PlanEditor:
     def _check(self, kind: str, idx: tuple[int, ...]):
         return self.world.check(self.candidate(kind, idx))
 
+    def verdict(self, kind: str, idx: tuple[int, ...], plan: Plan):
+        """Whether the world accepts ``plan``, the draft edited by ``kind`` at ``idx``: the
+        answer of :meth:`World.check`. When the mask of this draft allows the edit with a
+        memory slack of at least ``BORDER_GB`` (or for ``keep`` / ``host_policy``, which
+        change no memory), that answer is known without the call: the slack is formed
+        from the same tiers and budgets as the edit itself (:func:`model_slacks`), so it
+        differs from the world's only by the order of the sums, far below ``BORDER_GB``;
+        every other edit (the border, no mask of this draft, :attr:`recheck`) is checked
+        by :meth:`World.check`. ``tests/test_graph_env.py`` checks every applied draft."""
+        hit = self._mask_of
+        if not self.recheck and hit is not None and hit[0] is self.draft and hit[1]:
+            a = self.layout.index(kind, *idx)
+            if hit[2][a] and (a >= self._hi or abs(self._slack_flat[a - self._lo]) >= BORDER_GB):
+                return ACCEPTED
+        return self.world.check(plan)
+
     def apply(self, kind: str, idx: tuple[int, ...]):
-        """Apply one edit: its plan is checked by :meth:`World.check` and becomes the draft
-        when feasible. Returns the world's :class:`~coel_env.core.plan.InfeasibilityReport`."""
-        plan = self.candidate(kind, idx)
-        report = self.world.check(plan)
+        """Apply one edit: its plan becomes the draft when the world accepts it. Returns
+        the world's :class:`~coel_env.core.plan.InfeasibilityReport` (:meth:`verdict`)."""
+        plan, bidx = self._candidate(kind, idx)
+        report = self.verdict(kind, idx, plan)
         if report.feasible:
             i = idx[0]
             self.draft = plan
-            self.states[i] = self._state(i, plan.models[self.models[i]])
+            self.states[i] = self._state(i, plan.models[self.models[i]], bidx)
             self.edits += 1
         return report

@@ -14,6 +14,7 @@ from gymnasium import spaces
 from numba import njit
 
 from coel_env.core.observation import Observation
+from coel_env.core.plan import expert_gb_table
 from coel_env.core.world import STATUS_FIELDS, World
 from coel_env.envs.graph_edits import N_BITS, PlanEditor
 from coel_env.quality import bits_loss
@@ -61,6 +62,20 @@ def new_copies_gb(location, before, expert_gb):
             for s in range(n):
                 if location[layer, e, s] != 0 and before[layer, e, s] == 0:
                     out += expert_gb[layer, e]
+    return out
+
+
+@njit(cache=True, error_model="numpy")
+def new_copies_gb_of(location, before, gb_of_bits, bits):
+    """:func:`new_copies_gb` with each expert's GB looked up as ``gb_of_bits[bits]``
+    (the same sum, without building the [L, E] table)."""
+    n_l, n_e, n = location.shape
+    out = 0.0
+    for layer in range(n_l):
+        for e in range(n_e):
+            for s in range(n):
+                if location[layer, e, s] != 0 and before[layer, e, s] == 0:
+                    out += gb_of_bits[bits[layer, e]]
     return out
 
 
@@ -207,6 +222,7 @@ class GraphObservation:
         )
         demand = view.demand_per_s / (DEMAND_SCALE * rate)  # [n, M]
         self._demand = np.nan_to_num(demand, nan=0.0, posinf=1.0)
+        self._demand_pair = np.clip(self._demand, 0.0, 1.0)  # the pair block's column
         f[:n, col["demand"]] = self._demand.sum(axis=1) / max(len(models), 1)
         adj = np.zeros((n, n), bool)
         for u, v in world.topology.edges:
@@ -233,6 +249,11 @@ class GraphObservation:
         self._group = np.zeros((M, self.G, len(GROUP_FEATURES)), np.float32)
         self._place = np.zeros((M, self.G, S, len(PLACEMENT_FEATURES)), np.float32)
         self._built: dict = {}
+        self._gcap = np.maximum(world.gpu_capacity_gb, 1e-9)
+        self._hcap = np.maximum(world.host_capacity_gb, 1e-9)
+        self._memo = self.__dict__.get("_memo") or {}
+        if len(self._memo) > 256:  # bounded: a few arrays per model are live at a time
+            self._memo = {}
 
     # ------------------------------------------------------------ per edit step
 
@@ -254,14 +275,14 @@ class GraphObservation:
             host += st.host
             homes += st.home
             migration += self._model_blocks(editor, i, st)
-        cap = np.maximum(w.gpu_capacity_gb, 1e-9)
-        server[:n, col["draft_dense_share"]] = dense / cap
-        server[:n, col["draft_gpu_share"]] = gpu / cap
-        server[:n, col["draft_host_share"]] = np.where(
-            w.unified, 0.0, host / np.maximum(w.host_capacity_gb, 1e-9)
-        )
-        server[:n, col["draft_homes"]] = homes / self.M
-        np.clip(server, 0.0, 1.0, out=server)
+        cap = self._gcap
+        j = col["draft_dense_share"]  # the four draft columns follow one another
+        draft = server[:n, j : j + 4]
+        draft[:, 0] = dense / cap
+        draft[:, 1] = gpu / cap
+        draft[:, 2] = np.where(w.unified, 0.0, host / self._hcap)
+        draft[:, 3] = homes / self.M
+        np.clip(draft, 0.0, 1.0, out=draft)  # the rest of ``server`` is clipped in begin
         glob = np.array(
             [progress, edits_used, min(migration / 10.0, 1.0),
              float(editor.draft is not editor.start)], np.float32,
@@ -296,16 +317,25 @@ class GraphObservation:
         pair[:] = 0.0
         group[:] = 0.0
         place[:] = 0.0
-        pair[:n, 1] = np.clip(self._demand[:, i], 0.0, 1.0)
-        group[:, 0] = np.clip(
-            np.bincount(st.groups.ravel(), weights=st.pop_share.ravel(), minlength=G), 0.0, 1.0
-        )
+        pair[:n, 1] = self._demand_pair[:, i]
+        group[:, 0] = self._memoised(
+            ("share", st.groups, st.pop_share),
+            lambda: np.clip(
+                np.bincount(st.groups.ravel(), weights=st.pop_share.ravel(), minlength=G),
+                0.0, 1.0,
+            ),
+        )  # fmt: skip
         mig = 0.0
         if mp is not None:
             mig = self._migration(editor, i, name, mp)
-            loss = float((_BITS_LOSS[st.bidx] * st.pop_share).sum())
+            loss = self._memoised(
+                ("loss", st.bidx, st.pop_share),
+                lambda: float((_BITS_LOSS[st.bidx] * st.pop_share).sum()),
+            )
+            fetch = self._memoised(("fetch", mp.host_policy.tobytes()),
+                                   lambda: float(mp.host_policy.mean()))  # fmt: skip
             scalars = np.array([
-                mp.keep_ratio, float(mp.host_policy.mean()),
+                mp.keep_ratio, fetch,
                 loss / max(w.scenario.workload.quality_floor, 1e-9) / 2.0, st.pop_gpu, mig / 10.0,
             ])  # fmt: skip
             model_blocks(
@@ -315,6 +345,16 @@ class GraphObservation:
             )  # fmt: skip
         self._built[i] = (st, mig)
         return mig
+
+    def _memoised(self, key: tuple, make):
+        """``make()`` memoised on ``key``: the identities of its arrays (which the editor
+        replaces, never changes in place; the memo holds them, so an id is not reused)
+        and any other hashable parts."""
+        k = tuple(id(x) if isinstance(x, np.ndarray) else x for x in key)
+        hit = self._memo.get(k)
+        if hit is None:
+            hit = self._memo[k] = (key, make())
+        return hit[1]
 
     def _migration(self, editor: PlanEditor, i: int, name: str, mp) -> float:
         """GB of expert copies the draft adds to the plan in force (an estimate of the
@@ -326,9 +366,7 @@ class GraphObservation:
         hit = memo.get(name)
         if hit is not None and hit[0] is mp and hit[1] is old:
             return hit[2]
-        from coel_env.core.plan import expert_gb_table
-
         before = old.location if old is not None else np.zeros_like(mp.location)
-        gb = new_copies_gb(mp.location, before, expert_gb_table(name)[mp.bits])
+        gb = new_copies_gb_of(mp.location, before, expert_gb_table(name), mp.bits)
         memo[name] = (mp, old, gb)
         return gb
