@@ -310,7 +310,7 @@ def retier(location, groups, bidx, order, sizes, budgets, touched, unified, n_gr
 def model_slacks(
     held, n_bits_of, sizes, home, n_homes, deployed, dense_m, dense_total, fixed_gpu,
     other_host, gcap, hcap, unified, up, safe, deploy_b, group_size,
-    s_add, s_hdrop, s_move, s_rep, s_drop, s_bits,
+    s_add, s_hdrop, s_move, s_rep, s_drop, s_bits, dirty, base, s_rm, s_bt,
 ):  # fmt: skip
     """Memory slack [GB] of every candidate edit of one model (module doc): ``inf`` for
     an edit that cannot break memory, ``-inf`` for one that is not allowed or changes
@@ -319,50 +319,57 @@ def model_slacks(
     The GPU budget of each server is formed as :func:`edited_location` forms it
     (``fixed_gpu``: the other models' GPU memory summed in model order; the dense parts
     with this model's homes taken out and put back), so the predicted tiers are the
-    edit's own."""
+    edit's own.
+
+    Only the servers flagged ``dirty`` are computed anew (their inputs changed; the
+    caller keeps the others' results: ``s_add``, ``s_hdrop``, ``s_rep``, ``s_drop`` and
+    the per-server ``base`` [n], ``s_rm`` [G, n] and ``s_bt`` [G, B, n]); ``s_move`` and
+    ``s_bits``, which span servers, are formed from them every time."""
     n_g, n_b, n = held.shape
-    dense = np.empty(n)  # dense parts of a server whose homes of this model stay
-    for s in range(n):
-        d = dense_m if home[s] else 0.0
-        dense[s] = dense_total[s] - d + d
-    cnt = np.zeros((n_g, n_b), np.int64)
-    scratch = np.zeros((n_g, n_b), np.int64)
     inf = np.inf
-    s_add[:] = -inf
-    s_hdrop[:] = -inf
-    s_move[:, :] = -inf
-    s_rep[:, :] = -inf
-    s_drop[:, :] = -inf
-    s_bits[:, :] = -inf
     on = np.zeros((n_g, n), np.int64)  # experts of each group held on each server
     for g in range(n_g):
         for s in range(n):
             for b in range(n_b):
                 on[g, s] += held[g, b, s]
+    s_move[:, :] = -inf
+    s_bits[:, :] = -inf
+    scratch = np.zeros((n_g, n_b), np.int64)
     if not deployed:
+        s_hdrop[:] = -inf
+        s_rep[:, :] = -inf
+        s_drop[:, :] = -inf
+        cnt = np.zeros((n_g, n_b), np.int64)
+        for g in range(n_g):
+            cnt[g, deploy_b] = group_size[g]
         for s in range(n):
-            if not up[s]:
-                continue
-            cnt[:, :] = 0
-            for g in range(n_g):
-                cnt[g, deploy_b] = group_size[g]
-            s_add[s] = server_slack(
-                cnt, sizes, dense_total[s] + dense_m, fixed_gpu[s], other_host[s], gcap[s],
-                hcap[s], unified[s], scratch,
-            )  # fmt: skip
+            s_add[s] = -inf
+            if up[s]:
+                s_add[s] = server_slack(
+                    cnt, sizes, dense_total[s] + dense_m, fixed_gpu[s], other_host[s],
+                    gcap[s], hcap[s], unified[s], scratch,
+                )  # fmt: skip
         return
     # per server: the slack of removing group g (its part of a move, and a drop), of a
     # full copy of g (replicate), of g at bit width b (bits) and of the server as it is
     # (base); the tiers of the groups before g are those of the server as it is, so the
     # fill is continued from there (the same steps as :func:`tier_fill`)
-    s_rm = np.full((n_g, n), inf)
-    s_bt = np.full((n_g, n_b, n), inf)
-    base = np.full(n, inf)
     pre_rem = np.zeros(n_g)
     pre_gpu = np.zeros(n_g)
     row_tot = np.zeros(n_g)
     row = np.zeros(n_b, np.int64)
     for s in range(n):
+        if not dirty[s]:
+            continue
+        s_add[s] = -inf
+        s_hdrop[s] = -inf
+        base[s] = inf
+        for g in range(n_g):
+            s_rep[g, s] = -inf
+            s_drop[g, s] = -inf
+            s_rm[g, s] = inf
+            for b in range(n_b):
+                s_bt[g, b, s] = inf
         holds = False
         for g in range(n_g):
             if on[g, s] > 0:
@@ -370,7 +377,7 @@ def model_slacks(
         if not up[s] and not holds:
             continue
         hs = held[:, :, s]
-        d = dense[s]
+        d = dense_total[s] - (dense_m if home[s] else 0.0) + (dense_m if home[s] else 0.0)
         fg, oh, gc, hc, uni = fixed_gpu[s], other_host[s], gcap[s], hcap[s], unified[s]
         tot = 0.0
         for g in range(n_g):
@@ -432,25 +439,32 @@ def model_slacks(
                         fg, d, oh, gc, hc, uni,
                     )  # fmt: skip
     for g in range(n_g):
+        # a move to s: s keeps all of g (re-tiered), every other holder drops its part;
+        # the least removal slack over the holders other than s: the least, or the
+        # second least where s is the least
+        n_hold = 0
+        best = inf
+        second = inf
+        best_t = -1
+        for t in range(n):
+            if on[g, t] > 0:
+                n_hold += 1
+                v = s_rm[g, t]
+                if v < best:
+                    second = best
+                    best = v
+                    best_t = t
+                elif v < second:
+                    second = v
         for s in range(n):
             if not up[s]:
                 continue
-            only_here = on[g, s] == group_size[g]
-            for t in range(n):
-                if t != s and on[g, t] > 0:
-                    only_here = False
-                    break
-            if only_here:
+            others = n_hold - (1 if on[g, s] > 0 else 0)
+            if on[g, s] == group_size[g] and others == 0:
                 continue  # the move changes nothing
-            if on[g, s] == group_size[g]:
-                here = base[s]  # s keeps what it holds (re-tiered); the other copies go
-            else:
-                here = s_rep[g, s]
-            worst = here
-            for t in range(n):
-                if t != s and on[g, t] > 0 and s_rm[g, t] < worst:
-                    worst = s_rm[g, t]
-            s_move[g, s] = worst
+            here = base[s] if on[g, s] == group_size[g] else s_rep[g, s]
+            rm_other = second if s == best_t else best
+            s_move[g, s] = min(here, rm_other)
         for b in range(n_b):
             if n_bits_of[g, b] == group_size[g]:
                 continue  # already at this width
@@ -459,6 +473,82 @@ def model_slacks(
                 if on[g, s] > 0 and s_bt[g, b, s] < worst:
                     worst = s_bt[g, b, s]
             s_bits[g, b] = worst
+
+
+@njit(cache=True, error_model="numpy")
+def all_slacks(
+    held, n_bits_of, sizes, home, deployed, dense_m, dense_total, gpu, host, gcap, hcap,
+    unified, up, safe, deploy_b, group_size, s_add, s_hdrop, s_move, s_rep, s_drop, s_bits,
+    memo_ok, p_held, p_nbits, p_safe, p_home, p_multi, p_dep, p_dt, p_fg, p_oh, base, s_rm,
+    s_bt,
+):  # fmt: skip
+    """:func:`model_slacks` of every model of the draft in one call (arrays stacked over
+    the models: ``held`` [M, G, B, n], ``gpu`` / ``host`` [M, n], ...; the ``s_*`` are
+    padded to the layout's maxima and written on their first ``n`` servers). The other
+    models' memory on each server is summed in model order, as :func:`edited_location`
+    sums it.
+
+    Incremental: the ``p_*`` arrays keep the inputs each (model, server) result was
+    computed from (``memo_ok[i]`` False: none for model ``i``), ``base``, ``s_rm`` and
+    ``s_bt`` [M, ...] the per-server results; a server is computed anew only when its
+    inputs differ (an edit changes a few servers). Same results as computing all."""
+    n_m = held.shape[0]
+    n_g, n_b = n_bits_of.shape[1], n_bits_of.shape[2]
+    n = held.shape[3]
+    fixed_gpu = np.empty(n)
+    other_host = np.empty(n)
+    dirty = np.zeros(n, np.bool_)
+    for i in range(n_m):
+        n_homes = 0
+        for s in range(n):
+            if home[i, s]:
+                n_homes += 1
+        multi = n_homes > 1
+        whole = not memo_ok[i] or p_dep[i] != deployed[i] or p_multi[i] != multi
+        for g in range(n_g):
+            for b in range(n_b):
+                if p_nbits[i, g, b] != n_bits_of[i, g, b]:
+                    whole = True
+                p_nbits[i, g, b] = n_bits_of[i, g, b]
+        memo_ok[i] = True
+        p_dep[i] = deployed[i]
+        p_multi[i] = multi
+        for s in range(n):
+            og = 0.0
+            oh = 0.0
+            for j in range(n_m):
+                if j != i:
+                    og += gpu[j, s]
+                    oh += host[j, s]
+            fixed_gpu[s] = og
+            other_host[s] = oh
+            same = not whole and (
+                p_fg[i, s] == og and p_oh[i, s] == oh and p_dt[i, s] == dense_total[s]
+                and p_home[i, s] == home[i, s]
+            )  # fmt: skip
+            if same:
+                for g in range(n_g):
+                    if p_safe[i, g, s] != safe[i, g, s]:
+                        same = False
+                    for b in range(n_b):
+                        if p_held[i, g, b, s] != held[i, g, b, s]:
+                            same = False
+            dirty[s] = not same
+            if not same:
+                p_fg[i, s] = og
+                p_oh[i, s] = oh
+                p_dt[i, s] = dense_total[s]
+                p_home[i, s] = home[i, s]
+                for g in range(n_g):
+                    p_safe[i, g, s] = safe[i, g, s]
+                    for b in range(n_b):
+                        p_held[i, g, b, s] = held[i, g, b, s]
+        model_slacks(
+            held[i], n_bits_of[i], sizes[i], home[i], n_homes, deployed[i], dense_m[i],
+            dense_total, fixed_gpu, other_host, gcap, hcap, unified, up, safe[i], deploy_b,
+            group_size[i], s_add[i, :n], s_hdrop[i, :n], s_move[i, :, :n], s_rep[i, :, :n],
+            s_drop[i, :, :n], s_bits[i], dirty, base[i], s_rm[i], s_bt[i],
+        )  # fmt: skip
 
 
 @njit(cache=True, error_model="numpy")
@@ -486,41 +576,6 @@ def _fill_from(held_s, g0, row, sizes, rem, gpu, unified):
                     gpu += k * sizes[b]
                     rem -= k * sizes[b]
     return gpu
-
-
-@njit(cache=True, error_model="numpy")
-def all_slacks(
-    held, n_bits_of, sizes, home, deployed, dense_m, dense_total, gpu, host, gcap, hcap,
-    unified, up, safe, deploy_b, group_size, s_add, s_hdrop, s_move, s_rep, s_drop, s_bits,
-):  # fmt: skip
-    """:func:`model_slacks` of every model of the draft in one call (arrays stacked over
-    the models: ``held`` [M, G, B, n], ``gpu`` / ``host`` [M, n], ...; the ``s_*`` are
-    padded to the layout's maxima and written on their first ``n`` servers). The other
-    models' memory on each server is summed in model order, as :func:`edited_location`
-    sums it."""
-    n_m = held.shape[0]
-    n = held.shape[3]
-    fixed_gpu = np.empty(n)
-    other_host = np.empty(n)
-    for i in range(n_m):
-        n_homes = 0
-        for s in range(n):
-            if home[i, s]:
-                n_homes += 1
-            og = 0.0
-            oh = 0.0
-            for j in range(n_m):
-                if j != i:
-                    og += gpu[j, s]
-                    oh += host[j, s]
-            fixed_gpu[s] = og
-            other_host[s] = oh
-        model_slacks(
-            held[i], n_bits_of[i], sizes[i], home[i], n_homes, deployed[i], dense_m[i],
-            dense_total, fixed_gpu, other_host, gcap, hcap, unified, up,
-            safe[i], deploy_b, group_size[i], s_add[i, :n], s_hdrop[i, :n],
-            s_move[i, :, :n], s_rep[i, :, :n], s_drop[i, :, :n], s_bits[i],
-        )  # fmt: skip
 
 
 #: Codes of the placement edits of a deployed model (:func:`edited_location`).
@@ -784,6 +839,20 @@ class PlanEditor:
                 "host": np.zeros((m, n)),
                 "safe": np.zeros((m, G, n), bool),
                 "group_size": np.zeros((m, G), np.int64),
+                # all_slacks' memo: the inputs and per-server results of the last mask
+                "memo_ok": np.zeros(m, bool),
+                "p_held": np.zeros((m, G, N_BITS, n), np.int64),
+                "p_nbits": np.zeros((m, G, N_BITS), np.int64),
+                "p_safe": np.zeros((m, G, n), bool),
+                "p_home": np.zeros((m, n), bool),
+                "p_multi": np.zeros(m, bool),
+                "p_dep": np.zeros(m, bool),
+                "p_dt": np.zeros((m, n)),
+                "p_fg": np.zeros((m, n)),
+                "p_oh": np.zeros((m, n)),
+                "base": np.zeros((m, n)),
+                "s_rm": np.zeros((m, G, n)),
+                "s_bt": np.zeros((m, G, N_BITS, n)),
             }
         ids = stk["ids"]
         for i, st in enumerate(self.states):
@@ -826,7 +895,9 @@ class PlanEditor:
             self._dense, self.dense_total(), stk["gpu"], stk["host"], w.gpu_capacity_gb,
             w.host_capacity_gb, w.unified, self.up, stk["safe"], self.deploy_b,
             stk["group_size"], sl["home_add"], sl["home_drop"], sl["move"], sl["replicate"],
-            sl["drop"], sl["bits"],
+            sl["drop"], sl["bits"], stk["memo_ok"], stk["p_held"], stk["p_nbits"],
+            stk["p_safe"], stk["p_home"], stk["p_multi"], stk["p_dep"], stk["p_dt"],
+            stk["p_fg"], stk["p_oh"], stk["base"], stk["s_rm"], stk["s_bt"],
         )  # fmt: skip
         lo, hi = self._lo, self._hi
         slack = self._slack_flat
