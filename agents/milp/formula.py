@@ -43,6 +43,8 @@ def _eval_model(inst: Instance, mi: ModelInstance, homes, place, bits, keep, pol
     q = np.zeros((N, S))
     tl = np.zeros((N, S))
     tw = np.zeros((N, S))
+    svl = np.zeros((N, S))  # prompt pruning: the prefill cut, per request (latency, work)
+    svw = np.zeros((N, S))
     used = np.zeros((N, S, S), bool)
     sstar = np.full((N, S, G), -1)
     exe = np.zeros((N, S, G), int)
@@ -60,15 +62,31 @@ def _eval_model(inst: Instance, mi: ModelInstance, homes, place, bits, keep, pol
         remote = has & (s_ != h)
         ul = mi.use[h][garr, s_, e, bits]
         uw = mi.use_w[h][garr, s_, e, bits]
-        xl = (mi.xfer[h][garr, s_] * remote).sum(axis=1) * keepv
-        xw = (mi.xfer_w[h][garr, s_] * remote).sum(axis=1) * keepv
         u = np.zeros((N, S), bool)
         for g in range(G):
             u[rows, s_[:, g]] |= remote[:, g]
+        if mi.prune_prompt:  # bytes whole, every home pays the keep loss, prompts cut
+            xl = (mi.xfer[h][garr, s_] * remote).sum(axis=1)
+            xw = (mi.xfer_w[h][garr, s_] * remote).sum(axis=1)
+            qh = np.broadcast_to(qk, (N,)).astype(float)
+            cut = 1.0 - keepv
+            for sv, pb, pu, px, pr in (
+                (svl, mi.pbase, mi.puse, mi.pxfer, mi.premote),
+                (svw, mi.pbase_w, mi.puse_w, mi.pxfer_w, mi.premote_w),
+            ):
+                pre = pb[h] + (pu[h][garr, s_, e, bits] * has).sum(axis=1)
+                pre = pre + (px[h][garr, s_] * remote).sum(axis=1) + u @ pr[h]
+                sv[:, h] = np.where(act, cut * pre, 0.0)
+            c[:, h] -= svl[:, h]
+            cw[:, h] -= svw[:, h]
+        else:
+            xl = (mi.xfer[h][garr, s_] * remote).sum(axis=1) * keepv
+            xw = (mi.xfer_w[h][garr, s_] * remote).sum(axis=1) * keepv
         rem = u @ mi.remote[h]
         remw = u @ mi.remote_w[h]
         r = u.any(axis=1)
-        qh = r * qk
+        if not mi.prune_prompt:
+            qh = r * qk
         live = act[:, None]
         c[:, h] += np.where(act, (ul * has).sum(axis=1) + xl + rem + mi.quality_ms * qh, 0.0)
         cw[:, h] += np.where(act, (uw * has).sum(axis=1) + xw + remw, 0.0)
@@ -118,6 +136,8 @@ def _eval_model(inst: Instance, mi: ModelInstance, homes, place, bits, keep, pol
         "q": q,
         "tl": tl,
         "tw": tw,
+        "sv": svl,
+        "svw": svw,
         "used": used,
         "sstar": sstar,
         "exec": exe,

@@ -177,6 +177,9 @@ def build_milp(inst: Instance) -> MilpModel:
             | {"u": u, "r": r, "q": q, "D": D, "y": y, "yu": yu, "yr": yr, "yq": yq}
             | {"td": td, "tdw": tdw}
         )
+        if mi.prune_prompt:  # the prefill cut of pruned prompts (latency, work), see below
+            index[-1]["sv"] = bld.var([S], mi.cand, ub=inf, integer=False, cost=-1.0)
+            index[-1]["svw"] = bld.var([S], mi.cand, ub=inf, integer=False)
         bld.row(a, 1.0, lo=1.0)  # deployed
         for o in np.flatnonzero(dem):  # each origin to its nearest open home
             hs = mi.origin_order[o]
@@ -245,28 +248,41 @@ def build_milp(inst: Instance) -> MilpModel:
                     bld.row([yu[h, s], u[h, s]], [1.0, -dmin[h]], lo=0.0)
             if dmin[h] > 0:
                 bld.row([yr[h], r[h]], [1.0, -dmin[h]], lo=0.0)
-            # keep loss: per home for the floor (q), demand-weighted for the price (yq)
-            bld.row(np.r_[q[h], kap, r[h]], np.r_[1.0, -mi.qkeep, -qmax], lo=-qmax)
+            # keep loss: per home for the floor (q), demand-weighted for the price (yq);
+            # where the keep ratio prunes bytes, only homes using remote copies pay it
+            # (r, yr), where it prunes prompts every home does (D)
+            if mi.prune_prompt:
+                bld.row(np.r_[q[h], kap], np.r_[1.0, -mi.qkeep], lo=0.0)
+            else:
+                bld.row(np.r_[q[h], kap, r[h]], np.r_[1.0, -mi.qkeep, -qmax], lo=-qmax)
             bld.row(np.r_[beta.ravel(), q[h]], np.r_[mi.qbits.ravel(), 1.0], hi=inst.quality_floor)
+            dem_h = D[h] if mi.prune_prompt else yr[h]
             for k in range(mi.K):
                 mk = dmax[h] * mi.qkeep[k]
-                bld.row([yq[h], yr[h], kap[k]], [1.0, -mi.qkeep[k], -mk], lo=-mk)
+                bld.row([yq[h], dem_h, kap[k]], [1.0, -mi.qkeep[k], -mk], lo=-mk)
             # activations sent at the chosen keep ratio (demand-weighted, in seconds)
             yrem = y[h].copy()
             yrem[:, h] = -1
             sel = yrem >= 0
             for tvar, coef in ((td, mi.xfer[h]), (tdw, mi.xfer_w[h])):
                 xc = U * np.broadcast_to(coef[:, :, None, None], yrem.shape)[sel]
+                if mi.prune_prompt:  # pruned prompts: the bytes are not thinned
+                    bld.row(np.r_[tvar[h], yrem[sel]], np.r_[1.0, -xc], lo=0.0)
+                    continue
                 big = U * dmax[h] * float(coef.max(axis=1).sum()) if coef.size else 0.0
                 for k, keep in enumerate(mi.keeps):
                     mk = keep * big
                     bld.row(np.r_[tvar[h], yrem[sel], kap[k]], np.r_[1.0, -keep * xc, -mk], lo=-mk)
+            if mi.prune_prompt:
+                _prompt_cut_rows(bld, mi, index[-1], h, umask[h], dmax[h])
             # work at h [s]
             ys_ = y[h] >= 0
             rs = np.flatnonzero(umask[h])
             work_terms[h] += list(zip(y[h][ys_], U * exw[h][ys_], strict=True))
             work_terms[h] += list(zip(yu[h, rs], U * mi.remote_w[h, rs], strict=True))
             work_terms[h] += [(tdw[h], 1.0)]
+            if mi.prune_prompt:
+                work_terms[h] += [(index[-1]["svw"][h], -1.0)]
             work_terms[h] += list(zip(A[hs_o, h], U * mi.demand[hs_o] * cwmin[h], strict=True))
         if mi.mig_x_s is not None:
             for s in range(S):
@@ -316,6 +332,36 @@ def build_milp(inst: Instance) -> MilpModel:
         big = float(np.sum(vals))
         bld.row(np.r_[tau[s], full[s], cols], np.r_[1.0, big, -np.asarray(vals)], lo=0.0)
     return bld.build(index, {"work": work, "wq": wq, "ovf": ovf, "tau": tau, "full": full})
+
+
+def _prompt_cut_rows(bld: _Builder, mi: ModelInstance, ix: dict, h: int, umask_h, dmax_h):
+    """``serving.pruning: prompt``: the prefill cut of home ``h`` at the chosen keep ratio,
+    ``sv <= (1 - keep_k) * P + M (1 - kappa_k)`` for every keep ratio ``k``, where ``P`` is
+    the demand-weighted prompt part of the prefill (``pbase D + puse y + pxfer y_remote +
+    premote yu``, in seconds) and ``M`` bounds ``(1 - min keep) P``; ``sv`` is a saving
+    (objective -1, the work row -1), so the solver takes it as large as the chosen row
+    allows: exactly ``(1 - keep) P``. The same rows for the work (``svw``)."""
+    U = UNIT
+    y, D, yu, kap = ix["y"], ix["D"], ix["yu"], ix["kap"]
+    yrem = y[h].copy()
+    yrem[:, h] = -1
+    sel = yrem >= 0
+    rs = np.flatnonzero(umask_h)
+    lo_keep = float(min(mi.keeps))
+    for sv, pb, pu, px, pr in (
+        (ix["sv"], mi.pbase, mi.puse, mi.pxfer, mi.premote),
+        (ix["svw"], mi.pbase_w, mi.puse_w, mi.pxfer_w, mi.premote_w),
+    ):
+        xc = U * np.broadcast_to(px[h][:, :, None, None], yrem.shape)[sel]
+        yall = y[h] >= 0
+        cols = np.r_[D[h], y[h][yall], yrem[sel], yu[h, rs]]
+        vals = np.r_[U * pb[h], U * pu[h][yall], xc, U * pr[h, rs]]
+        per = pb[h] + float(pu[h].reshape(pu.shape[1], -1).max(axis=1).sum())
+        per += float(px[h].max(axis=1).sum()) + float(pr[h, rs].sum())
+        big = (1.0 - lo_keep) * U * dmax_h * per
+        for k, keep in enumerate(mi.keeps):
+            cut = 1.0 - keep
+            bld.row(np.r_[sv[h], cols, kap[k]], np.r_[1.0, -cut * vals, big], hi=big)
 
 
 def _exec_ok(inst: Instance, mi: ModelInstance) -> np.ndarray:
@@ -395,6 +441,9 @@ def encode(inst: Instance, model: MilpModel, decisions: Sequence[Decision]) -> n
             vec[ix["yq"][h]] = p["q"][0, h] * dem[h]
             vec[ix["td"][h]] = UNIT * p["tl"][0, h] * dem[h]
             vec[ix["tdw"][h]] = UNIT * p["tw"][0, h] * dem[h]
+            if mi.prune_prompt:
+                vec[ix["sv"][h]] = UNIT * p["sv"][0, h] * dem[h]
+                vec[ix["svw"][h]] = UNIT * p["svw"][0, h] * dem[h]
     si = model.server_index
     up = inst.up
     vec[si["work"][up]] = UNIT * srv["work"][0, up]
@@ -431,10 +480,11 @@ def decode(inst: Instance, model: MilpModel, vec: np.ndarray) -> list[Decision]:
 
 def _canonical(mi: ModelInstance, d: Decision) -> Decision:
     """The same plan with the choices that cost nothing either way fixed: the largest keep
-    ratio when no home lacks a group, host CPU when nothing is in host memory (so that
-    re-solving an unchanged problem gives an equal plan)."""
+    ratio when no home lacks a group (and the keep ratio prunes bytes), host CPU when
+    nothing is in host memory (so that re-solving an unchanged problem gives an equal
+    plan)."""
     lacks = any(d.homes[h] and (d.place[:, h] == 0).any() for h in range(len(d.homes)))
-    keep = d.keep if lacks else int(np.argmax(mi.keeps))
+    keep = d.keep if lacks or mi.prune_prompt else int(np.argmax(mi.keeps))
     policy = d.policy if (d.place == 2).any() else int(min(mi.policies))
     return Decision(d.homes, d.place, d.bits, keep, policy)
 

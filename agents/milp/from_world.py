@@ -24,9 +24,18 @@ from agents.milp.instance import (
     queue_cuts,
 )
 from coel_env import cost
-from coel_env.core.evaluation import ACT_BYTES, PREFILL_POINTS, ServingModel, bucket
+from coel_env.core.batching import batch_points, kv_bytes_per_token
+from coel_env.core.evaluation import (
+    ACT_BYTES,
+    PREFILL_POINTS,
+    ServingModel,
+    bucket,
+    prefill_line,
+    serving_model_for,
+)
 from coel_env.core.groups import group_of
-from coel_env.core.plan import ABSENT, GB, GPU, HOST, ModelPlan, Plan
+from coel_env.core.kernels.batching import batch_point
+from coel_env.core.plan import ABSENT, GB, GPU, HOST, ModelPlan, Plan, memory_use_gb
 from coel_env.core.routing import expected_counts
 from coel_env.core.workload import AZURE_CONV_FIT, SyntheticWorkload
 from coel_env.quality import SHARED_SENSITIVITY, bits_loss, token_keep_loss
@@ -49,6 +58,13 @@ def _token_stats(world) -> tuple[float, float, float, float]:
     return e_in, e_out, cs2, float(cv) ** 2
 
 
+def serving_model(world) -> ServingModel:
+    """A :class:`ServingModel` with every serving option of ``world`` (mode, layer terms,
+    activation traffic, pruning, quantized-kernel scaling): built by the same function as
+    the world's own (:func:`coel_env.core.evaluation.serving_model_for`)."""
+    return serving_model_for(world.gpus, world.cpus, world.scenario.serving)
+
+
 def _erfinv(y: np.ndarray) -> np.ndarray:
     from scipy.special import erfinv
 
@@ -58,6 +74,23 @@ def _erfinv(y: np.ndarray) -> np.ndarray:
 def _serving_parts(serving: ServingModel, m, pop, onehot, n: float, phase: str, bits, up):
     """Per-group pieces of one pass of ``n`` tokens, as ``ServingModel.step`` adds them.
 
+    The experts' calls and the home's dispatch are the world's own functions
+    (:meth:`ServingModel.expert_fn`, :meth:`ServingModel.dispatch_fn`: the runtime
+    ``serving.mode`` and ``serving.quant_scaling`` included). Activations sent to a remote
+    group (``xfer``, ms per Gbit/s of the path) follow ``serving.activation_traffic``:
+
+    * ``per_expert``: once per token and active remote expert (exact);
+    * ``per_server``: the world sends a token once to each remote server holding any of
+      its experts, ``n (1 - (1 - T_s / (n k))^k)`` tokens for ``T_s`` expected expert
+      tokens of the layer on server ``s``, concave in ``T_s``. The MILP's transfer term
+      is linear per (group, server), so the same count is taken per (layer, group),
+      ``T_{l,g}``, and summed over the groups a server holds: an upper bound on the
+      world's count (a concave function with ``f(0) = 0`` is subadditive), exact when a
+      home uses at most one group per remote server, and never above ``per_expert``'s
+      (``f(T) <= T``). A per-server "used" variable would need the concave count of every
+      subset of groups; the bound keeps the formulation and errs on the side of keeping
+      experts local.
+
     Returns (grp [S, 3, B, G], base [S], xfer_per_gbit [G], p_any_layers).
     """
     n = max(float(n), 1.0)
@@ -66,8 +99,6 @@ def _serving_parts(serving: ServingModel, m, pop, onehot, n: float, phase: str, 
     q = np.clip(t / n, 0.0, 1.0)
     pa = 1.0 - (1.0 - q) ** n
     ta = np.where(pa > 0, t / np.maximum(pa, 1e-12), 0.0)
-    flops = 2.0 * m.expert_params * ta
-    ops = 5 if m.gated else 3
     pa_g = np.einsum("le,leg->g", pa, onehot)
     grp = np.zeros((S, 3, len(bits), onehot.shape[2]))
     cache: dict = {}
@@ -79,7 +110,7 @@ def _serving_parts(serving: ServingModel, m, pop, onehot, n: float, phase: str, 
             for e, dev in ((E_GPU, serving.gpus[s]), (E_CPU, serving.cpus[s])):
                 key = (dev.name, b)
                 if key not in cache:
-                    ms = serving._fit_ms(dev, b, w, flops, ops)
+                    ms = serving.expert_fn(m, dev, b)(ta)
                     cache[key] = np.einsum("le,leg->g", pa * ms, onehot)
                 grp[s, e, bi] = cache[key]
             fetch = w / (serving.pcie_gbps[s] * 1e6)
@@ -92,11 +123,18 @@ def _serving_parts(serving: ServingModel, m, pop, onehot, n: float, phase: str, 
         # the layer's router, dispatch and shared experts: the cost model's, as the world's
         kw = dict(mode=serving.mode, terms=serving.layer_terms)
         router = float(cost.router_ms(m, serving.gpus[h], n, **kw))
-        disp = cost.dispatch_ms(m, serving.gpus[h], ta, **kw)
+        disp = serving.dispatch_fn(m, h)(ta)
         b = m.n_moe_layers * router + float((pa * disp).sum())
         b += m.n_moe_layers * float(serving.shared_ms(m, h, n))
         base[h] = b + serving._attention_ms(m, h, n, phase)
-    xfer = np.einsum("le,leg->g", pa * 2 * ta * d * ACT_BYTES * 8 / 1e6, onehot)
+    if serving.activation_traffic == "per_server":
+        k = float(m.top_k)
+        tok = np.einsum("le,leg->lg", pa * ta, onehot)  # expert tokens per (layer, group)
+        share = np.minimum(tok / (n * k), 1.0)
+        reach = n * (1.0 - (1.0 - share) ** k)  # tokens that cross, per (layer, group)
+        xfer = reach.sum(axis=0) * 2 * d * ACT_BYTES * 8 / 1e6
+    else:
+        xfer = np.einsum("le,leg->g", pa * 2 * ta * d * ACT_BYTES * 8 / 1e6, onehot)
     p_any = float(np.minimum(1.0, pa.sum(axis=1)).sum())
     return grp, base, xfer, p_any
 
@@ -169,10 +207,7 @@ def build_instance(
     """
     cfg = config or MilpConfig()
     S = world.n
-    serving = serving or ServingModel(
-        world.gpus, world.cpus, world.scenario.serving.mode,
-        layer_terms=world.scenario.serving.layer_terms,
-    )  # fmt: skip
+    serving = serving or serving_model(world)
     dt = world.scenario.epoch_s
     up = np.asarray(obs.up, bool)
     unified = np.asarray(obs.unified, bool)
@@ -203,6 +238,11 @@ def build_instance(
     keeps = tuple(cfg.keep_ratios)
     policies = (0, 1) if cfg.host_policy else (0,)
     is_cloud = getattr(world, "is_cloud", np.zeros(S, bool))
+    sv = world.scenario.serving
+    prompt = sv.pruning == "prompt"
+    cont = sv.batching == "continuous"
+    max_batch = int(sv.max_batch)
+    top = len(batch_points(max_batch)) - 1
     # server orders
     order_all = []
     for h in range(S):
@@ -241,7 +281,17 @@ def build_instance(
         if batch is not None and name in batch:
             bb = np.asarray(batch[name], float)
         parts = {}
-        for n in sorted({float(bucket(b)) for b in bb}):
+        if cont:  # the world's decode pass at the batch's real size: linear between 2**j
+            bbk = np.array([float(min(max(round(b), 1), max_batch)) for b in bb])
+            pts = set()
+            for b in bbk:
+                j, f = batch_point(b, top)
+                pts |= {float(2**j), float(2 ** (j + 1))} if f else {float(2**j)}
+            pts = sorted(pts)
+        else:
+            bbk = np.array([float(bucket(b)) for b in bb])
+            pts = sorted({float(bucket(b)) for b in bb})
+        for n in pts:
             parts[("decode", n)] = _serving_parts(serving, m, pop, onehot, n, "decode", bits, up)
         for p in PREFILL_POINTS:
             parts[("prefill", p)] = _serving_parts(serving, m, pop, onehot, p, "prefill", bits, up)
@@ -259,9 +309,28 @@ def build_instance(
         xfer_w = np.zeros_like(xfer)
         remote = np.zeros((S, S))
         remote_w = np.zeros_like(remote)
-        bbk = np.array([float(bucket(b)) for b in bb])
+        if prompt:  # the prefill's part that grows with the prompt, per piece
+            pp = []
+            for i, pre in enumerate((pre_grp, pre_base, pre_x, pre_any)):
+                slope = (p1[i] - p0[i]) / (PREFILL_POINTS[1] - PREFILL_POINTS[0])
+                pp.append(np.minimum(e_in * np.maximum(slope, 0.0), pre))
+            pu, pbs, px, pan = pp
+            puse, pbase = np.zeros_like(use), np.zeros(S)
+            pxfer, premote = np.zeros_like(xfer), np.zeros_like(remote)
+            puse_w, pbase_w = np.zeros_like(use), np.zeros(S)
+            pxfer_w, premote_w = np.zeros_like(xfer), np.zeros_like(remote)
         for h in np.flatnonzero(cand):
-            dg, db, dx, dany = parts[("decode", bbk[h])]
+            if cont:
+                j, f = batch_point(bbk[h], top)
+                dg, db, dx, dany = parts[("decode", float(2**j))]
+                if f:
+                    hi = parts[("decode", float(2 ** (j + 1)))]
+                    dg, db, dx, dany = (
+                        (1 - f) * a + f * b
+                        for a, b in zip(parts[("decode", float(2**j))], hi, strict=True)
+                    )
+            else:
+                dg, db, dx, dany = parts[("decode", bbk[h])]
             per_l = e_out * dg + pre_grp  # [S, 3, B, G]
             per_w = e_out * dg / bbk[h] + pre_grp
             use[h] = slow[h] * per_l.transpose(3, 0, 1, 2)
@@ -278,6 +347,15 @@ def build_instance(
             two_lat[h] = 0.0
             remote[h] = slow[h] * two_lat * (e_out * dany + pre_any)
             remote_w[h] = two_lat * (e_out * dany / bbk[h] + pre_any)
+            if prompt:
+                puse[h] = slow[h] * pu.transpose(3, 0, 1, 2)
+                puse_w[h] = pu.transpose(3, 0, 1, 2)
+                pbase[h] = slow[h] * pbs[h]
+                pbase_w[h] = pbs[h]
+                pxfer[h] = slow[h] * px[:, None] * inv_bw[None, :]
+                pxfer_w[h] = px[:, None] * inv_bw[None, :]
+                premote[h] = slow[h] * two_lat * pan
+                premote_w[h] = two_lat * pan
         share = (pop[:, :, None] * onehot).sum(axis=1).mean(axis=0)  # [G]
         ws = SHARED_SENSITIVITY * m.n_shared_experts / m.top_k if m.n_shared_experts else 0.0
         qbits = share[:, None] * bits_loss(np.array(bits))[None, :] / (1.0 + ws)
@@ -322,6 +400,21 @@ def build_instance(
                 batch=bbk,
                 mig_x_s=mig_x_s,
                 mig_home_s=mig_home_s,
+                **(
+                    dict(
+                        prune_prompt=True,
+                        pbase=pbase,
+                        puse=puse,
+                        pxfer=pxfer,
+                        premote=premote,
+                        pbase_w=pbase_w,
+                        puse_w=puse_w,
+                        pxfer_w=pxfer_w,
+                        premote_w=premote_w,
+                    )
+                    if prompt
+                    else {}
+                ),
             )  # fmt: skip
         )
     cap = np.where(up, 1000.0 * dt * (1.0 - bg), 0.0)
@@ -376,24 +469,97 @@ def to_plan(inst: Instance, decisions: Sequence[Decision]) -> Plan:
 
 
 def _little_batch(world, obs, inst, decisions, plan, serving, demand_per_s, e_out) -> dict:
-    """Decode batch per (model, home) by Little's law at the plan's batch-1 step cost."""
+    """Decode batch per (model, home), as the world forms it.
+
+    ``serving.batching: offered``: Little's law at the plan's batch-1 step cost, bucketed
+    to a power of two (the world's own rule there).
+
+    ``continuous``: the sequences an engine runs at once (:mod:`coel_env.core.batching`),
+    by Little's law at the batch's own step: a sequence holds a slot for its prefill and
+    its ``e_out`` decode steps, and a home's step lasts the sum of its engines' steps,
+    slowed by background load, so ``b_m = lam_m (pre_m + e_out T_h) / 1000`` with ``T_h =
+    sum_m' dec_m'(b_m') / (1 - bg_h)`` (the decode pass linear between the powers of two
+    it is costed at, as the world's). Iterated from ``b = 1`` (increasing: the least fixed
+    point, or the cap when the engines cannot keep up), capped at ``serving.max_batch`` and
+    at the KV pool the world gives the engine over a sequence's mean reservation (kept
+    prompt plus output tokens), and rounded to whole sequences.
+    """
+    if world.scenario.serving.batching == "continuous":
+        return _continuous_batch(world, obs, inst, decisions, plan, serving, demand_per_s, e_out)
     out = {}
     up = np.asarray(obs.up, bool)
     for mi_idx, (mi, d) in enumerate(zip(inst.models, decisions, strict=True)):
-        lam = np.zeros(inst.n)
-        homes = d.homes
-        for o in range(inst.n):
-            hs = mi.origin_order[o]
-            hs = hs[homes[hs]] if hs.size else hs
-            if hs.size and demand_per_s[o, mi_idx] > 0:
-                lam[hs[0]] += demand_per_s[o, mi_idx]
+        lam = _home_rates(inst, mi, d, demand_per_s[:, mi_idx])
         bb = np.ones(inst.n)
         mp = plan.models[mi.name]
-        for h in np.flatnonzero(homes):
+        for h in np.flatnonzero(d.homes):
             c1 = serving.step(
                 mp, int(h), np.asarray(obs.popularity[mi.name]), 1, obs.latency_ms,
                 obs.bandwidth_gbit_s, up,
             )  # fmt: skip
             bb[h] = bucket(max(1.0, lam[h] * e_out * c1.ms / 1000.0))
         out[mi.name] = bb
+    return out
+
+
+def _home_rates(inst, mi, d, demand_per_s) -> np.ndarray:
+    """Arrival rate per home [1/s]: each origin's demand to its nearest open home."""
+    lam = np.zeros(inst.n)
+    homes = d.homes
+    for o in range(inst.n):
+        hs = mi.origin_order[o]
+        hs = hs[homes[hs]] if hs.size else hs
+        if hs.size and demand_per_s[o] > 0:
+            lam[hs[0]] += demand_per_s[o]
+    return lam
+
+
+def _continuous_batch(world, obs, inst, decisions, plan, serving, demand_per_s, e_out) -> dict:
+    """:func:`_little_batch` under continuous batching."""
+    sv = world.scenario.serving
+    pts = batch_points(sv.max_batch)
+    top = len(pts) - 1
+    e_in = _token_stats(world)[0]
+    up = np.asarray(obs.up, bool)
+    slow = 1.0 / (1.0 - np.clip(np.asarray(obs.background, float), 0.0, 0.95))
+    gpu_use = memory_use_gb(plan, world.n, world.kv_reserve_gb)[0]
+    free_gb = np.maximum(np.asarray(world.gpu_capacity_gb, float) - gpu_use, 0.0)
+    n_homed = np.zeros(world.n)
+    for mp in plan.models.values():
+        n_homed[list(mp.home)] += 1
+    args = (obs.latency_ms, obs.bandwidth_gbit_s, up)
+    engines: dict[int, list] = {}  # home -> [(model index, rate, prefill ms, curve, cap)]
+    for mi_idx, (mi, d) in enumerate(zip(inst.models, decisions, strict=True)):
+        lam = _home_rates(inst, mi, d, demand_per_s[:, mi_idx])
+        mp = plan.models[mi.name]
+        pop = np.asarray(obs.popularity[mi.name])
+        keep = mp.keep_ratio if sv.pruning == "prompt" else 1.0
+        for h in np.flatnonzero(d.homes & (lam > 0)):
+            h = int(h)
+            curve = serving.table(mp, h, pop, pts, ("decode",) * len(pts), *args).ms
+            pre = serving.table(mp, h, pop, PREFILL_POINTS, ("prefill",) * 2, *args)
+            a0, a1 = prefill_line([pre.at(0), pre.at(1)])
+            pool_gb = world.kv_reserve_gb[mi.name] + free_gb[h] / max(n_homed[h], 1.0)
+            kv_seqs = pool_gb * GB / kv_bytes_per_token(mp.spec) / (keep * e_in + e_out)
+            cap = max(1.0, min(float(sv.max_batch), np.floor(kv_seqs)))
+            engines.setdefault(h, []).append((mi_idx, lam[h], a0 + a1 * keep * e_in, curve, cap))
+
+    def dec(curve, b):
+        j, f = batch_point(b, top)
+        return curve[j] * (1.0 - f) + curve[j + 1] * f if f else curve[j]
+
+    out = {mi.name: np.ones(inst.n) for mi in inst.models}
+    for h, eng in engines.items():
+        b = np.ones(len(eng))
+        for _ in range(200):
+            step = slow[h] * sum(dec(e[3], bi) for e, bi in zip(eng, b, strict=True))
+            new = np.array(
+                [min(e[4], max(1.0, e[1] * (slow[h] * e[2] + e_out * step) / 1000.0)) for e in eng]
+            )
+            done = np.allclose(new, b, rtol=1e-6, atol=1e-9)
+            b = new
+            if done:
+                break
+        for e, bi in zip(eng, b, strict=True):
+            out[inst.models[e[0]].name][h] = float(max(1, round(bi)))
     return out

@@ -57,6 +57,19 @@ class ModelInstance:
     batch: np.ndarray | None = None  # [S] decode batch each home was costed at
     mig_x_s: np.ndarray | None = None  # [G, S, 2, B] seconds s spends receiving a copy
     mig_home_s: np.ndarray | None = None  # [S] seconds a new home spends receiving
+    #: ``serving.pruning: prompt``: the keep ratio prunes prompt tokens. Every home of the
+    #: model pays ``qkeep``, ``xfer`` is not thinned by it, and the prefill's part that
+    #: grows with the prompt (``p*``: the prefill line's slope times the mean prompt, per
+    #: piece, as ``base``/``use``/``xfer``/``remote``) is cut by ``1 - keep``.
+    prune_prompt: bool = False
+    pbase: np.ndarray | None = None  # [S]
+    puse: np.ndarray | None = None  # [S, G, S, 3, B]
+    pxfer: np.ndarray | None = None  # [S, G, S]
+    premote: np.ndarray | None = None  # [S, S]
+    pbase_w: np.ndarray | None = None
+    puse_w: np.ndarray | None = None
+    pxfer_w: np.ndarray | None = None
+    premote_w: np.ndarray | None = None
 
     @property
     def G(self) -> int:

@@ -13,6 +13,7 @@ import numpy as np
 from agents.milp.config import MilpConfig, MilpError, MilpInfeasible
 from agents.milp.formula import evaluate
 from agents.milp.formulation import _fits
+from agents.milp.from_world import serving_model
 from agents.milp.instance import Decision
 from agents.milp.solving import MilpResult, solve_world
 from coel_env.core.evaluation import ServingModel
@@ -96,10 +97,7 @@ class MilpPolicy:
         self._start: list[Decision] | None = None
 
     def reset(self, world, seed: int) -> None:
-        self._serving = ServingModel(
-            world.gpus, world.cpus, world.scenario.serving.mode,
-            layer_terms=world.scenario.serving.layer_terms,
-        )  # fmt: skip
+        self._serving = serving_model(world)
         self._calls = 0
         self._waited = 0
         self._demand = None

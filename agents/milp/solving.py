@@ -18,7 +18,13 @@ import numpy as np
 from agents.milp.config import MilpConfig, MilpError, MilpInfeasible
 from agents.milp.formula import evaluate
 from agents.milp.formulation import UNIT, _fits, build_milp, decode, diagnose, encode
-from agents.milp.from_world import _little_batch, _token_stats, build_instance, to_plan
+from agents.milp.from_world import (
+    _little_batch,
+    _token_stats,
+    build_instance,
+    serving_model,
+    to_plan,
+)
 from agents.milp.instance import Decision, Instance
 from agents.milp.warmstart import greedy_solution
 from coel_env.core.evaluation import ServingModel
@@ -216,10 +222,7 @@ def solve_world(
         MilpInfeasible / MilpError: see :func:`solve`.
     """
     cfg = config or MilpConfig()
-    serving = serving or ServingModel(
-        world.gpus, world.cpus, world.scenario.serving.mode,
-        layer_terms=world.scenario.serving.layer_terms,
-    )  # fmt: skip
+    serving = serving or serving_model(world)
     demand = np.asarray(obs.demand_per_s if demand_per_s is None else demand_per_s, float)
     e_out = _token_stats(world)[1]
     total_build = 0.0

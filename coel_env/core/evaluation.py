@@ -277,13 +277,18 @@ class ServingModel:
             self._slopes = self._row_buf[1][:r]
         return i
 
-    def _expert_row(self, m: MoEModel, dev: DeviceProfile, bits: int) -> int:
+    def expert_fn(self, m: MoEModel, dev: DeviceProfile, bits: int):
+        """One call of an expert of ``m`` at ``bits`` on ``dev`` [ms] as a function of its
+        token count (vectorised over an array of counts): the fused kernel's share, the
+        reference's quantized/16-bit ratio on this device's 16-bit kernels, or the kernel
+        fit, as this model's ``mode`` and ``quant_scaling`` say. The world's grid rows and
+        the MILP's coefficients (``agents.milp.from_world``) are both built from it."""
         w = float(_expert_bytes_table(m.name)[bits])
         ops = 5.0 if m.gated else 3.0
         flops = 2.0 * m.expert_params
         gpu = dev.kind == "gpu"
         if self.runtime == "fused" and gpu:
-            return self._row((m.name, dev.name, bits), lambda t: _fused_ms(dev, bits, w, flops * t))
+            return lambda t: _fused_ms(dev, bits, w, flops * t)
         if self.quant_scaling == "ratio" and bits < 16 and gpu and not dev.measured:
             # the measured reference's quantized/16-bit ratio at every token count, on
             # this device's 16-bit kernels
@@ -296,11 +301,22 @@ class ServingModel:
                 full = self._fit_ms(ref, 16, np.full(t.shape, w16), f, ops)
                 return self._fit_ms(dev, 16, np.full(t.shape, w16), f, ops) * quant / full
 
-            return self._row((m.name, dev.name, bits), ratio_ms)
-        return self._row(
-            (m.name, dev.name, bits),
-            lambda t: self._fit_ms(dev, bits, np.full(t.shape, w), flops * t, ops),
-        )
+            return ratio_ms
+        return lambda t: self._fit_ms(dev, bits, np.full(t.shape, w), flops * t, ops)
+
+    def _expert_row(self, m: MoEModel, dev: DeviceProfile, bits: int) -> int:
+        return self._row((m.name, dev.name, bits), self.expert_fn(m, dev, bits))
+
+    def dispatch_fn(self, m: MoEModel, home: int):
+        """The home's dispatch of one active expert [ms] as a function of its token count
+        (vectorised): the cost model's, or inside a fused kernel only the tokens' moves.
+        Used by the world's grid rows and the MILP's coefficients."""
+        dev, terms = self.gpus[home], self.layer_terms
+        if self.runtime == "fused":  # inside the fused kernel: only the tokens' moves
+            moved_mb = 3.0 * ACT_BYTES * m.d_model / 1e6  # gather, scale, scatter-add
+            bw = FUSED_BW_EFFICIENCY[16] * dev.mem_bw_gbps
+            return lambda t: moved_mb * t / bw
+        return lambda t: cost.dispatch_ms(m, dev, t, mode=self.mode, terms=terms)
 
     def _disp_row(self, m: MoEModel, home: int) -> int:
         dev, terms = self.gpus[home], self.layer_terms
@@ -308,12 +324,9 @@ class ServingModel:
         key = (m.d_model, dev.name, "dispatch")
         if terms != "first-principles":
             key = (m.name, dev.name, "dispatch", terms)
-        if self.runtime == "fused":  # inside the fused kernel: only the tokens' moves
-            moved_mb = 3.0 * ACT_BYTES * m.d_model / 1e6  # gather, scale, scatter-add
-            bw = FUSED_BW_EFFICIENCY[16] * dev.mem_bw_gbps
+        if self.runtime == "fused":
             key = (m.d_model, dev.name, "dispatch", "fused")
-            return self._row(key, lambda t: moved_mb * t / bw)
-        return self._row(key, lambda t: cost.dispatch_ms(m, dev, t, mode=self.mode, terms=terms))
+        return self._row(key, self.dispatch_fn(m, home))
 
     def _placement(self, mp: ModelPlan, home: int, latency_ms: np.ndarray, up: np.ndarray):
         """Where each expert of ``mp`` runs for requests at ``home`` (cached per plan/paths/up).
@@ -499,6 +512,18 @@ class ServingModel:
             self._home.clear()
         self._home[key] = out
         return out
+
+
+def serving_model_for(gpus: list[DeviceProfile], cpus: list[DeviceProfile], config) -> ServingModel:
+    """The :class:`ServingModel` of a scenario's serving settings (``config``: its
+    :class:`~coel_env.core.scenario.ServingConfig`) with every option the world costs
+    with (mode, layer terms, activation traffic, pruning, quantized-kernel scaling): the
+    world and the MILP baselines both build theirs here, so they cannot diverge."""
+    return ServingModel(
+        gpus, cpus, config.mode, layer_terms=config.layer_terms,
+        activation_traffic=config.activation_traffic, pruning=config.pruning,
+        quant_scaling=config.quant_scaling,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,13 @@ from coel_env.catalog import BITS, get_model
 from coel_env.core import topology as topo
 from coel_env.core.batching import ContinuousBatching, kv_bytes_per_token
 from coel_env.core.dynamics import Dynamics, DynamicsState
-from coel_env.core.evaluation import PREFILL_POINTS, ServingModel, StepCost, bucket, prefill_line
+from coel_env.core.evaluation import (
+    PREFILL_POINTS,
+    StepCost,
+    bucket,
+    prefill_line,
+    serving_model_for,
+)
 from coel_env.core.io import (
     load_azure_trace,
     load_esft,
@@ -220,11 +226,7 @@ class World:
         self._power_busy = np.array([g.power_busy_w for g in self.gpus], float)
         self._power_idle = np.array([g.power_idle_w for g in self.gpus], float)
         self._price = sum(s.cost_per_1k_tokens for s in self.servers if s.is_cloud)
-        self.serving = ServingModel(
-            self.gpus, self.cpus, sc.serving.mode, layer_terms=sc.serving.layer_terms,
-            activation_traffic=sc.serving.activation_traffic, pruning=sc.serving.pruning,
-            quant_scaling=sc.serving.quant_scaling,
-        )  # fmt: skip
+        self.serving = serving_model_for(self.gpus, self.cpus, sc.serving)
         self._prune_prompt = sc.serving.pruning == "prompt"
         self._moves = None
         if sc.updating.migration == "durable":
