@@ -93,7 +93,34 @@ class GraphRLPolicy:
     def _make_argmax(self):
         """The deterministic masked action: the argmax of the masked logits (the mode of
         the masked categorical that ``predict(deterministic=True)`` returns), without
-        ``predict``'s per-call overhead."""
+        ``predict``'s per-call overhead: the arrays become float32 tensors as SB3's
+        ``obs_to_tensor`` and ``preprocess_obs`` make them (a batch of one; the Box and
+        MultiBinary keys as float), the features extractor and the actor run under
+        ``torch.inference_mode`` (the same numbers, no autograd bookkeeping)."""
+        import torch
+
+        policy = self.model.policy
+        policy.set_training_mode(False)
+        extractor = (
+            policy.features_extractor
+            if getattr(policy, "share_features_extractor", True)
+            else policy.pi_features_extractor
+        )
+        keys = list(policy.observation_space.spaces)
+        if policy.device.type != "cpu":  # other devices: SB3's own path
+            return self._make_sb3_argmax()
+
+        def argmax(x: dict, mask: np.ndarray) -> int:
+            with torch.inference_mode():
+                obs = {k: torch.from_numpy(x[k]).unsqueeze(0).float() for k in keys}
+                feats = extractor(obs)
+                logits = policy.action_net(policy.mlp_extractor.forward_actor(feats))
+                logits = logits.numpy()[0]
+            return int(np.where(mask, logits, -np.inf).argmax())
+
+        return argmax
+
+    def _make_sb3_argmax(self):
         import torch
 
         policy = self.model.policy

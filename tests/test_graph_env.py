@@ -3,6 +3,7 @@ exact masks against the world's own check, bad input)."""
 
 from __future__ import annotations
 
+import os
 import pickle
 import warnings
 from pathlib import Path
@@ -16,7 +17,8 @@ import coel_env  # noqa: F401 - registers the ids
 from coel_env.envs.graph_edits import EditLayout
 
 ENV = "CoEL-Graph-v0"
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "topologies"
+# the public data sets, read through COEL_DATA as the package reads them (conftest sets it)
+SHARED = Path(os.environ.get("COEL_DATA", "/nonexistent")) / "topologies"
 ZOO = SHARED / "topology_zoo"
 
 

@@ -5,6 +5,7 @@ scenarios and topologies, and clear errors above the maxima or with other maxima
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import gymnasium as gym
@@ -19,7 +20,8 @@ from coel_env.core.world import World
 
 ENV = "CoEL-Graph-v0"
 CFG = {"max_steps": 4, "max_servers": 16, "max_edits": 3}
-ZOO = Path(__file__).resolve().parents[2] / "shared" / "data" / "topologies" / "topology_zoo"
+# the public data sets, read through COEL_DATA as the package reads them (conftest sets it)
+ZOO = Path(os.environ.get("COEL_DATA", "/nonexistent")) / "topologies" / "topology_zoo"
 
 
 @pytest.fixture(scope="module")

@@ -722,7 +722,13 @@ class PlanEditor:
         self._stk = None  # the world (and its size) may be another one
         self._slack_flat[:] = -np.inf
 
-    def _state(self, i: int, mp: ModelPlan | None, bidx: np.ndarray | None = None) -> _ModelState:
+    def _state(
+        self, i: int, mp: ModelPlan | None, bidx: np.ndarray | None = None, prev=None,
+        same_home: bool = False,
+    ) -> _ModelState:  # fmt: skip
+        """Model ``i``'s state in the draft ``mp`` (``bidx``: its bit indices when known;
+        ``prev``: the state of a deployed plan whose keep ratio and host policy ``mp``
+        keeps, and with ``same_home`` its homes too: their flags are reused)."""
         name = self.models[i]
         st = _ModelState()
         pop = self.pop[name]
@@ -760,11 +766,17 @@ class PlanEditor:
              st.gpu, st.host) = model_counts(
                 mp.location, st.groups, st.bidx, st.pop_share, self._sizes[i], self.up, G, N_BITS
             )  # fmt: skip
-            st.home = np.zeros(n, bool)
-            st.home[list(mp.home)] = True
-            st.keep_ok = _KEEP != mp.keep_ratio
-            pol = mp.host_policy
-            st.pol_ok = np.array([(pol != 0).any(), (pol != 1).any()])
+            if prev is not None and prev.deployed:  # a placement edit: same flags
+                st.home = prev.home if same_home else np.zeros(n, bool)
+                if not same_home:
+                    st.home[list(mp.home)] = True
+                st.keep_ok, st.pol_ok = prev.keep_ok, prev.pol_ok
+            else:
+                st.home = np.zeros(n, bool)
+                st.home[list(mp.home)] = True
+                st.keep_ok = _KEEP != mp.keep_ratio
+                pol = mp.host_policy
+                st.pol_ok = np.array([(pol != 0).any(), (pol != 1).any()])
         return st
 
     def _repair(self) -> None:
@@ -1062,6 +1074,8 @@ class PlanEditor:
         if report.feasible:
             i = idx[0]
             self.draft = plan
-            self.states[i] = self._state(i, plan.models[self.models[i]], bidx)
+            prev = self.states[i] if kind not in ("keep", "host_policy") else None
+            same_home = kind not in ("home_add", "home_drop")
+            self.states[i] = self._state(i, plan.models[self.models[i]], bidx, prev, same_home)
             self.edits += 1
         return report
