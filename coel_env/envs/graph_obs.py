@@ -251,9 +251,7 @@ class GraphObservation:
         self._built: dict = {}
         self._gcap = np.maximum(world.gpu_capacity_gb, 1e-9)
         self._hcap = np.maximum(world.host_capacity_gb, 1e-9)
-        self._memo = self.__dict__.get("_memo") or {}
-        if len(self._memo) > 256:  # bounded: a few arrays per model are live at a time
-            self._memo = {}
+        self._memo = self.__dict__.get("_memo") or {}  # per model: see _model_blocks
 
     # ------------------------------------------------------------ per edit step
 
@@ -318,22 +316,25 @@ class GraphObservation:
         group[:] = 0.0
         place[:] = 0.0
         pair[:n, 1] = self._demand_pair[:, i]
-        group[:, 0] = self._memoised(
-            ("share", st.groups, st.pop_share),
-            lambda: np.clip(
-                np.bincount(st.groups.ravel(), weights=st.pop_share.ravel(), minlength=G),
-                0.0, 1.0,
-            ),
-        )  # fmt: skip
+        memo = self._memo.setdefault(i, {})  # per model: inputs (by identity) and value
+        hit = memo.get("share")
+        if hit is None or hit[0] is not st.groups or hit[1] is not st.pop_share:
+            share = np.bincount(st.groups.ravel(), weights=st.pop_share.ravel(), minlength=G)
+            hit = memo["share"] = (st.groups, st.pop_share, np.clip(share, 0.0, 1.0))
+        group[:, 0] = hit[2]
         mig = 0.0
         if mp is not None:
             mig = self._migration(editor, i, name, mp)
-            loss = self._memoised(
-                ("loss", st.bidx, st.pop_share),
-                lambda: float((_BITS_LOSS[st.bidx] * st.pop_share).sum()),
-            )
-            fetch = self._memoised(("fetch", mp.host_policy.tobytes()),
-                                   lambda: float(mp.host_policy.mean()))  # fmt: skip
+            hit = memo.get("loss")
+            if hit is None or hit[0] is not st.bidx or hit[1] is not st.pop_share:
+                loss = float((_BITS_LOSS[st.bidx] * st.pop_share).sum())
+                hit = memo["loss"] = (st.bidx, st.pop_share, loss)
+            loss = hit[2]
+            pol = mp.host_policy.tobytes()
+            hit = memo.get("fetch")
+            if hit is None or hit[0] != pol:
+                hit = memo["fetch"] = (pol, float(mp.host_policy.mean()))
+            fetch = hit[1]
             scalars = np.array([
                 mp.keep_ratio, fetch,
                 loss / max(w.scenario.workload.quality_floor, 1e-9) / 2.0, st.pop_gpu, mig / 10.0,
@@ -345,16 +346,6 @@ class GraphObservation:
             )  # fmt: skip
         self._built[i] = (st, mig)
         return mig
-
-    def _memoised(self, key: tuple, make):
-        """``make()`` memoised on ``key``: the identities of its arrays (which the editor
-        replaces, never changes in place; the memo holds them, so an id is not reused)
-        and any other hashable parts."""
-        k = tuple(id(x) if isinstance(x, np.ndarray) else x for x in key)
-        hit = self._memo.get(k)
-        if hit is None:
-            hit = self._memo[k] = (key, make())
-        return hit[1]
 
     def _migration(self, editor: PlanEditor, i: int, name: str, mp) -> float:
         """GB of expert copies the draft adds to the plan in force (an estimate of the
