@@ -228,11 +228,13 @@ def random_instance(
     policies: tuple[int, ...] = (0, 1),
     n_models: int = 1,
     tight: float = 1.0,
+    prune_prompt: bool = False,
 ) -> Instance:
     """A small random instance (coefficients drawn directly, not from the cost model),
     shaped like :func:`build_instance`'s: GPU options cheaper than host ones, remote ones
     dearer, lower bits smaller and lossier. ``tight`` < 1 shrinks memory (more
-    infeasible draws)."""
+    infeasible draws). ``prune_prompt``: the keep ratio prunes prompts (a share of each
+    piece is its prompt part, drawn after everything else)."""
     rng = np.random.default_rng(seed)
     S, G, B = n_servers, n_groups, len(bits)
     pts = rng.uniform(0, 1, (S, 2))
@@ -302,6 +304,16 @@ def random_instance(
                 mig_home_s=rng.uniform(0.0, 8.0, S),
             )  # fmt: skip
         )
+        if prune_prompt:
+            mi = models[-1]
+            f = rng.uniform(0.1, 0.6, 4)  # the prompt's share of each piece's cost
+            mi.prune_prompt = True
+            mi.pbase, mi.puse, mi.pxfer, mi.premote = (
+                f[0] * base, f[1] * use, f[2] * xfer, f[3] * remote
+            )  # fmt: skip
+            mi.pbase_w, mi.puse_w, mi.pxfer_w, mi.premote_w = (
+                wf * mi.pbase, wf * mi.puse, wf * mi.pxfer, wf * mi.premote
+            )  # fmt: skip
     return Instance(
         models=models, gpu_gb=gpu, host_gb=host, host_ok=host_ok, up=up, cap_ms=cap,
         queue_slope=slope, queue_icpt=icpt, overflow_ms=slope[:, -1].copy(),

@@ -251,8 +251,8 @@ def build_milp(inst: Instance) -> MilpModel:
             # keep loss: per home for the floor (q), demand-weighted for the price (yq);
             # where the keep ratio prunes bytes, only homes using remote copies pay it
             # (r, yr), where it prunes prompts every home does (D)
-            if mi.prune_prompt:
-                bld.row(np.r_[q[h], kap], np.r_[1.0, -mi.qkeep], lo=0.0)
+            if mi.prune_prompt:  # every open home
+                bld.row(np.r_[q[h], kap, a[h]], np.r_[1.0, -mi.qkeep, -qmax], lo=-qmax)
             else:
                 bld.row(np.r_[q[h], kap, r[h]], np.r_[1.0, -mi.qkeep, -qmax], lo=-qmax)
             bld.row(np.r_[beta.ravel(), q[h]], np.r_[mi.qbits.ravel(), 1.0], hi=inst.quality_floor)

@@ -474,15 +474,21 @@ def _little_batch(world, obs, inst, decisions, plan, serving, demand_per_s, e_ou
     ``serving.batching: offered``: Little's law at the plan's batch-1 step cost, bucketed
     to a power of two (the world's own rule there).
 
-    ``continuous``: the sequences an engine runs at once (:mod:`coel_env.core.batching`),
-    by Little's law at the batch's own step: a sequence holds a slot for its prefill and
-    its ``e_out`` decode steps, and a home's step lasts the sum of its engines' steps,
-    slowed by background load, so ``b_m = lam_m (pre_m + e_out T_h) / 1000`` with ``T_h =
-    sum_m' dec_m'(b_m') / (1 - bg_h)`` (the decode pass linear between the powers of two
-    it is costed at, as the world's). Iterated from ``b = 1`` (increasing: the least fixed
-    point, or the cap when the engines cannot keep up), capped at ``serving.max_batch`` and
-    at the KV pool the world gives the engine over a sequence's mean reservation (kept
-    prompt plus output tokens), and rounded to whole sequences.
+    ``continuous``: the sequences an engine decodes at once (:mod:`coel_env.core.batching`),
+    by Little's law at the batch's own step. A sequence decodes for ``e_out`` steps; a
+    home's step lasts its engine's pass plus those of its other engines while they have
+    sequences (engine ``m`` has some a share ``min(1, b_m)`` of the time), slowed by
+    background load; the
+    prompts' chunked prefills take a share ``rho_pre = sum_m lam_m pre_m / (1000 (1 -
+    bg))`` of the home's time (``pre_m``: the world's prefill line at the mean prompt,
+    kept share only under prompt pruning). So ``b_m = lam_m e_out T_h / (1000 (1 -
+    rho_pre))`` with ``T_m = (dec_m(max(1, b_m)) + sum_{m' != m} min(1, b_m')
+    dec_m'(max(1, b_m'))) / (1 - bg_h)`` (the
+    decode pass linear between the powers of two it is costed at, as the world's),
+    iterated from ``b = 0`` (increasing: the least fixed point, or the cap when the
+    engines cannot keep up), capped at ``serving.max_batch`` and at the KV pool the world
+    gives the engine over a sequence's mean reservation (kept prompt plus output tokens),
+    and rounded to whole sequences (at least 1).
     """
     if world.scenario.serving.batching == "continuous":
         return _continuous_batch(world, obs, inst, decisions, plan, serving, demand_per_s, e_out)
@@ -550,12 +556,21 @@ def _continuous_batch(world, obs, inst, decisions, plan, serving, demand_per_s, 
 
     out = {mi.name: np.ones(inst.n) for mi in inst.models}
     for h, eng in engines.items():
-        b = np.ones(len(eng))
+        # the share of the home's time its prefills take; the rest runs decode steps
+        free = 1.0 - slow[h] * sum(e[1] * e[2] for e in eng) / 1000.0
+        b = np.zeros(len(eng))  # sequences decoding on average (0: none yet)
         for _ in range(200):
-            step = slow[h] * sum(dec(e[3], bi) for e, bi in zip(eng, b, strict=True))
+            # a sequence's step: its engine's pass, and the passes of the home's other
+            # engines while they have sequences
+            own = np.array([dec(e[3], max(1.0, bi)) for e, bi in zip(eng, b, strict=True)])
+            busy = np.minimum(1.0, b) * own
+            step = slow[h] * (own + busy.sum() - busy)
             new = np.array(
-                [min(e[4], max(1.0, e[1] * (slow[h] * e[2] + e_out * step) / 1000.0)) for e in eng]
-            )
+                [min(e[4], e[1] * e_out * st / max(free, 1e-9) / 1000.0)
+                 for e, st in zip(eng, step, strict=True)]
+            )  # fmt: skip
+            if free <= 0.0:  # prefills alone fill the home: every engine at its cap
+                new = np.array([e[4] for e in eng])
             done = np.allclose(new, b, rtol=1e-6, atol=1e-9)
             b = new
             if done:
