@@ -89,6 +89,23 @@ execution, width):
   ``price * min(1, receive time / epoch)`` per server, exact with one binary per server
   (``price``: the server's requests of an epoch, dropped).
 
+* **the world's fidelity keys** (``docs/world.md``): the instance's ``ServingModel``
+  has every option of the world's (:func:`~agents.milp.from_world.serving_model`, the
+  world's own builder) and the experts' calls and dispatch are the world's functions, so
+  ``serving.mode`` (``fused``), ``serving.quant_scaling`` and ``serving.layer_terms``
+  hold exactly. ``activation_traffic: per_server``: a token's crossings per (layer,
+  group), summed over the groups a remote server holds, an upper bound on the world's
+  per-server count (subadditive), exact with one group per remote server, never above
+  ``per_expert`` (:func:`~agents.milp.from_world._serving_parts`). ``pruning: prompt``:
+  the keep loss at every open home, transfer bytes whole, and the prompt's part of the
+  prefill (the prefill line's slope times the mean prompt, per piece: ``ModelInstance.p*``)
+  cut by ``1 - keep``: a saving ``sv <= (1 - keep_k) P + M (1 - kappa_k)`` per keep
+  ratio (the world's clipped prefill line is taken unclipped). ``batching: continuous``:
+  the decode batch is the engines' steady state by Little's law at the batch's own step
+  (:func:`~agents.milp.from_world._little_batch`), and the decode pass is linear between
+  the powers of two around it, as the world's. ``updating.migration: durable`` is not
+  modelled (receive time priced as at most one epoch).
+
 Approximated, in short: expected values at mean token counts and a representative batch;
 the popularity estimate (mean over servers) for every home; the remote path latency's
 upper bound; M/D/1 with backlog and drops replaced by Kingman + a drop price; the SLO
