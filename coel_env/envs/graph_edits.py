@@ -31,10 +31,19 @@ touches from per-(group, bit width, server) counts of the draft, with the world'
 per-model sums (:func:`coel_env.core.kernels.placement.plan_scan`) for everything the
 edit leaves alone; a candidate within ``BORDER_GB`` of a limit (where sums in another
 order could round the other way) is decided by building its plan and asking
-:meth:`coel_env.core.world.World.check`. :meth:`apply` builds the plan and checks it
-with :meth:`World.check` again before it becomes the draft, so an edit the world would
-refuse is never applied; ``tests/test_graph_env.py`` compares the mask with
-``World.check`` on every candidate.
+:meth:`coel_env.core.world.World.check`. The prediction forms each server's GPU budget
+and fills its tiers exactly as the edit does (:func:`edited_location`), so away from the
+border it differs from the world's sums only by their order: :meth:`apply` accepts an
+edit the mask of the same draft allows there without a second check, and asks
+:meth:`World.check` for every other one (border candidates, edits applied without a
+mask, or always with :attr:`PlanEditor.recheck`), so an edit the world would refuse is
+never applied. ``tests/test_graph_env.py`` compares the mask with ``World.check`` on
+every candidate and checks every applied draft with it.
+
+**Speed.** The mask is one compiled call for all models (:func:`all_slacks`) that
+recomputes a server's slacks only when its inputs changed (an edit touches a few
+servers); an edit and its re-tiering are one compiled pass (:func:`edited_location`);
+the per-model summaries (:func:`model_counts`) feed both the mask and the observation.
 """
 
 from __future__ import annotations
@@ -643,6 +652,21 @@ def edited_location(
 # ---------------------------------------------------------------------------- editor
 
 
+class _Pending:
+    """A model's plan in the draft that is not a :class:`ModelPlan` yet (the editor
+    builds it, with the world's validation, when the draft is read); the same fields."""
+
+    __slots__ = ("bits", "home", "host_policy", "keep_ratio", "location", "model")
+
+    def __init__(self, model, location, bits, home, host_policy, keep_ratio) -> None:
+        self.model, self.location, self.bits, self.home = model, location, bits, home
+        self.host_policy, self.keep_ratio = host_policy, keep_ratio
+
+    def build(self) -> ModelPlan:
+        return ModelPlan(self.model, self.location, self.bits, self.home, self.host_policy,
+                         self.keep_ratio)  # fmt: skip
+
+
 class _ModelState:
     """What the editor knows of one model of the draft (rebuilt when it changes)."""
 
@@ -679,6 +703,7 @@ class PlanEditor:
         self._sizes = [expert_gb_table(m)[list(BITS)].copy() for m in self.models]
         self._dense = np.array([dense_gb(m) + world.kv_reserve_gb[m] for m in self.models])
         self.start: Plan | None = None
+        self._ver = 0  # counts the drafts (the caches below are per draft)
         self._new_caches()
 
     def _new_caches(self) -> None:
@@ -705,17 +730,50 @@ class PlanEditor:
 
     # ----------------------------------------------------------------- epoch
 
+    # ----------------------------------------------------------------- draft
+
+    @property
+    def draft(self) -> Plan:
+        """The draft plan (its model plans are built, and validated, when it is read)."""
+        if self._pend:
+            for i in sorted(self._pend):
+                if isinstance(self._cur[i], _Pending):
+                    self._cur[i] = self._cur[i].build()
+            self._pend = set()
+            index = {name: i for i, name in enumerate(self.models)}
+            self._draft = Plan({name: self._cur[index[name]] for name in self._order})
+        return self._draft
+
+    def _set_draft(self, plan: Plan) -> None:
+        self._draft = plan
+        self._cur = [plan.models.get(name) for name in self.models]
+        self._order = list(plan.models)  # the plan's model order (a new model goes last)
+        self._pend = set()
+        self._ver += 1
+
+    def plan_of(self, i: int):
+        """Model ``i``'s plan in the draft (a :class:`ModelPlan` or the same fields), or
+        None where it is not deployed."""
+        return self._cur[i]
+
+    @property
+    def changed(self) -> bool:
+        """Whether the draft differs from the plan in force (an edit or a repair)."""
+        return self._changed
+
     def begin(self) -> None:
         """Start the edits of an epoch from the world's plan in force."""
         w = self.world
-        self.draft = self.start = w.plan
+        self.start = w.plan
+        self._set_draft(w.plan)
+        self._changed = False
         self.pop = w.popularity_estimate()
         self.up = w.dyn.server_up.copy()
-        self.states = [self._state(i, self.draft.models.get(name)) for i, name in
-                       enumerate(self.models)]  # fmt: skip
+        self.states = [self._state(i, self._cur[i]) for i in range(len(self.models))]
         self._dense_of = None
         if not w.check(self.draft).feasible:
             self._repair()
+            self._changed = True
         self.edits = 0
         self._mask_of = None
         self._dense_of = None
@@ -809,7 +867,7 @@ class PlanEditor:
                     break
             if fixed is None:
                 fixed = Plan({k: p for k, p in self.draft.models.items() if k != v.model})
-            self.draft = fixed
+            self._set_draft(fixed)
             self.states[i] = self._state(i, fixed.models.get(v.model))
             self._dense_of = None
 
@@ -825,13 +883,13 @@ class PlanEditor:
         """GB of dense parts (with KV reserves) on each server in the draft (cached per
         draft; read-only)."""
         hit = self.__dict__.get("_dense_of")
-        if hit is not None and hit[0] is self.draft:
+        if hit is not None and hit[0] == self._ver:
             return hit[1]
         out = np.zeros(self.n)
         for i, st in enumerate(self.states):
             out += st.home * self._dense[i]
         out.setflags(write=False)
-        self._dense_of = (self.draft, out)
+        self._dense_of = (self._ver, out)
         return out
 
     def _stacked(self) -> dict:
@@ -886,7 +944,7 @@ class PlanEditor:
         with ``edits_left``, every edit that changes the draft into a plan
         :meth:`World.check` accepts. Cached per draft (a read-only array)."""
         hit = self._mask_of
-        if hit is not None and hit[0] is self.draft and hit[1] == edits_left:
+        if hit is not None and hit[0] == self._ver and hit[1] == edits_left:
             return hit[2]
         flat = self._flat
         flat[:] = False
@@ -895,7 +953,7 @@ class PlanEditor:
             self._fill(flat)
         out = flat.copy()
         out.setflags(write=False)
-        self._mask_of = (self.draft, edits_left, out)
+        self._mask_of = (self._ver, edits_left, out)
         return out
 
     def _fill(self, flat: np.ndarray) -> None:
@@ -929,34 +987,39 @@ class PlanEditor:
 
     def candidate(self, kind: str, idx: tuple[int, ...]) -> Plan:
         """The draft with edit ``kind`` at ``idx`` applied (not checked)."""
-        return self._candidate(kind, idx)[0]
+        return self._with(idx[0], self._model_edit(kind, idx)[0])
 
-    def _candidate(self, kind: str, idx: tuple[int, ...]) -> tuple[Plan, np.ndarray | None]:
-        """:meth:`candidate` and the edited model's bit indices (None: not computed)."""
+    def _with(self, i: int, new) -> Plan:
+        """The draft with model ``i``'s plan replaced by ``new`` (built)."""
+        models = dict(self.draft.models)
+        models[self.models[i]] = new.build() if isinstance(new, _Pending) else new
+        return Plan(models)
+
+    def _model_edit(self, kind: str, idx: tuple[int, ...]):
+        """Model ``idx[0]``'s plan after the edit (a :class:`ModelPlan` or a
+        :class:`_Pending`) and its bit indices (None: not computed)."""
         i = idx[0]
         name = self.models[i]
         st = self.states[i]
-        mp = self.draft.models.get(name)
+        mp = self._cur[i]
         bidx = None
         if mp is None and kind != "home_add":
             raise ValueError(f"{kind} of {name}: the model is not deployed (only home_add)")
         if kind == "keep":
-            new = ModelPlan(name, mp.location, mp.bits, mp.home, mp.host_policy,
-                            KEEP_RATIOS[idx[1]])  # fmt: skip
+            new = _Pending(name, mp.location, mp.bits, mp.home, mp.host_policy,
+                           KEEP_RATIOS[idx[1]])  # fmt: skip
             bidx = st.bidx
         elif kind == "host_policy":
             pol = np.full(mp.host_policy.shape, idx[1], np.int8)
-            new = ModelPlan(name, mp.location, mp.bits, mp.home, pol, mp.keep_ratio)
+            new = _Pending(name, mp.location, mp.bits, mp.home, pol, mp.keep_ratio)
             bidx = st.bidx
         elif mp is None:
             new = self._placed(i, name, st, mp, kind, idx)
         else:
             new, bidx = self._edited(i, name, st, mp, kind, idx)
-        models = dict(self.draft.models)
-        models[name] = new
-        return Plan(models), bidx
+        return new, bidx
 
-    def _edited(self, i, name, st, mp, kind, idx) -> tuple[ModelPlan, np.ndarray]:
+    def _edited(self, i, name, st, mp, kind, idx) -> tuple[_Pending, np.ndarray]:
         """A placement edit of deployed model ``i`` (:func:`edited_location`)."""
         homes = mp.home
         home_new = st.home
@@ -984,7 +1047,7 @@ class PlanEditor:
             self._dense[i], self.dense_total(), stk["gpu"], self.world.gpu_capacity_gb,
             self.world.unified, self.G, N_BITS,
         )  # fmt: skip
-        new = ModelPlan(name, loc, bits, tuple(sorted(homes)), mp.host_policy, mp.keep_ratio)
+        new = _Pending(name, loc, bits, tuple(sorted(homes)), mp.host_policy, mp.keep_ratio)
         return new, (bidx if kind == "bits" else st.bidx)  # the same array when unchanged
 
     def _placed(self, i, name, st, mp, kind, idx) -> ModelPlan:  # noqa: C901 - one case per kind
@@ -1050,32 +1113,54 @@ class PlanEditor:
     def _check(self, kind: str, idx: tuple[int, ...]):
         return self.world.check(self.candidate(kind, idx))
 
-    def verdict(self, kind: str, idx: tuple[int, ...], plan: Plan):
-        """Whether the world accepts ``plan``, the draft edited by ``kind`` at ``idx``: the
-        answer of :meth:`World.check`. When the mask of this draft allows the edit with a
+    def verdict(self, kind: str, idx: tuple[int, ...], plan: Plan | None = None):
+        """Whether the world accepts the draft edited by ``kind`` at ``idx`` (``plan``; None:
+        built here when needed): the answer of :meth:`World.check`. When the mask of this
+        draft allows the edit with a
         memory slack of at least ``BORDER_GB`` (or for ``keep`` / ``host_policy``, which
         change no memory), that answer is known without the call: the slack is formed
         from the same tiers and budgets as the edit itself (:func:`model_slacks`), so it
         differs from the world's only by the order of the sums, far below ``BORDER_GB``;
         every other edit (the border, no mask of this draft, :attr:`recheck`) is checked
         by :meth:`World.check`. ``tests/test_graph_env.py`` checks every applied draft."""
+        if self._known_ok(kind, idx):
+            return ACCEPTED
+        return self.world.check(plan if plan is not None else self.candidate(kind, idx))
+
+    def _known_ok(self, kind: str, idx: tuple[int, ...]) -> bool:
+        """Whether the mask of this draft allows the edit away from the border
+        (:meth:`verdict`)."""
         hit = self._mask_of
-        if not self.recheck and hit is not None and hit[0] is self.draft and hit[1]:
-            a = self.layout.index(kind, *idx)
-            if hit[2][a] and (a >= self._hi or abs(self._slack_flat[a - self._lo]) >= BORDER_GB):
-                return ACCEPTED
-        return self.world.check(plan)
+        if self.recheck or hit is None or hit[0] != self._ver or not hit[1]:
+            return False
+        a = self.layout.index(kind, *idx)
+        return bool(
+            hit[2][a] and (a >= self._hi or abs(self._slack_flat[a - self._lo]) >= BORDER_GB)
+        )
 
     def apply(self, kind: str, idx: tuple[int, ...]):
         """Apply one edit: its plan becomes the draft when the world accepts it. Returns
-        the world's :class:`~coel_env.core.plan.InfeasibilityReport` (:meth:`verdict`)."""
-        plan, bidx = self._candidate(kind, idx)
-        report = self.verdict(kind, idx, plan)
-        if report.feasible:
-            i = idx[0]
-            self.draft = plan
-            prev = self.states[i] if kind not in ("keep", "host_policy") else None
-            same_home = kind not in ("home_add", "home_drop")
-            self.states[i] = self._state(i, plan.models[self.models[i]], bidx, prev, same_home)
-            self.edits += 1
+        the world's :class:`~coel_env.core.plan.InfeasibilityReport` (:meth:`verdict`).
+        An edit accepted without :meth:`World.check` joins the draft as its fields; its
+        :class:`ModelPlan` is built when the draft is next read."""
+        i = idx[0]
+        new, bidx = self._model_edit(kind, idx)
+        report = ACCEPTED
+        if not self._known_ok(kind, idx):
+            plan = self._with(i, new)
+            report = self.world.check(plan)
+            if not report.feasible:
+                return report
+            new = plan.models[self.models[i]]
+        name = self.models[i]
+        if self._cur[i] is None and name not in self._order:
+            self._order.append(name)  # a model deployed now goes last, as in a dict
+        self._cur[i] = new
+        self._pend.add(i)  # the draft's Plan is built anew when it is read
+        self._ver += 1
+        self._changed = True
+        prev = self.states[i] if kind not in ("keep", "host_policy") else None
+        same_home = kind not in ("home_add", "home_drop")
+        self.states[i] = self._state(i, new, bidx, prev, same_home)
+        self.edits += 1
         return report

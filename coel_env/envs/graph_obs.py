@@ -283,7 +283,7 @@ class GraphObservation:
         np.clip(draft, 0.0, 1.0, out=draft)  # the rest of ``server`` is clipped in begin
         glob = np.array(
             [progress, edits_used, min(migration / 10.0, 1.0),
-             float(editor.draft is not editor.start)], np.float32,
+             float(editor.changed)], np.float32,
         )  # fmt: skip
         return {
             "server": server,
@@ -308,7 +308,7 @@ class GraphObservation:
         w = self.world
         n, G = w.n, self.G
         name = w.models[i]
-        mp = editor.draft.models.get(name)
+        mp = editor.plan_of(i)
         model, pair = self._model[i], self._pair[i]
         group, place = self._group[i], self._place[i]
         model[:] = self._model_static[i]
