@@ -5,7 +5,8 @@ starts a draft from the plan in force (:class:`coel_env.envs.graph_edits.PlanEdi
 bound to the harness's world), observes it with the env's padded encoding
 (:class:`coel_env.envs.graph_obs.GraphObservation`) and applies the model's
 deterministic, masked edits one by one until the model picks ``commit`` (or only
-``commit`` is left after ``max_edits`` edits); the draft is the epoch's plan. The
+``commit`` is left, after ``max_edits`` edits: then the network is not run, the masked
+argmax being ``commit`` whatever the scores); the draft is the epoch's plan. The
 harness times the whole loop, so ``decision_ms`` is the per-epoch decision time of
 all the edits. The returns are the env's for the same world seed.
 
@@ -163,9 +164,12 @@ class GraphRLPolicy:
         progress = min(self._epochs / c["max_steps"], 1.0)
         self.edits = []
         while True:
+            mask = ed.mask(ed.edits < c["max_edits"])
+            if not mask[1:].any():  # only commit is allowed: the masked argmax is commit
+                break
             used = ed.edits / c["max_edits"] if c["max_edits"] else 1.0
             x = self.obs_type.observe(ed, progress, used)
-            a = self._argmax(x, ed.mask(ed.edits < c["max_edits"]))
+            a = self._argmax(x, mask)
             if a == 0:  # commit
                 break
             report = ed.apply(*self.layout.decode(a))
