@@ -237,35 +237,38 @@ def model_counts(location, groups, bidx, pop_share, sizes, up, n_groups, n_bits)
     gpu = np.zeros(n)
     host = np.zeros(n)
     pop_gpu = 0.0
-    for layer in range(n_l):
-        for e in range(n_e):
-            g = groups[layer, e]
-            b = bidx[layer, e]
-            z = sizes[b]
-            p = pop_share[layer, e]
-            n_bits_of[g, b] += 1
-            n_up = 0
-            any_gpu = False
+    loc = np.ascontiguousarray(location).reshape(n_l * n_e, n)  # experts in (layer, e) order
+    grp = groups.ravel()
+    bx = bidx.ravel()
+    ps = pop_share.ravel()
+    for x in range(n_l * n_e):
+        g = grp[x]
+        b = bx[x]
+        z = sizes[b]
+        p = ps[x]
+        n_bits_of[g, b] += 1
+        n_up = 0
+        any_gpu = False
+        for s in range(n):
+            t = loc[x, s]
+            if t != 0:
+                held[g, b, s] += 1
+                pop_held[s] += p
+                copies[g] += 1
+                if up[s]:
+                    n_up += 1
+                if t == 1:
+                    on_gpu[g, s] += 1
+                    gpu[s] += z
+                    any_gpu = True
+                else:
+                    host[s] += z
+        if any_gpu:
+            pop_gpu += p
+        if n_up < 2:  # dropping its copy (if any) would leave it without one
             for s in range(n):
-                t = location[layer, e, s]
-                if t != 0:
-                    held[g, b, s] += 1
-                    pop_held[s] += p
-                    copies[g] += 1
-                    if up[s]:
-                        n_up += 1
-                    if t == 1:
-                        on_gpu[g, s] += 1
-                        gpu[s] += z
-                        any_gpu = True
-                    else:
-                        host[s] += z
-            if any_gpu:
-                pop_gpu += p
-            if n_up < 2:  # dropping its copy (if any) would leave it without one
-                for s in range(n):
-                    if location[layer, e, s] != 0 and up[s]:
-                        safe[g, s] = False
+                if loc[x, s] != 0 and up[s]:
+                    safe[g, s] = False
     return held, on_gpu, pop_held, safe, copies, pop_gpu, n_bits_of, gpu, host
 
 
@@ -274,18 +277,20 @@ def retier(location, groups, bidx, order, sizes, budgets, touched, unified, n_gr
     """Re-tier one model's experts [L, E, n] on the ``touched`` servers (rule: module
     doc); ``order`` lists the experts (flat ``layer * E + e``) most popular first. One
     pass over the experts serves every touched server (each server's result is that of
-    its own pass)."""
+    its own pass). ``location`` must be C-contiguous (it is changed in place)."""
     n_l, n_e, n = location.shape
+    loc = location.reshape(n_l * n_e, n)  # a view: experts in the flat order of ``order``
+    grp = groups.ravel()
+    bx = bidx.ravel()
     split = np.zeros(n, np.int64)  # touched servers with a GPU / host split, in order
     n_t = 0
     for s in range(n):
         if not touched[s]:
             continue
         if unified[s]:
-            for layer in range(n_l):
-                for e in range(n_e):
-                    if location[layer, e, s] != 0:
-                        location[layer, e, s] = 1
+            for x in range(n_l * n_e):
+                if loc[x, s] != 0:
+                    loc[x, s] = 1
             continue
         split[n_t] = s
         n_t += 1
@@ -293,26 +298,25 @@ def retier(location, groups, bidx, order, sizes, budgets, touched, unified, n_gr
         return
     counts = np.zeros((n_t, n_groups, n_bits), np.int64)
     k = np.zeros((n_t, n_groups, n_bits), np.int64)
-    for layer in range(n_l):
-        for e in range(n_e):
-            g, b = groups[layer, e], bidx[layer, e]
-            for t in range(n_t):
-                if location[layer, e, split[t]] != 0:
-                    counts[t, g, b] += 1
+    for x in range(n_l * n_e):
+        g, b = grp[x], bx[x]
+        for t in range(n_t):
+            if loc[x, split[t]] != 0:
+                counts[t, g, b] += 1
     for t in range(n_t):
         tier_fill(counts[t], sizes, budgets[split[t]], k[t])
     for j in range(order.size):
-        layer, e = divmod(order[j], n_e)
-        g, b = groups[layer, e], bidx[layer, e]
+        x = order[j]
+        g, b = grp[x], bx[x]
         for t in range(n_t):
             s = split[t]
-            if location[layer, e, s] == 0:
+            if loc[x, s] == 0:
                 continue
             if k[t, g, b] > 0:
-                location[layer, e, s] = 1
+                loc[x, s] = 1
                 k[t, g, b] -= 1
             else:
-                location[layer, e, s] = 2
+                loc[x, s] = 2
 
 
 @njit(cache=True, error_model="numpy")
@@ -610,30 +614,33 @@ def edited_location(
     loc = location.copy()
     bt = bits.copy()
     bx = bidx.copy()
+    lf = loc.reshape(n_l * n_e, n)  # flat views of the copies
+    btf = bt.ravel()
+    bxf = bx.ravel()
+    grp = groups.ravel()
     touched = np.zeros(n, np.bool_)
     if kind == K_HOME_ADD or kind == K_HOME_DROP:
         touched[s] = True
     else:
-        for layer in range(n_l):
-            for e in range(n_e):
-                if groups[layer, e] != g:
-                    continue
-                if kind == K_MOVE or kind == K_BITS:
-                    for t in range(n):
-                        if loc[layer, e, t] != 0:
-                            touched[t] = True
-                if kind == K_MOVE:
-                    for t in range(n):
-                        loc[layer, e, t] = 0
-                    loc[layer, e, s] = 1
-                elif kind == K_REPLICATE:
-                    if loc[layer, e, s] == 0:
-                        loc[layer, e, s] = 1
-                elif kind == K_DROP:
-                    loc[layer, e, s] = 0
-                else:
-                    bt[layer, e] = new_bits
-                    bx[layer, e] = new_b
+        for x in range(n_l * n_e):
+            if grp[x] != g:
+                continue
+            if kind == K_MOVE or kind == K_BITS:
+                for t in range(n):
+                    if lf[x, t] != 0:
+                        touched[t] = True
+            if kind == K_MOVE:
+                for t in range(n):
+                    lf[x, t] = 0
+                lf[x, s] = 1
+            elif kind == K_REPLICATE:
+                if lf[x, s] == 0:
+                    lf[x, s] = 1
+            elif kind == K_DROP:
+                lf[x, s] = 0
+            else:
+                btf[x] = new_bits
+                bxf[x] = new_b
         if kind != K_BITS:
             touched[s] = True
     n_m = gpu.shape[0]
