@@ -35,7 +35,7 @@ from torch import nn
 
 from coel_env.envs.graph_edits import N_BITS, N_KEEP, EditLayout
 
-__all__ = ["GraphExtractor", "GraphPolicy", "register"]
+__all__ = ["GraphExtractor", "GraphPolicy", "register", "unpadded"]
 
 
 def _mlp(n_in: int, n_out: int, hidden: int) -> nn.Sequential:
@@ -69,7 +69,7 @@ class GraphExtractor(BaseFeaturesExtractor):
         self.layout = EditLayout(S, M, G)
         self.n_actions = self.layout.n
         super().__init__(observation_space, features_dim=self.n_actions + dim)
-        d = dim
+        d = self.dim = dim
         self.S, self.M, self.G = S, M, G
         self.server_in = _mlp(fs, d, d)
         self.rounds = nn.ModuleList([nn.Linear(3 * d, d) for _ in range(rounds)])
@@ -92,7 +92,7 @@ class GraphExtractor(BaseFeaturesExtractor):
 
     def forward(self, obs: dict[str, th.Tensor]) -> th.Tensor:
         sm, mm = obs["server_mask"].float(), obs["model_mask"].float()
-        M, G = self.M, self.G
+        M, G = obs["model"].shape[1], obs["group"].shape[2]  # the maxima, or fewer (unpadded)
         h = self.server_in(obs["server"]) * sm.unsqueeze(-1)
         adj = obs["adjacency"]
         deg = adj.sum(-1, keepdim=True).clamp(min=1.0)
@@ -135,6 +135,52 @@ class GraphExtractor(BaseFeaturesExtractor):
             1,
         )
         return th.cat([logits, z], 1)
+
+    def action_logits(self, obs: dict[str, th.Tensor]) -> th.Tensor:
+        """The logits of every action of the observation's own sizes: those of
+        ``EditLayout(S, M, G)`` for a padded observation (the actor's latent), those of
+        the smaller layout for one cut by :func:`unpadded`."""
+        out = self.forward(obs)
+        return out[:, : out.shape[1] - self.dim]
+
+
+def unpadded(obs: dict[str, Any], n_servers: int, n_models: int) -> dict[str, Any]:
+    """The observation (one, unbatched: numpy arrays or tensors) cut to its first
+    ``n_servers`` servers and ``n_models`` models, which must be exactly the ones its
+    masks flag.
+
+    :class:`GraphExtractor` gives the real edits of the cut observation the scores it
+    gives them in the padded one (up to the rounding of sums over other sizes): padded
+    servers and models have zero features and zero links, their embeddings are zeroed
+    before any message or pooling, every mean is over the masks, and every score reads
+    only its own server, model and group; expert groups are not padded. Their logits
+    sit at ``layout.sub_actions(n_servers, n_models)`` of the padded layout.
+
+    Raises:
+        ValueError: the masks do not flag exactly the first ``n_servers`` servers and
+            ``n_models`` models.
+    """
+    n, m = n_servers, n_models
+    for key, k in (("server_mask", n), ("model_mask", m)):
+        mask = obs[key]
+        if not (bool(mask[:k].all()) and not bool(mask[k:].any())):
+            raise ValueError(
+                f"{key} flags {int(mask.sum())} entries, not exactly the first {k}: "
+                "only an observation padded at the end can be cut"
+            )
+    return {
+        "server": obs["server"][:n],
+        "server_mask": obs["server_mask"][:n],
+        "latency": obs["latency"][:n, :n],
+        "bandwidth": obs["bandwidth"][:n, :n],
+        "adjacency": obs["adjacency"][:n, :n],
+        "model": obs["model"][:m],
+        "model_mask": obs["model_mask"][:m],
+        "pair": obs["pair"][:m, :n],
+        "group": obs["group"][:m],
+        "placement": obs["placement"][:m, :, :n],
+        "globals": obs["globals"],
+    }
 
 
 class _Split(nn.Module):

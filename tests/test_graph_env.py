@@ -351,3 +351,17 @@ def test_generated_env_is_seeded_and_changes_instance_at_reset():
 def test_bad_generator_config_names_the_key(generator, match):
     with pytest.raises(ValueError, match=match):
         _make(generator=generator)
+
+
+def test_sub_actions_are_the_small_layouts_edits_in_order():
+    lay = EditLayout(8, 3, 4)
+    small = EditLayout(5, 2, 4)
+    sub = lay.sub_actions(5, 2)
+    assert len(sub) == small.n and (np.diff(sub) > 0).all()
+    for j, a in enumerate(sub.tolist()):
+        assert lay.decode(a) == small.decode(j)
+    assert (lay.sub_actions(8, 3) == np.arange(lay.n)).all()
+    with pytest.raises(ValueError, match=r"n_servers=9 is not allowed; must be in 1..8"):
+        lay.sub_actions(9, 3)
+    with pytest.raises(ValueError, match=r"n_models=0 is not allowed; must be in 1..3"):
+        lay.sub_actions(8, 0)

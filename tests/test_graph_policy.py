@@ -90,3 +90,46 @@ def test_bad_spaces_are_refused():
         GraphPolicy(env.observation_space, spaces.Discrete(7), lambda _: 1e-3)
     with pytest.raises(ValueError, match="needs CoEL-Graph-v0's Dict observation"):
         GraphPolicy(spaces.Box(0, 1, (3,)), spaces.Discrete(7), lambda _: 1e-3)
+
+
+@pytest.mark.parametrize("config", [{"scenario": "default"}, {"scenario": "inter"}])
+def test_unpadded_observation_gets_the_padded_scores(config):
+    """The extractor on the world's own servers and models gives the real edits the
+    scores (and the value embedding) it gives them on the padded observation."""
+    from agents.graph_policy import unpadded
+
+    torch.manual_seed(1)
+    env = gym.make(ENV, config={**config, "max_servers": 12, "max_models": 5, "max_steps": 3})
+    obs, _ = env.reset(seed=4)
+    u = env.unwrapped
+    n, m = u.world.n, len(u.world.models)
+    assert n < 12 and m < 5  # there is padding to cut
+    ext = GraphExtractor(env.observation_space, dim=16, rounds=2)
+    for _ in range(3):  # a few edits: the draft's blocks change
+        x = {k: torch.as_tensor(v, dtype=torch.float32)[None] for k, v in obs.items()}
+        cut = unpadded(obs, n, m)
+        y = {k: torch.as_tensor(v, dtype=torch.float32)[None] for k, v in cut.items()}
+        with torch.no_grad():
+            full, small = ext(x)[0].numpy(), ext(y)[0].numpy()
+        sub = u.layout.sub_actions(n, m)
+        assert small.shape == (len(sub) + 16,)
+        np.testing.assert_allclose(small[: len(sub)], full[sub], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(small[len(sub) :], full[-16:], rtol=1e-5, atol=1e-6)
+        mask = u.action_masks()
+        assert not np.delete(mask, sub).any()  # every edit left out is padding, masked
+        edits = np.flatnonzero(mask[1:]) + 1
+        obs, *_ = env.step(int(edits[len(edits) // 2]))
+
+
+def test_unpadded_refuses_masks_not_padded_at_the_end():
+    from agents.graph_policy import unpadded
+
+    env = gym.make(ENV, config={"max_servers": 8})
+    obs, _ = env.reset(seed=0)
+    n, m = env.unwrapped.world.n, len(env.unwrapped.world.models)
+    assert unpadded(obs, n, m)["pair"].shape[:2] == (m, n)
+    with pytest.raises(ValueError, match="server_mask flags 5 entries, not exactly the first 4"):
+        unpadded(obs, n - 1, m)
+    obs["model_mask"] = obs["model_mask"][::-1].copy()
+    with pytest.raises(ValueError, match="model_mask flags"):
+        unpadded(obs, n, m)

@@ -118,3 +118,70 @@ def test_coel_evaluate_a_graph_run_on_a_topology_zoo_graph(run, tmp_path, capsys
     rows = _evaluate([str(run), "--topology", str(ZOO / "Abilene.graphml"), "--seeds", "1",
                       "--epochs", "2", "--out", str(tmp_path / "z.csv")], capsys)  # fmt: skip
     assert rows[0]["epochs"] == 2 and rows[0]["invalid_epochs_mean"] == 0
+
+
+PUBLISHED = Path(__file__).resolve().parents[1] / "results" / "graph-v0" / "policy"
+
+
+def _actions(policy: GraphRLPolicy, scenario: str, seed: int, epochs: int, **kw):
+    """(every action the network picked, the episode's metrics)."""
+    picked: list[int] = []
+    argmax = policy._argmax
+
+    def logged(x, mask):
+        picked.append(argmax(x, mask))
+        return picked[-1]
+
+    policy._argmax = logged
+    res = harness.run_episode(policy, scenario, seed, epochs, **kw)
+    return picked, res.metrics
+
+
+@pytest.fixture(scope="module")
+def published():
+    """The published policy (results/graph-v0/policy) as ``coel evaluate`` loads it, run
+    on one torch thread (two threads on a loaded 2-core machine make a pass ~50x
+    slower)."""
+    import torch
+
+    from agents.evaluate_cli import load_rl_policy
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield load_rl_policy(PUBLISHED)[0]
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize(
+    ("scenario", "topology", "epochs"),
+    [("default", None, 6), ("large", None, 2), ("default", "Abilene", 2)],
+)
+def test_unpadded_network_picks_the_padded_actions(published, scenario, topology, epochs):
+    """The published policy on the world's own servers and models picks every action it
+    picks on the padded observation, and the returns are equal to the last bit."""
+    from coel_env.core.scenario import scenario_overrides
+
+    if topology is not None and not (ZOO / f"{topology}.graphml").is_file():
+        pytest.skip("../shared data absent")
+    over = scenario_overrides(topology=ZOO / f"{topology}.graphml") if topology else None
+    base = published
+    assert base.unpadded and base.maxima["max_servers"] == 64
+    runs = {}
+    for flag in (False, True):
+        policy = GraphRLPolicy(base.model, base.config, unpadded=flag)
+        runs[flag] = _actions(policy, scenario, 1, epochs, overrides=over)
+    (a, ma), (b, mb) = runs[False], runs[True]
+    assert len(a) >= 4 * epochs and len(set(a)) > 2  # edits were chosen, not only commit
+    assert a == b
+    assert ma["return"] == mb["return"] and ma["invalid_epochs"] == mb["invalid_epochs"]
+
+
+def test_unpadded_network_picks_the_padded_actions_of_a_small_model(model):
+    """The same with the small trained model on a 3-server world (max_servers=16)."""
+    runs = {}
+    for flag in (False, True):
+        policy = GraphRLPolicy(model, CFG, unpadded=flag)
+        world = World("default", {"topology.n_servers": 3})
+        runs[flag] = _actions(policy, "default", 5, 4, world=world, reward_config=CFG)
+    assert runs[False][0] == runs[True][0] and len(runs[False][0]) > 0
+    assert runs[False][1]["return"] == runs[True][1]["return"]

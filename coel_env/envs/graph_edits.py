@@ -149,6 +149,26 @@ class EditLayout:
             idx.append(q)
         return kind, tuple(idx)
 
+    def sub_actions(self, n_servers: int, n_models: int) -> np.ndarray:
+        """The actions of this layout that the edits of the first ``n_servers`` servers
+        and ``n_models`` models take, in the order of
+        ``EditLayout(n_servers, n_models, n_groups)`` (strictly increasing: ties of an
+        argmax fall on the same edit in both layouts).
+
+        Raises:
+            ValueError: ``n_servers`` or ``n_models`` is outside 1..the maxima.
+        """
+        for name, v, most in (("n_servers", n_servers, self.max_servers),
+                              ("n_models", n_models, self.max_models)):  # fmt: skip
+            if not 1 <= v <= most:
+                raise ValueError(f"{name}={v!r} is not allowed; must be in 1..{most}")
+        small = EditLayout(n_servers, n_models, self.n_groups)
+        blocks = self.views(np.arange(self.n))
+        parts = [
+            blocks[kind][tuple(slice(0, d) for d in small.shapes[kind])].ravel() for kind in KINDS
+        ]
+        return np.concatenate(parts)
+
     def views(self, flat: np.ndarray) -> dict[str, np.ndarray]:
         """Per kind, a view of ``flat`` (length :attr:`n`) in that kind's shape."""
         return {
