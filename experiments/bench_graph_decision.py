@@ -1,7 +1,7 @@
 """Per-epoch decision time of a trained ``CoEL-Graph-v0`` policy, warm, and its parts.
 
     python experiments/bench_graph_decision.py [--policy results/graph-v0/policy]
-        [--scenario large] [--seeds 2] [--epochs 3] [--actions-out edits.json]
+        [--scenario large] [--seeds 2] [--epochs 3] [--actions-out edits.json] [--padded]
 
 Runs the policy (:class:`agents.graph_rl.GraphRLPolicy`, loaded as ``coel evaluate``
 loads it) through the evaluation harness on seeds ``0 .. --seeds - 1`` for ``--epochs``
@@ -11,7 +11,9 @@ harness's ``decision_ms`` per seed (every edit of an epoch: masks, observations,
 and network passes) and the network's share: passes per epoch and ms per pass (the
 observation's conversion to tensors, the forward pass and the masked argmax).
 ``--actions-out`` writes the edits of every epoch (JSON, per seed), to compare the
-actions of two versions of the code. Runs on one thread.
+actions of two versions of the code. ``--padded`` runs the network on the padded
+observation (``GraphRLPolicy(unpadded=False)``, as training does) instead of on the
+world's own servers and models. Runs on one thread.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--actions-out", type=Path, default=None)
+    p.add_argument("--padded", action="store_true", help="network on the padded observation")
     args = p.parse_args(argv)
     for k in ("seeds", "epochs"):
         if getattr(args, k) < 1:
@@ -46,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     policy, _, _ = load_rl_policy(args.policy)
     if not hasattr(policy, "_argmax"):
         p.error(f"--policy {args.policy}: not a CoEL-Graph-v0 policy")
+    if args.padded:
+        policy = type(policy)(policy.model, policy.config, policy.name, unpadded=False)
     net = {"passes": 0, "s": 0.0}
     argmax = policy._argmax
 
