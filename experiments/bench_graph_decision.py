@@ -1,7 +1,8 @@
 """Per-epoch decision time of a trained ``CoEL-Graph-v0`` policy, warm, and its parts.
 
-    python experiments/bench_graph_decision.py [--policy results/graph-v0/policy]
-        [--scenario large] [--seeds 2] [--epochs 3] [--actions-out edits.json] [--padded]
+    python experiments/bench_graph_decision.py
+        [--policy results/policies/maskable_ppo-CoEL-Graph-v0] [--scenario large]
+        [--seeds 2] [--epochs 3] [--actions-out edits.json] [--padded]
 
 Runs the policy (:class:`agents.graph_rl.GraphRLPolicy`, loaded as ``coel evaluate``
 loads it) through the evaluation harness on seeds ``0 .. --seeds - 1`` for ``--epochs``
@@ -32,7 +33,9 @@ import numpy as np  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--policy", type=Path, default=Path("results/graph-v0/policy"))
+    p.add_argument(
+        "--policy", type=Path, default=Path("results/policies/maskable_ppo-CoEL-Graph-v0")
+    )
     p.add_argument("--scenario", default="large")
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--epochs", type=int, default=3)

@@ -120,7 +120,9 @@ def test_coel_evaluate_a_graph_run_on_a_topology_zoo_graph(run, tmp_path, capsys
     assert rows[0]["epochs"] == 2 and rows[0]["invalid_epochs_mean"] == 0
 
 
-PUBLISHED = Path(__file__).resolve().parents[1] / "results" / "graph-v0" / "policy"
+PUBLISHED = (
+    Path(__file__).resolve().parents[1] / "results" / "policies" / "maskable_ppo-CoEL-Graph-v0"
+)
 
 
 def _actions(policy: GraphRLPolicy, scenario: str, seed: int, epochs: int, **kw):
@@ -139,7 +141,8 @@ def _actions(policy: GraphRLPolicy, scenario: str, seed: int, epochs: int, **kw)
 
 @pytest.fixture(scope="module")
 def published():
-    """The published policy (results/graph-v0/policy) as ``coel evaluate`` loads it, run
+    """The published policy (results/policies/maskable_ppo-CoEL-Graph-v0) as ``coel evaluate``
+    loads it, run
     on one torch thread (two threads on a loaded 2-core machine make a pass ~50x
     slower)."""
     import torch
