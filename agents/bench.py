@@ -54,8 +54,10 @@ class SuiteTask:
     Attributes:
         scenario: the preset's name (``coel_env/data/scenarios/<scenario>.yaml``).
         epochs: the episode length [epochs]: every episode is a whole one.
-        reference: the policy that scores 1 (the best baseline on the tuning seeds where
-            the MILP is not the best; see the preset's comments).
+        reference: the policy that scores 1: ``milp-oracle``, or the best baseline of the
+            committed run where the MILP (stopped at its node limit, re-planning every
+            epoch from what it sees) is not the best; ``results/suite/README.md`` says
+            which, with the returns.
         tests: what the scenario tests, in a line.
     """
 
@@ -78,7 +80,7 @@ SUITE: tuple[SuiteTask, ...] = (
     SuiteTask("diurnal", 50, "milp-periodic",
               "a day of load (trough to peak) with a task mix that moves which "
               "DeepSeek-V2-Lite experts are hot (ESFT routing)"),
-    SuiteTask("tight-memory", 50, "milp-periodic",
+    SuiteTask("tight-memory", 50, "milp-oracle",
               "a large MoE on edge GPUs: bit widths and GPU/host residency decide "
               "whether it fits and how fast it serves, as the load moves"),
 )  # fmt: skip

@@ -62,8 +62,8 @@ def test_diurnal_leaves_headroom():
 def test_tight_memory_leaves_headroom():
     # seeds 0-2 (basis random: naive's mean return is -0.03): static 0.71, naive 0.45,
     # greedy 0.85 of milp-periodic
-    h = _headroom("tight-memory", "random,greedy,static,milp-periodic")
-    assert h.best == "milp-periodic", h
+    h = _headroom("tight-memory", "random,greedy,static,milp-periodic")  # + milp-oracle
+    assert h.best in ("milp-oracle", "milp-periodic"), h
     assert all(h.met.values()), h.ratios
 
 
