@@ -289,7 +289,8 @@ def run_suite(
     reuse: Sequence[Path] = (),
 ) -> SuiteRun:
     """Every policy on every scenario and seed (the anchor and each scenario's reference
-    are added when missing: the scores need them).
+    are added when missing: the scores need them; a reference added so runs only on the
+    scenarios it is the reference of, and is skipped on the others with that reason).
 
     Args:
         specs: from :func:`parse_policies`.
@@ -322,11 +323,18 @@ def run_suite(
     for name in dict.fromkeys(extra):
         if name not in given:
             specs.append(PolicySpec(name, "baseline", name))
+    # a reference not asked for runs only where it is the reference (the anchor everywhere)
+    only = {n: {t.scenario for t in tasks if t.reference == n}
+            for n in dict.fromkeys(extra) if n not in given and n != ANCHOR}  # fmt: skip
     worlds = {t.scenario: _world(World, t.scenario) for t in tasks}
     plan: list[tuple[SuiteTask, PolicySpec, Policy]] = []
     skipped: list[tuple[str, str, str]] = []
     for t in tasks:
         for spec in specs:
+            if spec.name in only and t.scenario not in only[spec.name]:
+                why = "not asked for: runs only as the reference of "
+                skipped.append((t.scenario, spec.name, why + ", ".join(sorted(only[spec.name]))))
+                continue
             pol, why = policy_for(spec, worlds[t.scenario], limits)
             if pol is None:
                 skipped.append((t.scenario, spec.name, why))

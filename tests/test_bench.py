@@ -99,6 +99,22 @@ def test_a_policy_that_does_not_fit_is_skipped_with_its_reason(tmp_path, capsys)
     assert "| greedy-oracle |" in table and "| naive |" in table
 
 
+def test_a_reference_not_asked_for_runs_only_on_its_own_scenario():
+    """tight-memory's reference (milp-oracle) is not run on churn when not asked for."""
+    tasks = bench.suite_tasks(["churn", "tight-memory"])
+    ref = {t.scenario: t.reference for t in tasks}
+    assert ref["tight-memory"] == "milp-oracle" and ref["churn"] != "milp-oracle"
+    run = bench.run_suite(bench.parse_policies("naive"), tasks, [0], epochs=1, progress=False)
+    ran = {(r["scenario"], r["policy"]) for r in run.episodes}
+    assert ("tight-memory", "milp-oracle") in ran and ("churn", "milp-oracle") not in ran
+    assert ("churn", ref["churn"]) in ran and ("tight-memory", ref["churn"]) not in ran
+    assert ("churn", "naive") in ran and ("tight-memory", "naive") in ran
+    why = {(s, p): w for s, p, w in run.skipped}
+    assert why[("churn", "milp-oracle")] == (
+        "not asked for: runs only as the reference of tight-memory"
+    )
+
+
 @pytest.mark.slow
 def test_tables_are_reproduced_byte_for_byte_and_do_not_depend_on_jobs(tmp_path):
     """Two runs (one with two worker processes) write the same table, scores and plots
