@@ -53,22 +53,9 @@ _BITS_LOSS = np.array([float(bits_loss(np.asarray(b))) for b in (16, 8, 4, 3, 2)
 
 
 @njit(cache=True, error_model="numpy")
-def new_copies_gb(location, before, expert_gb):
-    """GB of the expert copies in ``location`` [L, E, n] that ``before`` lacks."""
-    n_l, n_e, n = location.shape
-    out = 0.0
-    for layer in range(n_l):
-        for e in range(n_e):
-            for s in range(n):
-                if location[layer, e, s] != 0 and before[layer, e, s] == 0:
-                    out += expert_gb[layer, e]
-    return out
-
-
-@njit(cache=True, error_model="numpy")
 def new_copies_gb_of(location, before, gb_of_bits, bits):
-    """:func:`new_copies_gb` with each expert's GB looked up as ``gb_of_bits[bits]``
-    (the same sum, without building the [L, E] table)."""
+    """GB of the expert copies in ``location`` [L, E, n] that ``before`` lacks, each
+    expert's GB looked up as ``gb_of_bits[bits]`` (without building an [L, E] table)."""
     n_l, n_e, n = location.shape
     out = 0.0
     for layer in range(n_l):
