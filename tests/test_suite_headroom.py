@@ -5,6 +5,8 @@ The full check is results/suite/headroom.md (20 seeds: `python experiments/headr
 that need the MILP policies are slow; the cheap ones (the default suite) check what the
 preset is built on: the naive plan's loss against greedy, and tight-memory's memory."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -19,9 +21,14 @@ needs_data = pytest.mark.skipif(
 )
 
 
-def _headroom(scenario: str, policies: str) -> bench.Headroom:
-    run = bench.run_suite(bench.parse_policies(policies), bench.suite_tasks([scenario]), SEEDS,
-                          progress=False)  # fmt: skip
+def _headroom(scenario: str, policies: str, reference: str | None = None) -> bench.Headroom:
+    """The headroom on SEEDS among ``policies`` (and the scenario's reference, or
+    ``reference`` instead: a guard may stand in a cheaper one, since a lower best makes
+    the bar only stricter)."""
+    tasks = bench.suite_tasks([scenario])
+    if reference is not None:
+        tasks = [dataclasses.replace(t, reference=reference) for t in tasks]
+    run = bench.run_suite(bench.parse_policies(policies), tasks, SEEDS, progress=False)
     return bench.headroom(run.episodes, scenario)
 
 
@@ -36,7 +43,9 @@ def _means(scenario: str, policies: list[str]) -> dict[str, float]:
 @pytest.mark.slow
 @needs_data
 def test_mobility_leaves_headroom():
-    h = _headroom("mobility", "greedy,static,static-homes")
+    # the reference, milp-oracle (best on seeds 0-19: 38.66), takes ~5 s a decision:
+    # static-homes (36.28) stands in
+    h = _headroom("mobility", "greedy,static,static-homes", reference="static-homes")
     assert h.best == "static-homes", h
     assert all(h.met.values()), h.ratios
 
