@@ -43,7 +43,7 @@ def _means(scenario: str, policies: list[str]) -> dict[str, float]:
 @pytest.mark.slow
 @needs_data
 def test_mobility_leaves_headroom():
-    # the reference, milp-oracle (best on seeds 0-19: 38.66), takes ~5 s a decision:
+    # the reference, milp-oracle (best on seeds 0-19: 38.66), takes ~6 s a decision:
     # static-homes (36.28) stands in
     h = _headroom("mobility", "greedy,static,static-homes", reference="static-homes")
     assert h.best == "static-homes", h
