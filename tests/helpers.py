@@ -26,6 +26,34 @@ def eval_decision(inst, mi, d):
     )  # fmt: skip
 
 
+def encoding_agrees(inst, model, d) -> bool:
+    """Whether decision ``d`` is feasible by the formula; then assert that its encoding
+    satisfies every row of ``model`` and that the matrix objective equals the formula's
+    (else that it has no encoding).
+
+    Args:
+        inst: The MILP instance.
+        model: ``agents.milp.build_milp(inst)``.
+        d: An ``agents.milp.Decision`` of its one model.
+    """
+    import math
+
+    import pytest
+
+    import agents.milp as M
+
+    obj = M.evaluate(inst, [d])
+    vec = M.encode(inst, model, [d])
+    if not math.isfinite(obj):
+        assert vec is None
+        return False
+    act = model.matrix @ vec
+    assert (act >= model.row_lo - 1e-6).all(), d
+    assert (act <= model.row_hi + 1e-6).all(), d
+    assert model.cost @ vec / M.UNIT == pytest.approx(obj, rel=1e-9)
+    return True
+
+
 def random_homes_place(rng, n, groups):
     """Draw a random MILP decision's homes (two servers) and expert placement.
 

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 import pytest
-from helpers import eval_decision
+from helpers import encoding_agrees, eval_decision
 
 import agents.milp as M
 from agents.base import Observation, observe
@@ -283,17 +283,9 @@ def test_prompt_pruning_matrix_and_formula_agree_on_every_decision():
             place = np.array([states[pl[0]], states[pl[1]]], np.int8)
             for bits, k in itertools.product(np.ndindex(mi.B, mi.B), range(mi.K)):
                 d = M.Decision(np.array(homes), place, np.array(bits), k, 1)
-                obj = M.evaluate(inst, [d])
-                vec = M.encode(inst, model, [d])
-                if not math.isfinite(obj):
-                    assert vec is None
-                    continue
-                act = model.matrix @ vec
-                assert (act >= model.row_lo - 1e-6).all(), d
-                assert (act <= model.row_hi + 1e-6).all(), d
-                assert model.cost @ vec / M.UNIT == pytest.approx(obj, rel=1e-9)
-                n_ok += 1
-                n_cut += mi.keeps[k] < 1
+                if encoding_agrees(inst, model, d):
+                    n_ok += 1
+                    n_cut += mi.keeps[k] < 1
     assert n_ok > 20 and n_cut > 10
 
 
