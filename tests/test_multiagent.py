@@ -11,8 +11,10 @@ import yaml
 from pettingzoo.test import parallel_api_test, parallel_seed_test
 
 import coel_env
+from coel_env.core.groups import group_of
 from coel_env.core.rewards import REWARD_TERMS
 from coel_env.core.world import STATUS_FIELDS
+from coel_env.envs.actions import N_NEAREST
 from coel_env.envs.multiagent import (
     ADJUST,
     KEEP,
@@ -20,7 +22,10 @@ from coel_env.envs.multiagent import (
     REDEPLOY,
     WITHDRAW,
     ServerActions,
+    agent_name,
+    agent_views,
     combine,
+    edge_servers,
     nearest,
     parallel_env,
 )
@@ -358,3 +363,162 @@ def test_a_multiagent_run_without_config_yml_is_refused(tmp_path):
     (run / "model.zip").write_bytes(b"never read: the config is checked first")
     with pytest.raises(ValueError, match=r"config.yml' is missing or not a mapping.*restore it"):
         load_ma_policy(run)
+
+
+#: Stale views: news every 30 s (3 epochs), links that fail and recover (the paths, so
+#: the latency and nearest servers, change) and popularity refreshed every 5 epochs.
+STALE = {
+    "perception.period_s": 30.0,
+    "dynamics.link_fail_prob": 0.3,
+    "dynamics.link_recover_prob": 0.3,
+}
+
+
+def _truth_views(w):
+    truth = (w.paths.latency_ms, w.paths.bottleneck_gbit_s, w.popularity_estimate())
+    return {s: truth for s in edge_servers(w)}
+
+
+def _shares(pop, g, n_layers):
+    groups = group_of(pop, g)
+    return np.array([pop[groups == k].sum() for k in range(g)]) / n_layers
+
+
+def test_under_sub_epoch_each_agent_observes_its_own_view_once_per_step(monkeypatch):
+    cfg = {"max_cycles": 14, "overrides": {"perception.sampling": "sub_epoch", **STALE}}
+    env = parallel_env(config=cfg)
+    w = env.world
+    calls = []
+    real = type(w).view_network
+    monkeypatch.setattr(w, "view_network", lambda s: calls.append(s) or real(w, s))
+    obs, _ = env.reset(seed=1)
+    assert sorted(calls) == list(env.servers)  # once per agent
+    ot, g = env.observation_type, env.config["n_groups"]
+    lat_col = len(STATUS_FIELDS) + len(w.models) + 2  # latency feature in a block
+    n_lat = n_order = n_pop = n_obs = 0
+    for a in env.possible_agents:
+        env.action_space(a).seed(3)
+    for _ in range(13):
+        views = {s: real(w, s) for s in env.servers}
+        truth = ot.observe_all(w.popularity_estimate(), env._lead, _truth_views(w))
+        assert all(np.array_equal(o, ot.observe_all(env._pop, env._lead, views)[int(a[7:])])
+                   for a, o in obs.items())  # fmt: skip
+        for a, o in obs.items():
+            s = int(a.split("_")[1])
+            lat, _, pop = views[s]
+            order = nearest(w, s, lat)
+            want = np.minimum(lat[s, order] / 100.0, 1.0)
+            assert o[lat_col :: ot.per_server][: w.n] == pytest.approx(want, abs=1e-6)
+            n_lat += not np.array_equal(lat[s], w.paths.latency_ms[s])
+            n_order += not np.array_equal(order, nearest(w, s))
+            for i, (name, m) in enumerate(zip(w.models, w.specs, strict=True)):
+                at = w.n * ot.per_server + i * ot.per_model
+                share = _shares(pop[name], g, m.n_moe_layers)
+                assert o[at : at + g] == pytest.approx(share, abs=1e-6)
+                est = w.popularity_estimate()[name]
+                n_pop += not np.allclose(share, _shares(est, g, m.n_moe_layers), atol=1e-6)
+            n_obs += not np.array_equal(o, truth[s])
+        calls.clear()
+        obs, *_ = env.step({a: env.action_space(a).sample() for a in env.agents})
+        assert sorted(calls) == list(env.servers)  # once per agent per step
+    # the views were stale: each part of the observation differed from the truth's
+    assert n_lat and n_order and n_pop and n_obs
+
+
+def _spread(enc: ServerActions, model: int):
+    """An action that redeploys ``model`` with group k on the agent's k-th nearest server
+    (no copy at home), withdrawing from every other model."""
+    a = _redeploy(enc, model, 0, 0)
+    k, g = len(enc.fields()), enc.n_groups
+    a[model * k + 2 : model * k + 2 + g] = np.arange(g) % N_NEAREST
+    return a
+
+
+def _held(w, s, lat, pop, g):
+    """Where the part of :func:`_spread` of model 0 by ``s`` puts each expert, decoded with
+    path latency ``lat`` and popularity ``pop``."""
+    m = w.specs[0]
+    near = nearest(w, s, lat)[np.minimum(np.arange(N_NEAREST), w.n - 1)]
+    groups = group_of(pop[w.models[0]], g)
+    hold = np.zeros((m.n_moe_layers, m.n_experts, w.n), bool)
+    for k in range(g):
+        hold[groups == k, near[k % N_NEAREST]] = True
+    return hold
+
+
+def test_under_sub_epoch_an_action_is_decoded_with_the_agents_own_view():
+    cfg = {"max_cycles": 14, "overrides": {"perception.sampling": "sub_epoch", **STALE}}
+    env = parallel_env(config=cfg)
+    env.reset(seed=1)
+    w = env.world
+    g = env.config["n_groups"]
+    enc = ServerActions(w, g)
+    out = np.tile([WITHDRAW] + [0] * (len(enc.fields()) - 1), len(enc.models))
+    admitted = differs = 0
+    for t in range(13):
+        s = env.servers[t % len(env.servers)]
+        actions = {r: out for r in env.servers} | {s: _spread(enc, 0)}
+        comb = combine(w, actions, g)  # default: each agent's view_network
+        lat, _, pop = w.view_network(s)
+        if w.models[0] not in comb.refused[s]:
+            admitted += 1
+            held = comb.plan.models[w.models[0]].location != 0
+            assert np.array_equal(held, _held(w, s, lat, pop, g))
+            est = w.popularity_estimate()
+            differs += not np.array_equal(held, _held(w, s, w.paths.latency_ms, est, g))
+        env.step({agent_name(r): a for r, a in actions.items()})  # the env decodes alike
+        assert env.world.plan.models.keys() == comb.plan.models.keys()
+        for name, mp in comb.plan.models.items():
+            assert np.array_equal(env.world.plan.models[name].location, mp.location)
+    assert admitted >= 6 and differs
+
+
+def test_combine_decodes_with_the_views_it_is_given():
+    """A made-up view (the far servers nearest, popularity reversed) moves the part."""
+    env = parallel_env(config=SHORT)
+    env.reset(seed=0)
+    w = env.world
+    g = env.config["n_groups"]
+    enc = ServerActions(w, g)
+    s = env.servers[0]
+    lat = np.asarray(w.paths.latency_ms, float).copy()
+    lat[s] = np.where(np.arange(w.n) == s, 0.0, 1000.0 - lat[s])  # far is near
+    pop = {k: v[:, ::-1].copy() for k, v in w.popularity_estimate().items()}
+    out = np.tile([WITHDRAW] + [0] * (len(enc.fields()) - 1), len(enc.models))
+    actions = {r: out for r in env.servers} | {s: _spread(enc, 0)}
+    views = _truth_views(w) | {s: (lat, w.paths.bottleneck_gbit_s, pop)}
+    mine = combine(w, actions, g, views=views)
+    plain = combine(w, actions, g)  # epoch_end: the truth
+    assert not mine.refused[s] and not plain.refused[s]
+    held = mine.plan.models[w.models[0]].location != 0
+    assert np.array_equal(held, _held(w, s, lat, pop, g))
+    truth = _held(w, s, w.paths.latency_ms, w.popularity_estimate(), g)
+    assert np.array_equal(plain.plan.models[w.models[0]].location != 0, truth)
+    assert not np.array_equal(held, truth)
+
+
+def test_without_sub_epoch_every_agent_decides_from_the_truth(monkeypatch):
+    env = parallel_env(config={"max_cycles": 8, "overrides": dict(STALE)})
+    w = env.world
+
+    def refuse(server):
+        raise AssertionError("view_network read without sub_epoch")
+
+    monkeypatch.setattr(w, "view_network", refuse)
+    obs, _ = env.reset(seed=1)
+    assert agent_views(w) is None and env._views is None
+    ot, g = env.observation_type, env.config["n_groups"]
+    for a in env.possible_agents:
+        env.action_space(a).seed(5)
+    for _ in range(7):
+        truth = ot.observe_all(w.popularity_estimate(), env._lead, _truth_views(w))
+        assert all(np.array_equal(o, truth[int(a.split("_")[1])]) for a, o in obs.items())
+        acts = {a: env.action_space(a).sample() for a in env.agents}
+        by_server = {int(a.split("_")[1]): v for a, v in acts.items()}
+        plain = combine(w, by_server, g)
+        given = combine(w, by_server, g, views=_truth_views(w))
+        assert plain.refused == given.refused
+        assert plain.plan.models.keys() == given.plan.models.keys()
+        for name, mp in plain.plan.models.items():
+            assert np.array_equal(mp.location, given.plan.models[name].location)
+        obs, *_ = env.step(acts)

@@ -7,16 +7,29 @@ device profiles and reward terms. The env's agents, spaces, rewards, starting
 state, episode end and arguments are documented the Gymnasium way in
 :class:`CoELParallelEnv`.
 
+What each agent knows of the network (:func:`agent_views`): with
+``perception.sampling: epoch_end`` (the default), the paths in force and the shared
+popularity estimate (:func:`popularity_estimate`), the same for all; with
+``sub_epoch``, its own :meth:`World.view_network
+<coel_env.core.world.World.view_network>`: the path latency and the popularity per
+model as broadcast to it (stale, lossy), read once per agent per step. Either way its
+view of the servers' status is its own :meth:`World.view`. Its observation (latency row,
+order of the servers, popularity shares, its own part) and the decoding of its action
+(nearest servers, groups, GPU fill order, the holders its part uses) both come from it;
+the world (serving, memory, presence, the demand admission is ordered by) stays true.
+
 Combining the actions into one plan (:func:`combine`, deterministic):
     every present agent that asks to be a home of a model proposes a *part*:
     its home plus where each expert it uses lives. A home's current part is,
-    per expert, its nearest holder (itself when it holds it): exactly the
-    replica that serves its requests in the world. Proposals are admitted one
+    per expert, its nearest present holder by the path latency the agent knows
+    (itself when it holds it): with the paths in force, exactly the replica that
+    serves its requests in the world. Proposals are admitted one
     by one, the servers with the highest demand for the model in the last
     epoch first (the demand each server broadcasts; ties: lower model index,
     then lower server index), against the true free GPU and host memory left
     by the parts admitted before (a redeployed part fills each server's GPU in
-    popularity order, then its host memory; unified memory counts both). A
+    the order of the popularity the agent knows, then its host memory; unified
+    memory counts both). A
     part that does not fit, or uses an absent server (a stale view), is
     refused: that agent is not a home of the model this epoch. Bit widths,
     keep ratio and host policy are one per model (all replicas alike): the
@@ -105,19 +118,38 @@ def popularity_estimate(world: World) -> dict[str, np.ndarray]:
     return world.popularity_estimate()
 
 
-def nearest(world: World, server: int) -> np.ndarray:
-    """All servers by path latency from ``server`` (itself first; ties by index)."""
-    lat = np.asarray(world.paths.latency_ms[server], float).copy()
+def agent_views(
+    world: World, servers: tuple[int, ...] | None = None
+) -> dict[int, tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]] | None:
+    """What each agent knows of the network under ``perception.sampling: sub_epoch``:
+    per agent server (default: :func:`edge_servers`), its
+    :meth:`World.view_network <coel_env.core.world.World.view_network>` (path latency,
+    path bandwidth and popularity per model as broadcast to it). None under any other
+    sampling: every agent then knows the paths in force and :func:`popularity_estimate`."""
+    if world.scenario.perception.sampling != "sub_epoch":
+        return None
+    return {s: world.view_network(s) for s in (edge_servers(world) if servers is None else servers)}
+
+
+def nearest(world: World, server: int, latency_ms: np.ndarray | None = None) -> np.ndarray:
+    """All servers by path latency from ``server`` (itself first; ties by index), by
+    ``latency_ms`` [n, n] (default: the paths in force)."""
+    if latency_ms is None:
+        latency_ms = world.paths.latency_ms
+    lat = np.asarray(latency_ms[server], float).copy()
     lat[server] = -1.0
     return np.argsort(lat, kind="stable")
 
 
-def home_parts(mp: ModelPlan, latency_ms: np.ndarray, up: np.ndarray) -> dict[int, np.ndarray]:
-    """Each home's part of ``mp``: per expert, the server whose replica serves that home
-    (itself when it holds one, else the nearest present holder; -1: none), [L, E]."""
+def home_parts(
+    mp: ModelPlan, latency_ms: np.ndarray, up: np.ndarray, homes: tuple[int, ...] | None = None
+) -> dict[int, np.ndarray]:
+    """Each home's part of ``mp`` (or of the ``homes`` given): per expert, the server
+    whose replica serves that home (itself when it holds one, else the nearest present
+    holder by ``latency_ms``; -1: none), [L, E]."""
     held = (mp.location != ABSENT) & np.asarray(up, bool)[None, None, :]
     out = {}
-    for h in mp.home:
+    for h in mp.home if homes is None else homes:
         cand = np.where(held, np.asarray(latency_ms[h], float)[None, None, :], np.inf)
         cand[:, :, h] = np.where(held[:, :, h], -1.0, np.inf)
         srv = cand.argmin(axis=2)
@@ -222,11 +254,12 @@ class _Admission:
         bits: np.ndarray,
         keep: float,
         policy: np.ndarray,
+        popularity: np.ndarray | None = None,
     ) -> bool:
         """Admit a part of model ``i`` homed at ``home`` holding ``hold`` [L, E, n] (bool),
-        with tiers ``tier`` [L, E, n] (None: fill each server's GPU in popularity order,
-        then host memory). False (nothing changes) when it does not fit or uses an
-        absent server."""
+        with tiers ``tier`` [L, E, n] (None: fill each server's GPU in the order of
+        ``popularity`` [L, E], default the shared estimate's, then host memory). False
+        (nothing changes) when it does not fit or uses an absent server."""
         name = self.w.models[i]
         L, E, n = hold.shape
         if not self.up[home] or (hold.any(axis=(0, 1)) & ~self.up).any():
@@ -241,7 +274,8 @@ class _Admission:
             gpu[home] += self._dense(i)
         size = self._sizes(i, bits)  # [L, E]
         add = np.zeros((L, E, n), np.int8)
-        order = np.argsort(-self.pop[name], axis=None, kind="stable")
+        pop = self.pop[name] if popularity is None else popularity
+        order = np.argsort(-pop, axis=None, kind="stable")
         for s in np.flatnonzero(new.any(axis=(0, 1))):
             sel = new[:, :, s]
             if tier is not None:
@@ -293,6 +327,7 @@ def combine(
     actions: Mapping[int, np.ndarray],
     n_groups: int,
     popularity: Mapping[str, np.ndarray] | None = None,
+    views: Mapping[int, tuple] | None = None,
 ) -> Combined:
     """Combine the agents' actions (by server index) into one plan (module docstring).
 
@@ -301,10 +336,18 @@ def combine(
         actions: per agent server, its action (valid for :class:`ServerActions`);
             a missing agent keeps.
         n_groups: popularity groups per layer.
-        popularity: the shared popularity estimate (default: :func:`popularity_estimate`).
+        popularity: the shared popularity estimate (default: :func:`popularity_estimate`),
+            what every agent decodes its action with unless it has a view.
+        views: per agent server, what it knows of the network (:func:`agent_views`):
+            its action is decoded with its own path latency (nearest servers and
+            holders) and popularity (groups, GPU fill order). Default:
+            :func:`agent_views` (None, the truth for all, unless
+            ``perception.sampling`` is ``sub_epoch``).
     """
     w = world
     pop = popularity if popularity is not None else popularity_estimate(w)
+    if views is None:
+        views = agent_views(w)
     enc = ServerActions(w, n_groups)
     up = np.asarray(w.dyn.server_up, bool)
     lat = np.asarray(w.paths.latency_ms, float)
@@ -331,9 +374,14 @@ def combine(
     for _, i, s, f in sorted(proposals, key=lambda p: p[0]):
         name, m = w.models[i], w.specs[i]
         mp = w.plan.models.get(name)
-        groups = group_of(pop[name], n_groups)
+        view = views.get(s) if views is not None else None
+        p_s = pop[name] if view is None else view[2][name]
+        groups = group_of(p_s, n_groups)
         if f["update"] in (KEEP, ADJUST):
-            srv = parts[name][s]
+            if view is None:
+                srv = parts[name][s]
+            else:  # the holders nearest by the latency it knows
+                srv = home_parts(mp, view[0], up, (s,))[s]
             L, E = srv.shape
             hold = np.zeros((L, E, w.n), bool)
             ok = srv >= 0
@@ -347,7 +395,8 @@ def combine(
                 keep = f["keep"]
                 pol = np.full(m.n_moe_layers, f["host_policy"], np.int8)
         else:
-            near = nearest(w, s)[np.minimum(np.arange(N_NEAREST), w.n - 1)]
+            lat_s = None if view is None else view[0]
+            near = nearest(w, s, lat_s)[np.minimum(np.arange(N_NEAREST), w.n - 1)]
             target = near[f["place"]] if f["spread"] else np.full(n_groups, s)
             hold = np.zeros((m.n_moe_layers, m.n_experts, w.n), bool)
             for g in range(n_groups):
@@ -359,7 +408,7 @@ def combine(
             bits = np.asarray(BITS)[f["bits"]][groups].astype(np.int8)
             keep = f["keep"]
             pol = np.full(m.n_moe_layers, f["host_policy"], np.int8)
-        if adm.admit(i, s, hold, tier, bits, keep, pol):
+        if adm.admit(i, s, hold, tier, bits, keep, pol, None if view is None else p_s):
             out.lead.setdefault(name, s)
         else:
             out.refused[s].append(name)
@@ -396,11 +445,20 @@ class ServerObservation:
         return spaces.Box(0.0, 1.0, (self.dim,), np.float32)
 
     def observe_all(
-        self, popularity: Mapping[str, np.ndarray], lead: Mapping[str, int] | None = None
+        self,
+        popularity: Mapping[str, np.ndarray],
+        lead: Mapping[str, int] | None = None,
+        views: Mapping[int, tuple] | None = None,
     ) -> dict[int, np.ndarray]:
         """Every agent's observation, by server index. ``lead``: each model's lead server
-        in the last combination (unknown: the plan's first home)."""
+        in the last combination (unknown: the plan's first home). ``views``: per agent
+        server, what it knows of the network (:func:`agent_views`): its latency row, its
+        order of the servers, the popularity shares of the groups and its own part come
+        from it. Default: :func:`agent_views` (None unless ``perception.sampling`` is
+        ``sub_epoch``: then every agent sees the paths in force and ``popularity``)."""
         w = self.world
+        if views is None:
+            views = agent_views(w)
         g = self.n_groups
         lat = np.asarray(w.paths.latency_ms, float)
         up = np.asarray(w.dyn.server_up, bool)
@@ -413,25 +471,38 @@ class ServerObservation:
         ])  # fmt: skip
         agents = edge_servers(w)
         n_edge = max(len(agents), 1)
-        model_info = []
-        for name, m in zip(w.models, w.specs, strict=True):
-            p = popularity[name]
-            groups = group_of(p, g)
-            share = np.array([p[groups == k].sum() for k in range(g)]) / m.n_moe_layers
-            mp = w.plan.models.get(name)
-            parts = home_parts(mp, lat, up) if mp is not None else {}
-            ld = (lead or {}).get(name, mp.home[0] if mp is not None else -1)
-            model_info.append((name, groups, share, mp, parts, ld))
+
+        def info(pop, lat, agent=None):  # per model; agent: only its own part
+            model_info = []
+            for name, m in zip(w.models, w.specs, strict=True):
+                p = pop[name]
+                groups = group_of(p, g)
+                share = np.array([p[groups == k].sum() for k in range(g)]) / m.n_moe_layers
+                mp = w.plan.models.get(name)
+                parts = {}
+                if mp is not None:
+                    homes = None if agent is None else (agent,) if agent in mp.home else ()
+                    parts = home_parts(mp, lat, up, homes)
+                ld = (lead or {}).get(name, mp.home[0] if mp is not None else -1)
+                model_info.append((name, groups, share, mp, parts, ld))
+            return model_info
+
+        if views is None:
+            model_info = info(popularity, lat)
         progress = min(w.epoch / self.max_cycles, 1.0)
         out = {}
         for a in agents:
+            if views is not None:  # what this agent knows (sub_epoch)
+                lat_v, _, pop_v = views[a]
+                lat = np.asarray(lat_v, float)
+                model_info = info(pop_v, lat, a)
             status, age = w.view(a)
             heard = np.isfinite(age)
             age_n = np.where(heard, np.clip(age / (AGE_PERIODS * period), 0.0, 1.0), 1.0)
             srv = np.clip(np.asarray(status, float) / self._scale, 0.0, 1.0)
             lat_n = np.clip(lat[a] / LATENCY_REF_MS, 0.0, 1.0)
             block = np.column_stack([srv, age_n, heard, lat_n, static])
-            parts = [block[nearest(w, a)].ravel()]
+            parts = [block[nearest(w, a, lat)].ravel()]
             for _name, groups, share, mp, hp, ld in model_info:
                 mine = np.zeros(3 * g)
                 flags = [0.0, 0.0]
@@ -500,7 +571,7 @@ class CoELParallelEnv(ParallelEnv):
       being a home);
     - ``spread`` (2): 0 the model whole on the agent, 1 group ``g`` on ``place_g``;
     - ``place_g`` (4, one per group): 0 the agent itself, k its k-th nearest server by
-      path latency;
+      path latency (as the agent knows it, the order of its observation's blocks);
     - ``replicate`` (2): 1 also keeps a copy of the groups placed away on the agent;
     - ``bits_g`` (5, one per group): the group's bit width, index into (16, 8, 4, 3, 2);
     - ``keep`` (4): token keep ratio, index into (1, 0.75, 0.5, 0.25);
@@ -532,12 +603,18 @@ class CoELParallelEnv(ParallelEnv):
        age of that news / (5 broadcast periods), a "heard at all" flag, the path latency
        / :data:`LATENCY_REF_MS`, GPU and host capacity over the world's largest, and an
        "is the cloud" flag;
-    2. per model, ``4 * n_groups + 5`` values: the popularity share of each group (the
-       shared estimate ``CoEL-v0`` uses), then the agent's own part of the plan in force:
+    2. per model, ``4 * n_groups + 5`` values: the popularity share of each group (by
+       the estimate the agent knows, below), then the agent's own part of the plan in force:
        "I am a home", "I lead the model's compression", per group the mean bit width
        / 16, the share on a GPU and the share held away from the agent; the model's keep
        ratio, a "deployed" flag and its number of homes / edge servers;
     3. the episode's progress: epoch / ``max_cycles``.
+
+    The path latency (feature, order of the blocks) and the popularity (group shares)
+    are what the agent knows (:func:`agent_views`): under ``perception.sampling:
+    epoch_end`` (the default) the paths in force and the shared estimate, the same for
+    all agents; under ``sub_epoch`` its own ``World.view_network`` (as broadcast to it:
+    stale, lossy), with which its action is decoded too.
 
     ## Rewards
 
@@ -631,6 +708,7 @@ class CoELParallelEnv(ParallelEnv):
         self.agents: list[str] = []
         self.np_random = np.random.default_rng()
         self._lead: dict[str, int] = {}
+        self._views: dict[int, tuple] | None = None
         self._last_report = None
 
     def observation_space(self, agent: str) -> spaces.Box:
@@ -657,7 +735,10 @@ class CoELParallelEnv(ParallelEnv):
         return obs, infos
 
     def _observe(self) -> dict[str, np.ndarray]:
-        by_server = self.observation_type.observe_all(self._pop, self._lead)
+        # what each agent knows now (sub_epoch; else None): observed and, next step,
+        # what its action is decoded with (one view_network per agent per step)
+        self._views = agent_views(self.world, self.servers)
+        by_server = self.observation_type.observe_all(self._pop, self._lead, self._views)
         return {agent_name(s): o for s, o in by_server.items()}
 
     def _check_action(self, agent: str, action) -> np.ndarray:
@@ -689,7 +770,7 @@ class CoELParallelEnv(ParallelEnv):
             raise ValueError(f"unknown agent {unknown[0]!r}; agents: {self.possible_agents}")
         by_server = {self._server_of[a]: self._check_action(a, act) for a, act in actions.items()}
         w = self.world
-        comb = combine(w, by_server, self.config["n_groups"], self._pop)
+        comb = combine(w, by_server, self.config["n_groups"], self._pop, self._views)
         report = w.step(None if comb.plan is w.plan else comb.plan)
         self._lead = comb.lead
         self._last_report = report
