@@ -7,7 +7,7 @@ import pytest
 from coel_env.catalog import get_model
 from coel_env.core.batching import batch_points, kv_bytes_per_token
 from coel_env.core.kernels.batching import DECODE, WAIT, batch_kernel
-from coel_env.core.scenario import load_scenario
+from coel_env.core.scenario import LEGACY_FIDELITY, load_scenario
 from coel_env.core.world import World
 
 A0, A1 = 10.0, 0.1  # prefill line [ms], [ms per token]
@@ -111,11 +111,12 @@ def test_kv_bytes_from_the_catalog_attention_shapes_and_batch_points():
 
 def _one_server(rate: float, **over) -> tuple[float, float, int, int]:
     """Output tokens/s, p50 latency [ms], arrived and dropped over 30 epochs of one L4
-    serving OLMoE with nothing else going on."""
+    serving OLMoE with nothing else going on, its other fidelity keys at their legacy
+    values (eager PyTorch kernels: the loads below are sized to their limit)."""
     w = World(
         "static",
         {
-            "models": ["olmoe-1b-7b"], "topology.n_servers": 1,
+            **LEGACY_FIDELITY, "models": ["olmoe-1b-7b"], "topology.n_servers": 1,
             "topology.device_mix": {"l4": 1.0}, "workload.rate_per_s": rate,
             "serving.batching": "continuous", **over,
         },
@@ -167,9 +168,10 @@ def test_continuous_batching_conserves_requests_and_is_deterministic():
     assert sum(r["requests_served"] for r in a) > 0
 
 
-def test_the_default_is_offered_batching_and_bad_values_are_refused():
-    assert load_scenario("default").serving.batching == "offered"
-    with pytest.raises(ValueError, match=r"serving.batching='batched'.*'offered', 'continuous'"):
+def test_the_default_is_continuous_batching_and_bad_values_are_refused():
+    assert load_scenario("default").serving.batching == "continuous"
+    assert load_scenario("default", LEGACY_FIDELITY).serving.batching == "offered"
+    with pytest.raises(ValueError, match=r"serving.batching='batched'.*'continuous', 'offered'"):
         load_scenario("default", {"serving.batching": "batched"})
     for key in ("max_batch", "step_tokens"):
         with pytest.raises(ValueError, match=rf"serving.{key}=0 .*integer > 0"):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from coel_env.core.plan import GB, GPU, Plan, dense_gb, expert_gb_table, single_server_plan
-from coel_env.core.scenario import load_scenario
+from coel_env.core.scenario import LEGACY_FIDELITY, load_scenario
 from coel_env.core.topology import Server, Topology
 from coel_env.core.updating import Moves, _max_min
 from coel_env.core.world import World
@@ -162,9 +162,10 @@ def test_a_moved_expert_is_unavailable_when_its_only_old_copy_left():
     assert dense_gb(OLMOE) * GB < 10.0 * 1e9 / 8  # the dense part fits in one epoch
 
 
-def test_the_default_is_one_epoch_and_bad_values_are_refused():
-    assert load_scenario("default").updating.migration == "one_epoch"
-    with pytest.raises(ValueError, match=r"updating.migration='slow'.*'one_epoch', 'durable'"):
+def test_the_default_is_durable_and_bad_values_are_refused():
+    assert load_scenario("default").updating.migration == "durable"
+    assert load_scenario("default", LEGACY_FIDELITY).updating.migration == "one_epoch"
+    with pytest.raises(ValueError, match=r"updating.migration='slow'.*'durable', 'one_epoch'"):
         load_scenario("default", {"updating.migration": "slow"})
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from coel_env.core.plan import ModelPlan, Plan
-from coel_env.core.scenario import load_scenario
+from coel_env.core.scenario import LEGACY_FIDELITY, load_scenario
 from coel_env.core.world import World
 from coel_env.quality import token_keep_loss
 
@@ -54,8 +54,9 @@ def test_continuous_batching_prefills_and_caches_only_the_kept_tokens():
     assert q == pytest.approx(float(token_keep_loss(0.5)))
 
 
-def test_prompt_pruning_is_an_opt_in_and_bad_values_are_refused():
-    assert load_scenario("default").serving.pruning == "bytes"
-    with pytest.raises(ValueError, match=r"serving.pruning='tokens'.*'bytes', 'prompt'"):
+def test_the_default_is_prompt_pruning_and_bad_values_are_refused():
+    assert load_scenario("default").serving.pruning == "prompt"
+    assert load_scenario("default", LEGACY_FIDELITY).serving.pruning == "bytes"
+    with pytest.raises(ValueError, match=r"serving.pruning='tokens'.*'prompt', 'bytes'"):
         load_scenario("default", {"serving.pruning": "tokens"})
     assert np.isclose(float(token_keep_loss(1.0)), 0.0)

@@ -9,7 +9,7 @@ import pytest
 from coel_env import cost
 from coel_env.catalog import get_model
 from coel_env.core.evaluation import FUSED_BW_EFFICIENCY, ServingModel, _fused_ms
-from coel_env.core.scenario import data_root, load_scenario
+from coel_env.core.scenario import LEGACY_FIDELITY, data_root, load_scenario
 from coel_env.profiles import get_device
 
 OLMOE = get_model("olmoe-1b-7b")
@@ -30,7 +30,7 @@ def test_ratio_scaling_keeps_the_measured_4_to_16_bit_ratio_on_a_derived_gpu():
     h200 = {b: cost.expert_latency_ms(OLMOE, "h200", TOKENS, bits=b) for b in (4, 16)}
     measured = h200[4] / h200[16]
     ratio = _model(mode="eager", quant_scaling="ratio")
-    through = _model(mode="eager")
+    through = _model(mode="eager", quant_scaling="throughput")
     l4_ratio = _row(ratio, "l4", 4) / _row(ratio, "l4", 16)
     assert l4_ratio == pytest.approx(measured, rel=1e-6)
     # datasheet throughput scaling: 4-bit falls off the dispatch floor early on the slower
@@ -79,11 +79,18 @@ def test_the_fused_efficiencies_are_the_published_llama_cpp_decode_rates():
     assert FUSED_BW_EFFICIENCY[4] == pytest.approx(q4 * 4.92 / bw, rel=1e-9)
 
 
-def test_modes_and_scalings_are_opt_ins_and_bad_values_are_refused():
+def test_the_default_is_fused_with_ratio_scaling_and_bad_values_are_refused():
     sc = load_scenario("default")
+    assert sc.serving.mode == "fused" and sc.serving.quant_scaling == "ratio"
+    sc = load_scenario("default", LEGACY_FIDELITY)
     assert sc.serving.mode == "eager" and sc.serving.quant_scaling == "throughput"
-    assert load_scenario("default", {"serving.mode": "fused"}).serving.mode == "fused"
-    with pytest.raises(ValueError, match=r"serving.mode='jit'.*'eager', 'cudagraph', 'fused'"):
+    assert load_scenario("default", {"serving.mode": "eager"}).serving.mode == "eager"
+    with pytest.raises(ValueError, match=r"serving.mode='jit'.*'fused', 'eager', 'cudagraph'"):
         load_scenario("default", {"serving.mode": "jit"})
-    with pytest.raises(ValueError, match=r"serving.quant_scaling='x'.*'throughput', 'ratio'"):
+    # the calibrated layer terms are fitted to eager layers: not with the default mode
+    with pytest.raises(ValueError, match=r"layer_terms='calibrated' with serving.mode='fused'"):
+        load_scenario("default", {"serving.layer_terms": "calibrated"})
+    over = {"serving.mode": "eager", "serving.layer_terms": "calibrated"}
+    assert load_scenario("default", over).serving.layer_terms == "calibrated"
+    with pytest.raises(ValueError, match=r"serving.quant_scaling='x'.*'ratio', 'throughput'"):
         load_scenario("default", {"serving.quant_scaling": "x"})

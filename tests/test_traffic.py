@@ -6,7 +6,7 @@ import pytest
 
 from coel_env.catalog import get_model
 from coel_env.core.plan import GPU, ModelPlan
-from coel_env.core.scenario import load_scenario
+from coel_env.core.scenario import LEGACY_FIDELITY, load_scenario
 from coel_env.core.world import World
 
 OLMOE = "olmoe-1b-7b"
@@ -14,12 +14,12 @@ M = get_model(OLMOE)  # 16 MoE layers of 64 experts, top-8, d_model 2048
 ACT = M.d_model * 2  # bf16 activations of one token [bytes]
 
 
-def _world(traffic: str) -> World:
+def _world(traffic: str, pruning: str) -> World:
     return World(
         "static",
         {
             "models": [OLMOE], "topology.n_servers": 2, "topology.device_mix": {"l4": 1.0},
-            "serving.activation_traffic": traffic,
+            "serving.activation_traffic": traffic, "serving.pruning": pruning,
         },
     )  # fmt: skip
 
@@ -33,8 +33,9 @@ def _plan(remote: np.ndarray, keep: float = 1.0) -> ModelPlan:
     return ModelPlan(OLMOE, loc, bits, (0,), np.zeros(M.n_moe_layers, np.int8), keep)
 
 
-def _net_bytes(traffic: str, mp: ModelPlan, n: int) -> float:
-    w = _world(traffic)
+def _net_bytes(traffic: str, mp: ModelPlan, n: int, pruning: str = "prompt") -> float:
+    """Bytes one decode step of ``n`` sequences at home 0 sends to and from server 1."""
+    w = _world(traffic, pruning)
     paths = w.topology.paths
     uniform = np.full((M.n_moe_layers, M.n_experts), 1.0 / M.n_experts)
     step = w.serving.step(
@@ -51,9 +52,12 @@ def test_a_layer_held_by_one_remote_server_sends_each_token_once(n):
     per_expert = _net_bytes("per_expert", _plan(remote), n)
     assert per_server == pytest.approx(2 * n * ACT, rel=1e-9)  # there and back
     assert per_expert == pytest.approx(2 * n * M.top_k * ACT, rel=1e-9)  # once per expert
-    # kept tokens only (keep ratio 0.5): half of each
-    half = _net_bytes("per_server", _plan(remote, keep=0.5), n)
+    # bytes pruning sends the kept tokens only (keep ratio 0.5): half of each
+    half = _net_bytes("per_server", _plan(remote, keep=0.5), n, "bytes")
     assert half == pytest.approx(n * ACT, rel=1e-9)
+    # prompt pruning keeps every decode token: a decode step sends them all
+    whole = _net_bytes("per_server", _plan(remote, keep=0.5), n, "prompt")
+    assert whole == pytest.approx(per_server, rel=1e-9)
 
 
 def test_one_remote_expert_gets_the_tokens_that_pick_it():
@@ -71,9 +75,10 @@ def test_one_remote_expert_gets_the_tokens_that_pick_it():
     assert per_expert == pytest.approx(2 * 2 * n * (M.top_k / M.n_experts) * ACT, rel=1e-9)
 
 
-def test_per_server_traffic_is_an_opt_in_and_bad_values_are_refused():
-    assert load_scenario("default").serving.activation_traffic == "per_expert"
+def test_the_default_is_per_server_traffic_and_bad_values_are_refused():
+    assert load_scenario("default").serving.activation_traffic == "per_server"
+    assert load_scenario("default", LEGACY_FIDELITY).serving.activation_traffic == "per_expert"
     with pytest.raises(
-        ValueError, match=r"serving.activation_traffic='per_token'.*'per_expert', 'per_server'"
+        ValueError, match=r"serving.activation_traffic='per_token'.*'per_server', 'per_expert'"
     ):
         load_scenario("default", {"serving.activation_traffic": "per_token"})

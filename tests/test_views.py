@@ -9,7 +9,7 @@ import pytest
 import coel_env  # noqa: F401  (registers the ids)
 from coel_env.core.observation import Observation
 from coel_env.core.perception import Perception, PerceptionConfig
-from coel_env.core.scenario import load_scenario
+from coel_env.core.scenario import LEGACY_FIDELITY, load_scenario
 from coel_env.core.world import World
 
 
@@ -71,7 +71,7 @@ def test_a_view_sees_the_network_and_popularity_as_broadcast_the_oracle_the_trut
         )
     assert bw_differs and pop_differs
     # with epoch_end sampling the view takes the network from the truth, as before
-    w = World("default", {"perception.period_s": 30.0})
+    w = World("default", {"perception.sampling": "epoch_end", "perception.period_s": 30.0})
     w.reset(1)
     for _ in range(6):
         w.step()
@@ -79,9 +79,10 @@ def test_a_view_sees_the_network_and_popularity_as_broadcast_the_oracle_the_trut
     assert np.array_equal(view.bandwidth_gbit_s, w.paths.bottleneck_gbit_s)
 
 
-def test_the_default_samples_at_the_epoch_end_and_bad_values_are_refused():
-    assert load_scenario("default").perception.sampling == "epoch_end"
-    with pytest.raises(ValueError, match=r"perception.sampling='often'.*'epoch_end', 'sub_epoch'"):
+def test_the_default_samples_within_the_epoch_and_bad_values_are_refused():
+    assert load_scenario("default").perception.sampling == "sub_epoch"
+    assert load_scenario("default", LEGACY_FIDELITY).perception.sampling == "epoch_end"
+    with pytest.raises(ValueError, match=r"perception.sampling='often'.*'sub_epoch', 'epoch_end'"):
         load_scenario("default", {"perception.sampling": "often"})
 
 
@@ -101,8 +102,9 @@ def test_the_envs_decide_from_the_view_under_sub_epoch_and_from_the_truth_otherw
         truth = w.popularity_estimate()
         pop_differs |= any(not np.array_equal(pop[k], truth[k]) for k in truth)
     assert pop_differs
-    # the default samples at the epoch end: the env reads the world's own estimate and paths
-    env = gym.make("CoEL-v2", config={"scenario": "default"})
+    # epoch_end sampling: the env reads the world's own estimate and paths
+    over = {"perception.sampling": "epoch_end"}
+    env = gym.make("CoEL-v2", config={"scenario": "default", "overrides": over})
     env.reset(seed=1)
     u = env.unwrapped
     for _ in range(3):
