@@ -129,10 +129,11 @@ class MAPolicy:
 
     def act(self, world: World, obs: Observation) -> Plan | None:
         from agents import train as tr
-        from coel_env.envs.multiagent import combine, popularity_estimate
+        from coel_env.envs.multiagent import agent_views, combine, popularity_estimate
 
         pop = popularity_estimate(world)
-        by_server = self.obs_type.observe_all(pop, self._lead)
+        views = agent_views(world)  # each agent's own view (None: all know the truth)
+        by_server = self.obs_type.observe_all(pop, self._lead, views)
         servers = sorted(by_server)
         import torch
 
@@ -146,7 +147,7 @@ class MAPolicy:
             torch.set_num_threads(threads)
         actions = np.asarray(actions, np.int64).reshape(len(servers), -1)
         comb = combine(world, dict(zip(servers, actions, strict=True)),
-                       self.config["n_groups"], pop)  # fmt: skip
+                       self.config["n_groups"], pop, views)  # fmt: skip
         self._lead = comb.lead
         return comb.plan
 

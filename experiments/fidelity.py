@@ -1,4 +1,4 @@
-"""Fidelity keys: what each opt-in simulator behaviour changes, before it becomes the default.
+"""Fidelity keys: what each simulator fidelity setting changes against the world before them.
 
     python experiments/fidelity.py [--scenarios default large] [--policies naive greedy]
                                    [--epochs 40] [--seeds 1] [--out results/fidelity.md]
@@ -6,18 +6,25 @@
 
 Each fidelity key (``serving.batching``, ``updating.migration``, ``perception.sampling``,
 ``serving.activation_traffic``, ``serving.pruning``, ``serving.quant_scaling``,
-``serving.mode``) is off by default so that every committed result stays as it is. This
-script runs each scenario under each policy with every key at its default (``baseline``),
-with each key switched on alone, and with all of them on, on the same seeded episodes,
+``serving.mode``) defaults to its realistic value; its other value is the world before
+the fidelity round (:data:`coel_env.core.scenario.LEGACY_FIDELITY`). This script runs
+each scenario under each policy with every key at its old value (``before``), with each
+key switched to its default alone, and with all of them at their defaults (``the
+defaults``), on the same seeded episodes,
 and writes one table per (scenario, policy): requests, drops, end-to-end latency p50/p95
 (exact, over every served request), TTFT p50, SLO attainment, migration (seconds per
 move: the epoch's migration time under ``one_epoch``, the time from request to landing
 under ``durable``, and how many epochs had moves in flight), activation traffic and the
-controller's view error. It is what the round that flips the defaults will see move.
+controller's view error.
 
-Last, the check of continuous batching under load: ``greedy`` on ``default`` at 0.24
-requests/s per server (four times the preset's rate), with continuous batching alone and
-with each serving runtime. ``--quick``: 10 epochs, ``default`` only, no loaded check.
+Then the check of continuous batching under load: ``greedy`` on ``default`` at 0.24
+requests/s per server (the preset's rate; four times its rate before the fidelity round),
+in the world before, with continuous batching, with each serving runtime, and with the
+defaults (``coel simulate --scenario default --epochs 30 --policy greedy --set
+workload.rate_per_s=0.24``). Last, the loads the presets were retuned to: naive and
+greedy on ``default``, ``static``, ``inter`` and ``intra`` under the defaults, on the
+tuning seeds 100-102 (30 epochs). ``--quick``: 10 epochs, ``default`` only, neither
+check.
 """
 
 from __future__ import annotations
@@ -30,7 +37,9 @@ from pathlib import Path
 
 import numpy as np
 
-#: The fidelity keys and the value that switches each on (the default is today's world).
+from coel_env.core.scenario import LEGACY_FIDELITY
+
+#: The fidelity keys and their defaults (their values before: ``LEGACY_FIDELITY``).
 KEYS = (
     ("serving.batching", "continuous"),
     ("updating.migration", "durable"),
@@ -42,22 +51,27 @@ KEYS = (
 )
 
 
-#: The loaded check's rows: continuous batching alone and with each serving runtime.
+#: The loaded check's rows: the world before, continuous batching alone and with each
+#: serving runtime, the defaults.
+_CB = {**LEGACY_FIDELITY, "serving.batching": "continuous"}
 LOADED = (
-    ("baseline", {}),
-    ("serving.batching=continuous", {"serving.batching": "continuous"}),
-    ("+ serving.quant_scaling=ratio",
-     {"serving.batching": "continuous", "serving.quant_scaling": "ratio"}),
-    ("+ serving.mode=cudagraph", {"serving.batching": "continuous", "serving.mode": "cudagraph"}),
-    ("+ serving.mode=fused", {"serving.batching": "continuous", "serving.mode": "fused"}),
+    ("before", dict(LEGACY_FIDELITY)),
+    ("serving.batching=continuous", _CB),
+    ("+ serving.quant_scaling=ratio", {**_CB, "serving.quant_scaling": "ratio"}),
+    ("+ serving.mode=cudagraph", {**_CB, "serving.mode": "cudagraph"}),
+    ("+ serving.mode=fused", {**_CB, "serving.mode": "fused"}),
+    ("the defaults", {}),
 )  # fmt: skip
+#: The presets whose loads were retuned with the defaults, and the tuning seeds.
+RETUNED = ("default", "static", "inter", "intra")
+TUNING_SEEDS = (100, 101, 102)
 
 
 def settings() -> list[tuple[str, dict]]:
-    """(label, overrides) of every row: the baseline, each key alone, all together."""
-    rows = [("baseline", {})]
-    rows += [(f"{k}={v}", {k: v}) for k, v in KEYS]
-    rows.append(("all of the above", dict(KEYS)))
+    """(label, overrides) of every row: the world before, each key alone, the defaults."""
+    rows = [("before", dict(LEGACY_FIDELITY))]
+    rows += [(f"{k}={v}", {**LEGACY_FIDELITY, k: v}) for k, v in KEYS]
+    rows.append(("the defaults", {}))
     return rows
 
 
@@ -85,7 +99,7 @@ def run_one(scenario: str, policy: str, overrides: dict, seed: int, epochs: int)
         lat.append(w.last_latency_ms)
         ttft.append(w.last_ttft_ms)
         mae.append(r.view_mae)
-        if overrides.get("updating.migration") == "durable":
+        if w.scenario.updating.migration == "durable":
             moves += w.last_move_s.tolist()
         elif r.migration_bytes + r.migration_pcie_bytes > 0:
             moves.append(r.migration_s)
@@ -178,6 +192,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"loaded {label}: " + table(rows[-1:]).splitlines()[-1], flush=True)
         parts += ["", "## default at 0.24 requests/s per server, greedy, 30 epochs, seed 0", ""]
         parts += [table(rows)]
+        rows = []
+        for sc in RETUNED:
+            for pol in ("naive", "greedy"):
+                runs = [run_one(sc, pol, {}, s, 30) for s in TUNING_SEEDS]
+                rows.append((f"{sc}, {pol}", summarise(runs)))
+                print(f"retuned {sc} {pol}: " + table(rows[-1:]).splitlines()[-1], flush=True)
+        parts += [
+            "",
+            "## The retuned loads under the defaults: tuning seeds 100-102, 30 epochs",
+            "",
+            table(rows),
+        ]
     parts += ["", f"Wall time: {time.perf_counter() - t0:.0f} s.", ""]
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text("\n".join(parts))

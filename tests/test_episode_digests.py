@@ -1,8 +1,17 @@
 """Every registered id gives the same episodes as the recorded ones (seeds 0-4, whole
 episodes, masked random actions): refactors of the envs, the world or the encodings must
-not change an output. The digests in ``tests/data/episode_digests.json`` were recorded
-with ``python tests/test_episode_digests.py --record`` at the commit that added them;
-re-record only when a change of dynamics is intended (and bump the env version)."""
+not change an output.
+
+Two records:
+
+* ``tests/data/episode_digests.json``: the world before the fidelity round, recorded
+  before it and never re-recorded; its episodes are run with
+  :data:`coel_env.core.scenario.LEGACY_FIDELITY` and the presets' loads of that time
+  (:data:`LEGACY_PRESETS`), so that the old settings keep giving the old episodes bit
+  for bit;
+* ``tests/data/episode_digests_current.json``: the current defaults, recorded with
+  ``python tests/test_episode_digests.py --record`` at the commit that made them the
+  defaults; re-record only when a change of dynamics is intended."""
 
 from __future__ import annotations
 
@@ -16,8 +25,17 @@ import numpy as np
 import pytest
 
 import coel_env
+from coel_env.core.scenario import LEGACY_FIDELITY
+from coel_env.envs import env_config
 
 DIGESTS = Path(__file__).parent / "data" / "episode_digests.json"
+CURRENT = Path(__file__).parent / "data" / "episode_digests_current.json"
+#: Preset values the fidelity round retuned, at their values before it (by scenario).
+LEGACY_PRESETS = {
+    "default": {"workload.rate_per_s": 0.06},
+    "inter": {"workload.rate_per_s": 0.06},
+    "intra": {"workload.rate_per_s": 0.1},
+}
 SEEDS = range(5)
 IDS = [env_id for env_id, *_ in coel_env.ENV_IDS]
 
@@ -52,9 +70,15 @@ def _feed(h, value) -> None:
         h.update(repr(value).encode())
 
 
-def episode_digest(env_id: str, seed: int) -> str:
+def legacy_overrides(env_id: str) -> dict:
+    """The scenario overrides that give ``env_id``'s world before the fidelity round."""
+    scenario = env_config(env_id)["scenario"]
+    return {**LEGACY_FIDELITY, **LEGACY_PRESETS.get(scenario, {})}
+
+
+def episode_digest(env_id: str, seed: int, overrides: dict | None = None) -> str:
     """SHA-256 of one whole episode: observations, rewards, flags and infos."""
-    env = gym.make(env_id)
+    env = gym.make(env_id, config={"overrides": overrides} if overrides else None)
     rng = np.random.default_rng(seed)
     h = hashlib.sha256()
     obs, info = env.reset(seed=seed)
@@ -72,16 +96,22 @@ def episode_digest(env_id: str, seed: int) -> str:
 
 @pytest.mark.parametrize("env_id", IDS)
 def test_episodes_match_the_recorded_digests(env_id):
-    recorded = json.loads(DIGESTS.read_text())
+    recorded = json.loads(CURRENT.read_text())
     assert set(recorded) == set(IDS), "an id was added or removed: record its digests"
     got = [episode_digest(env_id, s) for s in SEEDS]
     assert got == recorded[env_id], f"{env_id}: an episode changed (seeds {list(SEEDS)})"
 
 
+@pytest.mark.parametrize("env_id", IDS)
+def test_the_legacy_settings_give_the_legacy_episodes(env_id):
+    recorded = json.loads(DIGESTS.read_text())
+    got = [episode_digest(env_id, s, legacy_overrides(env_id)) for s in SEEDS]
+    assert got == recorded[env_id], f"{env_id}: a legacy episode changed (seeds {list(SEEDS)})"
+
+
 if __name__ == "__main__":  # pragma: no cover
     if "--record" not in sys.argv:
         sys.exit("usage: python tests/test_episode_digests.py --record")
-    DIGESTS.parent.mkdir(exist_ok=True)
     table = {i: [episode_digest(i, s) for s in SEEDS] for i in IDS}
-    DIGESTS.write_text(json.dumps(table, indent=1) + "\n")
-    print(f"wrote {DIGESTS}")
+    CURRENT.write_text(json.dumps(table, indent=1) + "\n")
+    print(f"wrote {CURRENT}")

@@ -23,11 +23,13 @@ def test_fidelity_quick(tmp_path):
         if line.startswith("| ") and not line.startswith("| setting"):
             cells = [c.strip() for c in line.strip("|").split("|")]
             rows.setdefault(cells[0], []).append(cells[1:])
-    assert len(rows) == 2 + len(fidelity.KEYS)  # baseline, each key, all of the above
+    assert len(rows) == 2 + len(fidelity.KEYS)  # before, each key, the defaults
     assert all(len(v) == 2 for v in rows.values())  # naive and greedy
-    base, cont = rows["baseline"][0], rows["serving.batching=continuous"][0]
+    base, cont = rows["before"][0], rows["serving.batching=continuous"][0]
     assert base[0] == cont[0] and base[2:4] != cont[2:4]  # same requests, other latencies
     assert float(rows["perception.sampling=sub_epoch"][0][-1]) > 0  # the view's error
+    assert float(rows["the defaults"][0][-1]) > 0  # default's view differs from the truth
+    assert rows["the defaults"][0][1:] != rows["before"][0][1:]
 
 
 def test_every_key_on_together_conserves_requests_and_a_pickled_world_continues_alike():

@@ -447,7 +447,9 @@ def _held(w, s, lat, pop, g):
 
 
 def test_under_sub_epoch_an_action_is_decoded_with_the_agents_own_view():
-    cfg = {"max_cycles": 14, "overrides": {"perception.sampling": "sub_epoch", **STALE}}
+    # one-epoch migrations: the plan in force after a step is the plan decoded
+    over = {"perception.sampling": "sub_epoch", "updating.migration": "one_epoch", **STALE}
+    cfg = {"max_cycles": 14, "overrides": over}
     env = parallel_env(config=cfg)
     env.reset(seed=1)
     w = env.world
@@ -498,7 +500,8 @@ def test_combine_decodes_with_the_views_it_is_given():
 
 
 def test_without_sub_epoch_every_agent_decides_from_the_truth(monkeypatch):
-    env = parallel_env(config={"max_cycles": 8, "overrides": dict(STALE)})
+    over = {**STALE, "perception.sampling": "epoch_end"}
+    env = parallel_env(config={"max_cycles": 8, "overrides": over})
     w = env.world
 
     def refuse(server):

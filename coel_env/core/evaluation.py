@@ -67,14 +67,14 @@ from coel_env.profiles import DeviceProfile, get_device
 
 ACT_BYTES = 2  # bf16 activations
 #: ``serving.activation_traffic`` values (the first is the default).
-ACTIVATION_TRAFFIC = ("per_expert", "per_server")
+ACTIVATION_TRAFFIC = ("per_server", "per_expert")
 #: ``serving.pruning`` values (the first is the default).
-PRUNING = ("bytes", "prompt")
-#: ``serving.mode`` values: eager PyTorch (the default), the same kernels replayed from
-#: CUDA graphs, and a fused-kernel runtime (see :data:`FUSED_BW_EFFICIENCY`).
-SERVING_MODES = ("eager", "cudagraph", "fused")
+PRUNING = ("prompt", "bytes")
+#: ``serving.mode`` values: a fused-kernel runtime (the default), eager PyTorch, and the
+#: same kernels replayed from CUDA graphs (see :data:`FUSED_BW_EFFICIENCY`).
+SERVING_MODES = ("fused", "eager", "cudagraph")
 #: ``serving.quant_scaling`` values (the first is the default).
-QUANT_SCALING = ("throughput", "ratio")
+QUANT_SCALING = ("ratio", "throughput")
 #: The measured GPU the derived ones are scaled from (``coel_env.profiles``).
 QUANT_REFERENCE = "h200"
 #: Fused-kernel runtimes (llama.cpp, MLC, vLLM's fused MoE kernel) run a layer's routed

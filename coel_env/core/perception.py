@@ -37,7 +37,7 @@ import numpy as np
 from coel_env.core.kernels.perception import broadcast_rounds
 
 #: ``perception.sampling`` values (the first is the default).
-SAMPLING = ("epoch_end", "sub_epoch")
+SAMPLING = ("sub_epoch", "epoch_end")
 
 
 @dataclass(frozen=True)
@@ -50,18 +50,18 @@ class PerceptionConfig:
         loss_prob: probability that one message is lost, in [0, 1).
         header_bytes: bytes of a message besides its fields (IP/UDP headers: 28,
             plus an 8-byte timestamp and 4-byte sender id; our framing).
-        sampling: what a message carries: ``epoch_end`` (today's default: the status at
-            the end of the epoch it is sent in) or ``sub_epoch`` (the status at the
-            moment it is sent, interpolated within the epoch); with ``sub_epoch`` a
-            policy deciding from a view also sees the path latency, bandwidth and
-            expert popularity as of its news (``World.view_network``), not the truth.
+        sampling: what a message carries: ``sub_epoch`` (the default: the status at the moment it is
+            sent, interpolated within the epoch) or ``epoch_end`` (the world before the fidelity
+            round: the status at the end of the epoch it is sent in); with ``sub_epoch`` a policy
+            deciding from a view also sees the path latency, bandwidth and expert popularity as of
+            its news (``World.view_network``), not the truth.
     """
 
     period_s: float = 1.0
     hops: int = 2
     loss_prob: float = 0.0
     header_bytes: int = 40
-    sampling: str = "epoch_end"
+    sampling: str = "sub_epoch"
 
     def __post_init__(self) -> None:
         if not (isinstance(self.period_s, int | float) and math.isfinite(self.period_s)):

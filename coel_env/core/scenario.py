@@ -188,37 +188,37 @@ class ServingConfig:
     """How servers run models.
 
     Attributes:
-        mode: the serving runtime: ``eager`` PyTorch (the default, which every preset
-            uses: the runtime the shipped profiles measured, kernels with their host
-            dispatch, as a PyTorch research prototype runs them), ``cudagraph`` (the
-            same kernels replayed from CUDA graphs: the measured H200 graph rows, no
-            dispatch floor) or ``fused`` (a fused-kernel runtime as llama.cpp, MLC or
-            vLLM's fused MoE kernel: a layer's routed experts in one kernel, their
-            weights read at an efficiency calibrated on published llama.cpp decode
-            rates, everything else as in ``cudagraph``;
-            :data:`coel_env.core.evaluation.FUSED_BW_EFFICIENCY`).
+        mode: the serving runtime: ``fused`` (the default: a fused-kernel runtime as
+            llama.cpp, MLC or vLLM's fused MoE kernel, which edge deployments run: a
+            layer's routed experts in one kernel, their weights read at an efficiency
+            calibrated on published llama.cpp decode rates, everything else as in
+            ``cudagraph``; :data:`coel_env.core.evaluation.FUSED_BW_EFFICIENCY`),
+            ``eager`` PyTorch (the runtime the shipped profiles measured, kernels with
+            their host dispatch, as a PyTorch research prototype runs them) or
+            ``cudagraph`` (the same kernels replayed from CUDA graphs: the measured H200
+            graph rows, no dispatch floor).
         kv_reserve_gb: GPU memory each home server reserves for a model's KV cache [GB].
         host_memory_gb: host memory of an edge server with a discrete GPU [GB].
         store_gbit_s: bandwidth from the model store for weights no server holds [Gbit/s].
         layer_terms: how an MoE layer's router and dispatch are costed:
             ``first-principles`` (the default; kernel counts through the expert fits) or
-            ``calibrated`` (terms fitted to whole measured layers, eager mode only;
+            ``calibrated`` (terms fitted to whole measured layers, eager mode only, so
+            not with the default ``fused`` mode;
             :func:`coel_env.cost.layer_fit`).
         max_queue_s: a request that would wait behind more than this much queued
             work at its home is dropped [s of work]; with continuous batching, a request
             still waiting to join its home's batch this long after it arrived is dropped
             [s] (a client or load-balancer timeout).
-        batching: how a home batches its requests. ``offered`` (today's default): the
-            decode batch is the offered load by Little's law, costed at the nearest power
-            of two, and each request brings ``prefill + output_tokens * step / batch`` of
-            work to a FIFO queue. ``continuous``: iteration-level batching as in vLLM, TGI
-            and llama.cpp's server: each (model, home) engine runs one step at a time,
-            requests join the running batch at step boundaries and leave when their last
-            token is out; a step costs the cost model's decode pass at the batch's real
-            size (linear between powers of two), or, when it carries chunks of joining
-            prompts, the prefill line at all its tokens; the models homed on one GPU
-            take their steps in turn, and background load and migration slow every step
-            by the home's available share (:mod:`coel_env.core.kernels.batching`).
+        batching: how a home batches its requests. ``offered`` (the world before the fidelity
+            round): the decode batch is the offered load by Little's law, costed at the nearest
+            power of two, and each request brings ``prefill + output_tokens * step / batch`` of work
+            to a FIFO queue. ``continuous`` (the default): iteration-level batching as in vLLM, TGI
+            and llama.cpp's server: each (model, home) engine runs one step at a time, requests join
+            the running batch at step boundaries and leave when their last token is out; a step
+            costs the cost model's decode pass at the batch's real size (linear between powers of
+            two), or, when it carries chunks of joining prompts, the prefill line at all its tokens;
+            the models homed on one GPU take their steps in turn, and background load and migration
+            slow every step by the home's available share (:mod:`coel_env.core.kernels.batching`).
         max_batch: with continuous batching, the most sequences one (model, home) engine
             runs at once (vLLM's ``max_num_seqs``; vLLM defaults to 256 on data-centre GPUs,
             we take 32 for edge GPUs). Besides it, a sequence joins only when its KV cache
@@ -231,42 +231,40 @@ class ServingConfig:
             one per running sequence, the rest in chunks of the prompts that joined
             (vLLM's ``max_num_batched_tokens`` with chunked prefill; 2048 is of its order),
             so a long prompt does not stall the running sequences for its whole prefill.
-        activation_traffic: how activations sent to experts on other servers are
-            counted (bytes and transfer time): ``per_expert`` (today's default: a token's
-            activations cross once per remote expert it uses) or ``per_server`` (once per
-            remote server holding any of its experts, which sums their outputs and sends
-            one vector back: down to ``1 / top_k`` of the bytes when a layer's remote
-            experts sit on one server, 1/8 for OLMoE).
-        pruning: what a plan's ``keep_ratio`` prunes: ``bytes`` (today's default: it
-            thins the activation bytes sent to remote experts, decode tokens included,
-            and costs its quality loss only where experts are remote) or ``prompt``
-            (token pruning as published, e.g. LLMLingua-style prompt compression: the
-            model's requests keep that share of their prompt tokens, so prefill compute,
-            the prompt's KV cache and the bytes its prefill sends shrink with it, decode
-            tokens are whole, and every request of the model pays
-            :func:`coel_env.quality.token_keep_loss`).
-        quant_scaling: how a derived GPU's quantized (8 bits and below) expert kernels
-            are costed in ``eager`` and ``cudagraph`` mode: ``throughput`` (today's
-            default: the H200's measured 4-bit fit with its bandwidth and throughput
-            scaled by the datasheet, which makes 4-bit prefill many times slower than
-            16-bit wherever the scaled kernel time leaves the host dispatch floor before
-            the 16-bit one does) or ``ratio`` (the device's 16-bit kernel times the H200's
-            measured quantized/16-bit ratio at the same token count, so a derived GPU keeps
-            the measured ratio).
+        activation_traffic: how activations sent to experts on other servers are counted (bytes and
+            transfer time): ``per_expert`` (the world before the fidelity round: a token's
+            activations cross once per remote expert it uses) or ``per_server`` (the default: once
+            per remote server holding any of its experts, which sums their outputs and sends one
+            vector back: down to ``1 / top_k`` of the bytes when a layer's remote experts sit on one
+            server, 1/8 for OLMoE).
+        pruning: what a plan's ``keep_ratio`` prunes: ``bytes`` (the world before the fidelity
+            round: it thins the activation bytes sent to remote experts, decode tokens included, and
+            costs its quality loss only where experts are remote) or ``prompt`` (the default: token
+            pruning as published, e.g. LLMLingua-style prompt compression: the model's requests keep
+            that share of their prompt tokens, so prefill compute, the prompt's KV cache and the
+            bytes its prefill sends shrink with it, decode tokens are whole, and every request of
+            the model pays :func:`coel_env.quality.token_keep_loss`).
+        quant_scaling: how a derived GPU's quantized (8 bits and below) expert kernels are costed in
+            ``eager`` and ``cudagraph`` mode: ``throughput`` (the world before the fidelity round:
+            the H200's measured 4-bit fit with its bandwidth and throughput scaled by the datasheet,
+            which makes 4-bit prefill many times slower than 16-bit wherever the scaled kernel time
+            leaves the host dispatch floor before the 16-bit one does) or ``ratio`` (the device's
+            16-bit kernel times the H200's measured quantized/16-bit ratio at the same token count,
+            so a derived GPU keeps the measured ratio).
     """
 
-    mode: str = "eager"
+    mode: str = "fused"
     kv_reserve_gb: float = 1.0
     host_memory_gb: float = 64.0
     store_gbit_s: float = 1.0
     layer_terms: str = "first-principles"
     max_queue_s: float = 30.0
-    batching: str = "offered"
+    batching: str = "continuous"
     max_batch: int = 32
     step_tokens: int = 2048
-    activation_traffic: str = "per_expert"
-    pruning: str = "bytes"
-    quant_scaling: str = "throughput"
+    activation_traffic: str = "per_server"
+    pruning: str = "prompt"
+    quant_scaling: str = "ratio"
 
     def __post_init__(self) -> None:
         _choice("serving.mode", self.mode, SERVING_MODES)
@@ -326,8 +324,24 @@ class Scenario:
             raise ValueError(f"models={list(self.models)!r} lists a model twice")
 
 
+#: The fidelity keys at their values before the fidelity round made continuous batching,
+#: durable migrations, sub-epoch views, per-server traffic, prompt pruning, ratio-scaled
+#: quantized kernels and the fused runtime the defaults: pass them as overrides (or
+#: ``--set KEY=VALUE`` each) to run a scenario in that world. The presets' loads were
+#: retuned at the same time (see ``docs/world.md``), so results made before it need the
+#: old loads too (the ``results/`` folders say which).
+LEGACY_FIDELITY = {
+    "serving.mode": "eager",
+    "serving.batching": "offered",
+    "serving.activation_traffic": "per_expert",
+    "serving.pruning": "bytes",
+    "serving.quant_scaling": "throughput",
+    "updating.migration": "one_epoch",
+    "perception.sampling": "epoch_end",
+}
+
 #: ``serving.batching`` values (the first is the default).
-BATCHING = ("offered", "continuous")
+BATCHING = ("continuous", "offered")
 
 
 def _choice(name: str, v: Any, allowed: tuple[str, ...]) -> None:

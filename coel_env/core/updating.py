@@ -15,10 +15,10 @@ When the plan changes, weights move:
 
 How long the copies take is ``updating.migration`` (:class:`UpdatingConfig`):
 
-* ``one_epoch`` (the default): each server is busy receiving for ``time_s``; the
-  world reduces its serving capacity in that epoch by the share of the epoch the
-  migration takes (at most the whole epoch), and the new plan serves at once;
-* ``durable`` (:class:`Moves`): the copies run until they are done, over as many
+* ``one_epoch`` (the world before the fidelity round): each server is busy receiving for ``time_s``;
+  the world reduces its serving capacity in that epoch by the share of the epoch the migration takes
+  (at most the whole epoch), and the new plan serves at once;
+* ``durable`` (the default; :class:`Moves`): the copies run until they are done, over as many
   epochs as they take; the copies of one model from one source to one destination
   form a stream that sends them one after the other (the dense part first), and the
   streams under way share the bandwidth of every link direction on their paths, of
@@ -43,7 +43,7 @@ from coel_env.core.kernels.migration import copy_list_kernel, migration_kernel
 from coel_env.core.plan import ABSENT, GB, GPU, HOST, ModelPlan, Plan, dense_gb, expert_gb_table
 
 #: ``updating.migration`` values (the first is the default).
-MIGRATIONS = ("one_epoch", "durable")
+MIGRATIONS = ("durable", "one_epoch")
 
 
 @dataclass(frozen=True)
@@ -51,14 +51,15 @@ class UpdatingConfig:
     """How plan changes are carried out.
 
     Attributes:
-        migration: ``one_epoch`` (today's default: a move costs at most one epoch of
-            serving capacity and the new plan serves at once) or ``durable`` (a move runs
+        migration: ``durable`` (the default: a move runs
             until its bytes are through, sharing link, store and PCIe bandwidth with the
             other moves, while the moved experts serve from their old place; see
-            :mod:`coel_env.core.updating`).
+            :mod:`coel_env.core.updating`) or ``one_epoch`` (the world before the
+            fidelity round: a move costs at most one epoch of serving capacity and the new
+            plan serves at once).
     """
 
-    migration: str = "one_epoch"
+    migration: str = "durable"
 
     def __post_init__(self) -> None:
         if self.migration not in MIGRATIONS:
