@@ -4,13 +4,15 @@
                                             [--epochs 200] [--seeds 0 1 2] [--json]
 
 Runs the same episodes (scenario, policy, seeds) twice: with
-``serving.layer_terms=first-principles`` (today's default) and with
+``serving.layer_terms=first-principles`` (the default) and with
 ``serving.layer_terms=calibrated`` (router and dispatch costed with the terms
-fitted to whole measured H200 layers, :func:`coel_env.cost.layer_fit`), and
-prints, per seed and over all, the mean absolute change of the per-epoch p95
-latency [ms and %], TTFT p95, mean TPOT and SLO attainment (epochs with
-arrivals), and the run-level SLO attainment and p95 latency of each. The figure a
-change that flips the default must rerun the committed results for.
+fitted to whole measured H200 layers, :func:`coel_env.cost.layer_fit`), both
+with ``serving.mode=eager``: the calibrated terms exist only for the eager
+runtime, the default ``fused`` mode refuses them; every other key is the
+scenario's. It prints, per seed and over all, the mean absolute change of the
+per-epoch p95 latency [ms and %], TTFT p95, mean TPOT and SLO attainment (epochs
+with arrivals), and the run-level SLO attainment and p95 latency of each. The
+figure a change that flips the default must rerun the committed results for.
 """
 
 from __future__ import annotations
@@ -26,11 +28,14 @@ from agents.registry import make_policy
 from coel_env.core.world import World
 
 TERMS = ("first-principles", "calibrated")
+#: What both sides run with: calibrated terms exist only for the eager runtime.
+OVERRIDES = {"serving.mode": "eager"}
 
 
 def run(scenario: str, policy: str, seed: int, epochs: int, terms: str) -> dict:
-    """One episode's per-epoch figures and run totals with ``serving.layer_terms=terms``."""
-    world = World(scenario, {"serving.layer_terms": terms})
+    """One episode's per-epoch figures and run totals with ``serving.layer_terms=terms``
+    (and ``serving.mode=eager``, where calibrated terms exist)."""
+    world = World(scenario, {**OVERRIDES, "serving.layer_terms": terms})
     pol = make_policy(policy)
     world.reset(seed)
     pol.reset(world, seed)
@@ -84,11 +89,15 @@ def main(argv: list[str] | None = None) -> int:
     keys.remove("epochs_compared")
     overall = {k: float(np.mean([d[k] for d in per_seed.values()])) for k in keys}
     doc = {"scenario": args.scenario, "policy": args.policy, "epochs": args.epochs,
-           "seeds": args.seeds, "per_seed": per_seed, "mean_over_seeds": overall}  # fmt: skip
+           "overrides": OVERRIDES, "seeds": args.seeds, "per_seed": per_seed,
+           "mean_over_seeds": overall}  # fmt: skip
     if args.json:
         print(json.dumps(doc, indent=1))
         return 0
-    print(f"{args.scenario}, {args.policy}, {args.epochs} epochs: first-principles -> calibrated")
+    print(
+        f"{args.scenario}, {args.policy}, {args.epochs} epochs, serving.mode eager (both "
+        "sides; calibrated terms exist only for eager): first-principles -> calibrated"
+    )
     for seed, d in per_seed.items():
         print(f"seed {seed}: run SLO {d['run_slo'][0]:.4f} -> {d['run_slo'][1]:.4f}, run p95 "
               f"{d['run_p95_ms'][0]:.0f} -> {d['run_p95_ms'][1]:.0f} ms "

@@ -1,4 +1,8 @@
-"""Serving costs: the compiled, grid-based table against the kernel fits evaluated exactly."""
+"""Serving costs: the compiled, grid-based table against the kernel fits evaluated exactly.
+
+The exact evaluation below is the eager runtime's kernel fits with per-expert activation
+traffic, byte pruning and throughput-scaled quantized kernels, so the worlds it checks run
+the fidelity keys as before the fidelity round (:data:`coel_env.core.scenario.LEGACY_FIDELITY`)."""
 
 import numpy as np
 import pytest
@@ -9,6 +13,7 @@ from coel_env.core.evaluation import ACT_BYTES, _kernel_ms
 from coel_env.core.kernels.serving import grid_position, grid_tokens, grid_value
 from coel_env.core.plan import ABSENT, FETCH, GPU, HOST, ModelPlan
 from coel_env.core.routing import expected_counts
+from coel_env.core.scenario import LEGACY_FIDELITY
 from coel_env.core.world import World
 
 
@@ -69,7 +74,7 @@ def mixed_plan(world, name, home, rng):
 
 @pytest.mark.parametrize("scenario", ["default", "large"])
 def test_compiled_table_matches_the_exact_kernel_fits(scenario):
-    world = World(scenario)
+    world = World(scenario, LEGACY_FIDELITY)
     world.reset(seed=0)
     world.step()
     rng = np.random.default_rng(1)
@@ -97,8 +102,9 @@ def test_compiled_table_matches_the_exact_kernel_fits(scenario):
 
 
 def test_kernel_grid_matches_the_fit():
-    """Between its nodes the grid is within 1e-10 of every fit of the catalog's devices."""
-    world = World("large")
+    """Between its nodes the grid is within 1e-10 of every (eager) fit of the catalog's
+    devices."""
+    world = World("large", LEGACY_FIDELITY)
     world.reset(seed=0)
     world.step()
     sm = world.serving
@@ -125,3 +131,38 @@ def test_kernel_grid_matches_the_fit():
                 5.0 if m.gated else 3.0,
             )  # fmt: skip
         np.testing.assert_allclose(got, want, rtol=1e-10, err_msg=str(key))
+
+
+def test_kernel_grid_matches_its_functions_at_the_defaults():
+    """At the default fidelity (fused runtime, ratio-scaled quantized kernels) the grid is
+    within 1e-10 of the exact function of every row between its nodes (the expert and
+    dispatch functions the MILP's coefficients use too)."""
+    world = World("large")
+    world.reset(seed=0)
+    world.step()
+    sm = world.serving
+    assert sm.runtime == "fused" and sm.quant_scaling == "ratio"
+    grid = grid_tokens()
+    mid = np.sqrt(grid[:-1] * grid[1:])
+    mid = np.concatenate([mid, 2.0 ** np.random.default_rng(0).uniform(0, 16, 5000)])
+    buf = np.zeros(1)
+    as_int = buf.view(np.int64)
+    kinds = set()
+    for key, r in sm._row_index.items():
+        got = np.empty(mid.size)
+        for i, t in enumerate(mid):
+            buf[0] = t
+            got[i] = grid_value(sm._values, sm._slopes, r, *grid_position(t, as_int))
+        if key[2] == "dispatch":
+            assert key[3:] == ("fused",)
+            m = next(m for m in world.specs if m.d_model == key[0])
+            home = next(i for i, d in enumerate(sm.gpus) if d.name == key[1])
+            want = sm.dispatch_fn(m, home)(mid)
+            kinds.add("dispatch")
+        else:
+            name, dev_name, bits = key
+            dev = next(d for d in sm.gpus + sm.cpus if d.name == dev_name)
+            want = sm.expert_fn(get_model(name), dev, bits)(mid)
+            kinds.add(dev.kind)
+        np.testing.assert_allclose(got, want, rtol=1e-10, err_msg=str(key))
+    assert kinds == {"dispatch", "gpu", "cpu"}

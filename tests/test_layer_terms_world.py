@@ -15,13 +15,16 @@ from agents.base import Observation
 from coel_env import cost
 from coel_env.catalog import get_model
 from coel_env.core.evaluation import PREFILL_POINTS, ServingModel
-from coel_env.core.scenario import load_scenario
+from coel_env.core.scenario import LEGACY_FIDELITY, load_scenario
 from coel_env.core.world import World
 
 
 @pytest.fixture(scope="module")
 def calibrated_world():
-    w = World("default", {"serving.layer_terms": "calibrated"})
+    """``default`` with calibrated terms in the world before the fidelity round (eager, as
+    calibrated terms need; offered batching and byte pruning, as the MILP check below
+    costs a request)."""
+    w = World("default", {**LEGACY_FIDELITY, "serving.layer_terms": "calibrated"})
     w.reset(0)
     return w
 
@@ -72,13 +75,16 @@ def test_home_work_is_the_cost_models_layer(calibrated_world) -> None:
     assert sm._values[row][::97] == pytest.approx(cost.dispatch_ms(m, w.gpus[0], t, **kw))
 
 
-def test_first_principles_home_work_is_the_cost_api_bit_for_bit() -> None:
+@pytest.mark.parametrize("mode", ["eager", "fused"])
+def test_first_principles_home_work_is_the_cost_api_bit_for_bit(mode: str) -> None:
     """The default's router and shared experts come from the cost API too (one layer
     formula): the router through the world's vectorised kernel evaluation, the shared
-    experts without their combine kernels, as the recorded results have them."""
-    w = World("default")
+    experts without their combine kernels, as the recorded results have them; in the
+    eager runtime and in the fused one (whose home work is costed as in cudagraph)."""
+    w = World("default", {"serving.mode": mode})
     w.reset(0)
     sm = w.serving
+    assert sm.mode == ("cudagraph" if mode == "fused" else "eager")
     ns = np.array([1.0, 3.0, 8.0, 64.0, 1000.0])
     for name in ("deepseek-v2-lite", "qwen1.5-moe-a2.7b", "mixtral-8x7b"):
         m = get_model(name)
@@ -87,13 +93,13 @@ def test_first_principles_home_work_is_the_cost_api_bit_for_bit() -> None:
             home_ms = sm._home_ms(m, home, ns, ("decode",) * ns.size, ("fp", name))
             dense = np.array([sm._attention_ms(m, home, n, "decode") for n in ns])
             router = sm.router_ms(m, home, ns)
-            shared = cost.shared_ms(m, dev, ns, mode="eager", combine=False)
+            shared = cost.shared_ms(m, dev, ns, mode=sm.mode, combine=False)
             assert np.array_equal(home_ms, m.n_moe_layers * router + m.n_moe_layers * shared
                                   + dense)  # fmt: skip
             # the same router as the cost model's own kernel evaluation, to rounding
-            assert router == pytest.approx(cost.router_ms(m, dev, ns), rel=1e-14)
-            if m.n_shared_experts:
-                assert (cost.shared_ms(m, dev, ns) > shared).all()  # combine adds kernels
+            assert router == pytest.approx(cost.router_ms(m, dev, ns, mode=sm.mode), rel=1e-14)
+            if m.n_shared_experts:  # combine adds kernels
+                assert (cost.shared_ms(m, dev, ns, mode=sm.mode) > shared).all()
 
 
 def test_world_and_milp_hold_no_copy_of_the_layer_formula() -> None:

@@ -13,6 +13,7 @@ import agents.milp as M
 from agents.base import Observation, Policy, observe
 from coel_env.core.evaluation import PREFILL_POINTS, ServingModel
 from coel_env.core.plan import KEEP_RATIOS, check_plan
+from coel_env.core.scenario import LEGACY_FIDELITY
 from coel_env.core.world import World
 from coel_env.quality import quantization_loss
 
@@ -124,10 +125,14 @@ def default_world():
     return w
 
 
-def test_linearised_costs_match_the_serving_model(default_world):
+def test_linearised_costs_match_the_serving_model():
     """Per-request latency from the MILP's coefficients == ServingModel (the world's cost
-    model) for local plans, and an upper bound for remote ones."""
-    w = default_world
+    model) for local plans, and an upper bound for remote ones, in the world before the
+    fidelity round (eager, offered batching, per-expert traffic, byte pruning, throughput
+    scaling: the ServingModel built below; tests/test_milp_fidelity.py checks each key and
+    the defaults)."""
+    w = World("default", LEGACY_FIDELITY)
+    w.reset(0)
     obs = Observation.from_truth(w)
     cfg = M.MilpConfig(remote="always", near=5)
     inst = M.build_instance(w, obs, cfg, demand_per_s=M._true_demand(w))

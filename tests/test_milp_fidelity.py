@@ -1,7 +1,11 @@
 """The MILP follows the world's fidelity keys (issue 22): its instance costs a plan the
 way the world's own ServingModel does under each serving key (exactly for local plans,
 within the documented bounds for remote ones), prompt pruning's rows are exact, and
-under continuous batching its decode batch tracks the batches the world forms."""
+under continuous batching its decode batch tracks the batches the world forms.
+
+Each key is checked against the world before the fidelity round
+(:data:`coel_env.core.scenario.LEGACY_FIDELITY`) with that one key on, so that the key's
+own effect is what moves the costs."""
 
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from coel_env.core.batching import batch_points
 from coel_env.core.evaluation import PREFILL_POINTS, ServingModel, prefill_line
 from coel_env.core.groups import group_of
 from coel_env.core.kernels.batching import batch_point
+from coel_env.core.scenario import LEGACY_FIDELITY
 from coel_env.core.world import World
 from coel_env.quality import token_keep_loss
 
@@ -141,15 +146,16 @@ def _costs(over: dict, which: int) -> list[tuple[float, float]]:
 
 @pytest.fixture(scope="module")
 def default_costs():
-    return _costs({}, 0), _costs({}, 1)
+    return _costs(LEGACY_FIDELITY, 0), _costs(LEGACY_FIDELITY, 1)
 
 
 @pytest.mark.parametrize("key", SERVING_KEYS, ids=[f"{k}={v}" for k, v in SERVING_KEYS])
 def test_milp_cost_follows_each_serving_key(key, default_costs):
-    """Under each key the MILP's per-request cost of a fixed plan equals the world's for
-    local plans, bounds it within REMOTE_TOL for remote ones, and moves from the default
-    world's in the same direction as the world's (by the same amount for local plans)."""
-    over = dict([key])
+    """Under each key (on the world before the fidelity round) the MILP's per-request cost
+    of a fixed plan equals the world's for local plans, bounds it within REMOTE_TOL for
+    remote ones, and moves from that world's in the same direction as the world's (by the
+    same amount for local plans)."""
+    over = {**LEGACY_FIDELITY, key[0]: key[1]}
     moved = 0
     for which in (0, 1):
         base = default_costs[which]
@@ -171,12 +177,26 @@ def test_milp_cost_follows_each_serving_key(key, default_costs):
     assert moved >= 2, f"{key} moved neither world nor MILP cost: the test would be vacuous"
 
 
+def test_milp_cost_matches_the_world_at_the_defaults():
+    """With every key at its default together (fused, continuous, per-server, prompt,
+    ratio), the MILP's per-request cost equals the world's for local plans and bounds it
+    within REMOTE_TOL for remote ones."""
+    for which in (0, 1):
+        now = _costs({}, which)
+        assert len(now) > 0
+        for w1, m1 in now:
+            if which == 0:
+                assert m1 == pytest.approx(w1, rel=1e-9), (w1, m1)
+            else:
+                assert w1 * (1 - 1e-9) <= m1 <= w1 * (1 + REMOTE_TOL), (w1, m1)
+
+
 def test_per_server_traffic_is_exact_per_server_and_a_bound_when_shared():
     """``activation_traffic: per_server``: the MILP's activation bytes equal the world's
     when each remote server holds one group; with every remote group on one server they
     bound the world's from above and stay at or below the per-expert count."""
-    ws = _world({"serving.activation_traffic": "per_server"})
-    we = _world({})
+    ws = _world({**LEGACY_FIDELITY, "serving.activation_traffic": "per_server"})
+    we = _world({**LEGACY_FIDELITY, "serving.activation_traffic": "per_expert"})
     obs = Observation.from_truth(ws)
     up = np.asarray(obs.up, bool)
     args = (obs.latency_ms, obs.bandwidth_gbit_s, obs.up)
@@ -221,7 +241,10 @@ def _any(mi, n):
 def test_prompt_pruning_keep_loss_at_every_home():
     """``pruning: prompt``: a local home pays the keep loss (the world's rule); with
     ``bytes`` it does not; the chosen keep ratio survives decoding."""
-    for over, want in (({}, 0.0), ({"serving.pruning": "prompt"}, token_keep_loss(0.5))):
+    for over, want in (
+        ({**LEGACY_FIDELITY, "serving.pruning": "bytes"}, 0.0),
+        ({**LEGACY_FIDELITY, "serving.pruning": "prompt"}, token_keep_loss(0.5)),
+    ):
         w = _world(over)
         obs = Observation.from_truth(w)
         cfg = M.MilpConfig(remote="always", near=5)
@@ -235,7 +258,7 @@ def test_prompt_pruning_keep_loss_at_every_home():
         vec = M.encode(inst, model, local)
         kept = M.decode(inst, model, vec)
         assert [d.keep for d in kept] == [
-            d.keep if over else int(np.argmax(mi.keeps))
+            d.keep if over["serving.pruning"] == "prompt" else int(np.argmax(mi.keeps))
             for d, mi in zip(local, inst.models, strict=True)
         ]
 
@@ -296,9 +319,9 @@ def test_continuous_batch_tracks_the_worlds_engines():
     engines ran (decode tokens per decode step) once the batches have settled (epochs
     10-29: a sequence lives several epochs, so the world's batches ramp up from empty;
     measured on seed 0: at most 1.4x apart), and nearer to it than the offered rule."""
-    load = {"workload.rate_per_s": 0.24}
-    w = _world({"serving.batching": "continuous"} | load)
-    offered = _world(load)
+    load = {**LEGACY_FIDELITY, "workload.rate_per_s": 0.24}
+    w = _world(load | {"serving.batching": "continuous"})
+    offered = _world(load | {"serving.batching": "offered"})
     obs = Observation.from_truth(w)
     dem = M._true_demand(w)
     res = M.solve_world(w, obs, M.MilpConfig(time_limit_s=20), demand_per_s=dem)
