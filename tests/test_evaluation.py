@@ -101,6 +101,24 @@ def test_compiled_table_matches_the_exact_kernel_fits(scenario):
             np.testing.assert_allclose(got_b, extra, rtol=1e-9, atol=1e-12)
 
 
+def _between_nodes() -> np.ndarray:
+    """Token counts between the grid's nodes: the segments' midpoints and random points."""
+    grid = grid_tokens()
+    mid = np.sqrt(grid[:-1] * grid[1:])
+    return np.concatenate([mid, 2.0 ** np.random.default_rng(0).uniform(0, 16, 5000)])
+
+
+def _grid_row(sm, r: int, tokens: np.ndarray) -> np.ndarray:
+    """The compiled grid's values of row ``r`` at ``tokens``."""
+    buf = np.zeros(1)
+    as_int = buf.view(np.int64)
+    got = np.empty(tokens.size)
+    for i, t in enumerate(tokens):
+        buf[0] = t
+        got[i] = grid_value(sm._values, sm._slopes, r, *grid_position(t, as_int))
+    return got
+
+
 def test_kernel_grid_matches_the_fit():
     """Between its nodes the grid is within 1e-10 of every (eager) fit of the catalog's
     devices."""
@@ -108,16 +126,9 @@ def test_kernel_grid_matches_the_fit():
     world.reset(seed=0)
     world.step()
     sm = world.serving
-    grid = grid_tokens()
-    mid = np.sqrt(grid[:-1] * grid[1:])  # midpoints of the segments, and random points
-    mid = np.concatenate([mid, 2.0 ** np.random.default_rng(0).uniform(0, 16, 5000)])
-    buf = np.zeros(1)
-    as_int = buf.view(np.int64)
+    mid = _between_nodes()
     for key, r in sm._row_index.items():
-        got = np.empty(mid.size)
-        for i, t in enumerate(mid):
-            buf[0] = t
-            got[i] = grid_value(sm._values, sm._slopes, r, *grid_position(t, as_int))
+        got = _grid_row(sm, r, mid)
         if key[2] == "dispatch":
             d_model = key[0]
             dev = next(d for d in sm.gpus if d.name == key[1])
@@ -142,17 +153,10 @@ def test_kernel_grid_matches_its_functions_at_the_defaults():
     world.step()
     sm = world.serving
     assert sm.runtime == "fused" and sm.quant_scaling == "ratio"
-    grid = grid_tokens()
-    mid = np.sqrt(grid[:-1] * grid[1:])
-    mid = np.concatenate([mid, 2.0 ** np.random.default_rng(0).uniform(0, 16, 5000)])
-    buf = np.zeros(1)
-    as_int = buf.view(np.int64)
+    mid = _between_nodes()
     kinds = set()
     for key, r in sm._row_index.items():
-        got = np.empty(mid.size)
-        for i, t in enumerate(mid):
-            buf[0] = t
-            got[i] = grid_value(sm._values, sm._slopes, r, *grid_position(t, as_int))
+        got = _grid_row(sm, r, mid)
         if key[2] == "dispatch":
             assert key[3:] == ("fused",)
             m = next(m for m in world.specs if m.d_model == key[0])
