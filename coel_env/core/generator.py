@@ -34,7 +34,9 @@ class GeneratorConfig:
         models: catalog models an instance may serve.
         n_models: least and most models per instance.
         area_km: range of the side of the square the servers sit in [km].
-        rate_per_s: range of the mean request rate per edge server [1/s] (log-uniform).
+        rate_per_s: range of the mean request rate per edge server [1/s] (log-uniform;
+            around the presets' loads under the current serving defaults: 0.06 on
+            ``large``, 0.24 on ``default``; it was 0.02-0.15 before the fidelity round).
         diurnal_amplitude: range of the daily cycle's amplitude.
         loss_prob: range of the broadcast loss probability.
         link_fail_prob: chance that an instance has link failures (at 1% per epoch).
@@ -52,7 +54,7 @@ class GeneratorConfig:
     )  # fmt: skip
     n_models: tuple[int, int] = (1, 4)
     area_km: tuple[float, float] = (10.0, 60.0)
-    rate_per_s: tuple[float, float] = (0.02, 0.15)
+    rate_per_s: tuple[float, float] = (0.06, 0.6)
     diurnal_amplitude: tuple[float, float] = (0.0, 0.3)
     loss_prob: tuple[float, float] = (0.0, 0.03)
     link_fail_prob: float = 0.3
