@@ -188,3 +188,23 @@ def test_durable_moves_conserve_requests_and_are_deterministic():
     a = run()
     assert a == run()
     assert any(r["moves_in_flight"] for r in a)
+
+
+@pytest.mark.slow
+def test_greedys_moves_land_within_an_episode_on_large():
+    """``large``'s model store (10 Gbit/s) lets greedy's plan land: at 1 Gbit/s its first
+    plan's ~300 GB of new weights were still in flight after 40 epochs."""
+    from agents.harness import play
+    from agents.registry import make_policy
+
+    w = World("large")
+    w.reset(0)
+    pol = make_policy("greedy")
+    pol.reset(w, 0)
+    in_flight = [r.moves_in_flight for r, _, _ in play(w, 25, pol, 0)]
+    assert in_flight[0] > 0  # the first plan moves weights
+    assert in_flight[-1] == 0 and min(in_flight[10:]) == 0  # and they land
+    slow = World("large", {"serving.store_gbit_s": 1.0})
+    slow.reset(0)
+    pol.reset(slow, 0)
+    assert all(r.moves_in_flight > 0 for r, _, _ in play(slow, 25, pol, 0))
