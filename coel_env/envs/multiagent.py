@@ -8,9 +8,9 @@ state, episode end and arguments are documented the Gymnasium way in
 :class:`CoELParallelEnv`.
 
 What each agent knows of the network (:func:`agent_views`): with
-``perception.sampling: epoch_end`` (the default), the paths in force and the shared
-popularity estimate (:func:`popularity_estimate`), the same for all; with
-``sub_epoch``, its own :meth:`World.view_network
+``perception.sampling: epoch_end``, the paths in force and the shared popularity
+estimate (:func:`popularity_estimate`), the same for all; with ``sub_epoch`` (the
+default), its own :meth:`World.view_network
 <coel_env.core.world.World.view_network>`: the path latency and the popularity per
 model as broadcast to it (stale, lossy), read once per agent per step. Either way its
 view of the servers' status is its own :meth:`World.view`. Its observation (latency row,
@@ -353,7 +353,6 @@ def combine(
     lat = np.asarray(w.paths.latency_ms, float)
     demand = w.true_status()[:, len(STATUS_FIELDS) :]  # what each server broadcasts
     agents = edge_servers(w)
-    parts = {name: home_parts(mp, lat, up) for name, mp in w.plan.models.items()}
     proposals = []  # (priority key, model index, server, spec)
     out = Combined(plan=w.plan)
     for s in agents:
@@ -364,7 +363,8 @@ def combine(
         fields = enc.split(a) if a is not None else None
         for i, name in enumerate(w.models):
             f = fields[i] if fields is not None else {"update": KEEP}
-            is_home = s in parts.get(name, {})
+            mp = w.plan.models.get(name)
+            is_home = mp is not None and s in mp.home
             u = f["update"]
             if u == WITHDRAW or (u in (KEEP, ADJUST) and not is_home):
                 continue
@@ -378,10 +378,8 @@ def combine(
         p_s = pop[name] if view is None else view[2][name]
         groups = group_of(p_s, n_groups)
         if f["update"] in (KEEP, ADJUST):
-            if view is None:
-                srv = parts[name][s]
-            else:  # the holders nearest by the latency it knows
-                srv = home_parts(mp, view[0], up, (s,))[s]
+            # its current part: the holders nearest by the latency it knows
+            srv = home_parts(mp, lat if view is None else view[0], up, (s,))[s]
             L, E = srv.shape
             hold = np.zeros((L, E, w.n), bool)
             ok = srv >= 0
@@ -612,8 +610,8 @@ class CoELParallelEnv(ParallelEnv):
 
     The path latency (feature, order of the blocks) and the popularity (group shares)
     are what the agent knows (:func:`agent_views`): under ``perception.sampling:
-    epoch_end`` (the default) the paths in force and the shared estimate, the same for
-    all agents; under ``sub_epoch`` its own ``World.view_network`` (as broadcast to it:
+    epoch_end`` the paths in force and the shared estimate, the same for all agents;
+    under ``sub_epoch`` (the default) its own ``World.view_network`` (as broadcast to it:
     stale, lossy), with which its action is decoded too.
 
     ## Rewards
