@@ -39,7 +39,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from coel_env.core.kernels.migration import copy_list_kernel, migration_kernel
+from coel_env.core.kernels.migration import (
+    consume_kernel,
+    copy_list_kernel,
+    max_min_kernel,
+    migration_kernel,
+    stream_left_kernel,
+)
 from coel_env.core.plan import ABSENT, GB, GPU, HOST, ModelPlan, Plan, dense_gb, expert_gb_table
 
 #: ``updating.migration`` values (the first is the default).
@@ -218,25 +224,41 @@ class Moves:
         self._edge_gbit_s = np.asarray(edge_gbit_s, float)
         self._pcie_gbps = np.asarray(pcie_gbps, float)
         self._store_gbit_s = float(store_gbit_s)
+        self._index: dict[str, int] = {}  # model name -> index in the copies' model column
+        self._names: list[str] = []
         self.reset(None)
 
     def reset(self, plan: Plan | None) -> None:
         """Nothing in flight; ``plan`` is in force."""
         self.base = plan
         self.target = plan
-        self.copies: dict = {}  # key -> [source, destination, bytes, bytes sent]
+        # the copies in flight, in the order they were asked for (one entry per copy):
+        # model (index into ``_names``), layer, expert (both -1 for a dense part),
+        # destination, source (-1: the store; the destination: a tier change), bytes,
+        # bytes sent
+        self._c = _no_copies()
         self.started_s = 0.0
         self._effective = plan
 
     @property
     def in_flight(self) -> int:
         """Copies under way."""
-        return len(self.copies)
+        return int(self._c["size"].size)
 
     @property
     def bytes_left(self) -> float:
-        """Bytes still to send."""
-        return float(sum(c[2] - c[3] for c in self.copies.values()))
+        """Bytes still to send (summed copy by copy, in order)."""
+        c = self._c
+        if not c["size"].size:
+            return 0.0
+        return float(np.add.accumulate(c["size"] - c["sent"])[-1])
+
+    def _model_index(self, name: str) -> int:
+        i = self._index.get(name)
+        if i is None:
+            i = self._index[name] = len(self._names)
+            self._names.append(name)
+        return i
 
     def retarget(
         self, current: Plan, target: Plan, latency_ms: np.ndarray, up: np.ndarray, t_s: float
@@ -246,18 +268,26 @@ class Moves:
         was already under way to the same place keeps the bytes it has sent."""
         alive = np.asarray(up, bool)
         down = ~alive
-        old = self.copies
-        copies: dict = {}
+        old = self._c
+        parts = []
         for name, mp in target.models.items():
             prev = current.models.get(name)
             if prev is mp and not (down.any() and (mp.location[:, :, down] != ABSENT).any()):
                 continue
+            m = self._model_index(name)
             old_homes = [h for h in prev.home if alive[h]] if prev is not None else []
+            d_dst, d_src = [], []
             for h in mp.home:  # the dense part first: a new home serves once it lands
                 if prev is not None and h in prev.home:
                     continue
-                src = min(old_homes, key=lambda o: latency_ms[o, h]) if old_homes else -1
-                self._add(copies, old, (name, _DENSE, _DENSE, h), src, h, dense_gb(name) * GB)
+                d_dst.append(h)
+                d_src.append(min(old_homes, key=lambda o: latency_ms[o, h]) if old_homes else -1)
+            if d_dst:
+                k = len(d_dst)
+                minus = np.full(k, _DENSE, np.int64)
+                dense = np.full(k, dense_gb(name) * GB)
+                parts.append((np.full(k, m, np.int64), minus, minus, np.array(d_dst, np.int64),
+                              np.array(d_src, np.int64), dense))  # fmt: skip
             eb = expert_gb_table(name)[mp.bits] * GB
             if prev is None:
                 old_loc = np.zeros_like(mp.location)
@@ -267,48 +297,56 @@ class Moves:
             lay, exp, dst, src, size = copy_list_kernel(
                 mp.location, mp.bits, old_loc, old_bits, alive, eb, latency_ms
             )
-            for k in range(lay.size):
-                key = (name, int(lay[k]), int(exp[k]), int(dst[k]))
-                self._add(copies, old, key, int(src[k]), int(dst[k]), float(size[k]))
-        if not old:
+            if lay.size:
+                parts.append((np.full(lay.size, m, np.int64), lay, exp, dst, src, size))
+        if parts:
+            cols = [np.concatenate(col) for col in zip(*parts, strict=True)]
+            c = dict(zip(_FIELDS, cols, strict=True))
+            c["sent"] = np.zeros(c["size"].size)
+            if old["size"].size:  # a copy already under way keeps what it has sent
+                k_old = _copy_keys(old)
+                order = np.argsort(k_old, kind="stable")
+                k_sorted = k_old[order]
+                k_new = _copy_keys(c)
+                pos = np.minimum(np.searchsorted(k_sorted, k_new), k_sorted.size - 1)
+                was = order[pos]
+                hit = (k_sorted[pos] == k_new) & (old["size"][was] == c["size"])
+                c["sent"] = np.where(hit, np.minimum(old["sent"][was], c["size"]), 0.0)
+        else:
+            c = _no_copies()
+        if not old["size"].size:
             self.started_s = t_s
         self.base = current
         self.target = target
-        self.copies = copies
-        if not copies:
+        self._c = c
+        if not c["size"].size:
             self.base = target
         self._effective = None
-
-    @staticmethod
-    def _add(copies: dict, old: dict, key: tuple, src: int, dst: int, size: float) -> None:
-        was = old.get(key)
-        sent = min(was[3], size) if was is not None and was[2] == size else 0.0
-        copies[key] = [src, dst, size, sent]
 
     def effective(self) -> Plan:
         """The plan serving now: the target, except that what has not landed is still
         served from where it was (see the module docstring)."""
         if self._effective is not None:
             return self._effective
-        if not self.copies:
+        c = self._c
+        if not c["size"].size:
             self._effective = self.target
             return self.target
-        pend: dict = {}
-        for name, lay, exp, dst in self.copies:
-            pend.setdefault(name, []).append((lay, exp, dst))
         out = {}
         for name, mp in self.target.models.items():
-            keys = pend.get(name)
-            if not keys:
+            m = self._index.get(name)
+            sel = c["model"] == m if m is not None else None
+            if sel is None or not sel.any():
                 out[name] = mp
                 continue
             prev = self.base.models.get(name)
-            dense = {d for lay, _, d in keys if lay == _DENSE}
-            exp_keys = np.array([k for k in keys if k[0] != _DENSE], np.int64).reshape(-1, 3)
+            lay, exp, dst = c["layer"][sel], c["expert"][sel], c["dst"][sel]
+            is_dense = lay == _DENSE
+            dense = set(dst[is_dense].tolist())
+            li, ei, di = lay[~is_dense], exp[~is_dense], dst[~is_dense]
             loc = np.array(mp.location)
             bits = np.array(mp.bits)
-            if exp_keys.size:
-                li, ei, di = exp_keys.T
+            if li.size:
                 loc[li, ei, di] = prev.location[li, ei, di] if prev is not None else ABSENT
                 if prev is not None:  # the old copies serve until the new ones land
                     moving = np.zeros(bits.shape, bool)
@@ -335,12 +373,21 @@ class Moves:
         load_bytes = np.zeros(n)
         net = pcie = 0.0
         landed = 0
-        if not self.copies:
+        c = self._c
+        if not c["size"].size:
             return MoveStep(0.0, 0.0, np.zeros(n), 0.0, 0, 0, 0.0, None)
-        streams: dict = {}  # one stream per (source, destination, model)
-        for key, c in self.copies.items():
-            streams.setdefault((c[0], c[1], key[0]), []).append(key)
-        keys = list(streams)
+        # one stream per (source, destination, model), in the order of its first copy;
+        # a stream sends its copies one after the other, in order
+        code = ((c["src"] + 1) * n + c["dst"]) * len(self._names) + c["model"]
+        _, first, inv = np.unique(code, return_index=True, return_inverse=True)
+        by_first = np.argsort(first, kind="stable")
+        stream_of = np.empty_like(by_first)
+        stream_of[by_first] = np.arange(by_first.size)
+        sid = stream_of[inv.reshape(-1)]
+        members = np.argsort(sid, kind="stable")
+        starts = np.concatenate(([0], np.cumsum(np.bincount(sid, minlength=by_first.size))))
+        heads = first[by_first]  # each stream's first copy
+        s_src, s_dst = c["src"][heads], c["dst"][heads]
         n_e = len(self._edge_gbit_s)
         cap = np.concatenate(
             (
@@ -350,7 +397,7 @@ class Moves:
             )
         )
         uses = []
-        for src, dst, _ in keys:
+        for src, dst in zip(s_src.tolist(), s_dst.tolist(), strict=True):
             if src == dst:  # a tier change: the server's PCIe link
                 uses.append(np.array([2 * n_e + 1 + dst], np.int64))
             elif src < 0:
@@ -363,87 +410,76 @@ class Moves:
                 res = [2 * self._edge[(min(u, v), max(u, v))] + (u > v)
                        for u, v in zip(hops[:-1], hops[1:], strict=True)]  # fmt: skip
                 uses.append(np.array(res, np.int64))
-        left = np.array([sum(self.copies[k][2] - self.copies[k][3] for k in streams[s])
-                         for s in keys])  # fmt: skip
+        use_starts, use_idx, movable = _uses_csr(uses)
+        size, sent, dst_c = c["size"], c["sent"], c["dst"]
+        is_pcie = s_src == s_dst
+        done = np.zeros(size.size, bool)
+        left = stream_left_kernel(starts, members, size, sent)
         t = 0.0
         live = left > 0
         while t < dt and live.any():
-            rate = _max_min(uses, cap, live) * 1e9 / 8.0  # bytes/s
+            rate = max_min_kernel(use_starts, use_idx, movable, cap, live) * 1e9 / 8.0  # B/s
             with np.errstate(divide="ignore", invalid="ignore"):
                 need = np.where(live & (rate > 0), left / rate, np.inf)
                 step = min(float(need.min()), dt - t)
                 if not np.isfinite(step):
                     break  # every stream waits
-                sent = np.where(live, np.minimum(rate * step, left), 0.0)
-            sent = np.where(np.isinf(rate) & live, left, sent)
-            left = left - sent
+                sent_now = np.where(live, np.minimum(rate * step, left), 0.0)
+            sent_now = np.where(np.isinf(rate) & live, left, sent_now)
+            left = left - sent_now
             left[np.abs(left) < 1e-6] = 0.0
-            for j in np.flatnonzero(sent > 0):
-                src, dst, _ = keys[j]
-                amount = float(sent[j])
-                if src == dst:
-                    pcie += amount
-                else:
-                    net += amount
-                for key in streams[keys[j]]:  # the stream's copies, one after the other
-                    c = self.copies.get(key)
-                    if c is None:
-                        continue
-                    take = min(amount, c[2] - c[3])
-                    c[3] += take
-                    amount -= take
-                    if c[2] - c[3] <= 1e-6:
-                        load_bytes[dst] += c[2]
-                        del self.copies[key]
-                        landed += 1
-                    if amount <= 0:
-                        break
+            net, pcie, k = consume_kernel(
+                sent_now, is_pcie, starts, members, size, sent, done, dst_c, load_bytes,
+                net, pcie,
+            )  # fmt: skip
+            landed += k
             t += step
             live = left > 0
         if landed:
+            keep = ~done
+            self._c = {key: col[keep] for key, col in c.items()}
             self._effective = None
         done_s = None
-        if not self.copies:
+        if not self.in_flight:
             self.base = self.target
             done_s = t_s + t - self.started_s
         with np.errstate(invalid="ignore"):
             load_s = np.where(
                 np.isfinite(self._pcie_gbps), load_bytes / (self._pcie_gbps * 1e9), 0.0
             )
-        return MoveStep(net, pcie, load_s, t, landed, len(self.copies), self.bytes_left, done_s)
+        return MoveStep(net, pcie, load_s, t, landed, self.in_flight, self.bytes_left, done_s)
+
+
+#: The columns of the copies in flight (:class:`Moves`), ``sent`` last.
+_FIELDS = ("model", "layer", "expert", "dst", "src", "size")
+
+
+def _no_copies() -> dict:
+    ints = {k: np.zeros(0, np.int64) for k in _FIELDS[:-1]}
+    return {**ints, "size": np.zeros(0), "sent": np.zeros(0)}
+
+
+def _copy_keys(c: dict) -> np.ndarray:
+    """One int64 per copy from (model, layer, expert, destination) (unique per copy)."""
+    return (((c["model"] << 14) + (c["layer"] + 1)) << 18 | (c["expert"] + 1)) << 16 | c["dst"]
+
+
+def _uses_csr(uses: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The streams' resource lists (None: the stream cannot move) as (starts, indices,
+    movable) for :func:`max_min_kernel`."""
+    movable = np.array([u is not None for u in uses], bool)
+    starts = np.concatenate(([0], np.cumsum([0 if u is None else u.size for u in uses])))
+    idx = np.concatenate([u for u in uses if u is not None] + [np.zeros(0, np.int64)])
+    return starts.astype(np.int64), idx.astype(np.int64), movable
 
 
 def _max_min(uses: list, cap: np.ndarray, live: np.ndarray) -> np.ndarray:
     """Max-min fair rates of the live streams (progressive filling): each stream uses the
     resources listed in ``uses`` (None: it cannot move); a resource's capacity is shared
     equally by the unfrozen streams on it, the tightest resource first. A stream whose
-    resources all have infinite capacity gets an infinite rate [Gbit/s]."""
-    k = len(uses)
-    rate = np.zeros(k)
-    free = cap.astype(float).copy()
-    todo = [j for j in range(k) if live[j] and uses[j] is not None]
-    while todo:
-        count = np.zeros(free.size)
-        for j in todo:
-            count[uses[j]] += 1
-        with np.errstate(divide="ignore", invalid="ignore"):
-            share = np.where(count > 0, free / count, np.inf)
-        r = int(np.argmin(share))
-        s = float(share[r])
-        if not np.isfinite(s):  # only unlimited resources left
-            for j in todo:
-                rate[j] = np.inf
-            break
-        s = max(s, 0.0)
-        rest = []
-        for j in todo:
-            if r in uses[j]:
-                rate[j] = s
-                free[uses[j]] -= s
-            else:
-                rest.append(j)
-        todo = rest
-    return rate
+    resources all have infinite capacity gets an infinite rate [Gbit/s] (compiled:
+    :func:`max_min_kernel`)."""
+    return max_min_kernel(*_uses_csr(uses), np.asarray(cap, float), np.asarray(live, bool))
 
 
 __all__ = [

@@ -101,3 +101,112 @@ def copy_list_kernel(new_loc, new_bits, old_loc, old_bits, alive, expert_bytes, 
                 lay[k], exp[k], dst_out[k], src_out[k], size[k] = layer, e, dst, src, w
                 k += 1
     return lay[:k], exp[:k], dst_out[:k], src_out[:k], size[:k]
+
+
+@njit(cache=True, error_model="numpy")
+def stream_left_kernel(starts, members, size, sent):
+    """Bytes left per stream: its copies' ``size - sent``, summed one after the other in
+    the stream's order (:meth:`coel_env.core.updating.Moves.advance`) [streams]."""
+    k = starts.size - 1
+    left = np.zeros(k)
+    for j in range(k):
+        acc = 0.0
+        for i in range(starts[j], starts[j + 1]):
+            c = members[i]
+            acc += size[c] - sent[c]
+        left[j] = acc
+    return left
+
+
+@njit(cache=True, error_model="numpy")
+def consume_kernel(amounts, is_pcie, starts, members, size, sent, landed, dst, load_bytes,
+                   net, pcie):  # fmt: skip
+    """Hand each stream's bytes sent in a step to its copies, one after the other (the
+    first copy not yet landed first): a copy lands when at most 1e-6 of its bytes are
+    left, and its destination's ``load_bytes`` grows by its size. Streams in index order;
+    ``amounts[j] > 0`` only for the streams that sent. Updates ``sent``, ``landed`` and
+    ``load_bytes`` in place.
+
+    Returns:
+        (network bytes, PCIe bytes, copies landed): ``net`` and ``pcie`` plus the step's.
+    """
+    n_landed = 0
+    for j in range(amounts.size):
+        amount = amounts[j]
+        if not amount > 0:
+            continue
+        if is_pcie[j]:
+            pcie += amount
+        else:
+            net += amount
+        for i in range(starts[j], starts[j + 1]):
+            c = members[i]
+            if landed[c]:
+                continue
+            take = min(amount, size[c] - sent[c])
+            sent[c] += take
+            amount -= take
+            if size[c] - sent[c] <= 1e-6:
+                load_bytes[dst[c]] += size[c]
+                landed[c] = True
+                n_landed += 1
+            if amount <= 0:
+                break
+    return net, pcie, n_landed
+
+
+@njit(cache=True, error_model="numpy")
+def max_min_kernel(use_starts, use_idx, movable, cap, live):
+    """Max-min fair rates by progressive filling (:func:`coel_env.core.updating._max_min`):
+    stream ``j`` uses the resources ``use_idx[use_starts[j]:use_starts[j + 1]]`` (each
+    once) and moves only if ``movable[j]`` and ``live[j]``; the tightest resource's
+    free capacity is shared equally by its unfrozen streams, first. A stream whose
+    resources are all unlimited gets an infinite rate [Gbit/s]."""
+    k = live.size
+    rate = np.zeros(k)
+    free = cap.astype(np.float64).copy()
+    todo = np.zeros(k, np.bool_)
+    n_todo = 0
+    for j in range(k):
+        if live[j] and movable[j]:
+            todo[j] = True
+            n_todo += 1
+    count = np.zeros(free.size)
+    while n_todo:
+        count[:] = 0.0
+        for j in range(k):
+            if todo[j]:
+                for i in range(use_starts[j], use_starts[j + 1]):
+                    count[use_idx[i]] += 1.0
+        r = -1
+        best = np.inf
+        for i in range(free.size):  # the first smallest share (a NaN first, as np.argmin)
+            v = free[i] / count[i] if count[i] > 0 else np.inf
+            if v != v:
+                r = i
+                best = v
+                break
+            if r < 0 or v < best:
+                r = i
+                best = v
+        if not np.isfinite(best):  # only unlimited resources left
+            for j in range(k):
+                if todo[j]:
+                    rate[j] = np.inf
+            break
+        s = max(best, 0.0)
+        for j in range(k):
+            if not todo[j]:
+                continue
+            on_r = False
+            for i in range(use_starts[j], use_starts[j + 1]):
+                if use_idx[i] == r:
+                    on_r = True
+                    break
+            if on_r:
+                rate[j] = s
+                for i in range(use_starts[j], use_starts[j + 1]):
+                    free[use_idx[i]] -= s
+                todo[j] = False
+                n_todo -= 1
+    return rate
