@@ -45,6 +45,7 @@ from coel_env.core.kernels.migration import (
     max_min_kernel,
     migration_kernel,
     stream_left_kernel,
+    streams_kernel,
 )
 from coel_env.core.plan import ABSENT, GB, GPU, HOST, ModelPlan, Plan, dense_gb, expert_gb_table
 
@@ -378,15 +379,8 @@ class Moves:
             return MoveStep(0.0, 0.0, np.zeros(n), 0.0, 0, 0, 0.0, None)
         # one stream per (source, destination, model), in the order of its first copy;
         # a stream sends its copies one after the other, in order
-        code = ((c["src"] + 1) * n + c["dst"]) * len(self._names) + c["model"]
-        _, first, inv = np.unique(code, return_index=True, return_inverse=True)
-        by_first = np.argsort(first, kind="stable")
-        stream_of = np.empty_like(by_first)
-        stream_of[by_first] = np.arange(by_first.size)
-        sid = stream_of[inv.reshape(-1)]
-        members = np.argsort(sid, kind="stable")
-        starts = np.concatenate(([0], np.cumsum(np.bincount(sid, minlength=by_first.size))))
-        heads = first[by_first]  # each stream's first copy
+        heads, starts, members = streams_kernel(c["src"], c["dst"], c["model"], n,
+                                                len(self._names))  # fmt: skip
         s_src, s_dst = c["src"][heads], c["dst"][heads]
         n_e = len(self._edge_gbit_s)
         cap = np.concatenate(

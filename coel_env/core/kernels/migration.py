@@ -210,3 +210,38 @@ def max_min_kernel(use_starts, use_idx, movable, cap, live):
                 todo[j] = False
                 n_todo -= 1
     return rate
+
+
+@njit(cache=True, error_model="numpy")
+def streams_kernel(src, dst, model, n, n_models):
+    """Group copies into streams, one per (source, destination, model), numbered in the
+    order of their first copy (:meth:`coel_env.core.updating.Moves.advance`).
+
+    Returns:
+        (heads, starts, members): each stream's first copy; the stream ``j``'s copies,
+        in order, are ``members[starts[j]:starts[j + 1]]``.
+    """
+    k = src.size
+    slot = np.full((n + 1) * n * n_models, -1, np.int64)
+    sid = np.empty(k, np.int64)
+    heads = np.empty(k, np.int64)
+    n_s = 0
+    for i in range(k):
+        code = ((src[i] + 1) * n + dst[i]) * n_models + model[i]
+        s = slot[code]
+        if s < 0:
+            s = slot[code] = n_s
+            heads[n_s] = i
+            n_s += 1
+        sid[i] = s
+    starts = np.zeros(n_s + 1, np.int64)
+    for i in range(k):
+        starts[sid[i] + 1] += 1
+    for j in range(n_s):
+        starts[j + 1] += starts[j]
+    fill = starts[:-1].copy()
+    members = np.empty(k, np.int64)
+    for i in range(k):
+        members[fill[sid[i]]] = i
+        fill[sid[i]] += 1
+    return heads[:n_s], starts, members
