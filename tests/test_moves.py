@@ -3,7 +3,10 @@ bandwidth, and serve from the old place until they land."""
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from coel_env.core.kernels.migration import consume_kernel, stream_left_kernel, streams_kernel
 from coel_env.core.plan import GB, GPU, Plan, dense_gb, expert_gb_table, single_server_plan
 from coel_env.core.scenario import LEGACY_FIDELITY, load_scenario
 from coel_env.core.topology import Server, Topology
@@ -208,3 +211,111 @@ def test_greedys_moves_land_within_an_episode_on_large():
     slow.reset(0)
     pol.reset(slow, 0)
     assert all(r.moves_in_flight > 0 for r, _, _ in play(slow, 25, pol, 0))
+
+
+# ------------------------------------------------- the compiled kernels against plain Python
+
+
+def _ref_max_min(uses, cap, live):
+    """Progressive filling written out in Python (the reference for the kernel)."""
+    rate = np.zeros(len(uses))
+    free = cap.astype(float).copy()
+    todo = [j for j in range(len(uses)) if live[j] and uses[j] is not None]
+    while todo:
+        count = np.zeros(free.size)
+        for j in todo:
+            count[uses[j]] += 1
+        with np.errstate(divide="ignore", invalid="ignore"):
+            share = np.where(count > 0, free / count, np.inf)
+        r = int(np.argmin(share))
+        s = float(share[r])
+        if not np.isfinite(s):
+            for j in todo:
+                rate[j] = np.inf
+            break
+        s = max(s, 0.0)
+        rest = []
+        for j in todo:
+            if r in uses[j]:
+                rate[j] = s
+                free[uses[j]] -= s
+            else:
+                rest.append(j)
+        todo = rest
+    return rate
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_max_min_kernel_equals_progressive_filling_in_python(data):
+    n_res = data.draw(st.integers(1, 6))
+    caps = data.draw(st.lists(st.sampled_from([0.0, 0.5, 1.0, 2.5, 4.0, 10.0, np.inf]),
+                              min_size=n_res, max_size=n_res))  # fmt: skip
+    k = data.draw(st.integers(1, 8))
+    uses, live = [], []
+    for _ in range(k):
+        if data.draw(st.booleans()) and data.draw(st.booleans()):
+            uses.append(None)  # no path
+        else:
+            res = data.draw(st.sets(st.integers(0, n_res - 1), min_size=1, max_size=n_res))
+            uses.append(np.array(sorted(res), np.int64))
+        live.append(data.draw(st.booleans()) or data.draw(st.booleans()))
+    cap, live = np.array(caps), np.array(live)
+    assert np.array_equal(_max_min(uses, cap, live), _ref_max_min(uses, cap, live))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_streams_and_landing_kernels_equal_the_copy_by_copy_rule(data):
+    """Streams are (source, destination, model) in the order of their first copy; a step's
+    bytes go to a stream's copies one after the other, and a copy lands within 1e-6."""
+    n, n_models = 3, 2
+    k = data.draw(st.integers(1, 12))
+    src = np.array(data.draw(st.lists(st.integers(-1, n - 1), min_size=k, max_size=k)))
+    dst = np.array(data.draw(st.lists(st.integers(0, n - 1), min_size=k, max_size=k)))
+    model = np.array(data.draw(st.lists(st.integers(0, n_models - 1), min_size=k, max_size=k)))
+    size = np.array(data.draw(st.lists(st.sampled_from([1.0, 2.5, 3e9, 7.25e8]), min_size=k,
+                                       max_size=k)))  # fmt: skip
+    frac = np.array(data.draw(st.lists(st.sampled_from([0.0, 0.25, 0.5, 1.0]), min_size=k,
+                                       max_size=k)))  # fmt: skip
+    sent = size * frac
+    heads, starts, members = streams_kernel(src, dst, model, n, n_models)
+    ref: dict = {}
+    for i in range(k):
+        ref.setdefault((int(src[i]), int(dst[i]), int(model[i])), []).append(i)
+    assert [ref_k[0] for ref_k in ref.values()] == heads.tolist()
+    assert [members[starts[j] : starts[j + 1]].tolist() for j in range(heads.size)] == list(
+        ref.values()
+    )
+    left = stream_left_kernel(starts, members, size, sent)
+    assert left.tolist() == [float(sum(size[i] - sent[i] for i in c)) for c in ref.values()]
+    # one step: each stream sends some of what it has left
+    amounts = np.array([left[j] * data.draw(st.sampled_from([0.0, 0.3, 1.0]))
+                        for j in range(heads.size)])  # fmt: skip
+    is_pcie = src[heads] == dst[heads]
+    got_sent, got_done, got_load = sent.copy(), np.zeros(k, bool), np.zeros(n)
+    net, pcie, landed = consume_kernel(amounts, is_pcie, starts, members, size, got_sent,
+                                       got_done, dst, got_load, 0.0, 0.0)  # fmt: skip
+    ref_sent, ref_load, ref_net, ref_pcie, ref_landed = sent.copy(), np.zeros(n), 0.0, 0.0, 0
+    ref_done = np.zeros(k, bool)
+    for j, copies in enumerate(ref.values()):
+        amount = float(amounts[j])
+        if not amount > 0:
+            continue
+        if is_pcie[j]:
+            ref_pcie += amount
+        else:
+            ref_net += amount
+        for i in copies:
+            take = min(amount, size[i] - ref_sent[i])
+            ref_sent[i] += take
+            amount -= take
+            if size[i] - ref_sent[i] <= 1e-6:
+                ref_load[dst[i]] += size[i]
+                ref_done[i] = True
+                ref_landed += 1
+            if amount <= 0:
+                break
+    assert (net, pcie, landed) == (ref_net, ref_pcie, ref_landed)
+    assert np.array_equal(got_sent, ref_sent) and np.array_equal(got_done, ref_done)
+    assert np.array_equal(got_load, ref_load)
