@@ -2,7 +2,7 @@
 env, and on a stand-in env with the same spaces that costs (almost) nothing to step.
 
     python experiments/bench_training.py [--ids CoEL-v0 CoEL-v2] [--algos maskable_ppo ppo]
-                                         [--policies stock fused] [--n-envs K]
+                                         [--policies stock fused own] [--n-envs K]
                                          [--cartpole-envs 8] [--scenario NAME|FILE]
                                          [--timesteps N] [--repeats R] [--seed S]
                                          [--out results/training_benchmark.md]
@@ -21,9 +21,11 @@ microseconds and ``learn()`` runs as fast as the learner itself allows.
 ``--policies``: each (id, algorithm) is measured with the stock ``MlpPolicy`` (one
 torch ``Categorical`` per action field) and with ``FusedMlpPolicy``
 (:mod:`agents.policies`: all fields in one tensor op), the same hyperparameters
-otherwise; a fused row also gives its training speed-up over the stock row. Torch's
-distribution checks do not apply to the fused distribution (it builds no torch
-distribution), so its rows leave that column out. ``--n-envs K`` replaces the files'
+otherwise; a fused row also gives its training speed-up over the stock row. ``own``
+keeps the hyperparameter files' policy (``GraphPolicy`` on ``CoEL-Graph-v0``, whose
+``Dict`` observation and ``Discrete`` action the stock policies do not take). Torch's
+distribution checks are timed for the stock rows only (the fused distribution builds no
+torch distribution), so the other rows leave that column out. ``--n-envs K`` replaces the files'
 ``n_envs`` (e.g. 8, to compare with CartPole at the same number of envs).
 
 CartPole row (``--cartpole-envs N``, default 8; 0: none): SB3 ``PPO`` with its own
@@ -74,26 +76,36 @@ AIM_ENV_SPS = 12_000.0
 #: Algorithms measured by default (those with a MultiDiscrete policy and no flattening).
 DEFAULT_ALGOS = ("maskable_ppo", "ppo")
 DEFAULT_IDS = ("CoEL-v0", "CoEL-v2")
-#: ``--policies`` -> the hyperparameters' policy name.
-POLICIES = {"stock": "MlpPolicy", "fused": "FusedMlpPolicy"}
+#: ``--policies`` -> the hyperparameters' policy name (``own``: the files' own, e.g.
+#: ``GraphPolicy`` on ``CoEL-Graph-v0``).
+POLICIES = {"stock": "MlpPolicy", "fused": "FusedMlpPolicy", "own": None}
 
 
 class NullEnv(gym.Env):
     """The spaces, masks and episode length of a CoEL env; stepping costs nothing.
 
     ``reset`` and ``step`` return one fixed observation (the CoEL env's first one, so
-    the policy sees realistic inputs), reward 0 and an empty info; ``action_masks``
-    allows every choice. The episode is cut by ``TimeLimit`` at the CoEL id's
-    ``max_episode_steps``, as the real env is.
+    the policy sees realistic inputs; a ``Dict`` observation as a dict of arrays),
+    reward 0 and an empty info; ``action_masks`` allows every choice (of every field
+    of a ``MultiDiscrete`` action, of a ``Discrete`` one). The episode is cut by
+    ``TimeLimit`` at the CoEL id's ``max_episode_steps``, as the real env is (never, for
+    an id without one, such as ``CoEL-Graph-v0``, which ends its own episodes).
     """
 
-    def __init__(self, observation: np.ndarray, action_space: gym.spaces.MultiDiscrete,
-                 observation_space: gym.spaces.Box) -> None:  # fmt: skip
+    def __init__(self, observation, action_space: gym.spaces.Space,
+                 observation_space: gym.spaces.Space) -> None:  # fmt: skip
         self.observation_space = observation_space
         self.action_space = action_space
-        self._obs = np.asarray(observation, observation_space.dtype)
-        self._obs.setflags(write=False)
-        self._mask = np.ones(int(np.sum(action_space.nvec)), bool)
+        if isinstance(observation_space, gym.spaces.Dict):
+            self._obs = {k: _frozen(observation[k], sp.dtype)
+                         for k, sp in observation_space.spaces.items()}  # fmt: skip
+        else:
+            self._obs = _frozen(observation, observation_space.dtype)
+        if isinstance(action_space, gym.spaces.Discrete):
+            n = int(action_space.n)
+        else:
+            n = int(np.sum(action_space.nvec))
+        self._mask = np.ones(n, bool)
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
@@ -104,6 +116,12 @@ class NullEnv(gym.Env):
 
     def action_masks(self) -> np.ndarray:
         return self._mask
+
+
+def _frozen(a, dtype) -> np.ndarray:
+    a = np.array(a, dtype)
+    a.setflags(write=False)
+    return a
 
 
 def _null_vec(env_id: str, config: dict, n_envs: int, seed: int):
@@ -118,6 +136,8 @@ def _null_vec(env_id: str, config: dict, n_envs: int, seed: int):
     probe.close()
 
     def make() -> gym.Env:
+        if limit is None:  # the env ends its own episodes (CoEL-Graph-v0): the null one never
+            return NullEnv(*spaces)
         return gym.wrappers.TimeLimit(NullEnv(*spaces), max_episode_steps=limit)
 
     return make_vec_env(make, n_envs=n_envs, seed=seed, vec_env_cls=DummyVecEnv)
@@ -181,7 +201,8 @@ def bench(env_id: str, algo: str, scenario: str | None, timesteps: int, repeats:
 
     torch.set_num_threads(1)
     cls = T.algo_class(algo)
-    hp = T.resolve_hyperparams(algo, env_id, {"policy": POLICIES[policy]})
+    over = {} if POLICIES[policy] is None else {"policy": POLICIES[policy]}
+    hp = T.resolve_hyperparams(algo, env_id, over)
     if n_envs is not None:
         hp["n_envs"] = n_envs
     n_envs = int(hp["n_envs"])
@@ -281,7 +302,8 @@ def markdown(rows: list[dict], info: dict[str, str], command: str) -> str:
         "At the aim: the training rate if the env stepped at 12k steps/s (the envs",
         "issue's aim for `CoEL-v0`), `1 / (1/learner + 1/12000)`.",
         "Policy: `stock` is SB3's / sb3-contrib's `MlpPolicy` (one torch `Categorical` per",
-        "action field), `fused` is `FusedMlpPolicy` (`agents.policies`); x stock: a fused",
+        "action field), `fused` is `FusedMlpPolicy` (`agents.policies`), `own` the",
+        "hyperparameter files' policy (e.g. `GraphPolicy`); x stock: a fused or own",
         "row's training rate over its stock row's. vs CartPole: the training rate as a",
         "fraction of SB3 PPO's (its defaults) on CartPole-v1 in the same run.",
         "",
@@ -318,8 +340,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ids", nargs="+", default=list(DEFAULT_IDS), metavar="ID")
     p.add_argument("--algos", nargs="+", default=list(DEFAULT_ALGOS), metavar="ALGO",
                    choices=("maskable_ppo", "ppo", "a2c"))  # fmt: skip
-    p.add_argument("--policies", nargs="+", default=list(POLICIES), choices=tuple(POLICIES),
-                   help="stock MlpPolicy and/or FusedMlpPolicy (default: both)")  # fmt: skip
+    p.add_argument("--policies", nargs="+", default=["stock", "fused"], choices=tuple(POLICIES),
+                   help="stock MlpPolicy, FusedMlpPolicy and/or own (the hyperparameter "
+                        "files' policy, e.g. GraphPolicy; default: stock and fused)")  # fmt: skip
     p.add_argument("--n-envs", type=int, default=None, metavar="K",
                    help="envs per CoEL row (default: the hyperparameter files')")  # fmt: skip
     p.add_argument("--cartpole-envs", type=int, default=8, metavar="N",

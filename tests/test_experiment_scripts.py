@@ -206,3 +206,20 @@ def test_kernel_timer_wraps_and_restores():
         "print('ok')\n"
     )
     assert _run("-c", code).stdout.strip() == "ok"
+
+
+@pytest.mark.slow
+def test_bench_training_own_policy_on_the_graph_env(tmp_path):
+    """``--policies own`` keeps the hyperparameters' GraphPolicy: a Dict observation and a
+    Discrete action, on the real env and on the null env."""
+    proc, text = _run_report(
+        tmp_path, "bench_training.py",
+        *("--ids", "CoEL-Graph-v0", "--algos", "maskable_ppo", "--policies", "own"),
+        *("--n-envs", "1", "--timesteps", "64", "--repeats", "1", "--cartpole-envs", "0"),
+        timeout=300.0,
+    )  # fmt: skip
+    (row,) = _table(text, "id")
+    assert (row["id"], row["policy"]) == ("CoEL-Graph-v0", "own")
+    assert row["n_envs x n_steps"] == "1 x 256"
+    assert float(row["training steps/s"]) > 0 and float(row["learner-only steps/s"]) > 0
+    assert row["learner-only with torch's checks"] == "-" and row["x stock"] == "-"
