@@ -168,8 +168,8 @@ def migration_cost(
 
 # --------------------------------------------------------------------- durable migration
 
-#: Key of a copy in flight: (model, layer, expert, destination); a dense part has layer
-#: and expert -1.
+#: Layer and expert of a dense part among the copies in flight (:class:`Moves`; a copy is
+#: known by its model, layer, expert and destination, see :func:`_copy_keys`).
 _DENSE = -1
 
 
