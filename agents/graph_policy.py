@@ -33,9 +33,10 @@ from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
+from agents.policies import FusedMultiCategoricalDistribution
 from coel_env.envs.graph_edits import N_BITS, N_KEEP, EditLayout
 
-__all__ = ["GraphExtractor", "GraphPolicy", "register", "unpadded"]
+__all__ = ["PAD_LOGIT", "GraphExtractor", "GraphPolicy", "register", "unpadded"]
 
 
 def _mlp(n_in: int, n_out: int, hidden: int) -> nn.Sequential:
@@ -69,6 +70,9 @@ class GraphExtractor(BaseFeaturesExtractor):
         self.layout = EditLayout(S, M, G)
         self.n_actions = self.layout.n
         super().__init__(observation_space, features_dim=self.n_actions + dim)
+        #: run on the sizes a batch uses (``forward``); False: on the maxima (the same
+        #: scores for every edit a mask allows, slower; tests compare the two)
+        self.cut_padding = True
         d = self.dim = dim
         self.S, self.M, self.G = S, M, G
         self.server_in = _mlp(fs, d, d)
@@ -91,6 +95,34 @@ class GraphExtractor(BaseFeaturesExtractor):
         self.commit_head = nn.Linear(d, 1)
 
     def forward(self, obs: dict[str, th.Tensor]) -> th.Tensor:
+        """[logits of every action of the observation's layout | value embedding].
+
+        A padded batch is first cut to its last flagged server and model (``_cut``): the
+        network runs on the sizes the batch uses, not on the maxima, and the logits of
+        the cut-off actions (padding, masked by the env) are :data:`PAD_LOGIT`. The
+        scores of the kept actions are those of the uncut batch up to float rounding
+        (:func:`unpadded`'s argument)."""
+        S, M = obs["server"].shape[1], obs["model"].shape[1]
+        n = _last_flagged(obs["server_mask"])
+        m = _last_flagged(obs["model_mask"])
+        if (n, m) == (S, M) or not self.cut_padding:
+            return self._forward(obs)
+        out = self._forward(_cut(obs, n, m))
+        n_act = EditLayout(S, M, obs["group"].shape[2]).n
+        full = out.new_full((out.shape[0], n_act + self.dim), PAD_LOGIT)
+        full[:, self._sub_index(S, M, n, m, out.device)] = out[:, : out.shape[1] - self.dim]
+        full[:, n_act:] = out[:, out.shape[1] - self.dim :]
+        return full
+
+    def _sub_index(self, S: int, M: int, n: int, m: int, device) -> th.Tensor:
+        key = (S, M, n, m, str(device))
+        cache = self.__dict__.setdefault("_sub_cache", {})
+        if key not in cache:
+            big = EditLayout(S, M, self.G) if (S, M) != (self.S, self.M) else self.layout
+            cache[key] = th.as_tensor(big.sub_actions(n, m), device=device)
+        return cache[key]
+
+    def _forward(self, obs: dict[str, th.Tensor]) -> th.Tensor:
         sm, mm = obs["server_mask"].float(), obs["model_mask"].float()
         M, G = obs["model"].shape[1], obs["group"].shape[2]  # the maxima, or fewer (unpadded)
         h = self.server_in(obs["server"]) * sm.unsqueeze(-1)
@@ -142,6 +174,36 @@ class GraphExtractor(BaseFeaturesExtractor):
         the smaller layout for one cut by :func:`unpadded`."""
         out = self.forward(obs)
         return out[:, : out.shape[1] - self.dim]
+
+
+#: The logit of an action the batch's cut leaves out (a padded server or model): as
+#: low as sb3-contrib's masked logits, so that it is never picked even without a mask.
+PAD_LOGIT = -1e8
+
+
+def _last_flagged(mask: th.Tensor) -> int:
+    """1 + the last index any row of a batch of masks flags (at least 1)."""
+    any_row = mask.reshape(-1, mask.shape[-1]).amax(0) > 0
+    idx = th.nonzero(any_row)
+    return int(idx[-1]) + 1 if len(idx) else 1
+
+
+def _cut(obs: dict[str, th.Tensor], n: int, m: int) -> dict[str, th.Tensor]:
+    """A batch of observations cut to its first ``n`` servers and ``m`` models (those
+    beyond are padding in every row: zero features, no links, masked out)."""
+    return {
+        "server": obs["server"][:, :n],
+        "server_mask": obs["server_mask"][:, :n],
+        "latency": obs["latency"][:, :n, :n],
+        "bandwidth": obs["bandwidth"][:, :n, :n],
+        "adjacency": obs["adjacency"][:, :n, :n],
+        "model": obs["model"][:, :m],
+        "model_mask": obs["model_mask"][:, :m],
+        "pair": obs["pair"][:, :m, :n],
+        "group": obs["group"][:, :m],
+        "placement": obs["placement"][:, :m, :, :n],
+        "globals": obs["globals"],
+    }
 
 
 def unpadded(obs: dict[str, Any], n_servers: int, n_models: int) -> dict[str, Any]:
@@ -252,6 +314,10 @@ class GraphPolicy(MaskableActorCriticPolicy):
     def _build(self, lr_schedule) -> None:
         self._build_mlp_extractor()
         self.action_net = nn.Identity()  # the extractor scores every action itself
+        # one masked log-softmax per batch instead of sb3-contrib's three (building the
+        # Categorical, masking it, validating it): agents.policies' fused distribution
+        # with one field, the same numbers up to float32 rounding
+        self.action_dist = FusedMultiCategoricalDistribution([int(self.action_space.n)])
         self.value_net = nn.Linear(self.mlp_extractor.latent_dim_vf, 1)
         self.optimizer = self.optimizer_class(
             self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs

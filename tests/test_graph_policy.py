@@ -110,7 +110,10 @@ def test_unpadded_observation_gets_the_padded_scores(config):
         cut = unpadded(obs, n, m)
         y = {k: torch.as_tensor(v, dtype=torch.float32)[None] for k, v in cut.items()}
         with torch.no_grad():
-            full, small = ext(x)[0].numpy(), ext(y)[0].numpy()
+            ext.cut_padding = False  # the network on the maxima
+            full = ext(x)[0].numpy()
+            ext.cut_padding = True
+            small = ext(y)[0].numpy()
         sub = u.layout.sub_actions(n, m)
         assert small.shape == (len(sub) + 16,)
         np.testing.assert_allclose(small[: len(sub)], full[sub], rtol=1e-5, atol=1e-6)
@@ -133,3 +136,65 @@ def test_unpadded_refuses_masks_not_padded_at_the_end():
     obs["model_mask"] = obs["model_mask"][::-1].copy()
     with pytest.raises(ValueError, match="model_mask flags"):
         unpadded(obs, n, m)
+
+
+def _batch(configs, max_servers=12, max_models=5):
+    """One observation (and action mask) per config, each a few edits into its episode,
+    stacked as a batch of the same padded spaces."""
+    obs, masks, space = [], [], None
+    for i, config in enumerate(configs):
+        env = gym.make(ENV, config={**config, "max_servers": max_servers,
+                                    "max_models": max_models, "max_steps": 3})  # fmt: skip
+        o, _ = env.reset(seed=i)
+        for _ in range(i):
+            edits = np.flatnonzero(env.unwrapped.action_masks()[1:]) + 1
+            o, *_ = env.step(int(edits[len(edits) // 3]))
+        obs.append(o)
+        masks.append(env.unwrapped.action_masks())
+        space = env.observation_space
+    x = {k: torch.as_tensor(np.stack([o[k] for o in obs]), dtype=torch.float32) for k in obs[0]}
+    return x, np.stack(masks), space
+
+
+def test_a_batch_cut_to_its_sizes_gets_the_padded_scores():
+    """The extractor runs a batch on the servers and models it uses (5 and 9 servers of
+    12 here): every edit a row's mask allows gets the score the network on the maxima
+    gives it, the value embedding is the same, and the edits cut off get PAD_LOGIT."""
+    from agents.graph_policy import PAD_LOGIT
+
+    torch.manual_seed(2)
+    x, masks, space = _batch([{"scenario": "default"}, {"scenario": "static"},
+                              {"generator": {"n_servers": [9, 9]}}])  # fmt: skip
+    assert x["server_mask"].sum(1).tolist() == [5.0, 5.0, 9.0]  # sizes differ; padding
+    ext = GraphExtractor(space, dim=16, rounds=2)
+    with torch.no_grad():
+        cut = ext(x).numpy()
+        ext.cut_padding = False
+        full = ext(x).numpy()
+    n = ext.n_actions
+    np.testing.assert_allclose(cut[:, n:], full[:, n:], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(cut[:, :n][masks], full[:, :n][masks], rtol=1e-5, atol=1e-5)
+    sub = ext.layout.sub_actions(9, int(x["model_mask"].sum(1).max()))
+    left = np.setdiff1d(np.arange(n), sub)
+    assert (cut[:, left] == PAD_LOGIT).all() and not masks[:, left].any()
+    assert (cut[:, sub] > PAD_LOGIT).all()
+
+
+def test_graph_policy_log_probs_and_entropies_are_sb3_contribs():
+    """GraphPolicy's one-field fused distribution gives sb3-contrib's masked Categorical's
+    log-probabilities and entropies (within 1e-5) on a masked batch."""
+    from sb3_contrib.common.maskable.distributions import MaskableCategoricalDistribution
+
+    torch.manual_seed(3)
+    x, masks, space = _batch([{"scenario": "default"}, {"scenario": "inter"}])
+    policy = GraphPolicy(space, spaces.Discrete(GraphExtractor(space).n_actions),
+                         lambda _: 1e-3, dim=16)  # fmt: skip
+    rng = np.random.default_rng(0)
+    actions = torch.as_tensor([rng.choice(np.flatnonzero(m)) for m in masks])
+    with torch.no_grad():
+        _, log_p, ent = policy.evaluate_actions(x, actions, action_masks=masks)
+        logits = policy.features_extractor(x)[:, : policy.features_extractor.n_actions]
+        stock = MaskableCategoricalDistribution(logits.shape[1]).proba_distribution(logits)
+        stock.apply_masking(masks)
+        np.testing.assert_allclose(log_p.numpy(), stock.log_prob(actions).numpy(), atol=1e-5)
+        np.testing.assert_allclose(ent.numpy(), stock.entropy().numpy(), atol=1e-5)
