@@ -30,10 +30,11 @@ from typing import Any
 import torch as th
 from gymnasium import spaces
 from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
+from stable_baselines3.common.preprocessing import preprocess_obs
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
-from agents.policies import FusedMultiCategoricalDistribution
+from agents.policies import MASKED_LOGIT, FusedMultiCategoricalDistribution
 from coel_env.envs.graph_edits import N_BITS, N_KEEP, EditLayout
 
 __all__ = ["PAD_LOGIT", "GraphExtractor", "GraphPolicy", "register", "unpadded"]
@@ -95,24 +96,34 @@ class GraphExtractor(BaseFeaturesExtractor):
         self.commit_head = nn.Linear(d, 1)
 
     def forward(self, obs: dict[str, th.Tensor]) -> th.Tensor:
-        """[logits of every action of the observation's layout | value embedding].
+        """[logits of every action of the observation's layout | value embedding]: the
+        output of :meth:`compact` with the cut-off actions at :data:`PAD_LOGIT`."""
+        logits, z, sub = self.compact(obs)
+        if sub is None:
+            return th.cat([logits, z], 1)
+        n_act = EditLayout(obs["server"].shape[1], obs["model"].shape[1], self.G).n
+        full = logits.new_full((logits.shape[0], n_act + self.dim), PAD_LOGIT)
+        full[:, sub] = logits
+        full[:, n_act:] = z
+        return full
 
-        A padded batch is first cut to its last flagged server and model (``_cut``): the
-        network runs on the sizes the batch uses, not on the maxima, and the logits of
-        the cut-off actions (padding, masked by the env) are :data:`PAD_LOGIT`. The
-        scores of the kept actions are those of the uncut batch up to float rounding
-        (:func:`unpadded`'s argument)."""
+    def compact(self, obs: dict[str, th.Tensor]) -> tuple[th.Tensor, th.Tensor, th.Tensor | None]:
+        """``(logits, value embedding, sub)``: the network run on the servers and models
+        the batch uses (cut after its last flagged server and model, ``_cut``), not on
+        the maxima. ``logits`` are those of the cut layout's actions, which sit at
+        ``sub`` of the observation's layout (None: no cut, every action). The scores
+        are those of the uncut batch up to float rounding (:func:`unpadded`'s
+        argument); every action left out is padding, masked by the env."""
         S, M = obs["server"].shape[1], obs["model"].shape[1]
         n = _last_flagged(obs["server_mask"])
         m = _last_flagged(obs["model_mask"])
         if (n, m) == (S, M) or not self.cut_padding:
-            return self._forward(obs)
-        out = self._forward(_cut(obs, n, m))
-        n_act = EditLayout(S, M, obs["group"].shape[2]).n
-        full = out.new_full((out.shape[0], n_act + self.dim), PAD_LOGIT)
-        full[:, self._sub_index(S, M, n, m, out.device)] = out[:, : out.shape[1] - self.dim]
-        full[:, n_act:] = out[:, out.shape[1] - self.dim :]
-        return full
+            out, sub = self._forward(obs), None
+        else:
+            out = self._forward(_cut(obs, n, m))
+            sub = self._sub_index(S, M, n, m, obs["server"].device)
+        k = out.shape[1] - self.dim
+        return out[:, :k], out[:, k:], sub
 
     def _sub_index(self, S: int, M: int, n: int, m: int, device) -> th.Tensor:
         key = (S, M, n, m, str(device))
@@ -323,6 +334,30 @@ class GraphPolicy(MaskableActorCriticPolicy):
             self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs
         )
 
+    # -- the actor on the batch's own edits --------------------------------------------
+    # sb3-contrib's methods build the distribution over every action of the layout (3.7k
+    # with 64 servers), most of them padding; these build it over the edits of the
+    # servers and models the batch uses (GraphExtractor.compact) and map actions between
+    # the two. Same log-probabilities, entropies and values up to float rounding.
+
+    def _actor_critic(self, obs, action_masks) -> tuple[_EditDistribution, th.Tensor]:
+        feats = preprocess_obs(obs, self.observation_space, self.normalize_images)
+        logits, z, sub = self.features_extractor.compact(feats)
+        dist = _EditDistribution(logits, sub, int(self.action_space.n), action_masks)
+        return dist, self.value_net(z)
+
+    def forward(self, obs, deterministic: bool = False, action_masks=None):
+        dist, values = self._actor_critic(obs, action_masks)
+        actions = dist.get_actions(deterministic=deterministic)
+        return actions, values, dist.log_prob(actions)
+
+    def evaluate_actions(self, obs, actions: th.Tensor, action_masks=None):
+        dist, values = self._actor_critic(obs, action_masks)
+        return values, dist.log_prob(actions), dist.entropy()
+
+    def get_distribution(self, obs, action_masks=None) -> _EditDistribution:
+        return self._actor_critic(obs, action_masks)[0]
+
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
         data.update(dim=self.dim, rounds=self.rounds)
@@ -330,6 +365,54 @@ class GraphPolicy(MaskableActorCriticPolicy):
                     "ortho_init"):  # fmt: skip
             data.pop(key, None)
         return data
+
+
+class _EditDistribution:
+    """The masked categorical over a batch's own edits (:meth:`GraphExtractor.compact`),
+    taking and giving actions of the full layout. Built on
+    :class:`agents.policies.FusedMultiCategoricalDistribution` (one field). An action
+    outside ``sub`` (padding) has log-probability :data:`~agents.policies.MASKED_LOGIT`,
+    as a masked one."""
+
+    def __init__(self, logits: th.Tensor, sub: th.Tensor | None, n: int, masks) -> None:
+        self.sub, self.n = sub, n
+        self.dist = FusedMultiCategoricalDistribution([logits.shape[1]])
+        self.dist.proba_distribution(logits)
+        if masks is not None:
+            m = th.as_tensor(masks, device=logits.device).reshape(-1, n).to(th.bool)
+            self.dist.apply_masking(m if sub is None else m.index_select(1, sub))
+        self._inverse: th.Tensor | None = None
+
+    def _compact(self, actions: th.Tensor) -> th.Tensor:
+        a = actions.reshape(-1).long()
+        if self.sub is None:
+            return a
+        if self._inverse is None:
+            inv = th.full((self.n,), -1, dtype=th.long, device=self.sub.device)
+            inv[self.sub] = th.arange(len(self.sub), device=self.sub.device)
+            self._inverse = inv
+        return self._inverse[a]
+
+    def _full(self, compact: th.Tensor) -> th.Tensor:
+        c = compact.reshape(-1)
+        return c if self.sub is None else self.sub[c]
+
+    def log_prob(self, actions: th.Tensor) -> th.Tensor:
+        c = self._compact(actions)
+        lp = self.dist.log_prob(c.clamp(min=0))
+        return th.where(c >= 0, lp, th.full_like(lp, MASKED_LOGIT))
+
+    def entropy(self) -> th.Tensor:
+        return self.dist.entropy()
+
+    def sample(self) -> th.Tensor:
+        return self._full(self.dist.sample())
+
+    def mode(self) -> th.Tensor:
+        return self._full(self.dist.mode())
+
+    def get_actions(self, deterministic: bool = False) -> th.Tensor:
+        return self.mode() if deterministic else self.sample()
 
 
 def register(algo_cls: type) -> None:

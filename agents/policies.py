@@ -25,8 +25,9 @@ spaces keep the stock distribution, already one tensor op): the same modules,
 parameter names, initialisation and random-number use at construction, so a saved
 stock model's weights load into them (:func:`to_fused`) and vice versa.
 
-What is not the same: random draws. ``sample`` draws all fields in one
-``torch.multinomial`` call instead of one per field, so from the same seed the
+What is not the same: random draws. ``sample`` draws all fields at once (one uniform
+number per field, looked up in its cumulative probabilities) instead of one
+``torch.multinomial`` call per field, so from the same seed the
 sampled actions (and so a trained model) differ from the stock policy's. The
 deterministic action (``mode``) is the masked argmax of each field's logits, as the
 stock ``argmax`` of the probabilities, except where two choices' probabilities round
@@ -101,6 +102,8 @@ class FusedMultiCategoricalDistribution(MultiCategoricalDistribution, MaskableDi
         self._raw: th.Tensor | None = None  # [batch, fields, max choices], before masks
         self._logits: th.Tensor | None = None  # masked and padded, not normalised
         self._log_p: th.Tensor | None = None  # normalised per field
+        self._p: th.Tensor | None = None  # its exp, exactly 0 where not allowed
+        self._allowed: th.Tensor | None = None
 
     # -- building ---------------------------------------------------------------------
 
@@ -152,7 +155,25 @@ class FusedMultiCategoricalDistribution(MultiCategoricalDistribution, MaskableDi
     def _set_allowed(self, allowed: th.Tensor) -> None:
         """``allowed``: ``[batch, fields, max choices]`` or ``[fields, max choices]``."""
         self._logits = th.where(allowed, self._raw, self._fill)
+        self._allowed = allowed
         self._log_p = None
+        self._p = None
+
+    def _normalise(self) -> None:
+        """Log-probabilities and probabilities of every slot, exponentiating only the
+        slots that can take probability: ``exp`` of a masked slot's logit (about -1e8)
+        underflows, which torch's CPU kernels do ~20x slower than ``exp`` of a normal
+        number (``logsumexp`` too), and masked slots are most of a large masked space.
+        The numbers are those of ``logits - logsumexp(logits)`` up to float rounding."""
+        logits = self._logits
+        live = self._allowed.expand_as(logits)
+        # a field whose real choices are all masked is uniform over them (sb3-contrib's)
+        live = live | (~live.any(-1, keepdim=True) & self._valid)
+        top = logits.amax(-1, keepdim=True)  # a live slot's: masked ones are lower
+        e = th.where(live, th.where(live, logits - top, 0.0).exp(), 0.0)
+        total = e.sum(-1, keepdim=True)
+        self._log_p = logits - (top + total.log())
+        self._p = e / total
 
     @property
     def log_probs(self) -> th.Tensor:
@@ -161,13 +182,16 @@ class FusedMultiCategoricalDistribution(MultiCategoricalDistribution, MaskableDi
         if self._logits is None:
             raise RuntimeError("the distribution has no parameters yet: proba_distribution")
         if self._log_p is None:
-            self._log_p = self._logits - self._logits.logsumexp(-1, keepdim=True)
+            self._normalise()
         return self._log_p
 
     @property
     def probs(self) -> th.Tensor:
-        """Per-choice probabilities ``[batch, fields, max choices]``."""
-        return self.log_probs.exp()
+        """Per-choice probabilities ``[batch, fields, max choices]`` (exactly 0 where
+        masked or padding)."""
+        if self._p is None:
+            self.log_probs  # noqa: B018 - normalises
+        return self._p
 
     # -- SB3's Distribution interface --------------------------------------------------
 
@@ -188,13 +212,18 @@ class FusedMultiCategoricalDistribution(MultiCategoricalDistribution, MaskableDi
         # Masked and padding slots have finite log-probabilities (about -1e8, -1e9) and
         # probabilities of exactly 0, so they add exactly 0 (and no gradient): no where()
         # as sb3-contrib's (whose masked log-probabilities are finite too) is needed.
-        return -(log_p.exp() * log_p).sum(-1).sum(dim=1)
+        return -(self.probs * log_p).sum(-1).sum(dim=1)
 
     def sample(self) -> th.Tensor:
-        """One joint action per row, ``[batch, fields]`` (int64), from one
-        ``torch.multinomial`` call over all fields."""
+        """One joint action per row, ``[batch, fields]`` (int64): one uniform draw per
+        field, looked up in the field's cumulative probabilities (``torch.multinomial``
+        is ~10x slower over thousands of choices). A choice of probability 0 (masked,
+        padding) is never drawn: the draw is in (0, total]."""
         probs = self.probs.reshape(-1, self.max_choices)
-        return th.multinomial(probs, 1, True).view(-1, self.n_fields)
+        cum = probs.cumsum(-1)
+        u = (1.0 - th.rand(cum.shape[0], 1, dtype=cum.dtype, device=cum.device)) * cum[:, -1:]
+        pick = th.searchsorted(cum, u).clamp_(max=self.max_choices - 1)
+        return pick.view(-1, self.n_fields)
 
     def mode(self) -> th.Tensor:
         """The most likely joint action, ``[batch, fields]``: each field's allowed argmax."""

@@ -198,3 +198,24 @@ def test_graph_policy_log_probs_and_entropies_are_sb3_contribs():
         stock.apply_masking(masks)
         np.testing.assert_allclose(log_p.numpy(), stock.log_prob(actions).numpy(), atol=1e-5)
         np.testing.assert_allclose(ent.numpy(), stock.entropy().numpy(), atol=1e-5)
+
+
+def test_graph_policy_actions_are_allowed_and_its_mode_is_the_masked_argmax():
+    """Actions come back in the full layout: sampled ones are allowed by the row's mask,
+    deterministic ones are the masked argmax of the network's scores on the maxima."""
+    torch.manual_seed(4)
+    x, masks, space = _batch([{"scenario": "default"}, {"generator": {"n_servers": [7, 7]}}])
+    policy = GraphPolicy(space, spaces.Discrete(GraphExtractor(space).n_actions),
+                         lambda _: 1e-3, dim=16)  # fmt: skip
+    with torch.no_grad():
+        for _ in range(20):
+            a, _, log_p = policy(x, action_masks=masks)
+            assert masks[np.arange(len(a)), a.numpy()].all() and (log_p > -50).all()
+        best, _, _ = policy(x, deterministic=True, action_masks=masks)
+        policy.features_extractor.cut_padding = False
+        full = policy.features_extractor(x)[:, : policy.features_extractor.n_actions].numpy()
+    expect = np.where(masks, full, -np.inf).argmax(1)
+    assert best.numpy().tolist() == expect.tolist()
+    pred, _ = policy.predict({k: v.numpy() for k, v in x.items()}, deterministic=True,
+                             action_masks=masks)  # fmt: skip
+    assert pred.tolist() == expect.tolist()
