@@ -25,6 +25,7 @@ Network (``dim`` d, ``rounds`` r):
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch as th
@@ -374,9 +375,16 @@ class _EditDistribution:
     outside ``sub`` (padding) has log-probability :data:`~agents.policies.MASKED_LOGIT`,
     as a masked one."""
 
+    #: one distribution per number of edits, copied per batch (building one from
+    #: scratch costs more than a small batch's forward pass)
+    _blank: dict[int, FusedMultiCategoricalDistribution] = {}
+
     def __init__(self, logits: th.Tensor, sub: th.Tensor | None, n: int, masks) -> None:
         self.sub, self.n = sub, n
-        self.dist = FusedMultiCategoricalDistribution([logits.shape[1]])
+        k = int(logits.shape[1])
+        if k not in self._blank:
+            self._blank[k] = FusedMultiCategoricalDistribution([k])
+        self.dist = copy.copy(self._blank[k])
         self.dist.proba_distribution(logits)
         if masks is not None:
             m = th.as_tensor(masks, device=logits.device).reshape(-1, n).to(th.bool)
