@@ -242,11 +242,14 @@ def announce(path: Path, as_json: bool) -> None:
 
 
 def write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
-    """``rows`` (dicts with the same keys, at least one) as a CSV file with a header."""
+    """``rows`` (dicts, at least one) as a CSV file with a header: every key of any row,
+    in the order first seen, empty where a row lacks it (a MILP policy's episodes carry
+    solver counts that the others' do not)."""
     import csv
 
+    fields = list(dict.fromkeys(k for r in rows for k in r))
     with Path(path).open("w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w = csv.DictWriter(f, fieldnames=fields, restval="")
         w.writeheader()
         w.writerows(rows)
 

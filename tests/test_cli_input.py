@@ -243,3 +243,19 @@ def test_baselines_and_compare_default_to_the_current_env(command, capsys):
     assert "default CoEL-v2" in _help(capsys, command)
     args = build_parser().parse_args([command])
     assert args.env == "CoEL-v2"
+
+
+def test_rows_with_other_keys_keep_every_column(tmp_path):
+    """An interrupted `coel bench` keeps MILP episodes (with solver counts) beside others:
+    the CSV has every key of any row, empty where a row lacks it."""
+    import csv
+
+    from agents.cli_common import write_csv
+
+    rows = [{"policy": "naive", "return": 1.0},
+            {"policy": "static", "return": 2.0, "solves_optimal": 1}]  # fmt: skip
+    write_csv(tmp_path / "e.csv", rows)
+    with (tmp_path / "e.csv").open(newline="") as f:
+        back = list(csv.DictReader(f))
+    assert [r["solves_optimal"] for r in back] == ["", "1"]
+    assert [r["return"] for r in back] == ["1.0", "2.0"]
