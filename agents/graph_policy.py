@@ -75,6 +75,7 @@ class GraphExtractor(BaseFeaturesExtractor):
         #: run on the sizes a batch uses (``forward``); False: on the maxima (the same
         #: scores for every edit a mask allows, slower; tests compare the two)
         self.cut_padding = True
+        self._sub_cache: dict[tuple, th.Tensor] = {}  # see _sub_index
         d = self.dim = dim
         self.S, self.M, self.G = S, M, G
         self.server_in = _mlp(fs, d, d)
@@ -102,7 +103,8 @@ class GraphExtractor(BaseFeaturesExtractor):
         logits, z, sub = self.compact(obs)
         if sub is None:
             return th.cat([logits, z], 1)
-        n_act = EditLayout(obs["server"].shape[1], obs["model"].shape[1], self.G).n
+        S, M = obs["server"].shape[1], obs["model"].shape[1]
+        n_act = self.n_actions if (S, M) == (self.S, self.M) else EditLayout(S, M, self.G).n
         full = logits.new_full((logits.shape[0], n_act + self.dim), PAD_LOGIT)
         full[:, sub] = logits
         full[:, n_act:] = z
@@ -127,12 +129,13 @@ class GraphExtractor(BaseFeaturesExtractor):
         return out[:, :k], out[:, k:], sub
 
     def _sub_index(self, S: int, M: int, n: int, m: int, device) -> th.Tensor:
+        """The actions of the first ``n`` servers and ``m`` models in the layout of ``S``
+        servers and ``M`` models (cached)."""
         key = (S, M, n, m, str(device))
-        cache = self.__dict__.setdefault("_sub_cache", {})
-        if key not in cache:
-            big = EditLayout(S, M, self.G) if (S, M) != (self.S, self.M) else self.layout
-            cache[key] = th.as_tensor(big.sub_actions(n, m), device=device)
-        return cache[key]
+        if key not in self._sub_cache:
+            big = self.layout if (S, M) == (self.S, self.M) else EditLayout(S, M, self.G)
+            self._sub_cache[key] = th.as_tensor(big.sub_actions(n, m), device=device)
+        return self._sub_cache[key]
 
     def _forward(self, obs: dict[str, th.Tensor]) -> th.Tensor:
         sm, mm = obs["server_mask"].float(), obs["model_mask"].float()
@@ -200,20 +203,22 @@ def _last_flagged(mask: th.Tensor) -> int:
     return int(idx[-1]) + 1 if len(idx) else 1
 
 
-def _cut(obs: dict[str, th.Tensor], n: int, m: int) -> dict[str, th.Tensor]:
-    """A batch of observations cut to its first ``n`` servers and ``m`` models (those
-    beyond are padding in every row: zero features, no links, masked out)."""
+def _cut(obs: dict[str, Any], n: int, m: int, batched: bool = True) -> dict[str, Any]:
+    """The observation (a batch, or one with ``batched=False``; tensors or numpy arrays)
+    cut to its first ``n`` servers and ``m`` models, not checked against its masks."""
+    b = (slice(None),) if batched else ()
+    s, k, all_ = slice(n), slice(m), slice(None)
     return {
-        "server": obs["server"][:, :n],
-        "server_mask": obs["server_mask"][:, :n],
-        "latency": obs["latency"][:, :n, :n],
-        "bandwidth": obs["bandwidth"][:, :n, :n],
-        "adjacency": obs["adjacency"][:, :n, :n],
-        "model": obs["model"][:, :m],
-        "model_mask": obs["model_mask"][:, :m],
-        "pair": obs["pair"][:, :m, :n],
-        "group": obs["group"][:, :m],
-        "placement": obs["placement"][:, :m, :, :n],
+        "server": obs["server"][b + (s,)],
+        "server_mask": obs["server_mask"][b + (s,)],
+        "latency": obs["latency"][b + (s, s)],
+        "bandwidth": obs["bandwidth"][b + (s, s)],
+        "adjacency": obs["adjacency"][b + (s, s)],
+        "model": obs["model"][b + (k,)],
+        "model_mask": obs["model_mask"][b + (k,)],
+        "pair": obs["pair"][b + (k, s)],
+        "group": obs["group"][b + (k,)],
+        "placement": obs["placement"][b + (k, all_, s)],
         "globals": obs["globals"],
     }
 
@@ -242,19 +247,7 @@ def unpadded(obs: dict[str, Any], n_servers: int, n_models: int) -> dict[str, An
                 f"{key} flags {int(mask.sum())} entries, not exactly the first {k}: "
                 "only an observation padded at the end can be cut"
             )
-    return {
-        "server": obs["server"][:n],
-        "server_mask": obs["server_mask"][:n],
-        "latency": obs["latency"][:n, :n],
-        "bandwidth": obs["bandwidth"][:n, :n],
-        "adjacency": obs["adjacency"][:n, :n],
-        "model": obs["model"][:m],
-        "model_mask": obs["model_mask"][:m],
-        "pair": obs["pair"][:m, :n],
-        "group": obs["group"][:m],
-        "placement": obs["placement"][:m, :, :n],
-        "globals": obs["globals"],
-    }
+    return _cut(obs, n, m, batched=False)
 
 
 class _Split(nn.Module):
@@ -326,10 +319,6 @@ class GraphPolicy(MaskableActorCriticPolicy):
     def _build(self, lr_schedule) -> None:
         self._build_mlp_extractor()
         self.action_net = nn.Identity()  # the extractor scores every action itself
-        # one masked log-softmax per batch instead of sb3-contrib's three (building the
-        # Categorical, masking it, validating it): agents.policies' fused distribution
-        # with one field, the same numbers up to float32 rounding
-        self.action_dist = FusedMultiCategoricalDistribution([int(self.action_space.n)])
         self.value_net = nn.Linear(self.mlp_extractor.latent_dim_vf, 1)
         self.optimizer = self.optimizer_class(
             self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs
