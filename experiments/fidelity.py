@@ -6,7 +6,8 @@
 
 Each fidelity key (``serving.batching``, ``updating.migration``, ``perception.sampling``,
 ``serving.activation_traffic``, ``serving.pruning``, ``serving.quant_scaling``,
-``serving.mode``) defaults to its realistic value; its other value is the world before
+``serving.mode``, ``perception.timeout_periods``) defaults to its realistic value; its
+other value is the world before
 the fidelity round (:data:`coel_env.core.scenario.LEGACY_FIDELITY`). This script runs
 each scenario under each policy with every key at its old value (``before``), with each
 key switched to its default alone, and with all of them at their defaults (``the
@@ -15,7 +16,8 @@ and writes one table per (scenario, policy): requests, drops, end-to-end latency
 (exact, over every served request), TTFT p50, SLO attainment, migration (seconds per
 move: the epoch's migration time under ``one_epoch``, the time from request to landing
 under ``durable``, and how many epochs had moves in flight), activation traffic and the
-controller's view error.
+controller's view error, and the epochs whose plan the world refused (``refused``: a plan
+on a server that is not present).
 
 Then the check of continuous batching under load: ``greedy`` on ``default`` at 0.24
 requests/s per server (the preset's rate; four times its rate before the fidelity round),
@@ -48,6 +50,7 @@ KEYS = (
     ("serving.pruning", "prompt"),
     ("serving.quant_scaling", "ratio"),
     ("serving.mode", "fused"),
+    ("perception.timeout_periods", 5.0),
 )
 
 
@@ -86,7 +89,7 @@ def run_one(scenario: str, policy: str, overrides: dict, seed: int, epochs: int)
     pol = None if policy == "naive" else make_policy(policy)
     if pol is not None:
         pol.reset(w, seed)
-    tot = dict(arrived=0, dropped=0, slo=0, act=0.0, in_flight=0)
+    tot = dict(arrived=0, dropped=0, slo=0, act=0.0, in_flight=0, refused=0)
     lat, ttft, moves, mae = [], [], [], []
     for _ in range(epochs):
         plan = None if pol is None else pol.act(w, observe(pol, w))
@@ -96,6 +99,7 @@ def run_one(scenario: str, policy: str, overrides: dict, seed: int, epochs: int)
         tot["slo"] += r.slo_met
         tot["act"] += r.activation_bytes
         tot["in_flight"] += r.moves_in_flight > 0
+        tot["refused"] += not r.feasible
         lat.append(w.last_latency_ms)
         ttft.append(w.last_ttft_ms)
         mae.append(r.view_mae)
@@ -128,6 +132,7 @@ def summarise(runs: list[dict]) -> dict:
         "epochs in flight": sum(r["in_flight"] for r in runs),
         "activation GB": sum(r["act"] for r in runs) / 1e9,
         "view MAE": float(np.mean([r["mae"] for r in runs])),
+        "refused": sum(r["refused"] for r in runs),
     }
 
 
@@ -173,7 +178,10 @@ def main(argv: list[str] | None = None) -> int:
         "ratio 1, so `serving.activation_traffic` and `serving.pruning` change nothing "
         "for them; they change the MILP and learned policies, which use remote experts "
         "and pruning. `perception.sampling` changes what a policy sees, so it moves "
-        "greedy's plans only where the view's error changes a decision.",
+        "greedy's plans only where the view's error changes a decision; "
+        "`perception.timeout_periods` changes a view only where a server is silent for "
+        "longer (one that left, or one a failed link put beyond the broadcast radius). "
+        "`refused`: epochs whose plan the world refused (it named a server not present).",
     ]
     t0 = time.perf_counter()
     for sc in a.scenarios:

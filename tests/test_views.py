@@ -10,7 +10,7 @@ import coel_env  # noqa: F401  (registers the ids)
 from coel_env.core.observation import Observation
 from coel_env.core.perception import Perception, PerceptionConfig
 from coel_env.core.scenario import LEGACY_FIDELITY, load_scenario
-from coel_env.core.world import World
+from coel_env.core.world import STATUS_FIELDS, World
 
 
 def _pair(sampling: str) -> Perception:
@@ -111,3 +111,54 @@ def test_the_envs_decide_from_the_view_under_sub_epoch_and_from_the_truth_otherw
         env.step(env.action_space.sample())
         assert u._pop is u.world.popularity_estimate()
         assert u.world.view_paths(0) is u.world.paths
+
+
+def _leaver(timeout_periods):
+    """A world on ``default`` whose servers leave (none joins) run until a server other
+    than the controller has left, then two epochs on: (world, that server)."""
+    over = {
+        "dynamics.servers": True,
+        "dynamics.server_leave_prob": 0.2,
+        "dynamics.server_join_prob": 0.0,
+        "perception.timeout_periods": timeout_periods,
+    }
+    w = World(load_scenario("default", over))
+    w.reset(3)
+    for _ in range(100):
+        w.step(None)
+        gone = np.flatnonzero(~w.dyn.server_up[1:]) + 1
+        if len(gone):
+            break
+    assert len(gone), "no server left in 100 epochs"
+    for _ in range(2):
+        w.step(None)
+    return w, int(gone[0])
+
+
+def test_a_server_silent_past_the_heartbeat_timeout_is_believed_absent():
+    """A server that left sends nothing: once its last message is older than
+    ``timeout_periods`` broadcast periods the controller's view says it is absent (its
+    other fields kept), and the observation the baselines decide from follows; without a
+    timeout (the world before) it stayed "up" for good."""
+    w, s = _leaver(5.0)
+    status, age = w.view(0)
+    timeout = 5.0 * w.scenario.perception.period_s
+    assert age[s] > timeout
+    up = STATUS_FIELDS.index("up")
+    assert status[s, up] == 0.0
+    assert not Observation.from_view(w, 0).up[s]
+    assert not status.flags.writeable  # the view is not the perception's state to change
+    raw, _ = w.perception.view(0, w.t_s)
+    assert raw[s, up] == 1.0  # the last message said "up"; only the belief changed
+    heard = np.isfinite(age) & (age <= timeout)
+    assert (status[heard, up] == raw[heard, up]).all()
+
+    w_old, s_old = _leaver(None)
+    assert s_old == s  # the same draws: the detector changes only the view
+    assert Observation.from_view(w_old, 0).up[s_old]
+
+
+@pytest.mark.parametrize("value", [0.5, 0, -1, float("nan"), "5", True])
+def test_a_bad_heartbeat_timeout_is_refused(value):
+    with pytest.raises(ValueError, match=r"perception.timeout_periods=.* is not allowed"):
+        PerceptionConfig(timeout_periods=value)

@@ -338,6 +338,7 @@ LEGACY_FIDELITY = {
     "serving.quant_scaling": "throughput",
     "updating.migration": "one_epoch",
     "perception.sampling": "epoch_end",
+    "perception.timeout_periods": None,
 }
 
 #: ``serving.batching`` values (the first is the default).

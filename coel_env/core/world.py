@@ -1031,6 +1031,10 @@ class World:
     def view(self, server: int) -> tuple[np.ndarray, np.ndarray]:
         """What ``server`` believes of every server: status [n, F] and age [n] [s].
 
+        A server not heard from for more than ``perception.timeout_periods`` broadcast
+        periods is believed absent (its ``up`` field reads 0; the rest of its last
+        message is kept): a heartbeat failure detector. The arrays are read-only.
+
         Raises:
             TypeError: ``server`` is not an integer.
             ValueError: ``server`` is not an index 0..n-1.
@@ -1041,7 +1045,17 @@ class World:
             )
         if not 0 <= server < self.n:
             raise ValueError(f"server={server!r} is not allowed; servers are 0..{self.n - 1}")
-        return self.perception.view(server, self.t_s)
+        status, age = self.perception.view(server, self.t_s)
+        silent = age > self.scenario.perception.timeout_s  # never heard: inf, up is 0 already
+        if silent.any():
+            up = STATUS_FIELDS.index("up")
+            if status[silent, up].any():
+                status = status.copy()
+                status[silent, up] = 0.0
+        status, age = status.view(), age.view()
+        status.setflags(write=False)
+        age.setflags(write=False)
+        return status, age
 
     # ------------------------------------------------------- read-only state
 
