@@ -188,3 +188,33 @@ def test_unpadded_network_picks_the_padded_actions_of_a_small_model(model):
         runs[flag] = _actions(policy, "default", 5, 4, world=world, reward_config=CFG)
     assert runs[False][0] == runs[True][0] and len(runs[False][0]) > 0
     assert runs[False][1]["return"] == runs[True][1]["return"]
+
+
+def test_checkpoint_selection_scores_every_checkpoint_against_naive_and_greedy(run, tmp_path):
+    """experiments/select_checkpoint.py plays each checkpoint and the final model on the
+    validation episodes, with naive and greedy on the same ones, and names the best."""
+    import csv
+    import shutil
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root))
+    try:
+        from experiments import select_checkpoint as sel
+    finally:
+        sys.path.remove(str(root))
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    (copy / "checkpoints").mkdir(exist_ok=True)
+    shutil.copy(copy / "model.zip", copy / "checkpoints" / "model_32_steps.zip")
+    out = tmp_path / "sel.csv"
+    assert sel.main([str(copy), "--evals", "default", "--seeds", "2", "--epochs", "2",
+                     "--out", str(out)]) == 0  # fmt: skip
+    rows = list(csv.DictReader(out.open()))
+    steps = sorted({int(r["checkpoint_steps"]) for r in rows})
+    assert steps == [-1, 32, 64]  # the baselines, the added checkpoint, the last one
+    assert {r["policy"] for r in rows if r["checkpoint_steps"] == "-1"} == {"naive", "greedy"}
+    assert all(r["epochs"] == "2" and r["evaluation"] == "default" for r in rows)
+    assert len(rows) == 8  # two baselines and two models (model.zip is the 64-step one), two seeds
+    with pytest.raises(ValueError, match="neither a preset"):
+        sel.evaluation("NoSuchGraph")
