@@ -6,9 +6,9 @@
 
 Each fidelity key (``serving.batching``, ``updating.migration``, ``perception.sampling``,
 ``serving.activation_traffic``, ``serving.pruning``, ``serving.quant_scaling``,
-``serving.mode``, ``perception.timeout_periods``) defaults to its realistic value; its
-other value is the world before
-the fidelity round (:data:`coel_env.core.scenario.LEGACY_FIDELITY`). This script runs
+``serving.mode``, ``perception.timeout_periods``, ``updating.departed``) defaults to its
+realistic value; its other value is the world before the fidelity round
+(:data:`coel_env.core.scenario.LEGACY_FIDELITY`). This script runs
 each scenario under each policy with every key at its old value (``before``), with each
 key switched to its default alone, and with all of them at their defaults (``the
 defaults``), on the same seeded episodes,
@@ -51,6 +51,7 @@ KEYS = (
     ("serving.quant_scaling", "ratio"),
     ("serving.mode", "fused"),
     ("perception.timeout_periods", 5.0),
+    ("updating.departed", "strip"),
 )
 
 
@@ -181,7 +182,9 @@ def main(argv: list[str] | None = None) -> int:
         "greedy's plans only where the view's error changes a decision; "
         "`perception.timeout_periods` changes a view only where a server is silent for "
         "longer (one that left, or one a failed link put beyond the broadcast radius). "
-        "`refused`: epochs whose plan the world refused (it named a server not present).",
+        "`refused`: epochs whose plan the world refused (it named a server not present); "
+        "`updating.departed` strips a plan of the servers that leave as it is sent "
+        "instead of refusing it.",
     ]
     t0 = time.perf_counter()
     for sc in a.scenarios:

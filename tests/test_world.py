@@ -105,6 +105,53 @@ def test_a_server_that_left_holds_no_experts_in_any_evaluated_plan():
     assert left > 0
 
 
+def _leaving(departed: str) -> tuple[list, list]:
+    """Re-send the plan in force (a new Plan object) every epoch while servers leave:
+    (reports of the epochs in which a server left, of the others)."""
+    over = {"dynamics.servers": True, "dynamics.server_leave_prob": 0.2,
+            "dynamics.server_join_prob": 0.0, "updating.departed": departed}  # fmt: skip
+    w = World("default", over)
+    w.reset(2)
+    left, other = [], []
+    for _ in range(30):
+        before = w.dyn.server_up.copy()
+        r = w.step(P.Plan(dict(w.plan.models)))
+        gone = before & ~w.dyn.server_up
+        (left if gone.any() else other).append(r)
+        down = ~w.dyn.server_up
+        for mp in w.plan.models.values():
+            assert (mp.location[:, :, down] == P.ABSENT).all()
+    return left, other
+
+
+def test_a_plan_sent_as_a_server_leaves_is_deployed_without_it_or_refused_as_before():
+    """``updating.departed: strip`` (the default) deploys a plan that names a server
+    leaving in the epoch it is sent without that server's part; ``refuse`` (the world
+    before) refuses it whole. A plan on servers present throughout is taken either way."""
+    left, other = _leaving("strip")
+    assert left and all(r.feasible for r in left + other)
+    left_r, other_r = _leaving("refuse")
+    assert len(left_r) == len(left)  # the same leaves: the key changes only the plan check
+    assert all(not r.feasible and "not present" in r.infeasibility for r in left_r)
+    assert all(r.feasible for r in other_r)
+    with pytest.raises(ValueError, match=r"updating.departed='drop' is not allowed"):
+        World("default", {"updating.departed": "drop"})
+
+
+def test_a_plan_on_a_server_already_absent_is_refused():
+    w = World("default", {"dynamics.servers": True, "dynamics.server_leave_prob": 0.3,
+                          "dynamics.server_join_prob": 0.0})  # fmt: skip
+    w.reset(2)
+    stale = w.plan  # decided while every server was present
+    while w.dyn.server_up.all():
+        w.step()
+    assert w.plan is not stale  # the plan in force lost the absent servers' parts
+    r = w.step(stale)
+    gone = ~w.dyn.server_up
+    named = any((mp.location[:, :, gone] != P.ABSENT).any() for mp in stale.models.values())
+    assert named and not r.feasible and "not present" in r.infeasibility
+
+
 def test_infeasible_plan_is_reported_and_the_previous_plan_kept():
     w = World("static")
     w.reset(0)

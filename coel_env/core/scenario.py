@@ -337,6 +337,7 @@ LEGACY_FIDELITY = {
     "serving.pruning": "bytes",
     "serving.quant_scaling": "throughput",
     "updating.migration": "one_epoch",
+    "updating.departed": "refuse",
     "perception.sampling": "epoch_end",
     "perception.timeout_periods": None,
 }

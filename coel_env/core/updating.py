@@ -51,6 +51,8 @@ from coel_env.core.plan import ABSENT, GB, GPU, HOST, ModelPlan, Plan, dense_gb,
 
 #: ``updating.migration`` values (the first is the default).
 MIGRATIONS = ("durable", "one_epoch")
+#: ``updating.departed`` values (the first is the default).
+DEPARTED = ("strip", "refuse")
 
 
 @dataclass(frozen=True)
@@ -64,14 +66,25 @@ class UpdatingConfig:
             :mod:`coel_env.core.updating`) or ``one_epoch`` (the world before the
             fidelity round: a move costs at most one epoch of serving capacity and the new
             plan serves at once).
+        departed: what becomes of a new plan that names a server which leaves in the
+            epoch it is sent (the controller decided while the server was present):
+            ``strip`` (the default: it is deployed without that server's part, as the
+            plan in force is when a server leaves) or ``refuse`` (the world before: the
+            whole plan is refused and the plan in force stays). A plan that names a
+            server which was already absent is refused either way.
     """
 
     migration: str = "durable"
+    departed: str = "strip"
 
     def __post_init__(self) -> None:
         if self.migration not in MIGRATIONS:
             raise ValueError(
                 f"updating.migration={self.migration!r} is not allowed; allowed: {MIGRATIONS}"
+            )
+        if self.departed not in DEPARTED:
+            raise ValueError(
+                f"updating.departed={self.departed!r} is not allowed; allowed: {DEPARTED}"
             )
 
 

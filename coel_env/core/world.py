@@ -379,6 +379,15 @@ class World:
         return rep
 
     @property
+    def deploying(self) -> Plan | None:
+        """The plan being deployed under ``updating.migration: durable``: the one the
+        moves in flight carry out (the plan in force once they have landed), whose parts
+        that have landed serve already; None under ``one_epoch``. While moves are in
+        flight the plan in force (:attr:`plan`) mixes old and landed copies, and a server
+        that receives copies before its old ones leave may hold more than its memory."""
+        return None if self._moves is None else self._moves.target
+
+    @property
     def started(self) -> bool:
         """Whether :meth:`reset` has started an episode (:meth:`step` needs one)."""
         return self._seeded
@@ -427,6 +436,8 @@ class World:
         # 2) plan check
         feasible, why = True, ""
         new = self.plan
+        if up_changed and plan is not None and sc.updating.departed == "strip":
+            plan = _strip(plan, ~(old_up & ~up))  # without the servers that just left
         if plan is not None and plan is not self.plan:
             rep = self.check(plan)
             if rep.feasible:

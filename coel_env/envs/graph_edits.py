@@ -801,6 +801,8 @@ class PlanEditor:
         if not w.check(self.draft).feasible:
             self._repair()
             self._changed = True
+            if not w.check(self.draft).feasible:
+                self._start_from_deploying()
         self.edits = 0
         self._mask_of = None
         self._dense_of = None
@@ -897,6 +899,19 @@ class PlanEditor:
             self._set_draft(fixed)
             self.states[i] = self._state(i, fixed.models.get(v.model))
             self._dense_of = None
+
+    def _start_from_deploying(self) -> None:
+        """The repaired plan in force still breaks a memory limit (moves in flight: a
+        server received new copies before its old ones left): start the draft from the
+        plan being deployed when the world accepts it, so that every edit the mask allows
+        gives a plan the world accepts."""
+        w = self.world
+        target = w.deploying
+        if target is None or not w.check(target).feasible:
+            return
+        self._set_draft(target)
+        self.states = [self._state(i, self._cur[i]) for i in range(len(self.models))]
+        self._dense_of = None
 
     def _only_others_broken(self, plan: Plan, name: str) -> bool:
         """Whether the world's check finds nothing wrong with ``name`` in ``plan`` (other
