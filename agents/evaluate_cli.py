@@ -2,11 +2,13 @@
 
   coel evaluate RUN_DIR_OR_ZIP [--env ID] [--scenario NAME|FILE] [--trace F]
                 [--topology F] [--set K=V ...] [--seeds N | --episodes N]
-                [--first-seed K] [--epochs N] [--best] [--json] [--torch-threads N]
-                [--runs-root DIR | --out FILE.csv [--force]]
+                [--first-seed K] [--epochs N] [--best] [--stochastic] [--json]
+                [--torch-threads N] [--runs-root DIR | --out FILE.csv [--force]]
 
 Loads the model (``model.zip``, or ``best_model.zip`` with ``--best``) with
-its ``VecNormalize`` statistics, and runs it deterministically for one episode
+its ``VecNormalize`` statistics, and runs it deterministically (its mode; a
+``CoEL-Graph-v0`` policy with ``--stochastic``: draws from it, seeded by each
+episode's seed, so an episode is reproducible) for one episode
 per seed (``--seeds N``: seeds 0..N-1; ``--episodes N`` is the same;
 ``--first-seed K``: seeds K..K+N-1; ``--torch-threads N``: torch threads, 1 by
 default as in ``coel train``, 0 for torch's default) through
@@ -61,6 +63,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--epochs", type=int, default=None, help="epochs per episode (default: the env's limit)"
     )
     p.add_argument("--best", action="store_true", help="use best_model.zip")
+    p.add_argument(
+        "--stochastic",
+        action="store_true",
+        help="CoEL-Graph-v0 policies: sample each edit from the policy (seeded by the "
+        "episode seed) instead of taking its mode",
+    )
     p.add_argument("--name", default=None, help="policy name in the table (default: the run's)")
     p.add_argument("--json", action="store_true", help="print one JSON list")
     p.add_argument(
@@ -73,14 +81,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_out_arguments(p)
 
 
-def load_rl_policy(path: Path, env_id: str | None = None, best: bool = False, name=None):
+def load_rl_policy(
+    path: Path, env_id: str | None = None, best: bool = False, name=None,
+    stochastic: bool = False,
+):  # fmt: skip
     """(RLPolicy, its env config over the id's defaults, the id's episode length) for a
-    run folder or model zip."""
-    return _load_rl_policy(path, env_id, best, name)[:3]
+    run folder or model zip (``stochastic``: a ``CoEL-Graph-v0`` policy that samples)."""
+    return _load_rl_policy(path, env_id, best, name, stochastic)[:3]
 
 
-def _load_rl_policy(path: Path, env_id: str | None, best: bool, name):
-    """:func:`load_rl_policy`'s triple and the env id it resolved."""
+def _load_rl_policy(path: Path, env_id: str | None, best: bool, name, stochastic: bool = False):
+    """:func:`load_rl_policy`'s triple and the env id it resolved.
+
+    Raises:
+        ValueError: ``stochastic`` for a policy of another env than ``CoEL-Graph-v0``.
+    """
     from agents.rl import RLPolicy
     from agents.train import load_policy
 
@@ -116,7 +131,12 @@ def _load_rl_policy(path: Path, env_id: str | None, best: bool, name):
     if "placement" in (getattr(model.observation_space, "spaces", None) or {}):
         from agents.graph_rl import GraphRLPolicy  # CoEL-Graph-v0: edits until commit
 
-        policy = GraphRLPolicy(model, config, name=name or f"rl:{run_name}")
+        policy = GraphRLPolicy(model, config, name=name or f"rl:{run_name}", stochastic=stochastic)
+    elif stochastic:
+        raise ValueError(
+            f"--stochastic is for CoEL-Graph-v0 policies; {str(path)!r} is a {env_id} policy "
+            "(evaluated by its mode)"
+        )
     else:
         policy = RLPolicy(model, env_id, config, vecnorm, name=name or f"rl:{run_name}")
     return policy, {**env_cfg, **config}, steps, env_id
@@ -145,7 +165,9 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace, n: int, seeds: list[int]) -> int:
-    policy, config, steps, env_id = _load_rl_policy(args.run, args.env, args.best, args.name)
+    policy, config, steps, env_id = _load_rl_policy(
+        args.run, args.env, args.best, args.name, args.stochastic
+    )
     scenario = args.scenario or config["scenario"]
     overrides = {**(config.get("overrides") or {}), **build_overrides(args)}
     epochs = args.epochs if args.epochs is not None else steps

@@ -4,9 +4,9 @@
 starts a draft from the plan in force (:class:`coel_env.envs.graph_edits.PlanEditor`
 bound to the harness's world), observes it with the env's padded encoding
 (:class:`coel_env.envs.graph_obs.GraphObservation`) and applies the model's
-deterministic, masked edits one by one until the model picks ``commit`` (or only
-``commit`` is left, after ``max_edits`` edits: then the network is not run, the masked
-argmax being ``commit`` whatever the scores); the draft is the epoch's plan. The
+masked edits one by one (its mode, or with ``stochastic=True`` draws from it seeded by
+the episode seed) until the model picks ``commit`` (or only ``commit`` is left, after
+``max_edits`` edits: then the network is not run); the draft is the epoch's plan. The
 harness times the whole loop, so ``decision_ms`` is the per-epoch decision time of
 all the edits. The returns are the env's for the same world seed.
 
@@ -62,6 +62,12 @@ class GraphRLPolicy:
             ``large``'s 33 of 64 servers); ``False`` runs it on the padded observation
             as training does. Only for a ``GraphPolicy`` on the CPU; other models
             always run padded.
+        stochastic: sample each step's action from the masked policy (the distribution
+            PPO trained, as in training) instead of taking its mode; the draws come from
+            a generator seeded by the episode seed (:meth:`reset`), so an episode is
+            reproducible. An edit-or-commit policy whose edits share the probability
+            that ``commit`` does not take can have ``commit`` as its mode in every state
+            (the mode never edits) while its samples edit and earn more.
 
     Raises:
         ValueError: the config's maxima differ from those the model was saved with
@@ -70,7 +76,10 @@ class GraphRLPolicy:
 
     sees = "view"
 
-    def __init__(self, model: Any, config: dict, name: str = "rl", unpadded: bool = True) -> None:
+    def __init__(
+        self, model: Any, config: dict, name: str = "rl", unpadded: bool = True,
+        stochastic: bool = False,
+    ) -> None:  # fmt: skip
         from coel_env.envs import env_config
 
         self.model = model
@@ -95,14 +104,17 @@ class GraphRLPolicy:
                 f"({_fmt(self.maxima)}) give {self.layout.n}"
             )
         self.unpadded = unpadded
+        self.stochastic = bool(stochastic)
+        self._rng = np.random.default_rng(0)  # reseeded by reset()
         self._sizes: tuple[int, int] | None = None  # (servers, models) of the world
         self._sub: dict[tuple[int, int], np.ndarray] = {}  # sub_actions per sizes
         self._argmax = self._make_argmax()
         self.edits: list[int] = []  # edits of the last decision (commit excluded)
 
     def _make_argmax(self):
-        """The deterministic masked action: the argmax of the masked logits (the mode of
-        the masked categorical that ``predict(deterministic=True)`` returns), without
+        """The masked action: the argmax of the masked logits (the mode of the masked
+        categorical that ``predict(deterministic=True)`` returns), or a draw from them
+        (:meth:`_pick`), without
         ``predict``'s per-call overhead: the arrays become float32 tensors as SB3's
         ``obs_to_tensor`` and ``preprocess_obs`` make them (a batch of one; the Box and
         MultiBinary keys as float), the features extractor and the actor run under
@@ -136,7 +148,7 @@ class GraphRLPolicy:
                 with torch.inference_mode():
                     obs = {k: torch.from_numpy(x[k]).unsqueeze(0).float() for k in keys}
                     logits = extractor.action_logits(obs).numpy()[0]
-                return int(sub[np.where(mask[sub], logits, -np.inf).argmax()])
+                return int(sub[self._pick(np.where(mask[sub], logits, -np.inf))])
 
             return argmax_unpadded
 
@@ -146,9 +158,19 @@ class GraphRLPolicy:
                 feats = extractor(obs)
                 logits = policy.action_net(policy.mlp_extractor.forward_actor(feats))
                 logits = logits.numpy()[0]
-            return int(np.where(mask, logits, -np.inf).argmax())
+            return self._pick(np.where(mask, logits, -np.inf))
 
         return argmax
+
+    def _pick(self, logits: np.ndarray) -> int:
+        """The action of masked ``logits`` (-inf where masked): their argmax, or a draw
+        from their softmax when :attr:`stochastic`."""
+        if not self.stochastic:
+            return int(logits.argmax())
+        z = np.exp(logits.astype(np.float64) - logits.max())
+        cum = np.cumsum(z)
+        return int(min(np.searchsorted(cum, self._rng.random() * cum[-1], side="right"),
+                       len(cum) - 1))  # fmt: skip
 
     def _make_sb3_argmax(self):
         import torch
@@ -163,7 +185,7 @@ class GraphRLPolicy:
                     feats = feats[0]
                 logits = policy.action_net(policy.mlp_extractor.forward_actor(feats))
                 logits = logits.cpu().numpy()[0]
-            return int(np.where(mask, logits, -np.inf).argmax())
+            return self._pick(np.where(mask, logits, -np.inf))
 
         return argmax
 
@@ -188,6 +210,7 @@ class GraphRLPolicy:
             self._sub[self._sizes] = self.layout.sub_actions(*self._sizes)
         self.obs_type = GraphObservation(m["max_servers"], m["max_models"], m["n_groups"])
         self._epochs = 0
+        self._rng = np.random.default_rng(seed)
 
     def act(self, world: World, obs: Observation) -> Plan | InfeasibilityReport | None:
         c, ed = self.config, self.editor
@@ -197,7 +220,7 @@ class GraphRLPolicy:
         self.edits = []
         while True:
             mask = ed.mask(ed.edits < c["max_edits"])
-            if not mask[1:].any():  # only commit is allowed: the masked argmax is commit
+            if not mask[1:].any():  # only commit is allowed
                 break
             used = ed.edits / c["max_edits"] if c["max_edits"] else 1.0
             x = self.obs_type.observe(ed, progress, used)

@@ -1,7 +1,7 @@
 """Pick a training run's checkpoint on validation episodes, never on a results table's seeds.
 
     python experiments/select_checkpoint.py RUN_DIR [--evals default large Abilene]
-        [--seeds 3] [--first-seed 0] [--epochs 50] [--out selection.csv]
+        [--seeds 3] [--first-seed 0] [--epochs 50] [--stochastic] [--out selection.csv]
 
 Every checkpoint of ``RUN_DIR/checkpoints`` (``model_<steps>_steps.zip``) and the run's
 final ``model.zip`` is played deterministically through the harness (as ``coel
@@ -12,6 +12,7 @@ checkpoint's score on an evaluation is ``(rl - naive) / (greedy - naive)`` of th
 returns (the graph issue's transfer ratio); its validation score is the mean over the
 evaluations, and the checkpoint with the highest one is printed last. The default seeds
 (0-2) are the tuning seeds of the graph env's results, which use seeds 100-119.
+``--stochastic`` plays the checkpoints' sampled policies (``coel evaluate --stochastic``).
 
 ``--out`` writes every episode (one row per checkpoint, evaluation and seed, baselines
 with ``checkpoint_steps`` -1) as CSV.
@@ -99,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--stochastic", action="store_true", help="sample the policies' edits")
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args(argv)
     if a.seeds < 1 or a.epochs < 1 or a.first_seed < 0:
@@ -121,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     ), flush=True)  # fmt: skip
     best = None
     for steps, path in ckpts:
-        policy = load_rl_policy(path, name=f"rl@{steps}")[0]
+        policy = load_rl_policy(path, name=f"rl@{steps}", stochastic=a.stochastic)[0]
         scores = {}
         for name, (sc, over) in evals.items():
             res = play(policy, sc, over, seeds, a.epochs, reward)
