@@ -1,7 +1,8 @@
 """Pick a training run's checkpoint on validation episodes, never on a results table's seeds.
 
     python experiments/select_checkpoint.py RUN_DIR [--evals default large Abilene]
-        [--seeds 3] [--first-seed 0] [--epochs 50] [--stochastic] [--out selection.csv]
+        [--seeds 3] [--first-seed 0] [--epochs 50] [--stochastic] [--from-steps N]
+        [--out selection.csv]
 
 Every checkpoint of ``RUN_DIR/checkpoints`` (``model_<steps>_steps.zip``) and the run's
 final ``model.zip`` is played deterministically through the harness (as ``coel
@@ -12,7 +13,8 @@ checkpoint's score on an evaluation is ``(rl - naive) / (greedy - naive)`` of th
 returns (the graph issue's transfer ratio); its validation score is the mean over the
 evaluations, and the checkpoint with the highest one is printed last. The default seeds
 (0-2) are the tuning seeds of the graph env's results, which use seeds 100-119.
-``--stochastic`` plays the checkpoints' sampled policies (``coel evaluate --stochastic``).
+``--stochastic`` plays the checkpoints' sampled policies (``coel evaluate --stochastic``);
+``--from-steps N`` scores only the checkpoints of at least N steps.
 
 ``--out`` writes every episode (one row per checkpoint, evaluation and seed, baselines
 with ``checkpoint_steps`` -1) as CSV.
@@ -101,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--stochastic", action="store_true", help="sample the policies' edits")
+    p.add_argument("--from-steps", type=int, default=0)
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args(argv)
     if a.seeds < 1 or a.epochs < 1 or a.first_seed < 0:
@@ -109,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     warnings.simplefilter("ignore")  # Topology Zoo graphs warn about missing link data
     seeds = harness.seed_list(a.seeds, a.first_seed)
     evals = {name: evaluation(name) for name in a.evals}
-    ckpts = checkpoints(a.run)
+    ckpts = [(n, path) for n, path in checkpoints(a.run) if n >= a.from_steps]
+    if not ckpts:
+        p.error(f"--from-steps {a.from_steps}: {str(a.run)!r} has no checkpoint that late")
     reward = load_rl_policy(ckpts[-1][1])[1]
     rows: list[dict] = []
     base: dict[tuple[str, str], float] = {}
