@@ -259,3 +259,30 @@ def test_evaluate_refuses_stochastic_for_other_envs(tmp_path):
     )  # fmt: skip
     with pytest.raises(ValueError, match="--stochastic is for CoEL-Graph-v0 policies"):
         load_rl_policy(run, stochastic=True)
+
+
+def test_the_long_trained_policy_reproduces_its_committed_episode():
+    """results/policies/maskable_ppo-CoEL-Graph-v0-long, sampled as ``coel evaluate
+    --stochastic`` plays it, gives the committed return of seed 100 on ``default`` (200
+    epochs) to the last bit; its mode gives another (lower) one."""
+    import csv
+
+    import torch
+
+    from agents.evaluate_cli import load_rl_policy
+
+    root = Path(__file__).resolve().parents[1]
+    run = root / "results" / "policies" / "maskable_ppo-CoEL-Graph-v0-long"
+    rows = root / "results" / "graph-v0" / "fidelity-defaults" / "long" / "default_rl.csv"
+    want = next(float(r["return"]) for r in csv.DictReader(rows.open()) if r["seed"] == "100")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        policy, config, _ = load_rl_policy(run, stochastic=True)
+        got = harness.run_episode(policy, "default", 100, 200, reward_config=config)
+        mode = load_rl_policy(run)[0]
+        low = harness.run_episode(mode, "default", 100, 200, reward_config=config)
+    finally:
+        torch.set_num_threads(threads)
+    assert got.metrics["return"] == want
+    assert low.metrics["return"] < want - 50
