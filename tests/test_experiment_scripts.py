@@ -220,6 +220,6 @@ def test_bench_training_own_policy_on_the_graph_env(tmp_path):
     )  # fmt: skip
     (row,) = _table(text, "id")
     assert (row["id"], row["policy"]) == ("CoEL-Graph-v0", "own")
-    assert row["n_envs x n_steps"] == "1 x 256"
+    assert row["n_envs x n_steps"] == "1 x 128"  # the shipped n_steps, --n-envs 1
     assert float(row["training steps/s"]) > 0 and float(row["learner-only steps/s"]) > 0
     assert row["learner-only with torch's checks"] == "-" and row["x stock"] == "-"
