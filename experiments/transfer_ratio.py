@@ -1,13 +1,15 @@
 """How far a policy gets from ``naive`` to ``greedy``, per evaluation, from episode rows.
 
     python experiments/transfer_ratio.py NAME=EPISODES.csv[,MORE.csv] ... [--policy rl:run]
+                                         [--reference greedy]
 
 Each argument names one evaluation (a scenario or topology) and the ``episodes.csv``
 files of ``coel evaluate`` / ``coel baselines`` (``--out``) that hold its rows: the
 policy's, ``naive``'s and ``greedy``'s on the same seeds. Prints a markdown table: mean
 return of each, the paired difference ``policy - naive`` (95% interval over seeds) and
 the ratio ``(policy - naive) / (greedy - naive)`` of the mean returns (1: as good as
-greedy; the issue's transfer target is >= 0.9).
+greedy; the issue's transfer target is >= 0.9). ``--reference milp-periodic`` measures
+the way to another policy instead of greedy (its rows must be in the files).
 """
 
 from __future__ import annotations
@@ -39,10 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("evals", nargs="+", metavar="NAME=EPISODES.csv[,MORE.csv]")
     p.add_argument("--policy", default="rl:run", help="the policy (default rl:run)")
+    p.add_argument("--reference", default="greedy", help="the far end (default greedy)")
     args = p.parse_args(argv)
+    ref = args.reference
     lines = [
-        f"| evaluation | {args.policy} | naive | greedy | {args.policy} - naive (95% CI) "
-        "| (rl - naive) / (greedy - naive) |",
+        f"| evaluation | {args.policy} | naive | {ref} | {args.policy} - naive (95% CI) "
+        f"| (rl - naive) / ({ref} - naive) |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     try:
@@ -51,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             if not sep:
                 raise ValueError(f"{item!r} is not NAME=EPISODES.csv")
             rows = _rows(files)
-            rl, naive, greedy = (_mean(rows, q) for q in (args.policy, "naive", "greedy"))
+            rl, naive, greedy = (_mean(rows, q) for q in (args.policy, "naive", ref))
             d = next(r for r in paired(rows, args.policy) if r["other"] == "naive")
             ratio = (rl - naive) / (greedy - naive) if greedy != naive else float("nan")
             lines.append(

@@ -223,3 +223,28 @@ def test_bench_training_own_policy_on_the_graph_env(tmp_path):
     assert row["n_envs x n_steps"] == "1 x 128"  # the shipped n_steps, --n-envs 1
     assert float(row["training steps/s"]) > 0 and float(row["learner-only steps/s"]) > 0
     assert row["learner-only with torch's checks"] == "-" and row["x stock"] == "-"
+
+
+def test_transfer_ratio_measures_the_way_from_naive_to_the_reference(tmp_path, capsys):
+    """(rl - naive) / (reference - naive) of the mean returns, greedy by default, another
+    policy with --reference; a reference without rows is an error naming it."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        from experiments import transfer_ratio
+    finally:
+        sys.path.remove(str(ROOT))
+    rows = ["policy,seed,return"]
+    for seed, (rl, naive, greedy, milp) in enumerate(
+        [(8.0, 0.0, 10.0, 16.0), (10.0, 2.0, 12.0, 18.0)]
+    ):
+        rows += [f"rl,{seed},{rl}", f"naive,{seed},{naive}", f"greedy,{seed},{greedy}",
+                 f"milp-periodic,{seed},{milp}"]  # fmt: skip
+    f = tmp_path / "e.csv"
+    f.write_text("\n".join(rows) + "\n")
+    assert transfer_ratio.main([f"x={f}", "--policy", "rl"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].endswith("| 0.80 |")  # 8 / 10
+    assert transfer_ratio.main([f"x={f}", "--policy", "rl", "--reference", "milp-periodic"]) == 0
+    out = capsys.readouterr().out
+    assert "milp-periodic - naive" in out and out.splitlines()[-1].endswith("| 0.50 |")  # 8 / 16
+    assert transfer_ratio.main([f"x={f}", "--policy", "rl", "--reference", "static"]) == 2
+    assert "no rows of policy 'static'" in capsys.readouterr().err
