@@ -49,7 +49,7 @@ def checkpoints(run: Path) -> list[tuple[int, Path]]:
             out.append((int(m.group(1)), p))
     final = run / "model.zip"
     if final.is_file():
-        steps = _final_steps(final, out)
+        steps = _final_steps(final)
         if steps not in {s for s, _ in out}:  # coel train also saves the last one as a checkpoint
             out.append((steps, final))
     if not out:
@@ -57,13 +57,13 @@ def checkpoints(run: Path) -> list[tuple[int, Path]]:
     return sorted(out)
 
 
-def _final_steps(final: Path, ckpts: list[tuple[int, Path]]) -> int:
+def _final_steps(final: Path) -> int:
     from sb3_contrib import MaskablePPO
 
     import agents.graph_policy  # noqa: F401  (registers GraphPolicy for loading)
 
     model = MaskablePPO.load(final, device="cpu")
-    return int(model.num_timesteps) if model.num_timesteps else (max(s for s, _ in ckpts) + 1)
+    return int(model.num_timesteps)
 
 
 def evaluation(name: str) -> tuple[str, dict]:

@@ -55,11 +55,11 @@ def main(argv: list[str] | None = None) -> int:
             if not sep:
                 raise ValueError(f"{item!r} is not NAME=EPISODES.csv")
             rows = _rows(files)
-            rl, naive, greedy = (_mean(rows, q) for q in (args.policy, "naive", ref))
+            rl, naive, far = (_mean(rows, q) for q in (args.policy, "naive", ref))
             d = next(r for r in paired(rows, args.policy) if r["other"] == "naive")
-            ratio = (rl - naive) / (greedy - naive) if greedy != naive else float("nan")
+            ratio = (rl - naive) / (far - naive) if far != naive else float("nan")
             lines.append(
-                f"| {name} | {rl:.3f} | {naive:.3f} | {greedy:.3f} | {d['mean']:+.3f} "
+                f"| {name} | {rl:.3f} | {naive:.3f} | {far:.3f} | {d['mean']:+.3f} "
                 f"± {d['ci95']:.3f} ({d['ahead']}/{d['seeds']} ahead) | {ratio:.2f} |"
             )
     except (ValueError, OSError) as e:

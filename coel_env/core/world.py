@@ -110,6 +110,7 @@ STATUS_FIELDS = (
     "up",
     "link_scale",
 )
+_UP = STATUS_FIELDS.index("up")
 
 
 @dataclass(frozen=True)
@@ -1056,15 +1057,12 @@ class World:
             )
         if not 0 <= server < self.n:
             raise ValueError(f"server={server!r} is not allowed; servers are 0..{self.n - 1}")
-        status, age = self.perception.view(server, self.t_s)
+        status, age = self.perception.view(server, self.t_s)  # a row view, a new array
         silent = age > self.scenario.perception.timeout_s  # never heard: inf, up is 0 already
-        if silent.any():
-            up = STATUS_FIELDS.index("up")
-            if status[silent, up].any():
-                status = status.copy()
-                status[silent, up] = 0.0
-        status, age = status.view(), age.view()
-        status.setflags(write=False)
+        if silent.any() and status[silent, _UP].any():
+            status = status.copy()
+            status[silent, _UP] = 0.0
+        status.setflags(write=False)  # this view only: the perception's state stays writable
         age.setflags(write=False)
         return status, age
 
