@@ -66,8 +66,8 @@ class GraphRLPolicy:
             PPO trained, as in training) instead of taking its mode; the draws come from
             a generator seeded by the episode seed (:meth:`reset`), so an episode is
             reproducible. An edit-or-commit policy whose edits share the probability
-            that ``commit`` does not take can have ``commit`` as its mode in every state
-            (the mode never edits) while its samples edit and earn more.
+            that ``commit`` does not take can have ``commit`` as its mode in nearly every
+            state (the mode then barely edits) while its samples edit and earn more.
 
     Raises:
         ValueError: the config's maxima differ from those the model was saved with
