@@ -154,13 +154,15 @@ def suite_tasks(names: Sequence[str] | None = None) -> list[SuiteTask]:
 
 @dataclass
 class PolicySpec:
-    """A policy of the command line: a baseline name, ``run:PATH`` (or a run folder) or
-    ``ma:PATH``.
+    """A policy of the command line: a baseline name, ``run:PATH`` (or a run folder),
+    ``sample:PATH`` (a ``CoEL-Graph-v0`` run whose edits are drawn from the masked policy,
+    seeded by each episode's seed, as ``coel evaluate --stochastic``) or ``ma:PATH``.
 
     Attributes:
         text: as given.
         kind: ``"baseline"``, ``"rl"`` or ``"ma"``.
-        name: the name its rows carry (a run by ``rl:<folder>``, as ``coel compare``).
+        name: the name its rows carry (a run by ``rl:<folder>``, as ``coel compare``;
+            a sampled one by ``rl:<folder>:sampled``).
         path: the run folder or model zip (RL and multi-agent runs).
     """
 
@@ -192,10 +194,12 @@ def parse_policies(text: str | Sequence[str]) -> list[PolicySpec]:
             path = Path(s[3:])
             _need_path(s, path)
             out.append(PolicySpec(s, "ma", f"ma:{path.name}", path))
-        elif s.startswith("run:") or (s not in known and Path(s).is_dir()):
-            path = Path(s[4:] if s.startswith("run:") else s)
+        elif s.startswith(("run:", "sample:")) or (s not in known and Path(s).is_dir()):
+            path = Path(s.split(":", 1)[1] if s.startswith(("run:", "sample:")) else s)
             _need_path(s, path)
             name = f"rl:{(path.parent if path.is_file() else path).name}"
+            if s.startswith("sample:"):
+                name += ":sampled"
             out.append(PolicySpec(s, "rl", name, path))
         elif s in known:
             out.append(PolicySpec(s, "baseline", s))
@@ -203,7 +207,8 @@ def parse_policies(text: str | Sequence[str]) -> list[PolicySpec]:
             raise ValueError(
                 f"--policies {s!r} is not a known policy or run; known policies: "
                 f"{', '.join(known)}; a saved RL run: run:PATH (a coel train run folder or "
-                "model zip), a multi-agent run: ma:PATH"
+                "model zip), a CoEL-Graph-v0 run drawing its edits: sample:PATH, a "
+                "multi-agent run: ma:PATH"
             )
     names = [p.name for p in out]
     for n in names:
@@ -226,7 +231,8 @@ def _rl_policy(spec: PolicySpec):
         else:
             from agents.evaluate_cli import load_rl_policy
 
-            spec._loaded = load_rl_policy(spec.path, None, False, spec.name)[0]
+            sampled = spec.text.startswith("sample:")
+            spec._loaded = load_rl_policy(spec.path, None, False, spec.name, sampled)[0]
     return spec._loaded
 
 

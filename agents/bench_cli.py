@@ -7,8 +7,10 @@ benchmarks (:mod:`agents.bench`).
              [--runs-root DIR | --out-dir DIR [--force]]
 
 Every policy (baselines by name, saved RL runs as ``run:PATH`` or a run folder,
-multi-agent runs as ``ma:PATH``) runs one whole episode per seed (0..N-1, or
-K..K+N-1 with ``--first-seed K``; seeds from 100 on are behind no committed result)
+``CoEL-Graph-v0`` runs drawing their edits as ``sample:PATH`` (``coel evaluate
+--stochastic``; seeded by each episode's seed), multi-agent runs as ``ma:PATH``) runs
+one whole episode per seed (0..N-1, or K..K+N-1 with ``--first-seed K``; seeds from
+100 on are behind no committed result)
 on every suite scenario; the naive plan and each scenario's reference policy always
 run (the scores need them). A policy whose shape does not fit a scenario is skipped
 there, with the reason in the table. Written to a new run folder
@@ -65,7 +67,8 @@ from agents.cli_common import (
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--policies", default=",".join(bench.DEFAULT_POLICIES),
-                   help="comma-separated baselines, run:RUN_DIR (saved RL runs) and "
+                   help="comma-separated baselines, run:RUN_DIR (saved RL runs), "
+                        "sample:RUN_DIR (a CoEL-Graph-v0 run drawing its edits) and "
                         "ma:RUN_DIR (default: every baseline)")  # fmt: skip
     names = ",".join(t.scenario for t in bench.SUITE)
     p.add_argument("--scenarios", default=names, help=f"comma-separated (default: {names})")

@@ -240,3 +240,30 @@ def test_milp_node_limit_is_a_config_option():
     kw = bench.MilpLimits(node_limit=50, time_limit_s=30.0).kwargs()
     assert kw["config"].node_limit == 50 and kw["time_limit_s"] == 30.0
     assert "config" not in bench.MilpLimits(node_limit=None).kwargs()
+
+
+def test_sample_runs_a_graph_policy_drawing_its_edits_seeded_per_episode():
+    """``sample:PATH`` is the published graph policy as ``coel evaluate --stochastic``
+    plays it: its own row name and fingerprint, the same episode as
+    ``GraphRLPolicy(stochastic=True)`` on the same seed, and not its mode's episode."""
+    from agents import harness
+    from agents.evaluate_cli import load_rl_policy
+
+    path = POLICIES / "maskable_ppo-CoEL-Graph-v0-long"
+    mode, drawn = bench.parse_policies(f"run:{path},sample:{path}")
+    assert drawn.name == "rl:maskable_ppo-CoEL-Graph-v0-long:sampled" and drawn.kind == "rl"
+    task = bench.suite_tasks(["churn"])[0]
+    limits = bench.MilpLimits()
+    assert bench.fingerprint(task, mode, limits, 3) != bench.fingerprint(task, drawn, limits, 3)
+    run = bench.run_suite([mode, drawn], [task], [7], epochs=3, progress=False)
+    ret = {r["policy"]: r["return"] for r in run.episodes}
+    ref, _, _ = load_rl_policy(path, stochastic=True)
+    want = harness.run_episode(ref, "churn", 7, 3).metrics["return"]
+    assert ret[drawn.name] == want
+    assert ret[drawn.name] != ret[mode.name]
+
+
+def test_sample_of_a_policy_that_is_not_a_graph_policy_is_refused():
+    spec = bench.parse_policies(f"sample:{POLICIES / 'maskable_ppo-CoEL-v2'}")[0]
+    with pytest.raises(ValueError, match="--stochastic is for CoEL-Graph-v0 policies"):
+        bench._rl_policy(spec)

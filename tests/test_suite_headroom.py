@@ -92,17 +92,19 @@ def test_tight_memory_naive_plan_loses_far_behind_greedy():
 
 
 @needs_data
-def test_tight_memory_holds_the_model_nowhere_at_8_bits():
-    """No GPU holds DeepSeek-V2-Lite's routed experts at 8 bits beside its dense part and
-    KV reserve, yet every server can host it with host memory: bit widths and GPU/host
-    residency are every plan's choice. The naive plan keeps most experts in host memory."""
+def test_tight_memory_holds_the_model_nowhere_at_any_bit_width():
+    """No GPU holds DeepSeek-V2-Lite's routed experts even at 4 bits beside its dense part
+    and KV reserve, yet every server can host it with host memory and keep a few GB of
+    experts on the GPU: bit widths and GPU/host residency are every plan's choice. The
+    naive plan keeps most experts in host memory."""
     w = World("tight-memory")
     (m,) = w.specs
     dense = m.non_expert_bytes(16) / 1e9 + w.kv_reserve_gb[m.name]
     experts_8 = m.n_moe_layers * m.n_experts * m.expert_bytes(8) / 1e9
     experts_4 = m.n_moe_layers * m.n_experts * m.expert_bytes(4) / 1e9
     room = w.gpu_capacity_gb - dense
-    assert (room < experts_8).all() and (room > experts_4).all(), (room, experts_8)
+    assert (room < experts_4).all() and (room > 0.5 * experts_4).all(), (room, experts_4)
+    assert experts_4 < experts_8
     w.reset(0)
     loc = w.plan.models[m.name].location
     assert w.plan.models[m.name].home == tuple(range(w.n))
