@@ -80,7 +80,7 @@ SUITE: tuple[SuiteTask, ...] = (
     SuiteTask("diurnal", 50, "milp-periodic",
               "a day of load (trough to peak) with a task mix that moves which "
               "DeepSeek-V2-Lite experts are hot (ESFT routing)"),
-    SuiteTask("tight-memory", 50, "milp-oracle",
+    SuiteTask("tight-memory", 50, "milp-periodic",
               "a large MoE on edge GPUs: bit widths and GPU/host residency decide "
               "whether it fits and how fast it serves, as the load moves"),
 )  # fmt: skip

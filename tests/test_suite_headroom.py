@@ -21,14 +21,16 @@ needs_data = pytest.mark.skipif(
 )
 
 
-def _headroom(scenario: str, policies: str, reference: str | None = None) -> bench.Headroom:
-    """The headroom on SEEDS among ``policies`` (and the scenario's reference, or
+def _headroom(
+    scenario: str, policies: str, reference: str | None = None, seeds: list[int] = SEEDS
+) -> bench.Headroom:
+    """The headroom on ``seeds`` among ``policies`` (and the scenario's reference, or
     ``reference`` instead: a guard may stand in a cheaper one, since a lower best makes
     the bar only stricter)."""
     tasks = bench.suite_tasks([scenario])
     if reference is not None:
         tasks = [dataclasses.replace(t, reference=reference) for t in tasks]
-    run = bench.run_suite(bench.parse_policies(policies), tasks, SEEDS, progress=False)
+    run = bench.run_suite(bench.parse_policies(policies), tasks, seeds, progress=False)
     return bench.headroom(run.episodes, scenario)
 
 
@@ -52,7 +54,10 @@ def test_mobility_leaves_headroom():
 
 @pytest.mark.slow
 def test_churn_leaves_headroom():
-    h = _headroom("churn", "greedy,static,greedy-oracle")
+    # greedy's gap to greedy-oracle hangs on when servers leave: on seeds 0-2 greedy keeps
+    # 0.995 of greedy-oracle's return above random's, on 0-7 0.911, on 0-19 0.887
+    # (static 0.68 and 0.63, naive 0.41 and 0.37); so eight seeds
+    h = _headroom("churn", "random,greedy,static,greedy-oracle", seeds=list(range(8)))
     assert h.best == "greedy-oracle", h
     assert all(h.met.values()), h.ratios
 
@@ -60,8 +65,9 @@ def test_churn_leaves_headroom():
 @pytest.mark.slow
 @needs_data
 def test_diurnal_leaves_headroom():
-    # seeds 0-2: static 0.46, naive 0.60, greedy 0.79 of milp-periodic
-    h = _headroom("diurnal", "greedy,static,milp-periodic")
+    # seeds 0-2 (basis random: naive's mean return is below zero): static 0.79, naive
+    # 0.39, greedy 0.68 of milp-periodic
+    h = _headroom("diurnal", "random,greedy,static,milp-periodic")
     assert h.best == "milp-periodic", h
     assert all(h.met.values()), h.ratios
 
@@ -69,24 +75,28 @@ def test_diurnal_leaves_headroom():
 @pytest.mark.slow
 @needs_data
 def test_tight_memory_leaves_headroom():
-    # seeds 0-2 (basis random: naive's mean return is -0.03): static 0.71, naive 0.45,
-    # greedy 0.85 of milp-periodic
-    h = _headroom("tight-memory", "random,greedy,static,milp-periodic")  # + milp-oracle
-    assert h.best in ("milp-oracle", "milp-periodic"), h
+    # the suite's 20 seeds (basis random): static 0.79, naive 0.31, greedy 0.949 of
+    # milp-periodic (the reference; milp-oracle 35.6 against its 37.6). Greedy's share is
+    # within 0.003 of the bar and above it on every shorter run of seeds from 0 (1.0 on
+    # seeds 0-2, 0.97 on 0-7, 0.957 on 0-14), so the guard takes all 20 (~10 minutes)
+    h = _headroom("tight-memory", "random,greedy,static", seeds=list(range(20)))
+    assert h.best == "milp-periodic", h
     assert all(h.met.values()), h.ratios
 
 
 @needs_data
 def test_diurnal_naive_plan_loses_to_greedy_at_the_peak():
     """16 bits everywhere (the L4s spilling experts to host in index order) is slow at the
-    day's peak: seeds 0-2, naive keeps 0.76 of greedy's return (the best keeps more)."""
+    day's peak: seeds 0-2, naive's mean return is below zero (-6.5 against greedy's
+    17.5)."""
     m = _means("diurnal", ["naive", "greedy"])
     assert m["naive"] <= 0.85 * m["greedy"], m
 
 
 @needs_data
 def test_tight_memory_naive_plan_loses_far_behind_greedy():
-    """Seeds 0-2: naive keeps 0.53 of greedy's return above random's."""
+    """Seeds 0-2: naive keeps 0.34 of greedy's return above random's (-6.0 against
+    35.2, random -27.4)."""
     m = _means("tight-memory", ["random", "naive", "greedy"])
     assert m["naive"] - m["random"] <= 0.7 * (m["greedy"] - m["random"]), m
 
