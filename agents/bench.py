@@ -71,7 +71,7 @@ class SuiteTask:
 #: long enough for each dynamic to play out several times (the presets scale their rates
 #: to it), short enough for the MILP rows on 20 seeds.
 SUITE: tuple[SuiteTask, ...] = (
-    SuiteTask("mobility", 50, "milp-oracle",
+    SuiteTask("mobility", 50, "static-homes",
               "demand hot spots that move between areas of Melbourne's CBD (EUA sites "
               "and users): capacity has to follow the crowd"),
     SuiteTask("churn", 50, "greedy-oracle",
