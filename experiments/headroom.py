@@ -3,6 +3,8 @@
     python experiments/headroom.py --episodes results/suite/episodes.csv \
         --out results/suite/headroom.md
     python experiments/headroom.py --seeds 20 --out FILE.md     # runs the suite's baselines
+    python experiments/headroom.py --scenarios mobility --seeds 6 --first-seed 100 \
+        --policies random,naive,static,greedy,static-homes      # tuning seeds, the bar's ratio
 
 For every suite scenario (:data:`agents.bench.SUITE`), over whole episodes of every
 policy in the episodes (a ``coel bench`` run's ``episodes.csv``, or a fresh run of
@@ -28,6 +30,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--episodes", type=Path, default=None,
                    help="a coel bench episodes.csv (default: run the baselines)")  # fmt: skip
     p.add_argument("--seeds", type=int, default=20, help="seeds 0..N-1 of a fresh run")
+    p.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="a fresh run's seeds K..K+N-1 (tune a scenario on 100 and up)",
+    )
+    p.add_argument("--policies", default=None,
+                   help="a fresh run's policies (default: every baseline; the scenario's "
+                        "reference, naive, static and greedy always run)")  # fmt: skip
     p.add_argument("--scenarios", default=None, help="comma-separated (default: the suite)")
     p.add_argument("--out", type=Path, default=None, help="write the table here")
     args = p.parse_args(argv)
@@ -38,10 +49,16 @@ def main(argv: list[str] | None = None) -> int:
             rows = list(csv.DictReader(f))
         source = str(args.episodes)
     else:
-        specs = bench.parse_policies(list(bench.DEFAULT_POLICIES))
-        run = bench.run_suite(specs, tasks, harness.seed_list(args.seeds))
+        names = (
+            list(bench.DEFAULT_POLICIES)
+            if args.policies is None
+            else (list(dict.fromkeys([*args.policies.split(","), "static", "greedy"])))
+        )
+        specs = bench.parse_policies(names)
+        seeds = harness.seed_list(args.seeds, args.first_seed)
+        run = bench.run_suite(specs, tasks, seeds)
         rows = run.episodes
-        source = f"a fresh run, {args.seeds} seeds"
+        source = f"a fresh run, {harness.seeds_label(args.seeds, args.first_seed)}"
     rooms = [bench.headroom(rows, t.scenario) for t in tasks]
     text = bench.headroom_markdown(rooms, source)
     if args.out is not None:

@@ -126,3 +126,22 @@ def test_tight_memory_holds_the_model_nowhere_at_any_bit_width():
     assert w.plan.models[m.name].home == tuple(range(w.n))
     on_gpu, on_host = (loc == 1).sum(), (loc == 2).sum()
     assert on_host > on_gpu, (on_gpu, on_host)
+
+
+def test_headroom_script_runs_tuning_seeds_with_the_bars_own_ratio(tmp_path, capsys):
+    """``experiments/headroom.py --first-seed`` runs the named policies (and the anchor,
+    the reference, static and greedy) on tuning seeds and reports the bar's ratios (above
+    random's where a return is below zero), as the committed table does."""
+    from experiments.headroom import main
+
+    out = tmp_path / "h.md"
+    rc = main(["--scenarios", "churn", "--seeds", "1", "--first-seed", "100",
+               "--policies", "random", "--out", str(out)])  # fmt: skip
+    text = out.read_text()
+    assert rc in (0, 1)
+    assert "a fresh run, 1 seeds (100-100)" in text
+    row = next(line for line in text.splitlines() if line.startswith("| `churn`"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "1" and cells[3] in ("random", "return"), cells
+    assert cells[2].split(" (")[0] in ("greedy-oracle", "greedy", "static", "random", "naive")
+    assert (rc == 0) == (cells[7] == "yes"), (rc, cells)
