@@ -195,12 +195,11 @@ def parse_policies(text: str | Sequence[str]) -> list[PolicySpec]:
             _need_path(s, path)
             out.append(PolicySpec(s, "ma", f"ma:{path.name}", path))
         elif s.startswith(("run:", "sample:")) or (s not in known and Path(s).is_dir()):
-            path = Path(s.split(":", 1)[1] if s.startswith(("run:", "sample:")) else s)
+            form, _, rest = s.partition(":") if s.startswith(("run:", "sample:")) else ("", "", s)
+            path = Path(rest)
             _need_path(s, path)
             name = f"rl:{(path.parent if path.is_file() else path).name}"
-            if s.startswith("sample:"):
-                name += ":sampled"
-            out.append(PolicySpec(s, "rl", name, path))
+            out.append(PolicySpec(s, "rl", name + (":sampled" if form == "sample" else ""), path))
         elif s in known:
             out.append(PolicySpec(s, "baseline", s))
         else:

@@ -4,7 +4,7 @@
         --out results/suite/headroom.md
     python experiments/headroom.py --seeds 20 --out FILE.md     # runs the suite's baselines
     python experiments/headroom.py --scenarios mobility --seeds 6 --first-seed 100 \
-        --policies random,naive,static,greedy,static-homes      # tuning seeds, the bar's ratio
+        --policies static-homes      # tuning seeds, the bar's ratio
 
 For every suite scenario (:data:`agents.bench.SUITE`), over whole episodes of every
 policy in the episodes (a ``coel bench`` run's ``episodes.csv``, or a fresh run of
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--policies", default=None,
                    help="a fresh run's policies (default: every baseline; the scenario's "
-                        "reference, naive, static and greedy always run)")  # fmt: skip
+                        "reference, naive, static, greedy and random always run)")  # fmt: skip
     p.add_argument("--scenarios", default=None, help="comma-separated (default: the suite)")
     p.add_argument("--out", type=Path, default=None, help="write the table here")
     args = p.parse_args(argv)
@@ -49,12 +49,9 @@ def main(argv: list[str] | None = None) -> int:
             rows = list(csv.DictReader(f))
         source = str(args.episodes)
     else:
-        names = (
-            list(bench.DEFAULT_POLICIES)
-            if args.policies is None
-            else (list(dict.fromkeys([*args.policies.split(","), "static", "greedy"])))
-        )
-        specs = bench.parse_policies(names)
+        names = bench.DEFAULT_POLICIES if args.policies is None else args.policies.split(",")
+        # the bar's policies and its floor (random: naive's return may be below zero)
+        specs = bench.parse_policies(list(dict.fromkeys([*names, *bench.HEADROOM, bench.FLOOR])))
         seeds = harness.seed_list(args.seeds, args.first_seed)
         run = bench.run_suite(specs, tasks, seeds)
         rows = run.episodes
