@@ -28,7 +28,11 @@ The MILP policies (``static``, ``static-homes``, ``milp-periodic``, ``milp-oracl
 stop each solve at a deterministic limit (:attr:`MilpLimits.node_limit` branch-and-bound
 nodes), so their rows do not depend on machine load; the wall-clock limit
 (:attr:`MilpLimits.time_limit_s`) stays as a backstop, and a row in which it bound is
-flagged in the table (rerun such rows and report their spread).
+flagged in the table (rerun such rows and report their spread). They do depend on the
+CPU: numpy picks its ``exp``/``log``/``power`` kernels by instruction set (AVX-512 or
+not), and last-bit differences in the MILP's coefficients steer the branch and bound to
+another incumbent, so on another kind of CPU a MILP episode moves as a rerun with
+another seed would (docs/benchmark.md, "Reproducibility").
 """
 
 from __future__ import annotations
@@ -103,9 +107,10 @@ class MilpLimits:
     """How long the MILP policies' solves may run.
 
     Attributes:
-        node_limit: HiGHS branch-and-bound nodes per solve (deterministic: the plan does
-            not depend on the machine); None: the wall-clock limit alone (the policies'
-            own behaviour, 5 s per solve).
+        node_limit: HiGHS branch-and-bound nodes per solve (deterministic on one kind of
+            CPU: the plan does not depend on the machine's load or speed, but last-bit
+            differences between CPUs' numpy kernels can change it); None: the
+            wall-clock limit alone (the policies' own behaviour, 5 s per solve).
         time_limit_s: the wall-clock limit per solve [s], a backstop under a node limit.
     """
 
@@ -124,7 +129,7 @@ class MilpLimits:
     def label(self) -> str:
         if self.node_limit is None:
             return f"wall-clock limit {self.time_limit_s:g} s per solve (not reproducible)"
-        return (f"{self.node_limit} branch-and-bound nodes per solve (deterministic), "
+        return (f"{self.node_limit} branch-and-bound nodes per solve (deterministic per CPU kind), "
                 f"wall-clock backstop {self.time_limit_s:g} s")  # fmt: skip
 
 

@@ -35,7 +35,8 @@ instead of running them again, e.g. to add a policy to a finished suite run; the
 tables are the same as from one run of everything with the same code.
 
 The MILP policies stop each solve after ``--milp-node-limit`` branch-and-bound nodes
-(default 100), so their rows do not depend on machine load; ``--milp-time-limit`` is the
+(default 100), so their rows do not depend on machine load (they can on the kind of
+CPU: see docs/benchmark.md, "Reproducibility"); ``--milp-time-limit`` is the
 wall-clock backstop (default 120 s), and ``--milp-wall-clock`` gives the policies'
 own wall-clock limit alone (not reproducible). Ctrl-C keeps the finished episodes
 (``episodes.csv`` beside an ``INCOMPLETE`` file; exit status 130).
@@ -75,8 +76,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=int, default=20, help="seeds 0..N-1 (default 20)")
     add_first_seed(p)
     p.add_argument("--milp-node-limit", type=int, default=bench.MilpLimits.node_limit,
-                   help="branch-and-bound nodes per MILP solve (deterministic; default "
-                        f"{bench.MilpLimits.node_limit})")  # fmt: skip
+                   help="branch-and-bound nodes per MILP solve (deterministic on one kind "
+                        f"of CPU; default {bench.MilpLimits.node_limit})")  # fmt: skip
     p.add_argument(
         "--milp-wall-clock",
         action="store_true",

@@ -1,14 +1,25 @@
-"""Guards of the suite's headroom (agents.bench.HEADROOM), one per scenario, on three
-seeds of whole episodes: a retune that lets the simple policies catch up fails here.
-The full check is results/suite/headroom.md (20 seeds: `python experiments/headroom.py
---episodes results/suite/episodes.csv`), where every scenario meets the bar. The guards
-that need the MILP policies are slow; the cheap ones (the default suite) check what the
-preset is built on: the naive plan's loss against greedy, and tight-memory's memory."""
+"""Guards of the suite's headroom (agents.bench.HEADROOM) on the committed run,
+results/suite (20 seeds of whole episodes): a retune that lets the simple policies catch
+up, or one not followed by a rerun, fails here.
 
-import dataclasses
+The MILP policies' episodes move with the kind of CPU (numpy's exp/log/power kernels
+differ in the last bit between instruction sets, and the branch and bound follows such
+differences: docs/benchmark.md, "Reproducibility"), so a guard that reran them would
+pass on one machine and fail on another with the same code (tight-memory: greedy keeps
+0.949 of milp-periodic's return above random's here, 0.968 on the CI machine). So the
+guards read the MILP rows from the committed run and check that it is current: every
+baseline's fingerprint (the scenario's resolved config, the episode length, the MILP
+limits) is the current one, and the policies whose episodes do not move with the CPU
+(random, naive, greedy) reproduce their committed returns on three seeds. The cheap
+checks below them test what the presets are built on: the naive plan's loss against
+greedy, and tight-memory's memory."""
+
+import csv
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from agents import bench, harness
 from agents.registry import make_policy
@@ -16,24 +27,19 @@ from coel_env.core.scenario import data_root
 from coel_env.core.world import World
 
 SEEDS = [0, 1, 2]
+SUITE_DIR = Path(__file__).resolve().parents[1] / "results" / "suite"
+#: Policies whose decisions last-bit differences between CPUs do not move (their returns
+#: agree to ~1e-9 across numpy's instruction sets; the MILP's can move by tens).
+CPU_STABLE = ("random", "naive", "greedy")
 needs_data = pytest.mark.skipif(
     not (data_root() / "routing").is_dir(), reason="../shared/data is absent"
 )
+SCENARIOS = [t.scenario for t in bench.SUITE]
 
 
-def _headroom(
-    scenario: str, policies: str, reference: str | None = None, seeds: list[int] = SEEDS
-) -> bench.Headroom:
-    """The headroom on ``seeds`` among ``policies`` (and the scenario's reference, or
-    ``reference`` instead: a guard may stand in a cheaper one, since a lower best makes
-    the bar only stricter), with the ratios' floor ``random`` run too (naive's return is
-    below zero on every suite scenario)."""
-    tasks = bench.suite_tasks([scenario])
-    if reference is not None:
-        tasks = [dataclasses.replace(t, reference=reference) for t in tasks]
-    names = list(dict.fromkeys([*policies.split(","), bench.FLOOR]))
-    run = bench.run_suite(bench.parse_policies(names), tasks, seeds, progress=False)
-    return bench.headroom(run.episodes, scenario)
+def _committed() -> list[dict]:
+    with (SUITE_DIR / "episodes.csv").open(newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
 
 
 def _means(scenario: str, policies: list[str]) -> dict[str, float]:
@@ -44,51 +50,63 @@ def _means(scenario: str, policies: list[str]) -> dict[str, float]:
                               .metrics["return"] for s in SEEDS])) for p in policies}  # fmt: skip
 
 
-@pytest.mark.slow
 @needs_data
-@pytest.mark.xfail(
-    strict=True,
-    reason="mobility's retune misses the static bar: static keeps 0.894 of static-homes' "
-    "return above random's on seeds 0-19 (0.938 on 0-2); the tuning compared returns, "
-    "not the random floor the bar uses when naive's return is below zero (issue 22)",
-)
-def test_mobility_leaves_headroom():
-    # the reference, static-homes, is the best policy on seeds 0-19 (42.31; milp-oracle
-    # 41.47)
-    h = _headroom("mobility", "greedy,static,static-homes")
-    assert h.best == "static-homes", h
-    assert all(h.met.values()), h.ratios
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_committed_suite_run_is_of_the_current_scenarios(scenario):
+    """Every baseline's committed episodes were made on the scenario as it is now (its
+    fingerprint: resolved config, episode length, policy, MILP limits)."""
+    prints = yaml.safe_load((SUITE_DIR / bench.FINGERPRINTS).read_text())
+    (task,) = bench.suite_tasks([scenario])
+    ran = {r["policy"] for r in _committed() if r["scenario"] == scenario}
+    baselines = sorted(ran & set(bench.DEFAULT_POLICIES))
+    assert {"random", "naive", "greedy", "static", task.reference} <= set(baselines), ran
+    for name in baselines:
+        (spec,) = bench.parse_policies(name)
+        now = bench.fingerprint(task, spec, bench.MilpLimits(), None)
+        assert prints[f"{scenario} | {name}"] == now, (
+            f"results/suite's {name} episodes on {scenario} are of another config: rerun "
+            f"them (coel bench --scenarios {scenario} ..., docs/benchmark.md)"
+        )
 
 
-@pytest.mark.slow
-def test_churn_leaves_headroom():
-    # greedy's gap to greedy-oracle hangs on when servers leave: on seeds 0-2 greedy keeps
-    # 0.995 of greedy-oracle's return above random's, on 0-7 0.911, on 0-19 0.887
-    # (static 0.68 and 0.63, naive 0.41 and 0.37); so eight seeds
-    h = _headroom("churn", "greedy,static,greedy-oracle", seeds=list(range(8)))
-    assert h.best == "greedy-oracle", h
-    assert all(h.met.values()), h.ratios
-
-
-@pytest.mark.slow
 @needs_data
-def test_diurnal_leaves_headroom():
-    # seeds 0-2 (basis random: naive's mean return is below zero): static 0.79, naive
-    # 0.39, greedy 0.68 of milp-periodic
-    h = _headroom("diurnal", "greedy,static,milp-periodic")
-    assert h.best == "milp-periodic", h
-    assert all(h.met.values()), h.ratios
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_cpu_stable_policies_reproduce_the_committed_episodes(scenario):
+    """random, naive and greedy give their committed returns on seeds 0-2 (so the world
+    and these policies are those of the committed run, on any CPU)."""
+    (task,) = bench.suite_tasks([scenario])
+    want = {(r["policy"], int(r["seed"])): float(r["return"])
+            for r in _committed() if r["scenario"] == scenario}  # fmt: skip
+    world = World(scenario)
+    for name in CPU_STABLE:
+        for seed in SEEDS:
+            got = harness.run_episode(make_policy(name), scenario, seed, task.epochs,
+                                      world=world).metrics["return"]  # fmt: skip
+            assert got == pytest.approx(want[(name, seed)], rel=1e-6, abs=1e-6), (name, seed)
 
 
-@pytest.mark.slow
-@needs_data
-def test_tight_memory_leaves_headroom():
-    # the suite's 20 seeds (basis random): static 0.79, naive 0.31, greedy 0.949 of
-    # milp-periodic (the reference; milp-oracle 35.6 against its 37.6). Greedy's share is
-    # within 0.003 of the bar and above it on every shorter run of seeds from 0 (1.0 on
-    # seeds 0-2, 0.97 on 0-7, 0.957 on 0-14), so the guard takes all 20 (~10 minutes)
-    h = _headroom("tight-memory", "greedy,static", seeds=list(range(20)))
-    assert h.best == "milp-periodic", h
+@pytest.mark.parametrize(
+    "scenario",
+    [
+        pytest.param(s, marks=pytest.mark.xfail(
+            strict=True,
+            reason="mobility's retune misses the static bar: static keeps 0.894 of "
+            "static-homes' return above random's on seeds 0-19; the tuning compared "
+            "returns, not the random floor the bar uses when naive's return is below "
+            "zero (issue 22)",
+        )) if s == "mobility" else s
+        for s in SCENARIOS
+    ],
+)  # fmt: skip
+def test_committed_suite_run_leaves_headroom(scenario):
+    """On the committed run (20 seeds), the scenario's reference is the best policy
+    and static, naive and greedy keep at most the bar's shares of its return (above
+    random's where a return is below zero)."""
+    rows = [r for r in _committed() if r["policy"] in bench.DEFAULT_POLICIES]
+    h = bench.headroom(rows, scenario)
+    (task,) = bench.suite_tasks([scenario])
+    assert h.best == task.reference, h
+    assert h.seeds == 20, h
     assert all(h.met.values()), h.ratios
 
 

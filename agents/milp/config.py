@@ -88,9 +88,11 @@ class MilpConfig:
         node_limit: a deterministic limit on each solve: HiGHS stops after this many
             branch-and-bound nodes (``mip_max_nodes``) with its incumbent, so the plan does
             not depend on how fast the machine is, as long as ``time_limit_s`` (kept as a
-            backstop) does not bind first; None: only the wall-clock limit. A solve that
-            stops at it has the status ``"node_limit"``, one stopped by the clock
-            ``"time_limit"``.
+            backstop) does not bind first (it can depend on the kind of CPU: numpy's
+            ``exp``/``log``/``power`` kernels differ in the last bit between instruction
+            sets, and the branch and bound follows such differences); None: only the
+            wall-clock limit. A solve that stops at it has the status ``"node_limit"``,
+            one stopped by the clock ``"time_limit"``.
     """
 
     n_groups: int = 4
