@@ -85,19 +85,7 @@ def test_cpu_stable_policies_reproduce_the_committed_episodes(scenario):
             assert got == pytest.approx(want[(name, seed)], rel=1e-6, abs=1e-6), (name, seed)
 
 
-@pytest.mark.parametrize(
-    "scenario",
-    [
-        pytest.param(s, marks=pytest.mark.xfail(
-            strict=True,
-            reason="mobility's retune misses the static bar: static keeps 0.894 of "
-            "static-homes' return above random's on seeds 0-19; the tuning compared "
-            "returns, not the random floor the bar uses when naive's return is below "
-            "zero (issue 22)",
-        )) if s == "mobility" else s
-        for s in SCENARIOS
-    ],
-)  # fmt: skip
+@pytest.mark.parametrize("scenario", SCENARIOS)
 def test_committed_suite_run_leaves_headroom(scenario):
     """On the committed run (20 seeds), the scenario's reference is the best policy
     and static, naive and greedy keep at most the bar's shares of its return (above
