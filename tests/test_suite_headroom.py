@@ -5,8 +5,9 @@ up, or one not followed by a rerun, fails here.
 The MILP policies' episodes move with the kind of CPU (numpy's exp/log/power kernels
 differ in the last bit between instruction sets, and the branch and bound follows such
 differences: docs/benchmark.md, "Reproducibility"), so a guard that reran them would
-pass on one machine and fail on another with the same code (tight-memory: greedy keeps
-0.949 of milp-periodic's return above random's here, 0.968 on the CI machine). So the
+pass on one machine and fail on another with the same code (tight-memory before its
+third retune: greedy kept 0.949 of milp-periodic's return above random's here, 0.968 on
+the CI machine). So the
 guards read the MILP rows from the committed run and check that it is current: every
 baseline's fingerprint (the scenario's resolved config, the episode length, the MILP
 limits) is the current one, and the policies whose episodes do not move with the CPU
@@ -111,8 +112,8 @@ def test_diurnal_naive_plan_loses_to_greedy_at_the_peak():
 
 @needs_data
 def test_tight_memory_naive_plan_loses_far_behind_greedy():
-    """Seeds 0-2: naive keeps 0.34 of greedy's return above random's (-6.0 against
-    35.2, random -27.4)."""
+    """Seeds 0-2: naive keeps 0.47 of greedy's return above random's (-6.6 against
+    17.5, random -27.8)."""
     m = _means("tight-memory", ["random", "naive", "greedy"])
     assert m["naive"] - m["random"] <= 0.7 * (m["greedy"] - m["random"]), m
 
@@ -120,16 +121,17 @@ def test_tight_memory_naive_plan_loses_far_behind_greedy():
 @needs_data
 def test_tight_memory_holds_the_model_nowhere_at_any_bit_width():
     """No GPU holds DeepSeek-V2-Lite's routed experts even at 4 bits beside its dense part
-    and KV reserve, yet every server can host it with host memory and keep a few GB of
-    experts on the GPU: bit widths and GPU/host residency are every plan's choice. The
-    naive plan keeps most experts in host memory."""
+    and KV reserve, yet every server can host it with host memory and keep over 40% of
+    the experts' 4-bit bytes on the GPU (3.4 of 7.6 GB): bit widths and GPU/host
+    residency are every plan's choice. The naive plan keeps most experts in host
+    memory."""
     w = World("tight-memory")
     (m,) = w.specs
     dense = m.non_expert_bytes(16) / 1e9 + w.kv_reserve_gb[m.name]
     experts_8 = m.n_moe_layers * m.n_experts * m.expert_bytes(8) / 1e9
     experts_4 = m.n_moe_layers * m.n_experts * m.expert_bytes(4) / 1e9
     room = w.gpu_capacity_gb - dense
-    assert (room < experts_4).all() and (room > 0.5 * experts_4).all(), (room, experts_4)
+    assert (room < experts_4).all() and (room > 0.4 * experts_4).all(), (room, experts_4)
     assert experts_4 < experts_8
     w.reset(0)
     loc = w.plan.models[m.name].location
