@@ -7,13 +7,12 @@ differ in the last bit between instruction sets, and the branch and bound follow
 differences: docs/benchmark.md, "Reproducibility"), so a guard that reran them would
 pass on one machine and fail on another with the same code (tight-memory before its
 third retune: greedy kept 0.949 of milp-periodic's return above random's here, 0.968 on
-the CI machine). So the
-guards read the MILP rows from the committed run and check that it is current: every
-baseline's fingerprint (the scenario's resolved config, the episode length, the MILP
-limits) is the current one, and the policies whose episodes do not move with the CPU
-(random, naive, greedy) reproduce their committed returns on three seeds. The cheap
-checks below them test what the presets are built on: the naive plan's loss against
-greedy, and tight-memory's memory."""
+the CI machine). So the guards read the MILP rows from the committed run and check that
+it is current: every baseline's fingerprint (the scenario's resolved config, the episode
+length, the MILP limits) is the current one, and the policies whose episodes do not move
+with the CPU (random, naive, greedy) reproduce their committed returns on three seeds.
+The cheap checks below them test what the presets are built on: the naive plan's loss
+against greedy, and tight-memory's memory."""
 
 import csv
 import functools

@@ -323,7 +323,7 @@ def _model_kwargs(cls: type, hp: Mapping[str, Any]) -> dict[str, Any]:
     if policy == FUSED_POLICY:  # not one of SB3's aliases: pass the class
         kw["policy"] = policy_cls
     kw["policy_kwargs"] = _policy_kwargs(cls, policy, kw.get("policy_kwargs"))
-    if policy == "GraphPolicy" and cls.__name__ == "MaskablePPO":
+    if policy == "GraphPolicy":  # MaskablePPO's only (resolve_policy refuses it elsewhere)
         # the same minibatches with one copy instead of two (agents/buffers.py)
         from agents.buffers import TorchMaskableDictRolloutBuffer
 
