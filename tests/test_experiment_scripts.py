@@ -1,5 +1,5 @@
 """experiments/bench_envs.py, bench_floor.py, bench_training.py and soak.py: tiny runs end to
-end, in subprocesses.
+end, in subprocesses; fixed_plans.py and transfer_ratio.py in the test process.
 
 The scripts set thread variables before NumPy is imported and are timed, so they
 run in their own interpreters here (nothing leaks into the test process).
@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -248,3 +249,32 @@ def test_transfer_ratio_measures_the_way_from_naive_to_the_reference(tmp_path, c
     assert "milp-periodic - naive" in out and out.splitlines()[-1].endswith("| 0.50 |")  # 8 / 16
     assert transfer_ratio.main([f"x={f}", "--policy", "rl", "--reference", "static"]) == 2
     assert "no rows of policy 'static'" in capsys.readouterr().err
+
+
+def test_fixed_plans_hands_one_plan_and_keeps_it(tmp_path):
+    """experiments/fixed_plans.py: the plan it sends has the asked homes and bits, every
+    later epoch keeps it, its episodes are the harness's, and bad --homes is refused."""
+    import csv
+
+    sys.path.insert(0, str(ROOT))
+    from agents import harness
+    from coel_env.core.world import World
+    from experiments.fixed_plans import FixedPlan, main, parse_homes
+
+    homes = parse_homes("0,1,2;3,4")
+    assert homes == ((0, 1, 2), (3, 4))
+    world = World("default")
+    pol = FixedPlan(homes, 4, "fixed:test")
+    got = harness.run_episode(pol, "default", 0, 3, world=world)
+    plans = list(world.plan.models.values())
+    assert [mp.home for mp in plans] == [(0, 1, 2), (3, 4)]
+    assert all((mp.bits == 4).all() and set(np.unique(mp.location)) <= {0, 1} for mp in plans)
+    assert got.metrics["invalid_epochs"] == 0
+    out = tmp_path / "ep.csv"
+    assert main(["--seeds", "1", "--epochs", "3", "--homes", "0,1,2;3,4", "--out", str(out)]) == 0
+    (row,) = csv.DictReader(out.open())
+    assert row["policy"] == "fixed:0,1,2;3,4" and float(row["return"]) == got.metrics["return"]
+    assert main(["--seeds", "1", "--epochs", "1", "--homes", "0,9;1"]) == 2  # server 9 of 5
+    assert main(["--seeds", "1", "--epochs", "1", "--homes", "0,1"]) == 2  # one model of 2
+    with pytest.raises(SystemExit):
+        main(["--homes", "a;b"])

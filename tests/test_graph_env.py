@@ -365,3 +365,43 @@ def test_sub_actions_are_the_small_layouts_edits_in_order():
         lay.sub_actions(9, 3)
     with pytest.raises(ValueError, match=r"n_models=0 is not allowed; must be in 1..3"):
         lay.sub_actions(8, 0)
+
+
+def test_exploring_starts_edit_the_first_draft_seeded_and_uncounted():
+    kinds = ["home_drop", "bits"]
+    env = _make(start_edits=8, start_kinds=kinds)
+    u = env.unwrapped
+    drawn = []
+    for seed in range(6):
+        obs, info = env.reset(seed=seed)
+        again, info2 = env.reset(seed=seed)
+        assert info2 == info and _same(obs, again)  # seeded
+        labels = info["start_edits"]
+        assert len(labels) <= 8
+        assert all(lab.split("[")[0] in kinds for lab in labels)
+        assert u.editor.edits == 0  # the cap is the agent's alone
+        # the draft is the naive plan with those edits, and the world accepts it
+        assert bool(labels) == (u.editor.draft is not u.world.plan)
+        assert u.world.check(u.editor.draft).feasible
+        drawn.append(len(labels))
+    assert max(drawn) > 0
+    env.step(0)  # the first commit deploys the edited draft
+    assert u.world.plan is not None
+    plain = _make()
+    _, info = plain.reset(seed=0)
+    assert "start_edits" not in info
+
+
+@pytest.mark.parametrize(
+    ("config", "match"),
+    [
+        ({"start_edits": -1}, r"start_edits=-1 is not allowed; must be an integer >= 0"),
+        ({"start_edits": 2.5}, r"start_edits=2.5 is not allowed"),
+        ({"start_kinds": ["commit"]}, r"start_kinds has 'commit', which is not allowed; edit"),
+        ({"start_kinds": "bits"}, r"start_kinds='bits' is not allowed; must be None or a"),
+        ({"start_kinds": []}, r"start_kinds=\[\] is not allowed"),
+    ],
+)
+def test_bad_exploring_start_config_names_the_key(config, match):
+    with pytest.raises(ValueError, match=match):
+        _make(**config)

@@ -286,3 +286,33 @@ def test_the_long_trained_policy_reproduces_its_committed_episode():
         torch.set_num_threads(threads)
     assert got.metrics["return"] == want
     assert low.metrics["return"] < want - 50
+
+
+def test_the_default_trained_policy_reproduces_its_committed_episode():
+    """results/policies/maskable_ppo-CoEL-Graph-v0-default, played by its mode as ``coel
+    evaluate`` plays it, gives the committed return of seed 100 on ``default`` (200
+    epochs) to the last bit, with every expert group at 4 bits after its first edits."""
+    import csv
+
+    import torch
+
+    from agents.evaluate_cli import load_rl_policy
+
+    root = Path(__file__).resolve().parents[1]
+    run = root / "results" / "policies" / "maskable_ppo-CoEL-Graph-v0-default"
+    rows = root / "results" / "graph-v0" / "fidelity-defaults" / "default-trained"
+    want = next(
+        float(r["return"])
+        for r in csv.DictReader((rows / "default_rl.csv").open())
+        if r["seed"] == "100"
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        policy, config, _ = load_rl_policy(run)
+        world = World("default")
+        got = harness.run_episode(policy, "default", 100, 200, reward_config=config, world=world)
+    finally:
+        torch.set_num_threads(threads)
+    assert got.metrics["return"] == want
+    assert all((mp.bits == 4).all() for mp in world.plan.models.values())

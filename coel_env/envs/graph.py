@@ -15,8 +15,33 @@ from coel_env.core.plan import reuse_unchanged
 from coel_env.core.rewards import RewardConfig, report_info, reward_terms, total_reward
 from coel_env.envs.coel import build_world
 from coel_env.envs.config import check_config, check_render_mode, resolve_config
-from coel_env.envs.graph_edits import EditLayout, PlanEditor
+from coel_env.envs.graph_edits import KINDS, EditLayout, PlanEditor
 from coel_env.envs.graph_obs import GraphObservation
+
+#: Edit kinds exploring starts may draw (``start_kinds``): every kind but ``commit``.
+EDIT_KINDS = KINDS[1:]
+
+
+def start_kind_mask(layout: EditLayout, kinds) -> np.ndarray:
+    """The actions of ``layout`` whose kind is in ``kinds`` (None: every edit kind), as a
+    boolean mask; ``ValueError`` naming the value and the allowed kinds otherwise."""
+    if kinds is None:
+        kinds = EDIT_KINDS
+    if isinstance(kinds, str) or not isinstance(kinds, list | tuple) or not kinds:
+        raise ValueError(
+            f"start_kinds={kinds!r} is not allowed; must be None or a non-empty list of "
+            f"edit kinds from {', '.join(EDIT_KINDS)}"
+        )
+    out = np.zeros(layout.n, bool)
+    for k in kinds:
+        if k not in EDIT_KINDS:
+            raise ValueError(
+                f"start_kinds has {k!r}, which is not allowed; edit kinds: {', '.join(EDIT_KINDS)}"
+            )
+        lo = layout.offsets[k]
+        out[lo : lo + int(np.prod(layout.shapes[k]))] = True
+    return out
+
 
 #: Least ``max_servers`` (the issue's size-invariance target: Topology Zoo graphs).
 MIN_MAX_SERVERS = 1
@@ -134,6 +159,15 @@ class GraphEnv(gym.Env):
     plan with experts that have no copy.
     ``info`` is ``{"invalid_action": False}``.
 
+    **Exploring starts** (for training): with ``start_edits`` k > 0, ``reset`` then
+    applies a random number (0..k, uniform) of edits to the first draft, each drawn
+    uniformly from the allowed edits of the kinds in ``start_kinds`` (None: every edit
+    kind) with ``np_random``; they do not count against ``max_edits``, the first commit
+    deploys them unless the agent edits them away, and ``info["start_edits"]`` names
+    them. An episode then starts from plans the agent would rarely reach by itself, so
+    it learns what they are worth. The evaluation harness (``coel evaluate``, the
+    baselines) always starts from the world's plan.
+
     ## Episode End
 
     Never terminates; truncated at the commit of epoch ``max_steps`` (200). The env
@@ -154,7 +188,8 @@ class GraphEnv(gym.Env):
     (``scenario``, ``overrides``, ``trace``, ``topology``, ``device_profiles``),
     ``controller``, ``n_groups``, ``max_steps`` [epochs], the reward weights, and
     ``max_servers`` (64), ``max_models`` (4), ``max_edits`` (8), ``deploy_bits`` (4),
-    ``generator`` (None). A world with more servers or models than the maxima raises
+    ``generator`` (None), ``start_edits`` (0) and ``start_kinds`` (None; exploring
+    starts, see Starting State). A world with more servers or models than the maxima raises
     ``ValueError`` naming both numbers.
 
     ``generator``: a mapping of :class:`coel_env.core.generator.GeneratorConfig` keys
@@ -188,6 +223,8 @@ class GraphEnv(gym.Env):
             "max_edits": 8,  # edits per epoch before only commit is allowed
             "deploy_bits": 4,  # bit width of a model deployed by home_add
             "generator": None,  # None, or ranges of random instances drawn at each reset
+            "start_edits": 0,  # most random edits of the first draft at reset (exploring starts)
+            "start_kinds": None,  # edit kinds they are drawn from; None: every edit kind
             **RewardConfig().as_dict(),
         }
 
@@ -198,12 +235,16 @@ class GraphEnv(gym.Env):
         defaults: Mapping[str, Any] | None = None,
     ) -> None:
         cfg = resolve_config(self.default_config(), ("defaults", defaults), ("config", config))
-        check_config(cfg, ints={"max_servers": MIN_MAX_SERVERS, "max_models": 1, "max_edits": 0})
+        check_config(
+            cfg, ints={"max_servers": MIN_MAX_SERVERS, "max_models": 1, "max_edits": 0,
+                       "start_edits": 0},
+        )  # fmt: skip
         check_render_mode(render_mode, self.metadata["render_modes"])
         self.config = cfg
         self.render_mode = render_mode
         self.layout = EditLayout(cfg["max_servers"], cfg["max_models"], cfg["n_groups"])
         self.action_space = spaces.Discrete(self.layout.n)
+        self._start_kinds = start_kind_mask(self.layout, cfg["start_kinds"])
         self.obs_type = GraphObservation(cfg["max_servers"], cfg["max_models"], cfg["n_groups"])
         self.observation_space = self.obs_type.space()
         self.generator = None
@@ -256,7 +297,27 @@ class GraphEnv(gym.Env):
         self._epochs = 0
         self._last_report = None
         self._begin()
-        return self._observe(), {"invalid_action": False}
+        info = {"invalid_action": False}
+        if self.config["start_edits"]:
+            info["start_edits"] = self._explore_start()
+        return self._observe(), info
+
+    def _explore_start(self) -> list[str]:
+        """Exploring starts: apply a random number (0..``start_edits``) of edits, each
+        drawn uniformly from the allowed edits of ``start_kinds``, to the first draft;
+        they do not count against ``max_edits``. Returns their labels."""
+        lay, ed = self.layout, self.editor
+        n = int(self.np_random.integers(self.config["start_edits"] + 1))
+        done = []
+        for _ in range(n):
+            allowed = np.flatnonzero(ed.mask(True) & self._start_kinds)
+            if not len(allowed):
+                break
+            a = int(allowed[self.np_random.integers(len(allowed))])
+            ed.apply(*lay.decode(a))
+            done.append(self.action_label(a))
+        ed.edits = 0
+        return done
 
     def _begin(self) -> None:
         self.editor.begin()
