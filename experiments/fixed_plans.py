@@ -33,10 +33,8 @@ if str(ROOT) not in sys.path:
 
 from agents import harness  # noqa: E402
 from agents.cli_common import write_csv  # noqa: E402
+from coel_env.catalog import BITS  # noqa: E402
 from coel_env.core.plan import Plan  # noqa: E402
-
-#: Bit widths an expert may have (``coel_env.core.plan``).
-BITS = (16, 8, 4, 3, 2)
 
 
 def parse_homes(text: str) -> tuple[tuple[int, ...], ...]:

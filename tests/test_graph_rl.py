@@ -291,7 +291,9 @@ def test_the_long_trained_policy_reproduces_its_committed_episode():
 def test_the_default_trained_policy_reproduces_its_committed_episode():
     """results/policies/maskable_ppo-CoEL-Graph-v0-default, played by its mode as ``coel
     evaluate`` plays it, gives the committed return of seed 100 on ``default`` (200
-    epochs) to the last bit, with every expert group at 4 bits after its first edits."""
+    epochs) to the last bit, and ends with every expert group at 4 bits and every server a
+    home of both models (the plan results/graph-v0/fidelity-defaults/default-trained
+    describes)."""
     import csv
 
     import torch
@@ -316,3 +318,4 @@ def test_the_default_trained_policy_reproduces_its_committed_episode():
         torch.set_num_threads(threads)
     assert got.metrics["return"] == want
     assert all((mp.bits == 4).all() for mp in world.plan.models.values())
+    assert all(mp.home == tuple(range(world.n)) for mp in world.plan.models.values())

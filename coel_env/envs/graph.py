@@ -33,13 +33,13 @@ def start_kind_mask(layout: EditLayout, kinds) -> np.ndarray:
             f"edit kinds from {', '.join(EDIT_KINDS)}"
         )
     out = np.zeros(layout.n, bool)
+    blocks = layout.views(out)
     for k in kinds:
         if k not in EDIT_KINDS:
             raise ValueError(
                 f"start_kinds has {k!r}, which is not allowed; edit kinds: {', '.join(EDIT_KINDS)}"
             )
-        lo = layout.offsets[k]
-        out[lo : lo + int(np.prod(layout.shapes[k]))] = True
+        blocks[k][...] = True
     return out
 
 
