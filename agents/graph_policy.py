@@ -16,7 +16,8 @@ Network (``dim`` d, ``rounds`` r):
    ``h <- h + relu(W [h, mean over linked servers, latency-weighted mean over all])``;
 2. models: an MLP of their features and the servers' mean; groups: an MLP of their
    features and their model's embedding;
-3. scores: ``home_add``/``home_drop`` from a layer over (pair features, server, model);
+3. scores: ``home_add``/``home_drop`` (and ``home_move`` where the env has it) from a
+   layer over (pair features, server, model);
    ``move``/``replicate``/``drop`` from a layer over (placement and pair features,
    server, group); ``bits`` from the group; ``keep``/``host_policy`` from the model;
    ``commit`` and the value from a summary (means of servers, models and groups, and the
@@ -60,16 +61,21 @@ class GraphExtractor(BaseFeaturesExtractor):
             maxima).
         dim: width of every embedding.
         rounds: message-passing rounds over the servers.
+        home_move: score the ``home_move`` block too (the env's ``home_move`` config).
     """
 
-    def __init__(self, observation_space: spaces.Dict, dim: int = 64, rounds: int = 2) -> None:
+    def __init__(
+        self, observation_space: spaces.Dict, dim: int = 64, rounds: int = 2,
+        home_move: bool = False,
+    ) -> None:  # fmt: skip
         S, fs = observation_space["server"].shape
         M, fm = observation_space["model"].shape
         _, G, fg = observation_space["group"].shape
         fp = observation_space["pair"].shape[-1]
         fpl = observation_space["placement"].shape[-1]
         n_glob = observation_space["globals"].shape[0]
-        self.layout = EditLayout(S, M, G)
+        self.home_move = bool(home_move)
+        self.layout = EditLayout(S, M, G, self.home_move)
         self.n_actions = self.layout.n
         super().__init__(observation_space, features_dim=self.n_actions + dim)
         #: run on the sizes a batch uses (``forward``); False: on the maxima (the same
@@ -85,6 +91,8 @@ class GraphExtractor(BaseFeaturesExtractor):
         # pair scores: one layer over (pair features, server, model), split by input
         self.pair_f, self.pair_s, self.pair_m = nn.Linear(fp, d), nn.Linear(d, d), nn.Linear(d, d)
         self.home_head = nn.Linear(d, 2)
+        if self.home_move:
+            self.home_move_head = nn.Linear(d, 1)
         # group-server scores: (placement, pair features, server, group)
         self.gs_f = nn.Linear(fpl, d)
         self.gs_p = nn.Linear(fp, d)
@@ -104,7 +112,11 @@ class GraphExtractor(BaseFeaturesExtractor):
         if sub is None:
             return th.cat([logits, z], 1)
         S, M = obs["server"].shape[1], obs["model"].shape[1]
-        n_act = self.n_actions if (S, M) == (self.S, self.M) else EditLayout(S, M, self.G).n
+        n_act = (
+            self.n_actions
+            if (S, M) == (self.S, self.M)
+            else EditLayout(S, M, self.G, self.home_move).n
+        )
         full = logits.new_full((logits.shape[0], n_act + self.dim), PAD_LOGIT)
         full[:, sub] = logits
         full[:, n_act:] = z
@@ -133,7 +145,11 @@ class GraphExtractor(BaseFeaturesExtractor):
         servers and ``M`` models (cached)."""
         key = (S, M, n, m, str(device))
         if key not in self._sub_cache:
-            big = self.layout if (S, M) == (self.S, self.M) else EditLayout(S, M, self.G)
+            big = (
+                self.layout
+                if (S, M) == (self.S, self.M)
+                else EditLayout(S, M, self.G, self.home_move)
+            )
             self._sub_cache[key] = th.as_tensor(big.sub_actions(n, m), device=device)
         return self._sub_cache[key]
 
@@ -167,20 +183,20 @@ class GraphExtractor(BaseFeaturesExtractor):
         g_pool = _masked_mean(e_g, mm.unsqueeze(-1).expand(-1, -1, G), (1, 2))
         m_pool = _masked_mean(e_m, mm, (1,))
         z = self.summary(th.cat([s_pool, m_pool, g_pool, obs["globals"]], -1))
-        logits = th.cat(
-            [
-                self.commit_head(z),
-                home[..., 0].flatten(1),
-                home[..., 1].flatten(1),
-                gsl[..., 0].flatten(1),
-                gsl[..., 1].flatten(1),
-                gsl[..., 2].flatten(1),
-                self.bits_head(e_g).flatten(1),
-                self.keep_head(e_m).flatten(1),
-                self.policy_head(e_m).flatten(1),
-            ],
-            1,
-        )
+        parts = [
+            self.commit_head(z),
+            home[..., 0].flatten(1),
+            home[..., 1].flatten(1),
+            gsl[..., 0].flatten(1),
+            gsl[..., 1].flatten(1),
+            gsl[..., 2].flatten(1),
+            self.bits_head(e_g).flatten(1),
+            self.keep_head(e_m).flatten(1),
+            self.policy_head(e_m).flatten(1),
+        ]
+        if self.home_move:
+            parts.append(self.home_move_head(p).flatten(1))
+        logits = th.cat(parts, 1)
         return th.cat([logits, z], 1)
 
     def action_logits(self, obs: dict[str, th.Tensor]) -> th.Tensor:
@@ -295,19 +311,24 @@ class GraphPolicy(MaskableActorCriticPolicy):
             raise ValueError(
                 f"GraphPolicy needs CoEL-Graph-v0's Dict observation space, not {observation_space}"
             )
-        need = EditLayout(
+        sizes = (
             observation_space["server"].shape[0],
             observation_space["model"].shape[0],
             observation_space["group"].shape[1],
-        ).n
-        if not isinstance(action_space, spaces.Discrete) or int(action_space.n) != need:
+        )
+        # the layout with or without the home_move block (the env's config)
+        need = {EditLayout(*sizes, hm).n: hm for hm in (False, True)}
+        n = int(action_space.n) if isinstance(action_space, spaces.Discrete) else None
+        if n not in need:
             raise ValueError(
                 f"GraphPolicy: the action space {action_space} does not match the "
-                f"observation's maxima, which give Discrete({need})"
+                f"observation's maxima, which give Discrete({min(need)}) (or "
+                f"Discrete({max(need)}) with home_move)"
             )
         kwargs.pop("net_arch", None)
         kwargs["features_extractor_class"] = GraphExtractor
-        kwargs["features_extractor_kwargs"] = {"dim": dim, "rounds": rounds}
+        kwargs["features_extractor_kwargs"] = {"dim": dim, "rounds": rounds,
+                                               "home_move": need[n]}  # fmt: skip
         kwargs["ortho_init"] = False  # the extractor keeps torch's default initialisation
         self.dim, self.rounds = dim, rounds
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)

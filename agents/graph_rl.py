@@ -95,13 +95,17 @@ class GraphRLPolicy:
         from coel_env.envs.graph_edits import EditLayout
 
         self.layout = EditLayout(
-            self.maxima["max_servers"], self.maxima["max_models"], self.maxima["n_groups"]
+            self.maxima["max_servers"],
+            self.maxima["max_models"],
+            self.maxima["n_groups"],
+            bool(self.config.get("home_move", False)),
         )
         n = int(getattr(model.action_space, "n", -1))
         if n != self.layout.n:
             raise ValueError(
                 f"policy {name!r} has {n} actions; its observation's maxima "
-                f"({_fmt(self.maxima)}) give {self.layout.n}"
+                f"({_fmt(self.maxima)}, home_move={self.layout.home_move}) give "
+                f"{self.layout.n}"
             )
         self.unpadded = unpadded
         self.stochastic = bool(stochastic)

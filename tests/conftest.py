@@ -10,6 +10,24 @@ import pytest
 os.environ.setdefault("COEL_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
+def _has_avx512() -> bool:
+    try:
+        return " avx512f " in Path("/proc/cpuinfo").read_text().replace("\n", " ")
+    except OSError:
+        return False
+
+
+# Tests that compare outputs bit for bit (tests/data/episode_digests*.json, the published
+# policies' committed returns) were recorded with OpenBLAS's SkylakeX kernels (its own
+# choice on an Intel CPU with AVX-512). Other kernels round sums differently and change
+# every digest: OpenBLAS's Zen kernels on an AMD CPU, or a kernel forced by the machine's
+# environment (OPENBLAS_CORETYPE=Haswell, seen on a development machine). Pin the
+# recorded kernels wherever the CPU runs them; OpenBLAS reads this when numpy first loads
+# it, which nothing has done yet here. CPUs without AVX-512 keep what they are given.
+if _has_avx512():
+    os.environ["OPENBLAS_CORETYPE"] = "SkylakeX"
+
+
 @pytest.fixture
 def interrupt_at(monkeypatch):
     """``interrupt_at(n)``: Ctrl-C (KeyboardInterrupt) when the harness starts its ``n``-th

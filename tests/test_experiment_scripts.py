@@ -278,3 +278,33 @@ def test_fixed_plans_hands_one_plan_and_keeps_it(tmp_path):
     assert main(["--seeds", "1", "--epochs", "1", "--homes", "0,1"]) == 2  # one model of 2
     with pytest.raises(SystemExit):
         main(["--homes", "a;b"])
+
+
+def test_final_plan_reports_the_plan_and_edits_of_the_episode(tmp_path, capsys):
+    """experiments/final_plan.py: the return is the harness's episode of the policy, the
+    homes and bits are those of the world's plan at the end, the edits are counted by
+    kind; a missing policy is refused."""
+    import csv
+
+    sys.path.insert(0, str(ROOT))
+    from agents import harness
+    from agents.evaluate_cli import load_rl_policy
+    from coel_env.core.world import World
+    from experiments.final_plan import main
+
+    run = ROOT / "results" / "policies" / "maskable_ppo-CoEL-Graph-v0-default"
+    policy, config, _ = load_rl_policy(run)
+    world = World("default")
+    got = harness.run_episode(policy, "default", 0, 3, reward_config=config, world=world)
+    out = tmp_path / "plans.csv"
+    assert main([str(run), "--seeds", "1", "--epochs", "3", "--out", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert [r["model"] for r in rows] == list(world.plan.models)
+    for r, mp in zip(rows, world.plan.models.values(), strict=True):
+        assert float(r["return"]) == got.metrics["return"]
+        assert r["homes"] == ",".join(map(str, mp.home))
+        assert r["bits"] == f"4:{mp.bits.size}"  # the policy sets every group to 4 bits
+        assert r["edits"] == "bits:8"  # ... with 8 edits in these 3 epochs
+    assert "homes 0,1,2,3,4" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "nothing"), "--seeds", "1"])

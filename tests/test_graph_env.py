@@ -147,7 +147,9 @@ def test_no_invalid_action_over_masked_random_steps(config):
 
 
 @pytest.mark.parametrize(
-    "config", [{"scenario": "default"}, {"scenario": "large"}], ids=["default", "large"]
+    "config",
+    [{"scenario": "default"}, {"scenario": "large"}, {"scenario": "large", "home_move": True}],
+    ids=["default", "large", "large-home_move"],
 )
 def test_every_applied_edit_gives_a_draft_the_world_accepts(config):
     """The editor accepts an unmasked edit away from the border without calling the
@@ -178,8 +180,9 @@ def _exhaustive(env) -> tuple[int, int]:
         if idx[0] >= len(w.models):
             wrong += bool(mask[a])
             continue
-        server = idx[1] if kind in ("home_add", "home_drop") else idx[-1]
-        if kind in ("home_add", "home_drop", "move", "replicate", "drop") and server >= w.n:
+        homes = ("home_add", "home_drop", "home_move")
+        server = idx[1] if kind in homes else idx[-1]
+        if kind in (*homes, "move", "replicate", "drop") and server >= w.n:
             wrong += bool(mask[a])
             continue
         name = w.models[idx[0]]
@@ -205,8 +208,14 @@ def _exhaustive(env) -> tuple[int, int]:
 
 @pytest.mark.parametrize(
     "config",
-    [{"scenario": "default"}, {"scenario": "large"}, {"topology": "Cernet"}],
-    ids=["default", "large", "Cernet"],
+    [
+        {"scenario": "default"},
+        {"scenario": "large"},
+        {"topology": "Cernet"},
+        {"scenario": "default", "home_move": True},
+        {"scenario": "large", "home_move": True},
+    ],
+    ids=["default", "large", "Cernet", "default-home_move", "large-home_move"],
 )
 def test_mask_equals_the_worlds_check_of_every_candidate(config):
     if "topology" in config:
@@ -302,12 +311,43 @@ def test_eua_sites_run():
     assert sum(info["invalid_action"] for _, (*_, info) in _masked_steps(env, 200, 0)) == 0
 
 
-def test_layout_round_trips():
-    lay = EditLayout(8, 3, 4)
+@pytest.mark.parametrize("home_move", [False, True])
+def test_layout_round_trips(home_move):
+    lay = EditLayout(8, 3, 4, home_move)
     for a in range(lay.n):
         kind, idx = lay.decode(a)
         assert lay.index(kind, *idx) == a
     assert lay.label(lay.index("move", 1, 2, 3), ("a", "b", "c")) == "move[b, g2, s3]"
+    plain = EditLayout(8, 3, 4)
+    # the home_move block follows the others, which keep their indices
+    assert lay.n == plain.n + (3 * 8 if home_move else 0)
+    assert {k: lay.offsets[k] for k in plain.kinds} == plain.offsets
+    if home_move:
+        assert lay.label(lay.index("home_move", 2, 5), ("a", "b", "c")) == "home_move[c, s5]"
+        assert lay.decode(plain.n) == ("home_move", (0, 0))
+
+
+def test_home_move_leaves_one_home_in_one_edit():
+    env = _make(home_move=True)
+    env.reset(seed=0)
+    u = env.unwrapped
+    lay, ed = u.layout, u.editor
+    name = u.world.models[1]
+    assert len(ed.draft.models[name].home) == u.world.n  # the naive plan: every server
+    move = lay.views(u.action_masks())["home_move"]
+    assert move[1, : u.world.n].all() and not move[:, u.world.n :].any()
+    _, r, _, _, info = env.step(lay.index("home_move", 1, 3))
+    assert not info["invalid_action"] and r == 0.0 and ed.edits == 1
+    assert ed.draft.models[name].home == (3,)
+    assert u.world.check(ed.draft).feasible
+    move = lay.views(u.action_masks())["home_move"]
+    assert not move[1, 3]  # already the only home: no change
+    assert move[1, [0, 1, 2, 4]].all()
+    _, r, _, _, info = env.step(lay.index("home_move", 1, 3))  # a masked edit: penalised
+    assert info["invalid_action"] and r == -1.0 and ed.draft.models[name].home == (3,)
+    env.step(0)  # the commit deploys it
+    assert u.world.plan.models[name].home == (3,)
+    assert "home_move" not in _make().unwrapped.layout.offsets
 
 
 def test_generator_draws_seeded_instances_within_its_ranges():
@@ -400,6 +440,8 @@ def test_exploring_starts_edit_the_first_draft_seeded_and_uncounted():
         ({"start_kinds": ["commit"]}, r"start_kinds has 'commit', which is not allowed; edit"),
         ({"start_kinds": "bits"}, r"start_kinds='bits' is not allowed; must be None or a"),
         ({"start_kinds": []}, r"start_kinds=\[\] is not allowed"),
+        ({"start_kinds": ["home_move"]}, r"'home_move', which is not allowed.*home_move=True"),
+        ({"home_move": "yes"}, r"home_move='yes' is not allowed; must be true or false"),
     ],
 )
 def test_bad_exploring_start_config_names_the_key(config, match):

@@ -92,7 +92,11 @@ def test_bad_spaces_are_refused():
         GraphPolicy(spaces.Box(0, 1, (3,)), spaces.Discrete(7), lambda _: 1e-3)
 
 
-@pytest.mark.parametrize("config", [{"scenario": "default"}, {"scenario": "inter"}])
+@pytest.mark.parametrize(
+    "config",
+    [{"scenario": "default"}, {"scenario": "inter"}, {"scenario": "default", "home_move": True}],
+    ids=["default", "inter", "default-home_move"],
+)
 def test_unpadded_observation_gets_the_padded_scores(config):
     """The extractor on the world's own servers and models gives the real edits the
     scores (and the value embedding) it gives them on the padded observation."""
@@ -104,7 +108,9 @@ def test_unpadded_observation_gets_the_padded_scores(config):
     u = env.unwrapped
     n, m = u.world.n, len(u.world.models)
     assert n < 12 and m < 5  # there is padding to cut
-    ext = GraphExtractor(env.observation_space, dim=16, rounds=2)
+    hm = bool(config.get("home_move"))
+    ext = GraphExtractor(env.observation_space, dim=16, rounds=2, home_move=hm)
+    assert ext.n_actions == u.layout.n
     for _ in range(3):  # a few edits: the draft's blocks change
         x = {k: torch.as_tensor(v, dtype=torch.float32)[None] for k, v in obs.items()}
         cut = unpadded(obs, n, m)
@@ -219,3 +225,24 @@ def test_graph_policy_actions_are_allowed_and_its_mode_is_the_masked_argmax():
     pred, _ = policy.predict({k: v.numpy() for k, v in x.items()}, deterministic=True,
                              action_masks=masks)  # fmt: skip
     assert pred.tolist() == expect.tolist()
+
+
+def test_home_move_policy_trains_saves_and_reloads(tmp_path):
+    """With the env's home_move block the policy scores it too (its own head), and the
+    saved model reloads with it from the action space alone."""
+    run = T.train(
+        "maskable_ppo", ENV, timesteps=128, seed=2, run_dir=tmp_path / "run",
+        env_config={"max_steps": 4, "max_servers": 8, "home_move": True},
+        hyperparams={"n_envs": 2, "n_steps": 64, "batch_size": 64, "n_epochs": 1,
+                     "policy_kwargs": {"dim": 8, "rounds": 1}},
+        eval_freq=0, checkpoint_freq=0,
+    )  # fmt: skip
+    model, _, _ = T.load_policy(run)
+    ext = model.policy.features_extractor
+    assert ext.home_move and hasattr(ext, "home_move_head")
+    config = {"max_steps": 3, "max_servers": 8, "home_move": True}
+    total, invalid = _episode(model, config)
+    assert invalid == 0 and np.isfinite(total)
+    env = gym.make(ENV, config={"max_servers": 8})  # no home_move: fewer actions
+    with pytest.raises(ValueError, match="spaces do not match|does not match"):
+        T.check_spaces(model, env)

@@ -15,29 +15,32 @@ from coel_env.core.plan import reuse_unchanged
 from coel_env.core.rewards import RewardConfig, report_info, reward_terms, total_reward
 from coel_env.envs.coel import build_world
 from coel_env.envs.config import check_config, check_render_mode, resolve_config
-from coel_env.envs.graph_edits import KINDS, EditLayout, PlanEditor
+from coel_env.envs.graph_edits import KINDS, OPTIONAL_KINDS, EditLayout, PlanEditor
 from coel_env.envs.graph_obs import GraphObservation
 
-#: Edit kinds exploring starts may draw (``start_kinds``): every kind but ``commit``.
-EDIT_KINDS = KINDS[1:]
+#: Edit kinds exploring starts may draw (``start_kinds``): every kind but ``commit``
+#: (``home_move`` only where the layout has it).
+EDIT_KINDS = KINDS[1:] + OPTIONAL_KINDS
 
 
 def start_kind_mask(layout: EditLayout, kinds) -> np.ndarray:
     """The actions of ``layout`` whose kind is in ``kinds`` (None: every edit kind), as a
     boolean mask; ``ValueError`` naming the value and the allowed kinds otherwise."""
+    allowed = layout.kinds[1:]
     if kinds is None:
-        kinds = EDIT_KINDS
+        kinds = allowed
     if isinstance(kinds, str) or not isinstance(kinds, list | tuple) or not kinds:
         raise ValueError(
             f"start_kinds={kinds!r} is not allowed; must be None or a non-empty list of "
-            f"edit kinds from {', '.join(EDIT_KINDS)}"
+            f"edit kinds from {', '.join(allowed)}"
         )
     out = np.zeros(layout.n, bool)
     blocks = layout.views(out)
     for k in kinds:
-        if k not in EDIT_KINDS:
+        if k not in allowed:
             raise ValueError(
-                f"start_kinds has {k!r}, which is not allowed; edit kinds: {', '.join(EDIT_KINDS)}"
+                f"start_kinds has {k!r}, which is not allowed; edit kinds: {', '.join(allowed)}"
+                + (" (home_move needs home_move=True)" if k == "home_move" else "")
             )
         blocks[k][...] = True
     return out
@@ -72,7 +75,7 @@ class GraphEnv(gym.Env):
     ``Discrete(N)``, every candidate edit of the draft padded to the maxima
     (:class:`coel_env.envs.graph_edits.EditLayout`; with ``max_servers`` S,
     ``max_models`` M and ``n_groups`` G: ``N = 1 + 2MS + 3MGS + 5MG + 4M + 2M``, 3689
-    with the defaults 64, 4, 4):
+    with the defaults 64, 4, 4; ``+ MS`` with ``home_move``):
 
     | block | shape | edit |
     |---|---|---|
@@ -85,9 +88,16 @@ class GraphEnv(gym.Env):
     | ``bits`` | M x G x 5 | the group's bit width (16, 8, 4, 3, 2) |
     | ``keep`` | M x 4 | token keep ratio of activations (1, 0.75, 0.5, 0.25) |
     | ``host_policy`` | M x 2 | host-memory experts run on the CPU (0) or are fetched (1) |
+    | ``home_move`` | M x S | only with ``home_move=True``: this server is the model's only home |
 
     (*) ``home_add`` of a model that is not deployed deploys it: every expert on the
     server at ``deploy_bits``.
+
+    ``home_move[m, s]`` (config ``home_move``, off by default so that the layout of the
+    published policies stays as it was) is ``home_add[m, s]`` where ``s`` is no home
+    followed by ``home_drop`` of every other home, in one edit: a model's dense part can
+    go from every server to one without passing through the plans in between. It never
+    deploys a model (``home_add`` does).
 
     On the servers an edit touches, the model's experts are re-tiered: GPU memory in
     group order, most popular first, while they fit, the rest in host memory.
@@ -188,9 +198,10 @@ class GraphEnv(gym.Env):
     (``scenario``, ``overrides``, ``trace``, ``topology``, ``device_profiles``),
     ``controller``, ``n_groups``, ``max_steps`` [epochs], the reward weights, and
     ``max_servers`` (64), ``max_models`` (4), ``max_edits`` (8), ``deploy_bits`` (4),
-    ``generator`` (None), ``start_edits`` (0) and ``start_kinds`` (None; exploring
-    starts, see Starting State). A world with more servers or models than the maxima raises
-    ``ValueError`` naming both numbers.
+    ``generator`` (None), ``start_edits`` (0), ``start_kinds`` (None; exploring
+    starts, see Starting State) and ``home_move`` (False; see Action Space). A world
+    with more servers or models than the maxima raises ``ValueError`` naming both
+    numbers.
 
     ``generator``: a mapping of :class:`coel_env.core.generator.GeneratorConfig` keys
     (``{}``: its defaults, 3-16 edge servers on random geometric or Waxman topologies,
@@ -225,6 +236,7 @@ class GraphEnv(gym.Env):
             "generator": None,  # None, or ranges of random instances drawn at each reset
             "start_edits": 0,  # most random edits of the first draft at reset (exploring starts)
             "start_kinds": None,  # edit kinds they are drawn from; None: every edit kind
+            "home_move": False,  # add the home_move block (a model's only home, one edit)
             **RewardConfig().as_dict(),
         }
 
@@ -240,9 +252,15 @@ class GraphEnv(gym.Env):
                        "start_edits": 0},
         )  # fmt: skip
         check_render_mode(render_mode, self.metadata["render_modes"])
+        if not isinstance(cfg["home_move"], bool | np.bool_):
+            raise ValueError(
+                f"home_move={cfg['home_move']!r} is not allowed; must be true or false"
+            )
         self.config = cfg
         self.render_mode = render_mode
-        self.layout = EditLayout(cfg["max_servers"], cfg["max_models"], cfg["n_groups"])
+        self.layout = EditLayout(
+            cfg["max_servers"], cfg["max_models"], cfg["n_groups"], bool(cfg["home_move"])
+        )
         self.action_space = spaces.Discrete(self.layout.n)
         self._start_kinds = start_kind_mask(self.layout, cfg["start_kinds"])
         self.obs_type = GraphObservation(cfg["max_servers"], cfg["max_models"], cfg["n_groups"])

@@ -11,6 +11,8 @@ Edits, per model ``m`` (and group ``g``, server ``s``):
 * ``home_add[m, s]``: ``s`` also runs the dense part of ``m``. For a model that is not
   deployed it deploys it: every expert on ``s`` at ``deploy_bits``, ``s`` its home.
 * ``home_drop[m, s]``: ``s`` no longer runs it (another home stays).
+* ``home_move[m, s]`` (only in a layout made with ``home_move=True``): ``s`` is the only
+  server that runs it (``s`` added where it is no home, every other home dropped).
 * ``move[m, g, s]``: every expert of group ``g`` on ``s`` only.
 * ``replicate[m, g, s]``: a copy of every expert of group ``g`` also on ``s``.
 * ``drop[m, g, s]``: ``s`` keeps no copy of group ``g`` (each expert keeps another copy).
@@ -76,6 +78,8 @@ KINDS = (
     "keep",
     "host_policy",
 )
+#: Kinds a layout has only when asked (their blocks follow those of :data:`KINDS`).
+OPTIONAL_KINDS = ("home_move",)
 N_BITS = len(BITS)
 N_KEEP = len(KEEP_RATIOS)
 #: ``BIT_INDEX[b]``: the index of bit width ``b`` in :data:`BITS` (-1: not allowed).
@@ -99,11 +103,17 @@ class EditLayout:
         max_servers: servers the space is padded to.
         max_models: models the space is padded to.
         n_groups: popularity groups per model.
+        home_move: add the ``home_move`` block (M x S) after the others.
     """
 
-    def __init__(self, max_servers: int, max_models: int, n_groups: int) -> None:
+    def __init__(
+        self, max_servers: int, max_models: int, n_groups: int, home_move: bool = False
+    ) -> None:
         S, M, G = max_servers, max_models, n_groups
         self.max_servers, self.max_models, self.n_groups = S, M, G
+        self.home_move = bool(home_move)
+        #: the kinds of this layout, in the order of their blocks
+        self.kinds = KINDS + (("home_move",) if self.home_move else ())
         self.shapes = {
             "commit": (1,),
             "home_add": (M, S),
@@ -115,13 +125,15 @@ class EditLayout:
             "keep": (M, N_KEEP),
             "host_policy": (M, 2),
         }
+        if self.home_move:
+            self.shapes["home_move"] = (M, S)
         self.offsets: dict[str, int] = {}
         at = 0
-        for kind in KINDS:
+        for kind in self.kinds:
             self.offsets[kind] = at
             at += int(np.prod(self.shapes[kind]))
         self.n = at
-        self._starts = [self.offsets[k] for k in KINDS]
+        self._starts = [self.offsets[k] for k in self.kinds]
         # row-major strides of each kind's shape (decode without numpy's per-call cost)
         self._strides = {
             k: tuple(int(np.prod(s[j + 1 :])) for j in range(len(s)))
@@ -141,7 +153,7 @@ class EditLayout:
         action = int(action)
         if not 0 <= action < self.n:
             raise ValueError(f"action={action} is not allowed; actions are 0..{self.n - 1}")
-        kind = KINDS[bisect_right(self._starts, action) - 1]
+        kind = self.kinds[bisect_right(self._starts, action) - 1]
         r = action - self.offsets[kind]
         idx = []
         for stride in self._strides[kind]:
@@ -152,7 +164,7 @@ class EditLayout:
     def sub_actions(self, n_servers: int, n_models: int) -> np.ndarray:
         """The actions of this layout that the edits of the first ``n_servers`` servers
         and ``n_models`` models take, in the order of
-        ``EditLayout(n_servers, n_models, n_groups)`` (strictly increasing: ties of an
+        ``EditLayout(n_servers, n_models, n_groups, home_move)`` (strictly increasing: ties of an
         argmax fall on the same edit in both layouts).
 
         Raises:
@@ -162,10 +174,11 @@ class EditLayout:
                               ("n_models", n_models, self.max_models)):  # fmt: skip
             if not 1 <= v <= most:
                 raise ValueError(f"{name}={v!r} is not allowed; must be in 1..{most}")
-        small = EditLayout(n_servers, n_models, self.n_groups)
+        small = EditLayout(n_servers, n_models, self.n_groups, self.home_move)
         blocks = self.views(np.arange(self.n))
         parts = [
-            blocks[kind][tuple(slice(0, d) for d in small.shapes[kind])].ravel() for kind in KINDS
+            blocks[kind][tuple(slice(0, d) for d in small.shapes[kind])].ravel()
+            for kind in self.kinds
         ]
         return np.concatenate(parts)
 
@@ -185,6 +198,7 @@ class EditLayout:
         rest = {
             "home_add": lambda: [f"s{idx[1]}"],
             "home_drop": lambda: [f"s{idx[1]}"],
+            "home_move": lambda: [f"s{idx[1]}"],
             "move": lambda: [f"g{idx[1]}", f"s{idx[2]}"],
             "replicate": lambda: [f"g{idx[1]}", f"s{idx[2]}"],
             "drop": lambda: [f"g{idx[1]}", f"s{idx[2]}"],
@@ -343,7 +357,7 @@ def retier(location, groups, bidx, order, sizes, budgets, touched, unified, n_gr
 def model_slacks(
     held, n_bits_of, sizes, home, n_homes, deployed, dense_m, dense_total, fixed_gpu,
     other_host, gcap, hcap, unified, up, safe, deploy_b, group_size,
-    s_add, s_hdrop, s_move, s_rep, s_drop, s_bits, dirty, base, s_rm, s_bt,
+    s_add, s_hdrop, s_move, s_rep, s_drop, s_bits, dirty, base, s_rm, s_bt, s_hfree,
 ):  # fmt: skip
     """Memory slack [GB] of every candidate edit of one model (module doc): ``inf`` for
     an edit that cannot break memory, ``-inf`` for one that is not allowed or changes
@@ -357,7 +371,9 @@ def model_slacks(
     Only the servers flagged ``dirty`` are computed anew (their inputs changed; the
     caller keeps the others' results: ``s_add``, ``s_hdrop``, ``s_rep``, ``s_drop`` and
     the per-server ``base`` [n], ``s_rm`` [G, n] and ``s_bt`` [G, B, n]); ``s_move`` and
-    ``s_bits``, which span servers, are formed from them every time."""
+    ``s_bits``, which span servers, are formed from them every time. ``s_hfree`` [n]:
+    the slack of a home server without the model's dense part, whether or not another
+    home stays (``home_move`` drops every home but one; ``-inf`` where it is no home)."""
     n_g, n_b, n = held.shape
     inf = np.inf
     on = np.zeros((n_g, n), np.int64)  # experts of each group held on each server
@@ -370,6 +386,7 @@ def model_slacks(
     scratch = np.zeros((n_g, n_b), np.int64)
     if not deployed:
         s_hdrop[:] = -inf
+        s_hfree[:] = -inf
         s_rep[:, :] = -inf
         s_drop[:, :] = -inf
         cnt = np.zeros((n_g, n_b), np.int64)
@@ -396,6 +413,7 @@ def model_slacks(
             continue
         s_add[s] = -inf
         s_hdrop[s] = -inf
+        s_hfree[s] = -inf
         base[s] = inf
         for g in range(n_g):
             s_rep[g, s] = -inf
@@ -438,10 +456,12 @@ def model_slacks(
                 s_add[s] = server_slack(
                     hs, sizes, dense_total[s] + dense_m, fg, oh, gc, hc, uni, scratch
                 )
-            elif n_homes > 1:
-                s_hdrop[s] = server_slack(
+            else:
+                s_hfree[s] = server_slack(
                     hs, sizes, dense_total[s] - dense_m, fg, oh, gc, hc, uni, scratch
                 )
+                if n_homes > 1:
+                    s_hdrop[s] = s_hfree[s]
         for g in range(n_g):
             rest = tot - row_tot[g]
             if up[s] and on[g, s] > 0:
@@ -513,7 +533,7 @@ def all_slacks(
     held, n_bits_of, sizes, home, deployed, dense_m, dense_total, gpu, host, gcap, hcap,
     unified, up, safe, deploy_b, group_size, s_add, s_hdrop, s_move, s_rep, s_drop, s_bits,
     memo_ok, p_held, p_nbits, p_safe, p_home, p_multi, p_dep, p_dt, p_fg, p_oh, base, s_rm,
-    s_bt,
+    s_bt, s_hfree,
 ):  # fmt: skip
     """:func:`model_slacks` of every model of the draft in one call (arrays stacked over
     the models: ``held`` [M, G, B, n], ``gpu`` / ``host`` [M, n], ...; the ``s_*`` are
@@ -580,7 +600,7 @@ def all_slacks(
             held[i], n_bits_of[i], sizes[i], home[i], n_homes, deployed[i], dense_m[i],
             dense_total, fixed_gpu, other_host, gcap, hcap, unified, up, safe[i], deploy_b,
             group_size[i], s_add[i, :n], s_hdrop[i, :n], s_move[i, :, :n], s_rep[i, :, :n],
-            s_drop[i, :, :n], s_bits[i], dirty, base[i], s_rm[i], s_bt[i],
+            s_drop[i, :, :n], s_bits[i], dirty, base[i], s_rm[i], s_bt[i], s_hfree[i, :n],
         )  # fmt: skip
 
 
@@ -612,10 +632,10 @@ def _fill_from(held_s, g0, row, sizes, rem, gpu, unified):
 
 
 #: Codes of the placement edits of a deployed model (:func:`edited_location`).
-K_HOME_ADD, K_HOME_DROP, K_MOVE, K_REPLICATE, K_DROP, K_BITS = range(1, 7)
+K_HOME_ADD, K_HOME_DROP, K_MOVE, K_REPLICATE, K_DROP, K_BITS, K_HOME_MOVE = range(1, 8)
 _KIND_CODE = {
     "home_add": K_HOME_ADD, "home_drop": K_HOME_DROP, "move": K_MOVE,
-    "replicate": K_REPLICATE, "drop": K_DROP, "bits": K_BITS,
+    "replicate": K_REPLICATE, "drop": K_DROP, "bits": K_BITS, "home_move": K_HOME_MOVE,
 }  # fmt: skip
 
 
@@ -626,10 +646,11 @@ def edited_location(
 ):  # fmt: skip
     """Model ``i``'s location, bits and bit indices after a placement edit (``kind``: a
     ``K_*`` code; ``g`` the group, ``s`` the server, ``new_b`` / ``new_bits`` the bit
-    width of ``K_BITS``), re-tiered (:func:`retier`) on the servers it touches with the
-    GPU budget the other models (``gpu`` [M, n], summed in model order) and the dense
-    parts (``dense_total`` with model ``i``'s homes ``home`` [M, n] replaced by
-    ``home_new``) leave. New arrays; the inputs are not changed."""
+    width of ``K_BITS``; ``home_new`` the homes after a home edit), re-tiered
+    (:func:`retier`) on the servers it touches with the GPU budget the other models
+    (``gpu`` [M, n], summed in model order) and the dense parts (``dense_total`` with
+    model ``i``'s homes ``home`` [M, n] replaced by ``home_new``) leave. New arrays; the
+    inputs are not changed."""
     n_l, n_e, n = location.shape
     loc = location.copy()
     bt = bits.copy()
@@ -641,6 +662,9 @@ def edited_location(
     touched = np.zeros(n, np.bool_)
     if kind == K_HOME_ADD or kind == K_HOME_DROP:
         touched[s] = True
+    elif kind == K_HOME_MOVE:  # every server that gains or loses the dense part
+        for t in range(n):
+            touched[t] = home[i, t] != home_new[t]
     else:
         for x in range(n_l * n_e):
             if grp[x] != g:
@@ -716,7 +740,9 @@ class PlanEditor:
     #: Check every applied edit with :meth:`World.check` (:meth:`verdict`).
     recheck = False
     #: Cached arrays rebuilt after unpickling (views of one another do not survive it).
-    _CACHES = ("_flat", "_slack_flat", "_slack", "_mask_of", "_dense_of", "_stk")
+    _CACHES = (
+        "_flat", "_slack_flat", "_slack", "_hfree", "_hmove", "_mask_of", "_dense_of", "_stk"
+    )  # fmt: skip
 
     def __init__(self, world, layout: EditLayout, deploy_bits: int = 4) -> None:
         if deploy_bits not in BITS:
@@ -746,6 +772,10 @@ class PlanEditor:
             self._slack[k] = self._slack_flat[a : a + int(np.prod(lay.shapes[k]))].reshape(
                 lay.shapes[k]
             )
+        # home_move: per (model, server) the slack of dropping the dense part there (any
+        # number of homes) and the slack of the move (both [M, S])
+        self._hfree = np.full(lay.shapes["home_add"], -np.inf)
+        self._hmove = np.full(lay.shapes["home_add"], -np.inf)
         self._mask_of = self._dense_of = self._stk = None
 
     def __getstate__(self) -> dict:
@@ -1009,7 +1039,7 @@ class PlanEditor:
             stk["group_size"], sl["home_add"], sl["home_drop"], sl["move"], sl["replicate"],
             sl["drop"], sl["bits"], stk["memo_ok"], stk["p_held"], stk["p_nbits"],
             stk["p_safe"], stk["p_home"], stk["p_multi"], stk["p_dep"], stk["p_dt"],
-            stk["p_fg"], stk["p_oh"], stk["base"], stk["s_rm"], stk["s_bt"],
+            stk["p_fg"], stk["p_oh"], stk["base"], stk["s_rm"], stk["s_bt"], self._hfree,
         )  # fmt: skip
         lo, hi = self._lo, self._hi
         slack = self._slack_flat
@@ -1024,6 +1054,38 @@ class PlanEditor:
             if st.deployed:
                 flat[k0 + i * N_KEEP : k0 + (i + 1) * N_KEEP] = st.keep_ok
                 flat[p0 + 2 * i : p0 + 2 * i + 2] = st.pol_ok
+        if lay.home_move:
+            self._fill_home_move(flat)
+
+    def _fill_home_move(self, flat: np.ndarray) -> None:
+        """``home_move[m, s]``: the least slack of ``s`` gaining the dense part (where it
+        is no home: ``home_add``'s) and of every other home losing it (each server's
+        memory is its own, so the move is allowed iff each part is); not allowed where
+        ``s`` is the only home already, is absent, or the model is not deployed."""
+        n, lay = self.n, self.layout
+        hm = self._hmove
+        hm[:] = -np.inf
+        add = self._slack["home_add"]
+        for i, st in enumerate(self.states):
+            if not st.deployed:
+                continue
+            home = st.home
+            free = np.where(home, self._hfree[i, :n], np.inf)
+            j = int(np.argmin(free))
+            first = free[j]
+            second = np.min(np.delete(free, j)) if n > 1 else np.inf
+            others = np.full(n, first)
+            others[j] = second
+            here = np.where(home, np.inf, add[i, :n])
+            row = np.minimum(here, others)
+            row[~self.up] = -np.inf
+            if home.sum() == 1:
+                row[home] = -np.inf  # already the only home: no change
+            hm[i, :n] = row
+        block = lay.views(flat)["home_move"]
+        np.greater_equal(hm, 0.0, out=block)
+        for i, s in zip(*np.nonzero(np.abs(hm) < BORDER_GB), strict=True):
+            block[i, s] = self._check("home_move", (int(i), int(s))).feasible
 
     # ----------------------------------------------------------------- apply
 
@@ -1078,6 +1140,11 @@ class PlanEditor:
             homes = tuple(h for h in homes if h != s)
             home_new = st.home.copy()
             home_new[s] = False
+        elif kind == "home_move":
+            s = idx[1]
+            homes = (s,)
+            home_new = np.zeros(self.n, bool)
+            home_new[s] = True
         elif kind == "bits":
             g, new_b = idx[1], idx[2]
         else:
@@ -1176,6 +1243,8 @@ class PlanEditor:
         if self.recheck or hit is None or hit[0] != self._ver or not hit[1]:
             return False
         a = self.layout.index(kind, *idx)
+        if kind == "home_move":
+            return bool(hit[2][a] and abs(self._hmove[idx]) >= BORDER_GB)
         return bool(
             hit[2][a] and (a >= self._hi or abs(self._slack_flat[a - self._lo]) >= BORDER_GB)
         )
@@ -1202,7 +1271,7 @@ class PlanEditor:
         self._ver += 1
         self._changed = True
         prev = self.states[i] if kind not in ("keep", "host_policy") else None
-        same_home = kind not in ("home_add", "home_drop")
+        same_home = kind not in ("home_add", "home_drop", "home_move")
         self.states[i] = self._state(i, new, bidx, prev, same_home)
         self.edits += 1
         return report
