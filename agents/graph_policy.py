@@ -27,6 +27,7 @@ Network (``dim`` d, ``rounds`` r):
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
 import torch as th
@@ -292,6 +293,13 @@ class GraphPolicy(MaskableActorCriticPolicy):
         lr_schedule: learning-rate schedule (SB3).
         dim: embedding width.
         rounds: message-passing rounds.
+        explore_floor: the policy is the mixture ``(1 - explore_floor) * softmax(masked
+            scores) + explore_floor * uniform(allowed edits)`` (an epsilon-soft policy:
+            every allowed action keeps at least ``explore_floor / allowed`` of the
+            probability, so an edit the scores have ruled out early is still tried and
+            PPO, which trains this mixture on its own log-probabilities, can learn its
+            worth later). 0 (the default): the plain masked softmax. Its mode is the
+            argmax of the scores either way.
         **kwargs: other ``MaskableActorCriticPolicy`` arguments (``net_arch`` and the
             extractor's are set here).
     """
@@ -303,8 +311,15 @@ class GraphPolicy(MaskableActorCriticPolicy):
         lr_schedule,
         dim: int = 64,
         rounds: int = 2,
+        explore_floor: float = 0.0,
         **kwargs: Any,
     ) -> None:
+        ok = isinstance(explore_floor, int | float) and not isinstance(explore_floor, bool)
+        if not ok or not 0.0 <= explore_floor < 1.0:
+            raise ValueError(
+                f"explore_floor={explore_floor!r} is not allowed; must be a number in [0, 1)"
+            )
+        self.explore_floor = float(explore_floor)
         is_dict = isinstance(observation_space, spaces.Dict)
         graph = is_dict and "placement" in observation_space.spaces
         if not graph:
@@ -354,7 +369,9 @@ class GraphPolicy(MaskableActorCriticPolicy):
     def _actor_critic(self, obs, action_masks) -> tuple[_EditDistribution, th.Tensor]:
         feats = preprocess_obs(obs, self.observation_space, self.normalize_images)
         logits, z, sub = self.features_extractor.compact(feats)
-        dist = _EditDistribution(logits, sub, int(self.action_space.n), action_masks)
+        dist = _EditDistribution(
+            logits, sub, int(self.action_space.n), action_masks, self.explore_floor
+        )
         return dist, self.value_net(z)
 
     def forward(self, obs, deterministic: bool = False, action_masks=None):
@@ -371,7 +388,7 @@ class GraphPolicy(MaskableActorCriticPolicy):
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
-        data.update(dim=self.dim, rounds=self.rounds)
+        data.update(dim=self.dim, rounds=self.rounds, explore_floor=self.explore_floor)
         for key in ("net_arch", "features_extractor_class", "features_extractor_kwargs",
                     "ortho_init"):  # fmt: skip
             data.pop(key, None)
@@ -383,22 +400,37 @@ class _EditDistribution:
     taking and giving actions of the full layout. Built on
     :class:`agents.policies.FusedMultiCategoricalDistribution` (one field). An action
     outside ``sub`` (padding) has log-probability :data:`~agents.policies.MASKED_LOGIT`,
-    as a masked one."""
+    as a masked one. With ``floor`` > 0 it is the mixture with the uniform distribution
+    over the allowed edits (:class:`GraphPolicy`'s ``explore_floor``)."""
 
     #: one distribution per number of edits, copied per batch (building one from
     #: scratch costs more than a small batch's forward pass)
     _blank: dict[int, FusedMultiCategoricalDistribution] = {}
 
-    def __init__(self, logits: th.Tensor, sub: th.Tensor | None, n: int, masks) -> None:
+    def __init__(
+        self, logits: th.Tensor, sub: th.Tensor | None, n: int, masks, floor: float = 0.0
+    ) -> None:
         self.sub, self.n = sub, n
         k = int(logits.shape[1])
         if k not in self._blank:
             self._blank[k] = FusedMultiCategoricalDistribution([k])
         self.dist = copy.copy(self._blank[k])
         self.dist.proba_distribution(logits)
+        m = None
         if masks is not None:
             m = th.as_tensor(masks, device=logits.device).reshape(-1, n).to(th.bool)
-            self.dist.apply_masking(m if sub is None else m.index_select(1, sub))
+            m = m if sub is None else m.index_select(1, sub)
+            self.dist.apply_masking(m)
+        if floor > 0.0:  # the mixture's log-probabilities become the logits
+            lp = self.dist.log_probs[:, 0]  # [B, k]; masked about -1e8
+            allowed = lp > MASKED_LOGIT / 2
+            n_ok = allowed.sum(-1, keepdim=True).clamp(min=1)
+            even = th.where(allowed, math.log(floor) - th.log(n_ok.to(lp.dtype)), lp)
+            mixed = th.logaddexp(lp + math.log1p(-floor), even)
+            self.dist = copy.copy(self._blank[k])
+            self.dist.proba_distribution(mixed)
+            if m is not None:
+                self.dist.apply_masking(m)
         self._inverse: th.Tensor | None = None
 
     def _compact(self, actions: th.Tensor) -> th.Tensor:

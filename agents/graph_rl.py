@@ -168,10 +168,15 @@ class GraphRLPolicy:
 
     def _pick(self, logits: np.ndarray) -> int:
         """The action of masked ``logits`` (-inf where masked): their argmax, or a draw
-        from their softmax when :attr:`stochastic`."""
+        from their softmax when :attr:`stochastic` (mixed with the uniform distribution
+        over the allowed actions by the policy's ``explore_floor``, as it trained)."""
         if not self.stochastic:
             return int(logits.argmax())
         z = np.exp(logits.astype(np.float64) - logits.max())
+        floor = float(getattr(self.model.policy, "explore_floor", 0.0))
+        if floor > 0.0:
+            ok = np.isfinite(logits)
+            z = (1.0 - floor) * z / z.sum() + floor * ok / ok.sum()
         cum = np.cumsum(z)
         return int(min(np.searchsorted(cum, self._rng.random() * cum[-1], side="right"),
                        len(cum) - 1))  # fmt: skip

@@ -246,3 +246,60 @@ def test_home_move_policy_trains_saves_and_reloads(tmp_path):
     env = gym.make(ENV, config={"max_servers": 8})  # no home_move: fewer actions
     with pytest.raises(ValueError, match="spaces do not match|does not match"):
         T.check_spaces(model, env)
+
+
+def test_explore_floor_mixes_in_the_uniform_distribution_over_allowed_edits():
+    """With explore_floor e the policy is (1 - e) * masked softmax + e * uniform over the
+    row's allowed edits: its log-probabilities and entropies are the mixture's, masked
+    edits keep probability 0, samples stay allowed and the mode is the scores' argmax."""
+    torch.manual_seed(5)
+    x, masks, space = _batch([{"scenario": "default"}, {"scenario": "inter"}])
+    n = GraphExtractor(space).n_actions
+    plain = GraphPolicy(space, spaces.Discrete(n), lambda _: 1e-3, dim=16)
+    soft = GraphPolicy(space, spaces.Discrete(n), lambda _: 1e-3, dim=16, explore_floor=0.2)
+    soft.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        p = plain.get_distribution(x, action_masks=masks).dist.probs[:, 0].numpy()
+        dist = soft.get_distribution(x, action_masks=masks)
+        q = dist.dist.probs[:, 0].numpy()
+        sub = dist.sub.numpy() if dist.sub is not None else np.arange(n)
+        ok = masks[:, sub]
+        want = 0.8 * p + 0.2 * ok / ok.sum(1, keepdims=True)
+        np.testing.assert_allclose(q, want, rtol=1e-5, atol=1e-7)
+        assert (q[~ok] == 0).all()
+        actions = torch.as_tensor(sub[np.argmax(np.where(ok, p, -1), 1)])
+        _, log_q, ent = soft.evaluate_actions(x, actions, action_masks=masks)
+        rows = np.arange(len(q))
+        np.testing.assert_allclose(
+            log_q.numpy(), np.log(want[rows, np.argmax(np.where(ok, p, -1), 1)]), rtol=1e-5
+        )
+        safe = np.where(want > 0, want, 1.0)
+        np.testing.assert_allclose(ent.numpy(), -(want * np.log(safe)).sum(1), rtol=1e-5)
+        for _ in range(20):
+            a, _, _ = soft(x, action_masks=masks)
+            assert masks[rows, a.numpy()].all()
+        best, _, _ = soft(x, deterministic=True, action_masks=masks)
+        same, _, _ = plain(x, deterministic=True, action_masks=masks)
+    assert best.tolist() == same.tolist()
+
+
+@pytest.mark.parametrize("floor", [1.0, -0.1, "0.1", True])
+def test_bad_explore_floor_is_refused(floor):
+    env = gym.make(ENV, config={"max_servers": 8})
+    n = env.action_space.n
+    with pytest.raises(
+        ValueError, match=r"explore_floor=.* is not allowed; must be a number in \[0, 1\)"
+    ):
+        GraphPolicy(env.observation_space, spaces.Discrete(n), lambda _: 1e-3, explore_floor=floor)
+
+
+def test_explore_floor_is_saved_with_the_policy(tmp_path):
+    run = T.train(
+        "maskable_ppo", ENV, timesteps=64, seed=3, run_dir=tmp_path / "run",
+        env_config={"max_steps": 2, "max_servers": 8},
+        hyperparams={"n_envs": 1, "n_steps": 64, "batch_size": 64, "n_epochs": 1,
+                     "policy_kwargs": {"dim": 8, "rounds": 1, "explore_floor": 0.05}},
+        eval_freq=0, checkpoint_freq=0,
+    )  # fmt: skip
+    model, _, _ = T.load_policy(run)
+    assert model.policy.explore_floor == 0.05
