@@ -300,6 +300,10 @@ class GraphPolicy(MaskableActorCriticPolicy):
             PPO, which trains this mixture on its own log-probabilities, can learn its
             worth later). 0 (the default): the plain masked softmax. Its mode is the
             argmax of the scores either way.
+        explore_kinds: the edit kinds the uniform part covers (None: every action,
+            ``commit`` included), e.g. ``[home_add, home_drop, home_move]``; the floor
+            then goes to the allowed edits of those kinds (to every allowed action
+            where a row has none).
         **kwargs: other ``MaskableActorCriticPolicy`` arguments (``net_arch`` and the
             extractor's are set here).
     """
@@ -312,6 +316,7 @@ class GraphPolicy(MaskableActorCriticPolicy):
         dim: int = 64,
         rounds: int = 2,
         explore_floor: float = 0.0,
+        explore_kinds: list[str] | None = None,
         **kwargs: Any,
     ) -> None:
         ok = isinstance(explore_floor, int | float) and not isinstance(explore_floor, bool)
@@ -320,6 +325,7 @@ class GraphPolicy(MaskableActorCriticPolicy):
                 f"explore_floor={explore_floor!r} is not allowed; must be a number in [0, 1)"
             )
         self.explore_floor = float(explore_floor)
+        self.explore_kinds = None if explore_kinds is None else list(explore_kinds)
         is_dict = isinstance(observation_space, spaces.Dict)
         graph = is_dict and "placement" in observation_space.spaces
         if not graph:
@@ -347,6 +353,16 @@ class GraphPolicy(MaskableActorCriticPolicy):
         kwargs["ortho_init"] = False  # the extractor keeps torch's default initialisation
         self.dim, self.rounds = dim, rounds
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)
+        self._explore = None  # the actions the floor covers (None: all)
+        if self.explore_kinds is not None:
+            from coel_env.envs.graph import start_kind_mask
+
+            lay = self.features_extractor.layout
+            try:
+                flags = start_kind_mask(lay, self.explore_kinds)
+            except ValueError as e:
+                raise ValueError(str(e).replace("start_kinds", "explore_kinds")) from None
+            self._explore = th.as_tensor(flags)
 
     def _build_mlp_extractor(self) -> None:
         fe = self.features_extractor
@@ -370,8 +386,9 @@ class GraphPolicy(MaskableActorCriticPolicy):
         feats = preprocess_obs(obs, self.observation_space, self.normalize_images)
         logits, z, sub = self.features_extractor.compact(feats)
         dist = _EditDistribution(
-            logits, sub, int(self.action_space.n), action_masks, self.explore_floor
-        )
+            logits, sub, int(self.action_space.n), action_masks, self.explore_floor,
+            self._explore,
+        )  # fmt: skip
         return dist, self.value_net(z)
 
     def forward(self, obs, deterministic: bool = False, action_masks=None):
@@ -388,7 +405,8 @@ class GraphPolicy(MaskableActorCriticPolicy):
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
-        data.update(dim=self.dim, rounds=self.rounds, explore_floor=self.explore_floor)
+        data.update(dim=self.dim, rounds=self.rounds, explore_floor=self.explore_floor,
+                    explore_kinds=self.explore_kinds)  # fmt: skip
         for key in ("net_arch", "features_extractor_class", "features_extractor_kwargs",
                     "ortho_init"):  # fmt: skip
             data.pop(key, None)
@@ -401,15 +419,17 @@ class _EditDistribution:
     :class:`agents.policies.FusedMultiCategoricalDistribution` (one field). An action
     outside ``sub`` (padding) has log-probability :data:`~agents.policies.MASKED_LOGIT`,
     as a masked one. With ``floor`` > 0 it is the mixture with the uniform distribution
-    over the allowed edits (:class:`GraphPolicy`'s ``explore_floor``)."""
+    over the allowed edits (:class:`GraphPolicy`'s ``explore_floor``; of the actions
+    flagged in ``explore`` [n] where given)."""
 
     #: one distribution per number of edits, copied per batch (building one from
     #: scratch costs more than a small batch's forward pass)
     _blank: dict[int, FusedMultiCategoricalDistribution] = {}
 
     def __init__(
-        self, logits: th.Tensor, sub: th.Tensor | None, n: int, masks, floor: float = 0.0
-    ) -> None:
+        self, logits: th.Tensor, sub: th.Tensor | None, n: int, masks, floor: float = 0.0,
+        explore: th.Tensor | None = None,
+    ) -> None:  # fmt: skip
         self.sub, self.n = sub, n
         k = int(logits.shape[1])
         if k not in self._blank:
@@ -424,8 +444,17 @@ class _EditDistribution:
         if floor > 0.0:  # the mixture's log-probabilities become the logits
             lp = self.dist.log_probs[:, 0]  # [B, k]; masked about -1e8
             allowed = lp > MASKED_LOGIT / 2
+            if explore is not None:
+                ex = explore.to(lp.device)
+                ex = (ex if sub is None else ex.index_select(0, sub)).unsqueeze(0)
+                some = (allowed & ex).any(-1, keepdim=True)
+                allowed = allowed & (ex | ~some)  # rows with none of those kinds: all
             n_ok = allowed.sum(-1, keepdim=True).clamp(min=1)
-            even = th.where(allowed, math.log(floor) - th.log(n_ok.to(lp.dtype)), lp)
+            even = th.where(
+                allowed,
+                math.log(floor) - th.log(n_ok.to(lp.dtype)),
+                th.full_like(lp, MASKED_LOGIT),
+            )
             mixed = th.logaddexp(lp + math.log1p(-floor), even)
             self.dist = copy.copy(self._blank[k])
             self.dist.proba_distribution(mixed)

@@ -112,6 +112,8 @@ class GraphRLPolicy:
         self._rng = np.random.default_rng(0)  # reseeded by reset()
         self._sizes: tuple[int, int] | None = None  # (servers, models) of the world
         self._sub: dict[tuple[int, int], np.ndarray] = {}  # sub_actions per sizes
+        ex = getattr(model.policy, "_explore", None)
+        self._explore = None if ex is None else ex.numpy()  # GraphPolicy's explore_kinds
         self._argmax = self._make_argmax()
         self.edits: list[int] = []  # edits of the last decision (commit excluded)
 
@@ -152,7 +154,8 @@ class GraphRLPolicy:
                 with torch.inference_mode():
                     obs = {k: torch.from_numpy(x[k]).unsqueeze(0).float() for k in keys}
                     logits = extractor.action_logits(obs).numpy()[0]
-                return int(sub[self._pick(np.where(mask[sub], logits, -np.inf))])
+                flags = None if self._explore is None else self._explore[sub]
+                return int(sub[self._pick(np.where(mask[sub], logits, -np.inf), flags)])
 
             return argmax_unpadded
 
@@ -162,20 +165,23 @@ class GraphRLPolicy:
                 feats = extractor(obs)
                 logits = policy.action_net(policy.mlp_extractor.forward_actor(feats))
                 logits = logits.numpy()[0]
-            return self._pick(np.where(mask, logits, -np.inf))
+            return self._pick(np.where(mask, logits, -np.inf), self._explore)
 
         return argmax
 
-    def _pick(self, logits: np.ndarray) -> int:
+    def _pick(self, logits: np.ndarray, explore: np.ndarray | None = None) -> int:
         """The action of masked ``logits`` (-inf where masked): their argmax, or a draw
         from their softmax when :attr:`stochastic` (mixed with the uniform distribution
-        over the allowed actions by the policy's ``explore_floor``, as it trained)."""
+        over the allowed actions, of the kinds flagged in ``explore`` where any is, by
+        the policy's ``explore_floor``, as it trained)."""
         if not self.stochastic:
             return int(logits.argmax())
         z = np.exp(logits.astype(np.float64) - logits.max())
         floor = float(getattr(self.model.policy, "explore_floor", 0.0))
         if floor > 0.0:
             ok = np.isfinite(logits)
+            if explore is not None and (ok & explore).any():
+                ok = ok & explore
             z = (1.0 - floor) * z / z.sum() + floor * ok / ok.sum()
         cum = np.cumsum(z)
         return int(min(np.searchsorted(cum, self._rng.random() * cum[-1], side="right"),

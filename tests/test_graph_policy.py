@@ -303,3 +303,31 @@ def test_explore_floor_is_saved_with_the_policy(tmp_path):
     )  # fmt: skip
     model, _, _ = T.load_policy(run)
     assert model.policy.explore_floor == 0.05
+
+
+def test_explore_kinds_put_the_floor_on_those_kinds_only():
+    """explore_kinds: the uniform part covers the allowed edits of those kinds only;
+    other allowed actions keep (1 - e) of their softmax probability."""
+    torch.manual_seed(6)
+    x, masks, space = _batch([{"scenario": "default"}, {"scenario": "inter"}])
+    n = GraphExtractor(space).n_actions
+    plain = GraphPolicy(space, spaces.Discrete(n), lambda _: 1e-3, dim=16)
+    kinds = ["home_add", "home_drop"]
+    soft = GraphPolicy(space, spaces.Discrete(n), lambda _: 1e-3, dim=16, explore_floor=0.3,
+                       explore_kinds=kinds)  # fmt: skip
+    soft.load_state_dict(plain.state_dict())
+    lay = soft.features_extractor.layout
+    flags = np.zeros(n, bool)
+    for k in kinds:
+        lay.views(flags)[k][...] = True
+    with torch.no_grad():
+        p = plain.get_distribution(x, action_masks=masks).dist.probs[:, 0].numpy()
+        dist = soft.get_distribution(x, action_masks=masks)
+        q = dist.dist.probs[:, 0].numpy()
+    sub = dist.sub.numpy() if dist.sub is not None else np.arange(n)
+    ok = masks[:, sub] & flags[sub]
+    assert ok.any(1).all()  # both worlds have home edits allowed
+    want = 0.7 * p + 0.3 * ok / ok.sum(1, keepdims=True)
+    np.testing.assert_allclose(q, want, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="explore_kinds has 'nope', which is not allowed"):
+        GraphPolicy(space, spaces.Discrete(n), lambda _: 1e-3, explore_kinds=["nope"])
