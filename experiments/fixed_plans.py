@@ -1,17 +1,19 @@
 """Fixed plans on a scenario: what a plan set once and never changed earns.
 
     python experiments/fixed_plans.py [--scenario default] [--seeds 3] [--first-seed 0]
-        [--epochs 200] [--bits 4] --homes "0,1,2,3,4;0,1,2,3,4" "0,1,2;3,4" ...
-        [--out episodes.csv]
+        [--epochs 200] [--bits 4] (--homes "0,1,2,3,4;0,1,2,3,4" "0,1,2;3,4" ... |
+        --all-home-sets) [--out episodes.csv]
 
 Each ``--homes`` value is one plan: the world's naive plan (every expert on every server
 it deploys) with every expert at ``--bits`` bits on the GPU and the given home servers,
 one comma-separated list per model in the world's model order, models separated by
-``;``. The policy hands the plan to the world in the first epoch and keeps it for the
-rest of the episode; it plays through the evaluation harness
-(:func:`agents.harness.run_episode`), so returns are those of ``coel evaluate`` and
-``coel baselines`` on the same seeds. Prints the mean of each metric per plan; ``--out``
-writes every episode as CSV (the policy named ``fixed:<homes>``), which
+``;``. ``--all-home-sets`` prices every assignment instead: each server runs a non-empty
+set of the world's models and each model has a home (241 plans on ``default``'s 5
+servers and 2 models; refused above 1,000). The policy hands the plan to the world in
+the first epoch and keeps it for the rest of the episode; it plays through the
+evaluation harness (:func:`agents.harness.run_episode`), so returns are those of ``coel
+evaluate`` and ``coel baselines`` on the same seeds. Prints the mean of each metric per
+plan; ``--out`` writes every episode as CSV (the policy named ``fixed:<homes>``), which
 ``experiments/paired.py`` reads.
 
 This is a probe of the reward landscape (which fixed plans a policy could find), not a
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import sys
 from pathlib import Path
 
@@ -35,6 +38,7 @@ from agents import harness  # noqa: E402
 from agents.cli_common import write_csv  # noqa: E402
 from coel_env.catalog import BITS  # noqa: E402
 from coel_env.core.plan import Plan  # noqa: E402
+from coel_env.core.world import World  # noqa: E402
 
 
 def parse_homes(text: str) -> tuple[tuple[int, ...], ...]:
@@ -82,6 +86,28 @@ class FixedPlan:
         return Plan(models)
 
 
+#: Most plans ``--all-home-sets`` may price.
+MAX_HOME_SETS = 1000
+
+
+def all_home_sets(n_servers: int, n_models: int) -> list[str]:
+    """``--homes`` texts of every assignment of a non-empty set of the models to each
+    server in which every model has a home (server 0's choice varies slowest)."""
+    choices = range(1, 2**n_models)  # non-empty sets of models, as bit masks
+    count = (2**n_models - 1) ** n_servers
+    if count > MAX_HOME_SETS:
+        raise ValueError(
+            f"--all-home-sets: {n_servers} servers and {n_models} models give {count} "
+            f"assignments, above {MAX_HOME_SETS}; give --homes instead"
+        )
+    out = []
+    for sets in itertools.product(choices, repeat=n_servers):
+        homes = [[s for s in range(n_servers) if sets[s] >> m & 1] for m in range(n_models)]
+        if all(homes):
+            out.append(";".join(",".join(map(str, h)) for h in homes))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--scenario", default="default")
@@ -89,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=200)
     p.add_argument("--bits", type=int, default=4, choices=BITS)
-    p.add_argument("--homes", nargs="+", required=True, help='e.g. "0,1,2;3,4"')
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--homes", nargs="+", help='e.g. "0,1,2;3,4"')
+    which.add_argument("--all-home-sets", action="store_true", help="every assignment")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     for key in ("seeds", "epochs"):
@@ -98,7 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.first_seed < 0:
         p.error(f"--first-seed={args.first_seed} is not allowed; must be >= 0")
     try:
-        plans = [(h, parse_homes(h)) for h in args.homes]
+        texts = args.homes
+        if args.all_home_sets:
+            world = World(args.scenario)
+            texts = all_home_sets(world.n, len(world.models))
+        plans = [(h, parse_homes(h)) for h in texts]
     except ValueError as e:
         p.error(str(e))
     rows = []

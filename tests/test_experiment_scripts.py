@@ -308,3 +308,21 @@ def test_final_plan_reports_the_plan_and_edits_of_the_episode(tmp_path, capsys):
     assert "homes 0,1,2,3,4" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main([str(tmp_path / "nothing"), "--seeds", "1"])
+
+
+def test_fixed_plans_all_home_sets_lists_every_assignment():
+    """--all-home-sets: every server runs a non-empty set of the models and every model
+    has a home (7 of 9 assignments on 2 servers and 2 models), no duplicates; a count
+    above the cap is refused."""
+    sys.path.insert(0, str(ROOT))
+    from experiments.fixed_plans import all_home_sets, parse_homes
+
+    two = all_home_sets(2, 2)
+    assert len(two) == len(set(two)) == 7
+    assert "0;1" in two and "0,1;0,1" in two and "0,1;" not in two
+    for text in all_home_sets(5, 2):
+        homes = parse_homes(text)
+        assert all(homes) and set().union(*map(set, homes)) == set(range(5))
+    assert len(all_home_sets(5, 2)) == 241
+    with pytest.raises(ValueError, match="above 1000; give --homes instead"):
+        all_home_sets(7, 3)
