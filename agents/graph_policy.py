@@ -353,16 +353,11 @@ class GraphPolicy(MaskableActorCriticPolicy):
         kwargs["ortho_init"] = False  # the extractor keeps torch's default initialisation
         self.dim, self.rounds = dim, rounds
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)
-        self._explore = None  # the actions the floor covers (None: all)
+        #: the actions the exploration floor covers (None: every allowed one)
+        self.explore_actions = None
         if self.explore_kinds is not None:
-            from coel_env.envs.graph import start_kind_mask
-
             lay = self.features_extractor.layout
-            try:
-                flags = start_kind_mask(lay, self.explore_kinds)
-            except ValueError as e:
-                raise ValueError(str(e).replace("start_kinds", "explore_kinds")) from None
-            self._explore = th.as_tensor(flags)
+            self.explore_actions = th.as_tensor(lay.kind_mask(self.explore_kinds, "explore_kinds"))
 
     def _build_mlp_extractor(self) -> None:
         fe = self.features_extractor
@@ -387,7 +382,7 @@ class GraphPolicy(MaskableActorCriticPolicy):
         logits, z, sub = self.features_extractor.compact(feats)
         dist = _EditDistribution(
             logits, sub, int(self.action_space.n), action_masks, self.explore_floor,
-            self._explore,
+            self.explore_actions,
         )  # fmt: skip
         return dist, self.value_net(z)
 

@@ -112,8 +112,10 @@ class GraphRLPolicy:
         self._rng = np.random.default_rng(0)  # reseeded by reset()
         self._sizes: tuple[int, int] | None = None  # (servers, models) of the world
         self._sub: dict[tuple[int, int], np.ndarray] = {}  # sub_actions per sizes
-        ex = getattr(model.policy, "_explore", None)
-        self._explore = None if ex is None else ex.numpy()  # GraphPolicy's explore_kinds
+        # GraphPolicy's exploration floor, sampled with the policy (``stochastic``)
+        self._floor = float(getattr(model.policy, "explore_floor", 0.0))
+        ex = getattr(model.policy, "explore_actions", None)
+        self._explore = None if ex is None else ex.numpy()
         self._argmax = self._make_argmax()
         self.edits: list[int] = []  # edits of the last decision (commit excluded)
 
@@ -177,7 +179,7 @@ class GraphRLPolicy:
         if not self.stochastic:
             return int(logits.argmax())
         z = np.exp(logits.astype(np.float64) - logits.max())
-        floor = float(getattr(self.model.policy, "explore_floor", 0.0))
+        floor = self._floor
         if floor > 0.0:
             ok = np.isfinite(logits)
             if explore is not None and (ok & explore).any():

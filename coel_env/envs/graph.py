@@ -15,36 +15,8 @@ from coel_env.core.plan import reuse_unchanged
 from coel_env.core.rewards import RewardConfig, report_info, reward_terms, total_reward
 from coel_env.envs.coel import build_world
 from coel_env.envs.config import check_config, check_render_mode, resolve_config
-from coel_env.envs.graph_edits import KINDS, OPTIONAL_KINDS, EditLayout, PlanEditor
+from coel_env.envs.graph_edits import EditLayout, PlanEditor
 from coel_env.envs.graph_obs import GraphObservation
-
-#: Edit kinds exploring starts may draw (``start_kinds``): every kind but ``commit``
-#: (``home_move`` only where the layout has it).
-EDIT_KINDS = KINDS[1:] + OPTIONAL_KINDS
-
-
-def start_kind_mask(layout: EditLayout, kinds) -> np.ndarray:
-    """The actions of ``layout`` whose kind is in ``kinds`` (None: every edit kind), as a
-    boolean mask; ``ValueError`` naming the value and the allowed kinds otherwise."""
-    allowed = layout.kinds[1:]
-    if kinds is None:
-        kinds = allowed
-    if isinstance(kinds, str) or not isinstance(kinds, list | tuple) or not kinds:
-        raise ValueError(
-            f"start_kinds={kinds!r} is not allowed; must be None or a non-empty list of "
-            f"edit kinds from {', '.join(allowed)}"
-        )
-    out = np.zeros(layout.n, bool)
-    blocks = layout.views(out)
-    for k in kinds:
-        if k not in allowed:
-            raise ValueError(
-                f"start_kinds has {k!r}, which is not allowed; edit kinds: {', '.join(allowed)}"
-                + (" (home_move needs home_move=True)" if k == "home_move" else "")
-            )
-        blocks[k][...] = True
-    return out
-
 
 #: Least ``max_servers`` (the issue's size-invariance target: Topology Zoo graphs).
 MIN_MAX_SERVERS = 1
@@ -262,7 +234,7 @@ class GraphEnv(gym.Env):
             cfg["max_servers"], cfg["max_models"], cfg["n_groups"], bool(cfg["home_move"])
         )
         self.action_space = spaces.Discrete(self.layout.n)
-        self._start_kinds = start_kind_mask(self.layout, cfg["start_kinds"])
+        self._start_kinds = self.layout.kind_mask(cfg["start_kinds"], "start_kinds")
         self.obs_type = GraphObservation(cfg["max_servers"], cfg["max_models"], cfg["n_groups"])
         self.observation_space = self.obs_type.space()
         self.generator = None

@@ -78,8 +78,6 @@ KINDS = (
     "keep",
     "host_policy",
 )
-#: Kinds a layout has only when asked (their blocks follow those of :data:`KINDS`).
-OPTIONAL_KINDS = ("home_move",)
 N_BITS = len(BITS)
 N_KEEP = len(KEEP_RATIOS)
 #: ``BIT_INDEX[b]``: the index of bit width ``b`` in :data:`BITS` (-1: not allowed).
@@ -181,6 +179,29 @@ class EditLayout:
             for kind in self.kinds
         ]
         return np.concatenate(parts)
+
+    def kind_mask(self, kinds, key: str = "kinds") -> np.ndarray:
+        """The actions whose kind is in ``kinds`` (None: every edit kind, ``commit``
+        excluded) as a boolean array of length :attr:`n`; ``ValueError`` naming ``key``,
+        the value and this layout's edit kinds otherwise."""
+        allowed = self.kinds[1:]
+        if kinds is None:
+            kinds = allowed
+        if isinstance(kinds, str) or not isinstance(kinds, list | tuple) or not kinds:
+            raise ValueError(
+                f"{key}={kinds!r} is not allowed; must be None or a non-empty list of "
+                f"edit kinds from {', '.join(allowed)}"
+            )
+        out = np.zeros(self.n, bool)
+        blocks = self.views(out)
+        for k in kinds:
+            if k not in allowed:
+                raise ValueError(
+                    f"{key} has {k!r}, which is not allowed; edit kinds: {', '.join(allowed)}"
+                    + (" (home_move needs home_move=True)" if k == "home_move" else "")
+                )
+            blocks[k][...] = True
+        return out
 
     def views(self, flat: np.ndarray) -> dict[str, np.ndarray]:
         """Per kind, a view of ``flat`` (length :attr:`n`) in that kind's shape."""
