@@ -17,6 +17,7 @@ from coel_env.envs.coel import build_world
 from coel_env.envs.config import check_config, check_render_mode, resolve_config
 from coel_env.envs.graph_edits import EditLayout, PlanEditor
 from coel_env.envs.graph_obs import GraphObservation
+from coel_env.envs.shaping import HomeLookahead
 
 #: Least ``max_servers`` (the issue's size-invariance target: Topology Zoo graphs).
 MIN_MAX_SERVERS = 1
@@ -131,6 +132,13 @@ class GraphEnv(gym.Env):
     at commit (a server left during the epoch) is not an invalid action: the plan in
     force runs, ``info["plan_refused"]`` is True.
 
+    **Shaping** (``shaping_epochs`` k > 0; off by default): every step's reward gains
+    ``shaping_gamma * phi(s') - phi(s)`` (``info["shaping"]``), a potential from a paired
+    k-epoch lookahead of the world: what the draft's homes are worth against the
+    episode's starting homes on the same arrivals (:mod:`coel_env.envs.shaping`). It
+    telescopes over an episode, so the best policy is unchanged when ``shaping_gamma``
+    equals the learner's ``gamma``; ``info["rewards"]`` keeps the unshaped terms.
+
     ## Starting State
 
     ``reset(seed=s)`` seeds ``np_random``, which draws the instance (with a
@@ -171,7 +179,8 @@ class GraphEnv(gym.Env):
     ``controller``, ``n_groups``, ``max_steps`` [epochs], the reward weights, and
     ``max_servers`` (64), ``max_models`` (4), ``max_edits`` (8), ``deploy_bits`` (4),
     ``generator`` (None), ``start_edits`` (0), ``start_kinds`` (None; exploring
-    starts, see Starting State) and ``home_move`` (False; see Action Space). A world
+    starts, see Starting State), ``home_move`` (False; see Action Space),
+    ``shaping_epochs`` (0) and ``shaping_gamma`` (0.99; see Rewards). A world
     with more servers or models than the maxima raises ``ValueError`` naming both
     numbers.
 
@@ -209,6 +218,8 @@ class GraphEnv(gym.Env):
             "start_edits": 0,  # most random edits of the first draft at reset (exploring starts)
             "start_kinds": None,  # edit kinds they are drawn from; None: every edit kind
             "home_move": False,  # add the home_move block (a model's only home, one edit)
+            "shaping_epochs": 0,  # epochs of the home lookahead's potential; 0: no shaping
+            "shaping_gamma": 0.99,  # the shaping's discount: the learner's gamma
             **RewardConfig().as_dict(),
         }
 
@@ -221,8 +232,14 @@ class GraphEnv(gym.Env):
         cfg = resolve_config(self.default_config(), ("defaults", defaults), ("config", config))
         check_config(
             cfg, ints={"max_servers": MIN_MAX_SERVERS, "max_models": 1, "max_edits": 0,
-                       "start_edits": 0},
+                       "start_edits": 0, "shaping_epochs": 0},
         )  # fmt: skip
+        g = cfg["shaping_gamma"]
+        if isinstance(g, bool) or not isinstance(g, int | float) or not 0.0 < g <= 1.0:
+            raise ValueError(
+                f"shaping_gamma={g!r} is not allowed; must be a number in (0, 1] (the "
+                "learner's gamma)"
+            )
         check_render_mode(render_mode, self.metadata["render_modes"])
         if not isinstance(cfg["home_move"], bool | np.bool_):
             raise ValueError(
@@ -250,6 +267,8 @@ class GraphEnv(gym.Env):
         self.world = self._build(cfg)
         self.editor = PlanEditor(self.world, self.layout, cfg["deploy_bits"])
         self._last_report = None
+        self.shaping = HomeLookahead(cfg["shaping_epochs"], cfg) if cfg["shaping_epochs"] else None
+        self._phi = 0.0
 
     def _build(self, cfg: Mapping[str, Any]):
         world = build_world(dict(cfg))
@@ -288,8 +307,12 @@ class GraphEnv(gym.Env):
         self._last_report = None
         self._begin()
         info = {"invalid_action": False}
+        if self.shaping is not None:
+            self.shaping.reset(self.world.plan)
         if self.config["start_edits"]:
             info["start_edits"] = self._explore_start()
+        if self.shaping is not None:
+            self._phi = self.shaping(self.world, self.editor.draft)
         return self._observe(), info
 
     def _explore_start(self) -> list[str]:
@@ -342,11 +365,24 @@ class GraphEnv(gym.Env):
         if not report.feasible:  # never with the mask (it is exact); kept as a guard
             return self._invalid(a, str(report))
         info = {"invalid_action": False, "committed": False}
-        return self._observe(), 0.0, False, False, info
+        reward = 0.0
+        if self.shaping is not None:
+            reward = info["shaping"] = self._shaped(self.shaping(self.world, self.editor.draft))
+        return self._observe(), reward, False, False, info
+
+    def _shaped(self, phi_next: float) -> float:
+        """``shaping_gamma * phi(s') - phi(s)``; ``phi(s')`` becomes the current one."""
+        f = self.config["shaping_gamma"] * phi_next - self._phi
+        self._phi = phi_next
+        return f
 
     def _invalid(self, a: int, why: str):
         info = {"invalid_action": True, "committed": False, "infeasibility": why}
-        return self._observe(), -float(self.config["invalid_reward"]), False, False, info
+        reward = -float(self.config["invalid_reward"])
+        if self.shaping is not None:  # the state is unchanged: (gamma - 1) * phi
+            info["shaping"] = self._shaped(self._phi)
+            reward += info["shaping"]
+        return self._observe(), reward, False, False, info
 
     def _commit(self):
         w = self.world
@@ -368,6 +404,10 @@ class GraphEnv(gym.Env):
             "rewards": terms,
             **report_info(report),
         }
+        if self.shaping is not None:  # phi is 0 at the end of an episode
+            phi = 0.0 if truncated else self.shaping(w, self.editor.draft)
+            info["shaping"] = self._shaped(phi)
+            reward += info["shaping"]
         return self._observe(), reward, False, truncated, info
 
     def render(self):
