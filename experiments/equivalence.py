@@ -305,7 +305,7 @@ def markdown(rows: Sequence[Mapping], cand_text: str, info: Mapping[str, str], c
         "and the same arrivals. Identical: every compared output equal bit for bit.",
         "",
         head,
-        "|" + "---|" * 4 + "---:|" * 14 + "---|",
+        "|---|" + "---:|" * 16 + "---|",
     ]
     for r in rows:
         lines.append(

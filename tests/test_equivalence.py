@@ -24,7 +24,9 @@ def test_reference_against_itself_is_identical_and_passes(tmp_path, capsys):
     text = out.read_text()
     assert "Candidate: the reference itself." in text
     assert "python experiments/equivalence.py" in text
-    row = next(r for r in text.splitlines() if r.startswith("| default"))
+    table = [r for r in text.splitlines() if r.startswith("|")]
+    assert len({r.count("|") for r in table}) == 1  # header, separator and row agree
+    row = next(r for r in table if r.startswith("| default"))
     assert "| 0.000% |" in row and row.rstrip().endswith("| yes |")
 
 

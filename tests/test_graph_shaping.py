@@ -116,3 +116,20 @@ def test_shaped_env_pickles_and_continues_the_same_episode():
 def test_bad_shaping_config_names_the_key(config, match):
     with pytest.raises(ValueError, match=match):
         gym.make(ENV, config=config)
+
+
+def test_the_potential_is_kept_by_homes_and_bit_widths():
+    env = _env(shaping_epochs=2)
+    env.reset(seed=5)
+    env.step(0)
+    assert env.shaping(env.world, env.editor.draft) == 0.0  # the starting homes: no lookahead
+    assert env.shaping.lookaheads == 0
+    env.step(int(_home_edits(env)[0]))
+    assert env.shaping.lookaheads == 2
+    phi = env._phi
+    assert env.shaping(env.world, env.editor.draft) == phi  # kept: no new lookahead
+    assert env.shaping.lookaheads == 2
+    lay = env.layout
+    bits = np.flatnonzero(env.action_masks() & lay.kind_mask(["bits"], "kinds"))
+    env.step(int(bits[0]))  # same homes, other bit widths: a new lookahead
+    assert env.shaping.lookaheads == 4

@@ -14,9 +14,10 @@ world in which ``plan`` is committed and then kept. The two copies start from th
 state with the same random generators, so they see the same arrivals, link and server
 events (common random numbers): ``phi`` is the difference the homes make, without the
 arrivals' noise. ``phi`` is 0 for the episode's starting homes, is computed the first
-time a set of homes ``H`` is reached in an episode (from the world and draft at that
-step) and kept for the rest of the episode, and is 0 when the reference plan is one the
-world refuses.
+time a set of homes is reached with a given set of bit widths in an episode (from the
+world and draft at that step) and kept for the rest of the episode, and is 0 when the
+reference plan is one the world refuses. (Keyed by the bit widths too: a home move is
+worth one thing while the experts are at 16 bits and another at 4.)
 
 The env adds ``gamma * phi(s') - phi(s)`` to every step's reward, with ``phi`` = 0 at
 the end of an episode. Over any whole episode the shaping terms telescope to
@@ -46,6 +47,11 @@ HomeSet = tuple[tuple[str, tuple[int, ...]], ...]
 def homes_of(plan: Plan) -> HomeSet:
     """The plan's homes as a hashable key: ``((model, sorted homes), ...)``."""
     return tuple((name, tuple(sorted(mp.home))) for name, mp in plan.models.items())
+
+
+def _key(plan: Plan) -> tuple:
+    """What the potential is kept by: the homes and every expert's bit width."""
+    return homes_of(plan), tuple(mp.bits.tobytes() for mp in plan.models.values())
 
 
 def world_copy(world: World) -> World:
@@ -78,19 +84,21 @@ class HomeLookahead:
         self.epochs = int(epochs)
         self.config = config
         self.start: HomeSet = ()
-        self._memo: dict[HomeSet, float] = {}
+        self._memo: dict[tuple, float] = {}
         #: lookaheads run in this episode (two per new set of homes)
         self.lookaheads = 0
 
     def reset(self, plan: Plan) -> None:
         """A new episode whose starting plan is ``plan``."""
         self.start = homes_of(plan)
-        self._memo = {self.start: 0.0}
+        self._memo = {}
         self.lookaheads = 0
 
     def __call__(self, world: World, draft: Plan) -> float:
         """``phi`` of the state whose draft is ``draft``."""
-        key = homes_of(draft)
+        key = _key(draft)
+        if key[0] == self.start:
+            return 0.0
         hit = self._memo.get(key)
         if hit is not None:
             return hit
