@@ -4,6 +4,7 @@ paired lookahead it documents, and refuses bad config."""
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 
 import gymnasium as gym
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 import coel_env  # noqa: F401 - registers the ids
+from coel_env.core.plan import Plan
 from coel_env.envs.shaping import homes_of, lookahead_return, world_copy
 
 ENV = "CoEL-Graph-v0"
@@ -130,6 +132,14 @@ def test_the_potential_is_kept_by_homes_and_bit_widths():
     assert env.shaping(env.world, env.editor.draft) == phi  # kept: no new lookahead
     assert env.shaping.lookaheads == 2
     lay = env.layout
-    bits = np.flatnonzero(env.action_masks() & lay.kind_mask(["bits"], "kinds"))
-    env.step(int(bits[0]))  # same homes, other bit widths: a new lookahead
-    assert env.shaping.lookaheads == 4
+    first = env.shaping.lookaheads
+    for _ in range(3):  # one group's width: the models' main widths stay: kept
+        bits = np.flatnonzero(env.action_masks() & lay.kind_mask(["bits"], "kinds"))
+        env.step(int(bits[0]))
+    assert env.shaping.lookaheads == first
+    w = env.world  # every expert of every model at 8 bits: a new lookahead
+    draft = env.editor.draft
+    eight = Plan({n: dataclasses.replace(mp, bits=np.full_like(mp.bits, 8))
+                  for n, mp in draft.models.items()})  # fmt: skip
+    env.shaping(w, eight)
+    assert env.shaping.lookaheads == first + 2

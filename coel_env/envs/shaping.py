@@ -14,10 +14,12 @@ world in which ``plan`` is committed and then kept. The two copies start from th
 state with the same random generators, so they see the same arrivals, link and server
 events (common random numbers): ``phi`` is the difference the homes make, without the
 arrivals' noise. ``phi`` is 0 for the episode's starting homes, is computed the first
-time a set of homes is reached with a given set of bit widths in an episode (from the
-world and draft at that step) and kept for the rest of the episode, and is 0 when the
-reference plan is one the world refuses. (Keyed by the bit widths too: a home move is
-worth one thing while the experts are at 16 bits and another at 4.)
+time a set of homes is reached with a given main bit width of each model (the width
+most of its experts have) in an episode, from the world and draft at that step, and
+kept for the rest of the episode; it is 0 when the reference plan is one the world
+refuses. (Keyed by the main bit widths too: a home move is worth one thing while the
+experts are at 16 bits and another at 4. Keying by every expert's width would run new
+lookaheads after every bit-width edit, several times slower in training.)
 
 The env adds ``gamma * phi(s') - phi(s)`` to every step's reward, with ``phi`` = 0 at
 the end of an episode. Over any whole episode the shaping terms telescope to
@@ -35,6 +37,8 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 from coel_env.core.plan import Plan
 from coel_env.core.rewards import reward_terms, total_reward
 from coel_env.core.world import World
@@ -50,8 +54,13 @@ def homes_of(plan: Plan) -> HomeSet:
 
 
 def _key(plan: Plan) -> tuple:
-    """What the potential is kept by: the homes and every expert's bit width."""
-    return homes_of(plan), tuple(mp.bits.tobytes() for mp in plan.models.values())
+    """What the potential is kept by: the homes and each model's main bit width (the one
+    most of its experts have; the widest of a tie)."""
+    main = []
+    for mp in plan.models.values():
+        counts = np.bincount(mp.bits.ravel().astype(np.int64), minlength=17)
+        main.append(int(16 - np.argmax(counts[::-1])))
+    return homes_of(plan), tuple(main)
 
 
 def world_copy(world: World) -> World:
