@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import EngFormatter, MaxNLocator
 
     fig, axes = plt.subplots(1, len(args.tags), figsize=(4.2 * len(args.tags), 3.2))
     for ax, tag in zip(list(getattr(axes, "flat", [axes])), args.tags, strict=True):
@@ -53,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         ax.plot(steps, vals, lw=1.2)
         ax.set_title(tag, fontsize=9)
         ax.set_xlabel("training step")
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 100k, 1.5M: labels that fit
+        ax.xaxis.set_major_locator(MaxNLocator(6))
         ax.grid(alpha=0.3)
     fig.suptitle(args.run.name, fontsize=10)
     fig.tight_layout()
