@@ -479,3 +479,13 @@ def test_eval_episodes_have_an_upper_bound():
     with pytest.raises(ValueError, match="--eval-episodes 100000000 is not allowed; must be at"):
         T._eval_seeds(100_000_000, None)
     assert T._eval_seeds(3, None) == [0, 1, 2]
+
+
+def test_shaping_with_another_discount_than_the_learners_is_refused(tmp_path, capsys):
+    argv = ["train", "--algo", "maskable_ppo", "--env", "CoEL-Graph-v0", "--timesteps", "64",
+            "--runs-root", str(tmp_path / "runs"), "--env-config", "shaping_epochs=2",
+            "--hyperparams", "gamma=0.95", "--no-progress"]  # fmt: skip
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "shaping_gamma=0.99 differs from the learner's gamma=0.95" in err
+    assert "Traceback" not in err and not (tmp_path / "runs").exists()

@@ -97,6 +97,20 @@ def _eval_seeds(eval_episodes: int | None, eval_seeds: Sequence[int] | None) -> 
     return list(range(n))
 
 
+def _check_shaping_gamma(config: Mapping[str, Any], hp: Mapping[str, Any]) -> None:
+    """``CoEL-Graph-v0``'s shaping keeps the best policy only when its discount is the
+    learner's (``coel_env.envs.shaping``): refuse a run where they differ."""
+    if not config.get("shaping_epochs"):
+        return
+    gamma = float(hp.get("gamma", 0.99))  # SB3's default for every algorithm here
+    if float(config["shaping_gamma"]) != gamma:
+        raise ValueError(
+            f"shaping_gamma={config['shaping_gamma']!r} differs from the learner's "
+            f"gamma={gamma!r}: potential-based shaping changes the best policy unless they "
+            "are equal; set --env-config shaping_gamma to the same value"
+        )
+
+
 def train(
     algo: str,
     env_id: str,
@@ -192,6 +206,7 @@ def train(
         config["overrides"] = {**config.get("overrides", {}), **dict(overrides)}
     resolved, action_space = _probe_env(env_id, config)
     _dqn_wrapper_needed(algo, action_space, env_id)  # raises where DQN cannot run
+    _check_shaping_gamma(resolved, hp)
     if imitate is not None:
         _check_encodable(env_id, config, str(imitate))
         if imitate_demos is not None:
