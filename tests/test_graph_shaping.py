@@ -59,8 +59,11 @@ def test_shaping_telescopes_over_an_episode_and_the_world_is_untouched():
     disc = [g**t for t in range(len(a))]
     terms = [info.get("shaping", 0.0) for _, info in a]
     assert any(abs(f) > 1e-6 for f in terms)
-    # sum of gamma^t (gamma phi(s_t+1) - phi(s_t)) = -phi(s_0) = 0 (the starting homes)
-    assert abs(float(np.dot(disc, terms))) < 1e-9
+    # sum of gamma^t (gamma phi(s_t+1) - phi(s_t)) = gamma^T phi(s_T) - phi(s_0), and
+    # phi(s_0) = 0 (the starting homes); truncation keeps the last state's potential
+    last = shaped.shaping(shaped.world, shaped.editor.draft)
+    assert last == shaped._phi
+    assert float(np.dot(disc, terms)) == pytest.approx(g ** len(a) * last, abs=1e-9)
     for (ra, ia), (rb, ib) in zip(a, b, strict=True):
         # the same world trajectory: the lookahead's copies leave the world alone
         assert ia.get("rewards") == ib.get("rewards")

@@ -404,9 +404,8 @@ class GraphEnv(gym.Env):
             "rewards": terms,
             **report_info(report),
         }
-        if self.shaping is not None:  # phi is 0 at the end of an episode
-            phi = 0.0 if truncated else self.shaping(w, self.editor.draft)
-            info["shaping"] = self._shaped(phi)
+        if self.shaping is not None:  # truncated is not terminal: phi(s') as always
+            info["shaping"] = self._shaped(self.shaping(w, self.editor.draft))
             reward += info["shaping"]
         return self._observe(), reward, False, truncated, info
 

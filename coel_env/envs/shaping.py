@@ -21,9 +21,11 @@ refuses. (Keyed by the main bit widths too: a home move is worth one thing while
 experts are at 16 bits and another at 4. Keying by every expert's width would run new
 lookaheads after every bit-width edit, several times slower in training.)
 
-The env adds ``gamma * phi(s') - phi(s)`` to every step's reward, with ``phi`` = 0 at
-the end of an episode. Over any whole episode the shaping terms telescope to
-``-phi(s_0)``, a constant of the start, so every policy's discounted return changes by
+The env adds ``gamma * phi(s') - phi(s)`` to every step's reward. Over an episode the
+shaping terms telescope to ``gamma^T phi(s_T) - phi(s_0)``: ``phi(s_0)`` is a constant of
+the start, and the env never terminates, only truncates, so the last state keeps its
+potential, which a learner that bootstraps a truncated episode's value (SB3 does) carries
+on as the value of the states after it. Every policy's discounted return thus changes by
 the same amount and the best policy is unchanged (Ng, Harada and Russell, ICML 1999,
 "Policy invariance under reward transformations"). That holds for the discount
 ``shaping_gamma``, which must equal the learner's ``gamma``.
