@@ -326,3 +326,29 @@ def test_fixed_plans_all_home_sets_lists_every_assignment():
     assert len(all_home_sets(5, 2)) == 241
     with pytest.raises(ValueError, match="above 1000; give --homes instead"):
         all_home_sets(7, 3)
+
+
+def test_home_potential_prices_every_one_edit_home_change(tmp_path, capsys):
+    """experiments/home_potential.py: one row per home move and drop of the all-homes
+    plan, each priced by the shaping's potential."""
+    import csv
+
+    from coel_env.core.world import World
+    from experiments.home_potential import fixed_plan, main, one_edit_drafts
+
+    w = World("default")
+    w.reset(0)
+    plan = fixed_plan(w, 4)
+    assert all(mp.home == tuple(range(w.n)) for mp in plan.models.values())
+    assert all((mp.bits == 4).all() for mp in plan.models.values())
+    labels = [label for label, _ in one_edit_drafts(plan)]
+    assert len(labels) == len(set(labels)) == 2 * len(plan.models) * w.n
+    out = tmp_path / "pot.csv"
+    assert main(["--seeds", "1", "--at", "2", "--epochs", "2", "--out", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert sorted(r["edit"] for r in rows) == sorted(labels)
+    values = [float(r["potential"]) for r in rows]
+    assert all(np.isfinite(values)) and any(v != 0.0 for v in values)
+    assert "home_move[qwen1.5-moe-a2.7b, s2]" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["--at", "0"])
