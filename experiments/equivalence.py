@@ -105,11 +105,11 @@ def resolve_constants(assign: Mapping[str, object]) -> list[tuple[object, str, o
                 f"--candidate-constants {key!r}: coel_env.core.{mod_name} has no {attr!r}"
             )
         old = getattr(mod, attr)
-        if type(old) in (int, float) and not isinstance(value, bool):
-            if not isinstance(value, int | float):
-                raise ValueError(
-                    f"--candidate-constants {key}={value!r}: must be a number like {old!r}"
-                )
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if type(old) in (int, float) and not number:
+            raise ValueError(
+                f"--candidate-constants {key}={value!r}: must be a number like {old!r}"
+            )
         out.append((mod, attr, value))
     return out
 

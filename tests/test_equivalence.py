@@ -65,6 +65,7 @@ def test_random_plans_are_accepted_by_the_world_and_change_the_plan():
         (["--candidate-constants", "nosuch.X=1"], r"coel_env.core.nosuch is not a module"),
         (["--candidate-constants", "world.NOPE=1"], r"coel_env.core.world has no 'NOPE'"),
         (["--candidate-constants", "world.POP_TOLERANCE=abc"], r"must be a number like 0.1"),
+        (["--candidate-constants", "world.POP_TOLERANCE=true"], r"=True: must be a number"),
         (["--candidate-constants", "POP_TOLERANCE=1"], r"give MODULE.NAME"),
         (["--candidate-overrides", "novalue"], r"'novalue' is not KEY=VALUE"),
         (["--candidate-class", "coel_env.core.world"], r"is not MODULE:CLASS"),
