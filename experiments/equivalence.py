@@ -151,10 +151,6 @@ class Candidate:
     overrides: dict = field(default_factory=dict)
     cls: type = World
 
-    @property
-    def same(self) -> bool:
-        return not self.constants and not self.overrides and self.cls is World
-
 
 def scenario_args(scenario: str) -> tuple[str, dict]:
     """A preset name or YAML path, or a Topology Zoo ``.graphml`` / EUA ``.csv``

@@ -32,18 +32,16 @@ from coel_env.core.plan import Plan  # noqa: E402
 from coel_env.core.world import World  # noqa: E402
 from coel_env.envs import env_config  # noqa: E402
 from coel_env.envs.shaping import HomeLookahead  # noqa: E402
+from experiments.fixed_plans import FixedPlan  # noqa: E402
 
 
 def fixed_plan(world: World, bits: int) -> Plan:
-    """Every model homed on every server, every expert at ``bits``, placed as now."""
+    """Every model homed on every server, every expert at ``bits``, placed as now
+    (``fixed_plans.py``'s plan of those homes)."""
     every = tuple(range(world.n))
-    return Plan({
-        name: dataclasses.replace(
-            mp, bits=np.full_like(mp.bits, bits), location=(mp.location > 0).astype(np.int8),
-            home=every,
-        )
-        for name, mp in world.plan.models.items()
-    })  # fmt: skip
+    policy = FixedPlan((every,) * len(world.models), bits, "every-home")
+    policy.reset(world, 0)
+    return policy.act(world, None)
 
 
 def one_edit_drafts(plan: Plan) -> list[tuple[str, Plan]]:

@@ -4,6 +4,7 @@ imitation step before RL."""
 from __future__ import annotations
 
 import datetime as _dt
+import inspect
 import shlex
 import sys
 from collections.abc import Mapping, Sequence
@@ -97,12 +98,13 @@ def _eval_seeds(eval_episodes: int | None, eval_seeds: Sequence[int] | None) -> 
     return list(range(n))
 
 
-def _check_shaping_gamma(config: Mapping[str, Any], hp: Mapping[str, Any]) -> None:
+def _check_shaping_gamma(config: Mapping[str, Any], cls: type, hp: Mapping[str, Any]) -> None:
     """``CoEL-Graph-v0``'s shaping keeps the best policy only when its discount is the
-    learner's (``coel_env.envs.shaping``): refuse a run where they differ."""
+    learner's (``coel_env.envs.shaping``; ``cls``'s own default where ``hp`` sets none):
+    refuse a run where they differ."""
     if not config.get("shaping_epochs"):
         return
-    gamma = float(hp.get("gamma", 0.99))  # SB3's default for every algorithm here
+    gamma = float(hp.get("gamma", inspect.signature(cls).parameters["gamma"].default))
     if float(config["shaping_gamma"]) != gamma:
         raise ValueError(
             f"shaping_gamma={config['shaping_gamma']!r} differs from the learner's "
@@ -206,7 +208,7 @@ def train(
         config["overrides"] = {**config.get("overrides", {}), **dict(overrides)}
     resolved, action_space = _probe_env(env_id, config)
     _dqn_wrapper_needed(algo, action_space, env_id)  # raises where DQN cannot run
-    _check_shaping_gamma(resolved, hp)
+    _check_shaping_gamma(resolved, cls, hp)
     if imitate is not None:
         _check_encodable(env_id, config, str(imitate))
         if imitate_demos is not None:

@@ -365,23 +365,23 @@ class GraphEnv(gym.Env):
         if not report.feasible:  # never with the mask (it is exact); kept as a guard
             return self._invalid(a, str(report))
         info = {"invalid_action": False, "committed": False}
-        reward = 0.0
-        if self.shaping is not None:
-            reward = info["shaping"] = self._shaped(self.shaping(self.world, self.editor.draft))
-        return self._observe(), reward, False, False, info
+        return self._observe(), self._shaped(0.0, info), False, False, info
 
-    def _shaped(self, phi_next: float) -> float:
-        """``shaping_gamma * phi(s') - phi(s)``; ``phi(s')`` becomes the current one."""
-        f = self.config["shaping_gamma"] * phi_next - self._phi
-        self._phi = phi_next
-        return f
+    def _shaped(self, reward: float, info: dict) -> float:
+        """``reward`` plus the shaping term ``shaping_gamma * phi(s') - phi(s)`` of the
+        step into the current state (in ``info["shaping"]``; unchanged without shaping);
+        ``phi(s')`` becomes the current potential. A truncation is not terminal: the last
+        state keeps its potential."""
+        if self.shaping is None:
+            return reward
+        phi = self.shaping(self.world, self.editor.draft)
+        info["shaping"] = self.config["shaping_gamma"] * phi - self._phi
+        self._phi = phi
+        return reward + info["shaping"]
 
     def _invalid(self, a: int, why: str):
         info = {"invalid_action": True, "committed": False, "infeasibility": why}
-        reward = -float(self.config["invalid_reward"])
-        if self.shaping is not None:  # the state is unchanged: (gamma - 1) * phi
-            info["shaping"] = self._shaped(self._phi)
-            reward += info["shaping"]
+        reward = self._shaped(-float(self.config["invalid_reward"]), info)
         return self._observe(), reward, False, False, info
 
     def _commit(self):
@@ -404,10 +404,7 @@ class GraphEnv(gym.Env):
             "rewards": terms,
             **report_info(report),
         }
-        if self.shaping is not None:  # truncated is not terminal: phi(s') as always
-            info["shaping"] = self._shaped(self.shaping(w, self.editor.draft))
-            reward += info["shaping"]
-        return self._observe(), reward, False, truncated, info
+        return self._observe(), self._shaped(reward, info), False, truncated, info
 
     def render(self):
         from coel_env.envs.render import render_ansi, render_rgb
